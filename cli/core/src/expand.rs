@@ -1,0 +1,425 @@
+//! `expand`: a manifest and a target become the desired resources. Pure: the same input
+//! always gives the same graph, in the same order.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, GraphError, Resource, ResourceKind};
+use crate::manifest::{Exporter, HaMode, LoadBalancer, Manifest, PoolerKind, Rate, Region};
+
+/// Where an environment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Local,
+    Kubernetes,
+    Aws,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Local => "local",
+            Target::Kubernetes => "kubernetes",
+            Target::Aws => "aws",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Target::Local),
+            "kubernetes" | "k8s" => Ok(Target::Kubernetes),
+            "aws" => Ok(Target::Aws),
+            other => Err(format!("unknown target `{other}`; choose local, kubernetes or aws")),
+        }
+    }
+}
+
+/// Where an environment's processes live on the local target: its slot `S` gives it the
+/// loopback block 127.S.0.0/16, host `N` of region `R` (1-based) is 127.S.R.N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub slot: u8,
+}
+
+impl Placement {
+    pub fn address(self, region: usize, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.slot, region as u8 + 1, host)
+    }
+}
+
+/// Well-known ports; each host has its own address, so they repeat without colliding.
+pub mod ports {
+    pub const POSTGRES: u16 = 5432;
+    pub const PATRONI: u16 = 8008;
+    pub const ETCD_CLIENT: u16 = 2379;
+    pub const PGBOUNCER: u16 = 6432;
+    pub const REDIS: u16 = 6379;
+    pub const SHOP: u16 = 8080;
+    pub const HAPROXY: u16 = 8000;
+    pub const PROMETHEUS: u16 = 9090;
+    pub const NODE_EXPORTER: u16 = 9100;
+    pub const POSTGRES_EXPORTER: u16 = 9187;
+    pub const REDIS_EXPORTER: u16 = 9121;
+    pub const PGBOUNCER_EXPORTER: u16 = 9127;
+}
+
+/// Host numbers within a region's /24.
+mod hosts {
+    pub const PG_FIRST: u8 = 1; // 1..=19: PostgreSQL nodes
+    pub const ETCD: u8 = 20;
+    pub const PGBOUNCER: u8 = 21;
+    pub const REDIS: u8 = 22;
+    pub const HAPROXY: u8 = 23;
+    pub const PROMETHEUS: u8 = 24;
+    pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
+    pub const SHOP_FIRST: u8 = 100; // 100..=254: shop processes
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExpandError {
+    #[error("target {0} is not implemented yet; use --target local")]
+    TargetNotImplemented(Target),
+    #[error("too many {what} for one region's address block ({count}, at most {max})")]
+    TooMany { what: &'static str, count: usize, max: usize },
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// The resources `manifest` needs on `target`, in dependency order.
+pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Result<Graph, ExpandError> {
+    if target != Target::Local {
+        return Err(ExpandError::TargetNotImplemented(target));
+    }
+    let mut out = Vec::new();
+    let s = &manifest.spec;
+    let primary_idx = s.regions.iter().position(|r| r.primary).unwrap_or(0);
+    let primary = &s.regions[primary_idx];
+
+    // The data tier lives in the primary region; other regions get a replica to read from.
+    let db = data_tier(manifest, placement, primary_idx, primary, &mut out)?;
+    let database = format!("database/{}", "shop");
+    out.push(Resource {
+        id: database.clone(),
+        kind: ResourceKind::Database,
+        region: primary.name.clone(),
+        address: None,
+        port: None,
+        depends_on: db.writers.clone(),
+        props: props([
+            ("name", "shop".to_string()),
+            ("owner", "shop".to_string()),
+            ("extensions", s.postgres.extensions.join(",")),
+            ("partition_orders", format!("{:?}", s.postgres.partitioning.orders).to_lowercase()),
+            ("premake", s.postgres.partitioning.premake.to_string()),
+        ]),
+    });
+    let migration = "migration/shop".to_string();
+    out.push(Resource {
+        id: migration.clone(),
+        kind: ResourceKind::Migration,
+        region: primary.name.clone(),
+        address: None,
+        port: None,
+        depends_on: vec![database.clone()],
+        props: props([("database", database)]),
+    });
+
+    let mut scrape: Vec<(String, String)> = Vec::new();
+    for (ri, region) in s.regions.iter().enumerate() {
+        let redis = if s.redis.enabled {
+            let id = format!("redis/{}", region.name);
+            out.push(Resource {
+                id: id.clone(),
+                kind: ResourceKind::Redis,
+                region: region.name.clone(),
+                address: Some(placement.address(ri, hosts::REDIS)),
+                port: Some(ports::REDIS),
+                depends_on: vec![],
+                props: props([("maxmemory", s.redis.maxmemory.clone()), ("replicas", s.redis.replicas.to_string())]),
+            });
+            Some(id)
+        } else {
+            None
+        };
+        let rate = |r: &Option<Rate>| r.as_ref().map_or("off".to_string(), |r| format!("{}:{}", r.per_second, r.burst));
+        let mut shops = Vec::new();
+        let mut host = hosts::SHOP_FIRST;
+        for role in &s.shop.roles {
+            for i in 1..=role.replicas {
+                let id = format!("shop/{}-{}-{i}", region.name, role.name.as_str());
+                let mut deps = vec![migration.clone()];
+                deps.extend(redis.clone());
+                let address = placement.address(ri, host);
+                host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
+                scrape.push(("shop".into(), format!("{address}:{}", ports::SHOP)));
+                out.push(Resource {
+                    id: id.clone(),
+                    kind: ResourceKind::Shop,
+                    region: region.name.clone(),
+                    address: Some(address),
+                    port: Some(ports::SHOP),
+                    depends_on: deps,
+                    props: props([
+                        ("roles", role.name.as_str().to_string()),
+                        ("db_pool_size", s.shop.db_pool_size.to_string()),
+                        ("writes_via", db.write_endpoint.clone()),
+                        ("reads_via", if s.shop.read_from_replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() }),
+                        ("redis", redis.clone().unwrap_or_else(|| "none".into())),
+                        ("rate_login", rate(&s.edge.rate_limits.login)),
+                        ("rate_register", rate(&s.edge.rate_limits.register)),
+                        ("rate_search", rate(&s.edge.rate_limits.search)),
+                    ]),
+                });
+                shops.push(id);
+            }
+        }
+        for i in 1..=s.shop.workers {
+            let mut deps = vec![migration.clone()];
+            deps.extend(redis.clone());
+            out.push(Resource {
+                id: format!("worker/{}-{i}", region.name),
+                kind: ResourceKind::Worker,
+                region: region.name.clone(),
+                address: None,
+                port: None,
+                depends_on: deps,
+                props: props([("writes_via", db.write_endpoint.clone())]),
+            });
+        }
+        if s.edge.load_balancer == LoadBalancer::Haproxy {
+            let address = placement.address(ri, hosts::HAPROXY);
+            out.push(Resource {
+                id: format!("haproxy/{}", region.name),
+                kind: ResourceKind::Haproxy,
+                region: region.name.clone(),
+                address: Some(address),
+                port: Some(ports::HAPROXY),
+                depends_on: shops.clone(),
+                props: props([
+                    ("balance", format!("{:?}", s.edge.balance).to_lowercase()),
+                    ("backends", shops.join(",")),
+                    ("health_check", "/readyz".into()),
+                ]),
+            });
+        }
+        if let Some(r) = &redis
+            && s.observability.exporters.contains(&Exporter::Redis)
+        {
+            let address = placement.address(ri, hosts::REDIS);
+            scrape.push(("redis".into(), format!("{address}:{}", ports::REDIS_EXPORTER)));
+            out.push(exporter(region, address, ports::REDIS_EXPORTER, "redis", r));
+        }
+    }
+    for (job, endpoints) in db.scrape {
+        scrape.push((job, endpoints));
+    }
+    if s.observability.exporters.contains(&Exporter::Postgres) {
+        for (i, node) in db.nodes.iter().enumerate() {
+            let address = placement.address(primary_idx, hosts::PG_FIRST + i as u8);
+            scrape.push(("postgres".into(), format!("{address}:{}", ports::POSTGRES_EXPORTER)));
+            out.push(exporter(primary, address, ports::POSTGRES_EXPORTER, "postgres", node));
+        }
+    }
+    if s.observability.prometheus.enabled {
+        let address = placement.address(primary_idx, hosts::PROMETHEUS);
+        let depends_on: Vec<String> =
+            out.iter().filter(|r| matches!(r.kind, ResourceKind::Shop | ResourceKind::Exporter)).map(|r| r.id.clone()).collect();
+        scrape.sort();
+        out.push(Resource {
+            id: "prometheus/main".into(),
+            kind: ResourceKind::Prometheus,
+            region: primary.name.clone(),
+            address: Some(address),
+            port: Some(ports::PROMETHEUS),
+            depends_on,
+            props: props([
+                ("scrape_interval", s.observability.prometheus.scrape_interval.clone()),
+                ("retention", s.observability.prometheus.retention.clone()),
+                ("targets", scrape.iter().map(|(j, e)| format!("{j}={e}")).collect::<Vec<_>>().join(",")),
+                ("burn_rate_alerts", s.observability.burn_rate_alerts.to_string()),
+            ]),
+        });
+    }
+    Ok(Graph::new(out)?)
+}
+
+/// What the rest of the topology needs to know about the database tier.
+struct DataTier {
+    /// Resources that must be up before the database can be created.
+    writers: Vec<String>,
+    /// Resource id of what writes go through (a server, a pooler or a balancer).
+    write_endpoint: String,
+    read_endpoint: String,
+    nodes: Vec<String>,
+    scrape: Vec<(String, String)>,
+}
+
+fn data_tier(
+    manifest: &Manifest,
+    placement: Placement,
+    ri: usize,
+    region: &Region,
+    out: &mut Vec<Resource>,
+) -> Result<DataTier, ExpandError> {
+    let s = &manifest.spec;
+    let pg = &s.postgres;
+    let standbys = usize::from(pg.replicas.synchronous) + usize::from(pg.replicas.asynchronous);
+    let remote_replicas = s.regions.len() - 1;
+    let count = 1 + standbys;
+    if count + remote_replicas > 19 {
+        return Err(ExpandError::TooMany { what: "PostgreSQL nodes", count, max: 19 });
+    }
+    let mut preload = Vec::new();
+    if pg.extensions.iter().any(|e| e == "pg_stat_statements") {
+        preload.push("pg_stat_statements");
+    }
+    if pg.citus.enabled {
+        preload.insert(0, "citus");
+    }
+    let settings = |role: &str| {
+        props([
+            ("version", pg.version.clone()),
+            ("role", role.to_string()),
+            ("max_connections", pg.settings.max_connections.to_string()),
+            ("shared_buffers", pg.settings.shared_buffers.clone()),
+            ("work_mem", pg.settings.work_mem.clone()),
+            ("effective_cache_size", pg.settings.effective_cache_size.clone()),
+            ("wal_compression", if pg.wal.wal_compression { "on" } else { "off" }.to_string()),
+            ("max_wal_size", pg.wal.max_wal_size.clone()),
+            ("checkpoint_timeout", pg.wal.checkpoint_timeout.clone()),
+            ("synchronous_commit", pg.wal.synchronous_commit.as_pg().to_string()),
+            ("shared_preload_libraries", preload.join(",")),
+        ])
+    };
+    let mut nodes = Vec::new();
+    let mut scrape = Vec::new();
+    let etcd_id = format!("etcd/{}", region.name);
+    let ha = pg.ha == HaMode::Patroni;
+    if ha {
+        out.push(Resource {
+            id: etcd_id.clone(),
+            kind: ResourceKind::Etcd,
+            region: region.name.clone(),
+            address: Some(placement.address(ri, hosts::ETCD)),
+            port: Some(ports::ETCD_CLIENT),
+            depends_on: vec![],
+            props: props([("members", "1".to_string())]),
+        });
+    }
+    for n in 0..count {
+        let role = if n == 0 {
+            "primary"
+        } else if n <= usize::from(pg.replicas.synchronous) {
+            "sync-standby"
+        } else {
+            "async-replica"
+        };
+        let id = format!("postgres/{}-pg-{}", region.name, n + 1);
+        let mut p = settings(role);
+        let (kind, deps) = if ha {
+            p.insert("synchronous_mode".into(), (pg.replicas.synchronous > 0).to_string());
+            p.insert("patroni_port".into(), ports::PATRONI.to_string());
+            (ResourceKind::PatroniNode, vec![etcd_id.clone()])
+        } else {
+            (ResourceKind::Postgres, vec![])
+        };
+        out.push(Resource {
+            id: id.clone(),
+            kind,
+            region: region.name.clone(),
+            address: Some(placement.address(ri, hosts::PG_FIRST + n as u8)),
+            port: Some(ports::POSTGRES),
+            depends_on: deps,
+            props: p,
+        });
+        nodes.push(id);
+    }
+    for (other_idx, other) in s.regions.iter().enumerate().filter(|(_, r)| !r.primary) {
+        let id = format!("postgres/{}-pg-1", other.name);
+        let mut p = settings("async-replica");
+        p.insert("follows".into(), nodes[0].clone());
+        out.push(Resource {
+            id: id.clone(),
+            kind: if ha { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
+            region: other.name.clone(),
+            address: Some(placement.address(other_idx, hosts::PG_FIRST)),
+            port: Some(ports::POSTGRES),
+            depends_on: vec![nodes[0].clone()],
+            props: p,
+        });
+    }
+    let mut writers = nodes.clone();
+    for w in 0..pg.citus.workers.min(60) {
+        let id = format!("citus-worker/{}-{}", region.name, w + 1);
+        let mut p = settings("citus-worker");
+        p.insert("shard_count".into(), pg.citus.shard_count.to_string());
+        p.insert("distribution_column".into(), pg.citus.distribution_column.clone());
+        out.push(Resource {
+            id: id.clone(),
+            kind: ResourceKind::CitusWorker,
+            region: region.name.clone(),
+            address: Some(placement.address(ri, hosts::CITUS_FIRST + w)),
+            port: Some(ports::POSTGRES),
+            depends_on: vec![],
+            props: p,
+        });
+        writers.push(id);
+    }
+    let mut write_endpoint = nodes[0].clone();
+    if pg.pooler.kind == PoolerKind::Pgbouncer {
+        let id = format!("pgbouncer/{}", region.name);
+        let address = placement.address(ri, hosts::PGBOUNCER);
+        out.push(Resource {
+            id: id.clone(),
+            kind: ResourceKind::Pgbouncer,
+            region: region.name.clone(),
+            address: Some(address),
+            port: Some(ports::PGBOUNCER),
+            depends_on: nodes.clone(),
+            props: props([
+                ("pool_mode", format!("{:?}", pg.pooler.mode).to_lowercase()),
+                ("default_pool_size", pg.pooler.default_pool_size.to_string()),
+                ("max_client_conn", pg.pooler.max_client_conn.to_string()),
+                ("upstream", if ha { "leader".into() } else { nodes[0].clone() }),
+            ]),
+        });
+        if s.observability.exporters.contains(&Exporter::Pgbouncer) {
+            scrape.push(("pgbouncer".into(), format!("{address}:{}", ports::PGBOUNCER_EXPORTER)));
+            out.push(exporter(region, address, ports::PGBOUNCER_EXPORTER, "pgbouncer", &id));
+        }
+        write_endpoint = id;
+    }
+    let read_endpoint = if standbys > 0 { format!("replicas-of/{}", nodes[0]) } else { write_endpoint.clone() };
+    Ok(DataTier { writers, write_endpoint, read_endpoint, nodes, scrape })
+}
+
+fn exporter(region: &Region, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {
+    let name = of.replace('/', "-");
+    Resource {
+        id: format!("exporter/{name}"),
+        kind: ResourceKind::Exporter,
+        region: region.name.clone(),
+        address: Some(address),
+        port: Some(port),
+        depends_on: vec![of.to_string()],
+        props: props([("exports", what.to_string()), ("of", of.to_string())]),
+    }
+}
+
+fn props<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}

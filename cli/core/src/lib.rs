@@ -1,0 +1,31 @@
+//! scalectl's planning core: everything between a manifest and a list of steps, with no
+//! I/O, so that it is deterministic and unit-testable.
+//!
+//! - [`tree`]: YAML parsed into nodes that remember file, line and column.
+//! - [`manifest`]: the typed manifest, its JSON Schema, and [`manifest::Sources`], which
+//!   merges base, overlays and `--set` and reports every problem at once.
+//! - [`schema_check`]: checks a located tree against the JSON Schema.
+//! - [`rules`]: rules across fields that a schema cannot express.
+//! - [`diagnostic`]: one located problem, with a suggestion.
+//! - [`levels`]: the six built-in levels and what each adds, for `levels` and `explain`.
+//! - [`graph`], [`expand`]: desired resources as a dependency graph.
+//! - [`plan`]: desired against recorded and observed, as ordered steps.
+//! - [`provider`]: the trait each target implements.
+
+pub mod diagnostic;
+pub mod expand;
+pub mod graph;
+pub mod levels;
+pub mod manifest;
+pub mod plan;
+pub mod provider;
+pub mod rules;
+pub mod schema_check;
+pub mod tree;
+
+pub use diagnostic::Diagnostic;
+pub use expand::{Placement, Target, expand};
+pub use graph::{Graph, Resource, ResourceKind};
+pub use manifest::{Manifest, Sources};
+pub use plan::{Action, Observed, Plan, plan};
+pub use provider::{Provider, ProviderError};

@@ -1,0 +1,887 @@
+//! The environment manifest: typed with serde, described for editors with schemars, and
+//! loaded through [`Sources`] so that every problem is reported at once with its location.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::schema_check;
+use crate::tree::Node;
+
+pub const API_VERSION: &str = "scalectl.dev/v1";
+
+/// A whole environment: what `environments/level-N.yaml` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    /// Always `scalectl.dev/v1`.
+    #[schemars(extend("const" = "scalectl.dev/v1"))]
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    Environment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// Name of the level's topology (`level-3`); the environment name is chosen by `--env`.
+    pub name: String,
+    /// The level, 1 (one machine, 10 RPS) to 6 (sharded, multi-region, 1M RPS).
+    #[schemars(range(min = 1, max = 6))]
+    pub level: u8,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spec {
+    pub target_load: TargetLoad,
+    pub regions: Vec<Region>,
+    #[serde(default)]
+    pub network: Network,
+    pub postgres: Postgres,
+    #[serde(default)]
+    pub redis: Redis,
+    pub shop: Shop,
+    #[serde(default)]
+    pub edge: Edge,
+    #[serde(default)]
+    pub observability: Observability,
+    pub slos: Slos,
+    pub workload: Workload,
+    #[serde(default)]
+    pub chaos: Chaos,
+    #[serde(default)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetLoad {
+    /// Requests per second the level is built to serve.
+    #[schemars(range(min = 1))]
+    pub rps: u32,
+    /// Daily active users this corresponds to, for explanation only.
+    #[serde(default)]
+    pub daily_active_users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Region {
+    pub name: String,
+    /// The region that holds the writable primary; exactly one region has it.
+    #[serde(default)]
+    pub primary: bool,
+    /// Availability zones used in this region.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 6))]
+    pub zones: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Network {
+    /// Address block of the (cloud) network; on `local` each environment gets a loopback block.
+    pub cidr: String,
+    /// Databases and caches only reachable from inside the network.
+    #[serde(default)]
+    pub private_data_tier: bool,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { cidr: "10.0.0.0/16".into(), private_data_tier: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Postgres {
+    /// PostgreSQL major version.
+    #[serde(default = "pg_version")]
+    pub version: String,
+    /// How the primary is kept available: `none` (one node) or `patroni` (HA with etcd).
+    #[serde(default)]
+    pub ha: HaMode,
+    #[serde(default)]
+    pub replicas: Replicas,
+    #[serde(default)]
+    pub pooler: Pooler,
+    #[serde(default)]
+    pub partitioning: Partitioning,
+    #[serde(default)]
+    pub wal: Wal,
+    #[serde(default)]
+    pub settings: PgSettings,
+    /// Extensions created in the shop's database.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    #[serde(default)]
+    pub citus: Citus,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HaMode {
+    #[default]
+    None,
+    Patroni,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replicas {
+    /// Standbys that confirm each commit before it is acknowledged (RPO 0).
+    #[serde(default)]
+    #[schemars(range(max = 8))]
+    pub synchronous: u8,
+    /// Standbys that follow asynchronously and serve reads.
+    #[serde(default)]
+    #[schemars(range(max = 16))]
+    pub asynchronous: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pooler {
+    #[serde(default)]
+    pub kind: PoolerKind,
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Server connections per database/user pair.
+    #[serde(default = "pool_size")]
+    #[schemars(range(min = 1))]
+    pub default_pool_size: u32,
+    #[serde(default = "max_client_conn")]
+    #[schemars(range(min = 1))]
+    pub max_client_conn: u32,
+}
+
+impl Default for Pooler {
+    fn default() -> Self {
+        Pooler { kind: PoolerKind::None, mode: PoolMode::Transaction, default_pool_size: pool_size(), max_client_conn: max_client_conn() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PoolerKind {
+    #[default]
+    None,
+    Pgbouncer,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PoolMode {
+    #[default]
+    Transaction,
+    Session,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Partitioning {
+    /// How the orders table is partitioned.
+    #[serde(default)]
+    pub orders: PartitionScheme,
+    /// Future partitions kept ahead of time.
+    #[serde(default = "premake")]
+    #[schemars(range(max = 24))]
+    pub premake: u8,
+}
+
+impl Default for Partitioning {
+    fn default() -> Self {
+        Partitioning { orders: PartitionScheme::None, premake: premake() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PartitionScheme {
+    #[default]
+    None,
+    Monthly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Wal {
+    #[serde(default)]
+    pub wal_compression: bool,
+    /// PostgreSQL size, such as `1GB`.
+    #[serde(default = "max_wal_size")]
+    pub max_wal_size: String,
+    /// PostgreSQL duration, such as `5min`.
+    #[serde(default = "checkpoint_timeout")]
+    pub checkpoint_timeout: String,
+    #[serde(default)]
+    pub synchronous_commit: SynchronousCommit,
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Wal {
+            wal_compression: false,
+            max_wal_size: max_wal_size(),
+            checkpoint_timeout: checkpoint_timeout(),
+            synchronous_commit: SynchronousCommit::On,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousCommit {
+    #[default]
+    On,
+    RemoteApply,
+    RemoteWrite,
+    Local,
+    Off,
+}
+
+impl SynchronousCommit {
+    pub fn as_pg(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteApply => "remote_apply",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::Local => "local",
+            SynchronousCommit::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PgSettings {
+    #[serde(default = "max_connections")]
+    #[schemars(range(min = 10, max = 10000))]
+    pub max_connections: u32,
+    #[serde(default = "shared_buffers")]
+    pub shared_buffers: String,
+    #[serde(default = "work_mem")]
+    pub work_mem: String,
+    #[serde(default = "effective_cache_size")]
+    pub effective_cache_size: String,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            max_connections: max_connections(),
+            shared_buffers: shared_buffers(),
+            work_mem: work_mem(),
+            effective_cache_size: effective_cache_size(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Citus {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Worker nodes holding shards.
+    #[serde(default)]
+    #[schemars(range(max = 64))]
+    pub workers: u8,
+    #[serde(default = "shard_count")]
+    #[schemars(range(min = 1))]
+    pub shard_count: u32,
+    /// Column the sharded tables are distributed by.
+    #[serde(default = "distribution_column")]
+    pub distribution_column: String,
+}
+
+impl Default for Citus {
+    fn default() -> Self {
+        Citus { enabled: false, workers: 0, shard_count: shard_count(), distribution_column: distribution_column() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redis {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "redis_maxmemory")]
+    pub maxmemory: String,
+    /// What the shop uses Redis for.
+    #[serde(default)]
+    pub uses: Vec<RedisUse>,
+    #[serde(default)]
+    #[schemars(range(max = 8))]
+    pub replicas: u8,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis { enabled: false, maxmemory: redis_maxmemory(), uses: Vec::new(), replicas: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RedisUse {
+    Cache,
+    RateLimit,
+    FlashSaleGate,
+    Queue,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Shop {
+    /// `monolith`: every process serves every route; `split`: one process group per role.
+    #[serde(default)]
+    pub topology: Topology,
+    /// Process groups and how many of each; a monolith has one group, `all`.
+    pub roles: Vec<ShopRole>,
+    /// Outbox workers.
+    #[serde(default = "one")]
+    #[schemars(range(max = 64))]
+    pub workers: u8,
+    /// Database connections per shop process.
+    #[serde(default = "shop_pool")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub db_pool_size: u32,
+    /// Send catalog and order-history reads to replicas.
+    #[serde(default)]
+    pub read_from_replicas: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Topology {
+    #[default]
+    Monolith,
+    Split,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShopRole {
+    pub name: RoleName,
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 256))]
+    pub replicas: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RoleName {
+    All,
+    Auth,
+    Catalog,
+    Cart,
+    Orders,
+    Flash,
+}
+
+impl RoleName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleName::All => "all",
+            RoleName::Auth => "auth",
+            RoleName::Catalog => "catalog",
+            RoleName::Cart => "cart",
+            RoleName::Orders => "orders",
+            RoleName::Flash => "flash",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Edge {
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Route each client to its nearest region and fail over between regions.
+    #[serde(default)]
+    pub geo_routing: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LoadBalancer {
+    #[default]
+    None,
+    Haproxy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Balance {
+    #[default]
+    Leastconn,
+    Roundrobin,
+}
+
+/// Token buckets per client; absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimits {
+    #[serde(default)]
+    pub login: Option<Rate>,
+    #[serde(default)]
+    pub register: Option<Rate>,
+    #[serde(default)]
+    pub search: Option<Rate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rate {
+    #[schemars(range(min = 1))]
+    pub per_second: u32,
+    #[schemars(range(min = 1))]
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Observability {
+    #[serde(default)]
+    pub prometheus: Prometheus,
+    #[serde(default)]
+    pub exporters: Vec<Exporter>,
+    #[serde(default)]
+    pub dashboards: bool,
+    /// Multi-window burn-rate alerts on the SLOs.
+    #[serde(default)]
+    pub burn_rate_alerts: bool,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability { prometheus: Prometheus::default(), exporters: Vec::new(), dashboards: false, burn_rate_alerts: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Prometheus {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Such as `15s`.
+    #[serde(default = "scrape_interval")]
+    pub scrape_interval: String,
+    #[serde(default = "retention")]
+    pub retention: String,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus { enabled: true, scrape_interval: scrape_interval(), retention: retention() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Exporter {
+    Node,
+    Postgres,
+    Redis,
+    Haproxy,
+    Pgbouncer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Slos {
+    /// Percent of requests that succeed, such as 99.9.
+    #[schemars(range(min = 0, max = 100))]
+    pub availability: f64,
+    #[schemars(range(min = 1))]
+    pub latency_p95_ms: u32,
+    #[schemars(range(min = 1))]
+    pub latency_p99_ms: u32,
+    /// Largest tolerated ratio of failed requests, such as 0.001.
+    #[schemars(range(min = 0, max = 1))]
+    pub error_ratio: f64,
+    /// Recovery time objective after a fault, in seconds.
+    #[serde(default)]
+    pub rto_seconds: Option<u32>,
+    /// Acknowledged writes that may be lost in a failover (0 with synchronous replication).
+    #[serde(default)]
+    pub rpo_writes: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    /// Requests per second `scalectl load` offers by default.
+    #[schemars(range(min = 1))]
+    pub rate: u32,
+    /// Such as `60s` or `5m`.
+    pub duration: String,
+    #[schemars(range(min = 1))]
+    pub users: u32,
+    /// Share of each operation in `mixed`, in percent; sums to 100.
+    pub mix: Mix,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mix {
+    #[serde(default)]
+    pub browse: u8,
+    #[serde(default)]
+    pub search: u8,
+    #[serde(default)]
+    pub cart: u8,
+    #[serde(default)]
+    pub checkout: u8,
+    #[serde(default)]
+    pub login: u8,
+    #[serde(default)]
+    pub order_history: u8,
+}
+
+impl Mix {
+    pub fn total(&self) -> u32 {
+        [self.browse, self.search, self.cart, self.checkout, self.login, self.order_history].iter().map(|v| u32::from(*v)).sum()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Chaos {
+    /// Experiments (files in `chaos/`) that must pass before this level counts as done.
+    #[serde(default)]
+    pub gates: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default)]
+    pub local: LocalTarget,
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesTarget>,
+    #[serde(default)]
+    pub aws: Option<AwsTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalTarget {
+    /// Seconds `up` waits for every component to become healthy.
+    #[serde(default = "health_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub health_timeout_seconds: u32,
+}
+
+impl Default for LocalTarget {
+    fn default() -> Self {
+        LocalTarget { health_timeout_seconds: health_timeout() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesTarget {
+    pub namespace: String,
+    /// kubeconfig context per region name.
+    #[serde(default)]
+    pub contexts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// PostgreSQL instances per CloudNativePG cluster (1 primary + replicas).
+    #[serde(default = "one")]
+    pub postgres_instances: u8,
+    #[serde(default)]
+    pub ingress_class: Option<String>,
+    /// Horizontal pod autoscaling bounds for shop roles.
+    #[serde(default)]
+    pub autoscaling: Option<Autoscaling>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    pub min_replicas: u16,
+    pub max_replicas: u16,
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_percent: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsTarget {
+    /// AWS region per region name.
+    pub regions: BTreeMap<String, String>,
+    pub db_instance_class: String,
+    #[serde(default)]
+    pub multi_az: bool,
+    #[serde(default)]
+    pub cache_node_type: Option<String>,
+    #[serde(default = "storage")]
+    pub allocated_storage_gb: u32,
+}
+
+fn one() -> u8 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn pg_version() -> String {
+    "15".into()
+}
+fn pool_size() -> u32 {
+    20
+}
+fn max_client_conn() -> u32 {
+    1000
+}
+fn premake() -> u8 {
+    3
+}
+fn max_wal_size() -> String {
+    "1GB".into()
+}
+fn checkpoint_timeout() -> String {
+    "5min".into()
+}
+fn max_connections() -> u32 {
+    100
+}
+fn shared_buffers() -> String {
+    "128MB".into()
+}
+fn work_mem() -> String {
+    "4MB".into()
+}
+fn effective_cache_size() -> String {
+    "1GB".into()
+}
+fn shard_count() -> u32 {
+    32
+}
+fn distribution_column() -> String {
+    "user_id".into()
+}
+fn redis_maxmemory() -> String {
+    "256mb".into()
+}
+fn shop_pool() -> u32 {
+    10
+}
+fn scrape_interval() -> String {
+    "15s".into()
+}
+fn retention() -> String {
+    "1d".into()
+}
+fn health_timeout() -> u32 {
+    60
+}
+fn storage() -> u32 {
+    20
+}
+
+/// The JSON Schema of a manifest, for editors and for validation.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(Manifest).to_value()
+}
+
+/// A manifest assembled from a base file, overlays (`-f`) and `--set` assignments.
+pub struct Sources {
+    tree: Node,
+    problems: Vec<Diagnostic>,
+}
+
+impl Sources {
+    /// Starts from a base manifest's text; `file` names it in diagnostics.
+    pub fn new(file: &str, text: &str) -> Self {
+        match Node::parse(file, text) {
+            Ok(tree) => Sources { tree, problems: Vec::new() },
+            Err(d) => Sources { tree: Node::parse(file, "").expect("empty YAML parses"), problems: vec![d] },
+        }
+    }
+
+    /// Merges an overlay file over what is there.
+    pub fn overlay(&mut self, file: &str, text: &str) -> &mut Self {
+        match Node::parse(file, text) {
+            Ok(node) if matches!(node.value, crate::tree::Value::Map(_)) => self.tree.merge(node),
+            Ok(node) if matches!(node.value, crate::tree::Value::Null) => {}
+            Ok(node) => self.problems.push(Diagnostic::new(node.loc, "", "an overlay must be a mapping of keys to override")),
+            Err(d) => self.problems.push(d),
+        }
+        self
+    }
+
+    /// Applies `path=value` (`spec.shop.workers=3`); the value is read as YAML.
+    pub fn set(&mut self, assignment: &str) -> &mut Self {
+        let origin = format!("--set {assignment}");
+        let Some((path, value)) = assignment.split_once('=') else {
+            let loc = Node::parse(&origin, "").expect("empty YAML parses").loc;
+            self.problems.push(Diagnostic::new(loc, "", "expected KEY.PATH=VALUE, such as spec.shop.workers=3"));
+            return self;
+        };
+        match Node::parse(&origin, value) {
+            Ok(node) => {
+                let loc = node.loc.clone();
+                if let Err(e) = self.tree.set(path.trim(), node) {
+                    self.problems.push(Diagnostic::new(loc, path.trim(), e));
+                }
+            }
+            Err(d) => self.problems.push(d),
+        }
+        self
+    }
+
+    /// Validates everything and returns the typed manifest, or every problem found.
+    pub fn load(self) -> Result<Manifest, Vec<Diagnostic>> {
+        let Sources { mut tree, mut problems } = self;
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        problems.extend(schema_check::check(&mut tree, &json_schema()));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let manifest: Manifest = serde_json::from_value(tree.to_json()).map_err(|e| {
+            vec![Diagnostic::new(tree.loc.clone(), "", format!("manifest does not fit its schema: {e}"))]
+        })?;
+        let semantic = crate::rules::check(&manifest);
+        if semantic.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(semantic.into_iter().map(|(path, msg)| Diagnostic::new(tree.locate(&path), &path, msg)).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::levels::level;
+
+    fn base() -> Sources {
+        let l = level(1).unwrap();
+        Sources::new(l.file, l.manifest)
+    }
+
+    fn errors(s: Sources) -> Vec<Diagnostic> {
+        s.load().expect_err("expected the manifest to be rejected")
+    }
+
+    /// Line and column of the first occurrence of `needle` in `text`, 1-based.
+    fn pos(text: &str, needle: &str) -> (usize, usize) {
+        let at = text.find(needle).expect(needle);
+        let line = text[..at].matches('\n').count() + 1;
+        let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, col)
+    }
+
+    #[test]
+    fn a_misspelt_key_is_located_and_the_nearest_key_suggested() {
+        let text = level(1).unwrap().manifest.replace("    workers: 1\n", "    wokers: 1\n");
+        let errs = errors(Sources::new("m.yaml", &text));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let e = &errs[0];
+        assert_eq!((e.loc.line, e.loc.col), pos(&text, "wokers"));
+        assert_eq!(e.path, "spec.shop.wokers");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `workers`?"));
+        assert!(e.to_string().starts_with(&format!("m.yaml:{}:{}: spec.shop.wokers: unknown key `wokers`", e.loc.line, e.loc.col)), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = level(1)
+            .unwrap()
+            .manifest
+            .replace("dbPoolSize: 10", "dbPoolSize: lots")
+            .replace("loadBalancer: none", "loadBalancer: haproxi")
+            .replace("  level: 1\n", "  level: 9\n")
+            .replace("    topology: monolith\n", "");
+        let text = text.replace("  workload:\n    rate: 10\n", "  workload:\n");
+        let errs = errors(Sources::new("m.yaml", &text));
+        let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.path.as_str(), e.loc.line)).collect();
+        let line = |needle: &str| pos(&text, needle).0;
+        assert!(got.contains(&("spec.shop.dbPoolSize", line("lots"))), "wrong type: {got:?}");
+        assert!(got.contains(&("spec.edge.loadBalancer", line("haproxi"))), "bad enum: {got:?}");
+        assert!(got.contains(&("metadata.level", line("level: 9"))), "out of range: {got:?}");
+        assert!(got.contains(&("spec.workload.rate", line("  workload:"))), "missing key at its mapping: {got:?}");
+        let enum_err = errs.iter().find(|e| e.path == "spec.edge.loadBalancer").unwrap();
+        assert_eq!(enum_err.hint.as_deref(), Some("did you mean `haproxy`?"));
+        assert!(errs.iter().find(|e| e.path == "spec.shop.dbPoolSize").unwrap().message.contains("expected integer, found string `lots`"));
+        assert_eq!(errs.len(), 4, "a removed key with a default is not an error: {errs:?}");
+    }
+
+    #[test]
+    fn rules_across_fields_point_at_the_field() {
+        let text = level(1).unwrap().manifest.replace("        replicas: 1\n    workers", "        replicas: 3\n    workers");
+        let errs = errors(Sources::new("m.yaml", &text));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.edge.loadBalancer");
+        assert!(errs[0].message.contains("3 shop processes need a load balancer"), "{}", errs[0]);
+        assert_eq!(errs[0].loc.line, pos(&text, "loadBalancer: none").0);
+    }
+
+    #[test]
+    fn overlays_and_set_are_applied_and_located() {
+        let mut s = base();
+        s.overlay("over.yaml", "spec:\n  shop:\n    workers: 3\n").set("spec.shop.dbPoolSize=42");
+        let m = s.load().unwrap();
+        assert_eq!((m.spec.shop.workers, m.spec.shop.db_pool_size), (3, 42));
+
+        let mut s = base();
+        s.overlay("over.yaml", "spec:\n  shop:\n    workerz: 3\n");
+        let errs = errors(s);
+        assert_eq!((&*errs[0].loc.file, errs[0].loc.line, errs[0].loc.col), ("over.yaml", 3, 5));
+
+        let mut s = base();
+        s.set("spec.shop.workers=many");
+        let errs = errors(s);
+        assert_eq!(&*errs[0].loc.file, "--set spec.shop.workers=many");
+        assert_eq!(errs[0].path, "spec.shop.workers");
+
+        let mut s = base();
+        s.set("spec.shop.workers");
+        assert!(errors(s)[0].message.contains("KEY.PATH=VALUE"));
+    }
+
+    #[test]
+    fn a_quoted_or_plain_number_fits_a_string_field() {
+        let mut s = base();
+        s.set("spec.postgres.version=16");
+        assert_eq!(s.load().unwrap().spec.postgres.version, "16");
+    }
+
+    #[test]
+    fn syntax_errors_stop_with_one_located_error() {
+        let errs = errors(Sources::new("m.yaml", "apiVersion: x\nspec: [\n"));
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.starts_with("invalid YAML"));
+    }
+
+    #[test]
+    fn the_schema_describes_the_manifest_for_editors() {
+        let schema = json_schema();
+        assert_eq!(schema["title"], "Manifest");
+        assert_eq!(schema["properties"]["apiVersion"]["const"], API_VERSION);
+        assert_eq!(schema["$defs"]["Spec"]["additionalProperties"], false);
+    }
+}

@@ -1,0 +1,254 @@
+//! `plan`: the desired graph against the recorded state and what is actually running,
+//! giving ordered steps with the reason for each, the way a Terraform user reads them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::graph::{Graph, Resource, ResourceKind};
+
+/// What a provider saw of a resource just now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Observed {
+    /// Running and answering.
+    Running { pid: Option<u32> },
+    /// Not running (or not answering), with why.
+    Down { reason: String },
+    /// Nothing to observe (one-shot tasks, or the provider cannot tell).
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Same definition, but not running: start it again.
+    Start,
+    /// A one-shot task re-run because something it depends on changes.
+    Rerun,
+    Destroy,
+    Keep,
+}
+
+impl Action {
+    /// The sign a Terraform user expects in front of the resource.
+    pub fn sign(&self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update | Action::Start | Action::Rerun => "~",
+            Action::Destroy => "-",
+            Action::Keep => " ",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub id: String,
+    pub kind: ResourceKind,
+    pub action: Action,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Destroys first (dependents before what they depend on), then everything else in
+    /// dependency order.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.steps.iter().any(|s| s.action != Action::Keep)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for step in &self.steps {
+            match step.action {
+                Action::Create => s.create += 1,
+                Action::Update | Action::Start | Action::Rerun => s.change += 1,
+                Action::Destroy => s.destroy += 1,
+                Action::Keep => s.unchanged += 1,
+            }
+        }
+        s
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+/// Compares what should exist with what was recorded and what is running.
+pub fn plan(desired: &Graph, recorded: &BTreeMap<String, Resource>, observed: &BTreeMap<String, Observed>) -> Plan {
+    let mut steps = Vec::new();
+    // Destroy what is no longer wanted, dependents first.
+    let mut gone: Vec<&Resource> = recorded.values().filter(|r| desired.get(&r.id).is_none()).collect();
+    let old_graph = Graph::new(recorded.values().cloned().collect()).ok();
+    if let Some(g) = &old_graph {
+        let order: BTreeMap<&str, usize> = g.resources.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+        gone.sort_by_key(|r| std::cmp::Reverse(order.get(r.id.as_str()).copied().unwrap_or(0)));
+    }
+    for r in gone {
+        steps.push(Step {
+            id: r.id.clone(),
+            kind: r.kind,
+            action: Action::Destroy,
+            reason: "no longer in the manifest".into(),
+            changes: vec![],
+        });
+    }
+
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for want in &desired.resources {
+        let seen = observed.get(&want.id).cloned().unwrap_or(Observed::Unknown);
+        let (action, reason, changes) = match recorded.get(&want.id) {
+            None => match seen {
+                Observed::Running { .. } => (Action::Create, "running but not recorded in state; will adopt".to_string(), vec![]),
+                _ => (Action::Create, "not in state".to_string(), vec![]),
+            },
+            Some(had) => {
+                let changes = diff(had, want);
+                if !changes.is_empty() {
+                    let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+                    (Action::Update, format!("{} changed", fields.join(", ")), changes)
+                } else if let Observed::Down { reason } = seen {
+                    (Action::Start, reason, vec![])
+                } else if want.kind.one_shot()
+                    && let Some(dep) = want.depends_on.iter().find(|d| touched.contains(*d))
+                {
+                    (Action::Rerun, format!("{dep} changes"), vec![])
+                } else {
+                    (Action::Keep, String::new(), vec![])
+                }
+            }
+        };
+        if action != Action::Keep {
+            touched.insert(want.id.clone());
+        }
+        steps.push(Step { id: want.id.clone(), kind: want.kind, action, reason, changes });
+    }
+    Plan { steps }
+}
+
+fn diff(had: &Resource, want: &Resource) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, a: Option<String>, b: Option<String>| {
+        if a != b {
+            out.push(Change { field: name.to_string(), from: a, to: b });
+        }
+    };
+    field("address", had.address.map(|a| a.to_string()), want.address.map(|a| a.to_string()));
+    field("port", had.port.map(|p| p.to_string()), want.port.map(|p| p.to_string()));
+    field("depends_on", Some(had.depends_on.join(",")), Some(want.depends_on.join(",")));
+    let keys: BTreeSet<&String> = had.props.keys().chain(want.props.keys()).collect();
+    for k in keys {
+        field(k, had.props.get(k).cloned(), want.props.get(k).cloned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(id: &str, kind: ResourceKind, deps: &[&str], props: &[(&str, &str)]) -> Resource {
+        Resource {
+            id: id.into(),
+            kind,
+            region: "r1".into(),
+            address: None,
+            port: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            props: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn graph() -> Graph {
+        Graph::new(vec![
+            res("postgres/a", ResourceKind::Postgres, &[], &[("max_connections", "100")]),
+            res("database/shop", ResourceKind::Database, &["postgres/a"], &[]),
+            res("shop/1", ResourceKind::Shop, &["database/shop"], &[]),
+        ])
+        .unwrap()
+    }
+
+    fn recorded(g: &Graph) -> BTreeMap<String, Resource> {
+        g.resources.iter().map(|r| (r.id.clone(), r.clone())).collect()
+    }
+
+    fn running(g: &Graph) -> BTreeMap<String, Observed> {
+        g.resources.iter().map(|r| (r.id.clone(), Observed::Running { pid: Some(1) })).collect()
+    }
+
+    #[test]
+    fn fresh_environment_creates_everything_in_order() {
+        let g = graph();
+        let p = plan(&g, &BTreeMap::new(), &BTreeMap::new());
+        let ids: Vec<_> = p.steps.iter().map(|s| (s.id.as_str(), s.action.clone())).collect();
+        assert_eq!(ids, [("postgres/a", Action::Create), ("database/shop", Action::Create), ("shop/1", Action::Create)]);
+        assert_eq!(p.summary().create, 3);
+    }
+
+    #[test]
+    fn converged_environment_has_no_changes() {
+        let g = graph();
+        let p = plan(&g, &recorded(&g), &running(&g));
+        assert!(!p.has_changes(), "{p:?}");
+    }
+
+    #[test]
+    fn a_changed_setting_names_the_field_and_reruns_one_shot_dependents() {
+        let g = graph();
+        let rec = recorded(&g);
+        let mut want = g.clone();
+        want.resources[0].props.insert("max_connections".into(), "200".into());
+        let p = plan(&want, &rec, &running(&g));
+        let pg = p.step("postgres/a").unwrap();
+        assert_eq!(pg.action, Action::Update);
+        assert_eq!(pg.changes, vec![Change { field: "max_connections".into(), from: Some("100".into()), to: Some("200".into()) }]);
+        assert_eq!(p.step("database/shop").unwrap().action, Action::Rerun);
+        assert_eq!(p.step("shop/1").unwrap().action, Action::Keep, "a process is not restarted for its dependency");
+    }
+
+    #[test]
+    fn a_dead_process_is_started_again_with_the_reason() {
+        let g = graph();
+        let mut obs = running(&g);
+        obs.insert("shop/1".into(), Observed::Down { reason: "process 42 is gone".into() });
+        let p = plan(&g, &recorded(&g), &obs);
+        let s = p.step("shop/1").unwrap();
+        assert_eq!((s.action.clone(), s.reason.as_str()), (Action::Start, "process 42 is gone"));
+    }
+
+    #[test]
+    fn removed_resources_are_destroyed_dependents_first() {
+        let g = graph();
+        let rec = recorded(&g);
+        let smaller = Graph::new(vec![g.resources[0].clone()]).unwrap();
+        let p = plan(&smaller, &rec, &running(&g));
+        let destroys: Vec<_> = p.steps.iter().filter(|s| s.action == Action::Destroy).map(|s| s.id.as_str()).collect();
+        assert_eq!(destroys, ["shop/1", "database/shop"]);
+        assert_eq!(p.steps[0].action, Action::Destroy, "destroys come first");
+    }
+}

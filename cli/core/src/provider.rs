@@ -1,0 +1,32 @@
+//! The one trait every target implements. The core only declares it; the providers
+//! (`cli/local`, later `cli/kube` and `cli/aws`) do the I/O.
+
+use std::time::Instant;
+
+use crate::expand::Target;
+use crate::graph::{Resource, ResourceKind};
+use crate::plan::{Action, Observed};
+
+pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs resources on one target. Every method is idempotent: calling `apply` on a
+/// resource that is already as desired changes nothing, and a call interrupted at any
+/// point is finished by the next one.
+pub trait Provider: Sync {
+    fn target(&self) -> Target;
+
+    /// Whether this provider can run resources of `kind` yet.
+    fn supports(&self, kind: ResourceKind) -> bool;
+
+    /// What is running for `resource` right now. Cheap: `plan` calls it for every resource.
+    fn observe(&self, resource: &Resource) -> Observed;
+
+    /// Brings `resource` to its desired definition (`action` says why it is called).
+    fn apply(&self, resource: &Resource, action: &Action) -> Result<(), ProviderError>;
+
+    /// Waits until `resource` answers its health check, or fails at `deadline`.
+    fn wait_healthy(&self, resource: &Resource, deadline: Instant) -> Result<(), ProviderError>;
+
+    /// Stops `resource` and, unless `keep_data`, deletes its data.
+    fn destroy(&self, resource: &Resource, keep_data: bool) -> Result<(), ProviderError>;
+}
