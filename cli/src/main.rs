@@ -1,1 +1,246 @@
-fn main() {}
+//! `scalectl`: grow an e-commerce backend from one machine to a sharded, multi-region
+//! system, and prove it survives faults. This file holds the command line and exit codes;
+//! each command lives in `commands/`.
+
+mod apply;
+mod commands;
+mod home;
+mod load;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::load::ManifestArgs;
+use crate::output::Format;
+
+/// Grow an e-commerce backend from a one-machine MVP (level 1, ~10 RPS) to a sharded,
+/// multi-region system (level 6, ~1M RPS), and prove it survives faults.
+///
+/// Exit codes: 0 done, 1 ran and found something (pending changes with
+/// `plan --exit-code`, a failed check), 2 error.
+#[derive(Debug, Parser)]
+#[command(name = "scalectl", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Global {
+    /// Where environments are kept [default: $SCALECTL_HOME, /var/lib/scalectl as root,
+    /// else ~/.local/state/scalectl].
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Output format: text for people, json for machines.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or update an environment and wait until every component is healthy.
+    Up(UpArgs),
+    /// Stop every process of an environment and delete its data.
+    Down(DownArgs),
+    /// Show what `up` would change, and why.
+    Plan(PlanArgs),
+    /// Each component's live health, address, pid and uptime.
+    Status(EnvArg),
+    /// Environments on this machine with level, target, age and TTL.
+    List,
+    /// Destroy environments whose --ttl has passed.
+    Gc(GcArgs),
+    /// The last lines of a component's log.
+    Logs(LogsArgs),
+    /// The six levels side by side.
+    Levels,
+    /// What a level adds over the one below, and why.
+    Explain(ExplainArgs),
+    /// Check manifests and report every problem with its location.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of manifests, for editors.
+    Schema,
+    /// Write every generated config file of an environment to a folder.
+    Render(RenderArgs),
+    /// Which programs each level needs, which are missing, and how to install them.
+    Doctor(DoctorArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct EnvArg {
+    /// Environment name.
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// Environment name [default: level-N].
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: Option<String>,
+    /// Where to run it.
+    #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target)]
+    target: Option<scalectl_core::Target>,
+    /// Let `scalectl gc` destroy the environment this long after this `up` (30m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+struct DownArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// Only stop the processes; keep data and state for the next `up`.
+    #[arg(long)]
+    keep_data: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// Environment name [default: level-N].
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: Option<String>,
+    #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target)]
+    target: Option<scalectl_core::Target>,
+    /// Exit 1 when there are changes (0 when none), for CI.
+    #[arg(long)]
+    exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// Only say what would be destroyed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// Component id or a unique part of it (`postgres`, `shop/r1-all-1`).
+    component: String,
+    /// How many lines.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    lines: usize,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    #[arg(long, short = 'l', value_parser = clap::value_parser!(u8).range(1..=6))]
+    level: u8,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Manifest files to check, each on its own.
+    files: Vec<PathBuf>,
+    /// Check a built-in level (with -f and --set) instead.
+    #[command(flatten)]
+    manifest: ManifestArgs,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// An existing environment (uses its addresses and recorded manifest).
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: Option<String>,
+    /// Folder to write into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// Only this level [default: all six].
+    #[arg(long, short = 'l', value_parser = clap::value_parser!(u8).range(1..=6))]
+    level: Option<u8>,
+    #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target, default_value = "local")]
+    target: scalectl_core::Target,
+}
+
+fn parse_target(s: &str) -> Result<scalectl_core::Target, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            let mut err = std::io::stderr().lock();
+            match e.downcast_ref::<load::Invalid>() {
+                Some(invalid) => {
+                    let _ = writeln!(err, "error: {invalid}");
+                }
+                None => {
+                    let _ = writeln!(err, "error: {e:#}");
+                }
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = commands::Ctx {
+        home: home::Home::new(cli.global.home.clone().unwrap_or_else(home::default_home)),
+        format: cli.global.output,
+        progress: output::Progress::new(cli.global.quiet),
+    };
+    match cli.command {
+        Command::Up(a) => commands::env::up(&g, &a.manifest, a.env, a.target, a.ttl),
+        Command::Down(a) => commands::env::down(&g, &a.env, a.keep_data),
+        Command::Plan(a) => commands::env::plan(&g, &a.manifest, a.env, a.target, a.exit_code),
+        Command::Status(a) => commands::env::status(&g, &a.env),
+        Command::List => commands::fleet::list(&g),
+        Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
+        Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),
+        Command::Levels => commands::info::levels(&g),
+        Command::Explain(a) => commands::info::explain(&g, a.level),
+        Command::Validate(a) => commands::info::validate(&g, &a.files, &a.manifest),
+        Command::Schema => commands::info::schema(),
+        Command::Render(a) => commands::env::render(&g, &a.manifest, a.env, &a.out),
+        Command::Doctor(a) => commands::info::doctor(&g, a.level, a.target),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "scalectl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -22,11 +22,19 @@ pub trait Provider: Sync {
     fn observe(&self, resource: &Resource) -> Observed;
 
     /// Brings `resource` to its desired definition (`action` says why it is called).
-    fn apply(&self, resource: &Resource, action: &Action) -> Result<(), ProviderError>;
+    /// The returned note, if any, is something the user should read (a skipped optional
+    /// part, say).
+    fn apply(&self, resource: &Resource, action: &Action) -> Result<Option<String>, ProviderError>;
 
     /// Waits until `resource` answers its health check, or fails at `deadline`.
     fn wait_healthy(&self, resource: &Resource, deadline: Instant) -> Result<(), ProviderError>;
 
     /// Stops `resource` and, unless `keep_data`, deletes its data.
     fn destroy(&self, resource: &Resource, keep_data: bool) -> Result<(), ProviderError>;
+
+    /// The last `lines` lines of the resource's log.
+    fn logs(&self, resource: &Resource, lines: usize) -> Result<String, ProviderError>;
+
+    /// Every configuration file generated for `resource`, as (file name, contents).
+    fn config_files(&self, resource: &Resource) -> Result<Vec<(String, String)>, ProviderError>;
 }

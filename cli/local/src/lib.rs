@@ -1,1 +1,157 @@
-//! local
+//! The `local` target: every node is a set of ordinary processes on its own loopback
+//! address, with its data under the environment's directory.
+//!
+//! - [`LocalProvider`] implements `scalectl_core::Provider` by dispatching on the kind.
+//! - [`postgres`], [`shop`], [`prometheus`]: one module per kind of component.
+//! - [`process`]: detached processes, pid files, signals. [`health`]: TCP/HTTP probes.
+//! - [`slots`]: the machine-wide claim of a loopback block per environment.
+//! - [`user`]: running servers unprivileged when we are root. [`tools`]: finding programs.
+//! - [`secrets`]: generated passwords in 0600 files. [`templates`]: config files.
+
+pub mod fsutil;
+pub mod health;
+pub mod postgres;
+pub mod process;
+pub mod prometheus;
+pub mod secrets;
+pub mod shop;
+pub mod slots;
+pub mod templates;
+pub mod tools;
+pub mod user;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use scalectl_core::plan::{Action, Observed};
+use scalectl_core::{Graph, Placement, Provider, ProviderError, Resource, ResourceKind, Target};
+
+use crate::user::RunAs;
+
+/// Everything a component needs to know about its environment.
+pub struct Env {
+    pub name: String,
+    /// The environment's state directory; components live in `nodes/` under it.
+    pub dir: PathBuf,
+    pub placement: Placement,
+    /// Who servers run as when we are root.
+    pub run_as: Option<RunAs>,
+    /// The desired resources, so a component can find what it connects to.
+    pub graph: Graph,
+}
+
+impl Env {
+    /// The directory of one component, such as `nodes/postgres-r1-pg-1`.
+    pub fn node_dir(&self, r: &Resource) -> PathBuf {
+        self.dir.join("nodes").join(r.id.replace('/', "-"))
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
+    }
+
+    pub fn resource(&self, id: &str) -> anyhow::Result<&Resource> {
+        self.graph.get(id).ok_or_else(|| anyhow::anyhow!("resource {id} is not part of this environment"))
+    }
+
+    /// The environment's loopback block in CIDR form.
+    pub fn block(&self) -> String {
+        format!("127.{}.0.0/16", self.placement.slot)
+    }
+}
+
+pub struct LocalProvider {
+    env: Env,
+}
+
+impl LocalProvider {
+    pub fn new(name: &str, dir: &Path, placement: Placement, graph: Graph) -> anyhow::Result<Self> {
+        let run_as = user::server_user()?;
+        Ok(LocalProvider { env: Env { name: name.to_string(), dir: dir.to_path_buf(), placement, run_as, graph } })
+    }
+
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+}
+
+fn boxed(e: anyhow::Error) -> ProviderError {
+    // `{:#}` keeps the whole cause chain in one message.
+    format!("{e:#}").into()
+}
+
+impl Provider for LocalProvider {
+    fn target(&self) -> Target {
+        Target::Local
+    }
+
+    fn supports(&self, kind: ResourceKind) -> bool {
+        matches!(
+            kind,
+            ResourceKind::Postgres
+                | ResourceKind::Database
+                | ResourceKind::Migration
+                | ResourceKind::Shop
+                | ResourceKind::Worker
+                | ResourceKind::Prometheus
+        )
+    }
+
+    fn observe(&self, r: &Resource) -> Observed {
+        match r.kind {
+            ResourceKind::Postgres => postgres::observe(&self.env, r),
+            ResourceKind::Shop | ResourceKind::Worker => shop::observe(&self.env, r),
+            ResourceKind::Prometheus => prometheus::observe(&self.env, r),
+            _ => Observed::Unknown,
+        }
+    }
+
+    fn apply(&self, r: &Resource, action: &Action) -> Result<Option<String>, ProviderError> {
+        let env = &self.env;
+        match r.kind {
+            ResourceKind::Postgres => postgres::apply(env, r, action).map(|()| None),
+            ResourceKind::Database => postgres::apply_database(env, r).map(|()| None),
+            ResourceKind::Migration => shop::migrate(env, r).map(|()| None),
+            ResourceKind::Shop | ResourceKind::Worker => shop::apply(env, r).map(|()| None),
+            ResourceKind::Prometheus => prometheus::apply(env, r),
+            other => Err(anyhow::anyhow!("the local target cannot run {other} resources yet")),
+        }
+        .map_err(boxed)
+    }
+
+    fn wait_healthy(&self, r: &Resource, deadline: Instant) -> Result<(), ProviderError> {
+        match r.kind {
+            ResourceKind::Postgres => postgres::wait_healthy(&self.env, r, deadline),
+            ResourceKind::Shop | ResourceKind::Worker => shop::wait_healthy(&self.env, r, deadline),
+            ResourceKind::Prometheus => prometheus::wait_healthy(&self.env, r, deadline),
+            _ => Ok(()),
+        }
+        .map_err(boxed)
+    }
+
+    fn destroy(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {
+        match r.kind {
+            ResourceKind::Postgres => postgres::destroy(&self.env, r, keep_data),
+            ResourceKind::Shop | ResourceKind::Worker => shop::destroy(&self.env, r, keep_data),
+            ResourceKind::Prometheus => prometheus::destroy(&self.env, r, keep_data),
+            // Tasks leave nothing running; their effects live in the database's data.
+            _ => Ok(()),
+        }
+        .map_err(boxed)
+    }
+
+    fn logs(&self, r: &Resource, lines: usize) -> Result<String, ProviderError> {
+        let dir = self.env.node_dir(r);
+        let path = if r.kind.one_shot() { dir.with_extension("log") } else { dir.join("log") };
+        process::tail(&path, lines).map_err(boxed)
+    }
+
+    fn config_files(&self, r: &Resource) -> Result<Vec<(String, String)>, ProviderError> {
+        match r.kind {
+            ResourceKind::Postgres => postgres::config_files(&self.env, r),
+            ResourceKind::Prometheus => prometheus::config_files(&self.env, r).map(|f| vec![f]),
+            _ => Ok(Vec::new()),
+        }
+        .map_err(boxed)
+    }
+}

@@ -1,0 +1,220 @@
+//! PostgreSQL nodes from the distribution's packages: initdb, config from templates,
+//! pg_ctl start/stop, and the shop's role and database.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::Resource;
+use scalectl_core::plan::{Action, Observed};
+use serde_json::json;
+
+use crate::process::{self, last_lines};
+use crate::user::as_user;
+use crate::{Env, fsutil, health, secrets, templates, tools};
+
+/// Where one node keeps its files.
+pub struct NodePaths {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub socket_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn paths(env: &Env, r: &Resource) -> NodePaths {
+    let dir = env.node_dir(r);
+    NodePaths { data: dir.join("data"), socket_dir: dir.join("run"), log: dir.join("log"), dir }
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    tools::find(name).with_context(|| format!("`{name}` not found; install PostgreSQL with `apt-get install postgresql` (see `scalectl doctor`)"))
+}
+
+fn port(r: &Resource) -> u16 {
+    r.port.unwrap_or(scalectl_core::expand::ports::POSTGRES)
+}
+
+pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let p = paths(env, r);
+    let ctx = json!({
+        "env": env.name,
+        "id": r.id,
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": port(r),
+        "socket_dir": p.socket_dir,
+        "block": env.block(),
+        "p": r.props,
+    });
+    Ok(vec![
+        ("postgresql.conf".into(), templates::render("postgresql.conf", templates::POSTGRESQL_CONF, &ctx)?),
+        ("pg_hba.conf".into(), templates::render("pg_hba.conf", templates::PG_HBA_CONF, &ctx)?),
+    ])
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    let p = paths(env, r);
+    if !p.data.join("PG_VERSION").exists() {
+        return Observed::Down { reason: format!("no data directory at {}", p.data.display()) };
+    }
+    match process::running_pid(&p.data.join("postmaster.pid"), "postgres") {
+        Some(pid) => Observed::Running { pid: Some(pid) },
+        None => Observed::Down { reason: "postgres is not running".into() },
+    }
+}
+
+/// Initialises the node if needed, writes its config, and (re)starts it.
+pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
+    let p = paths(env, r);
+    let who = env.run_as.as_ref();
+    std::fs::create_dir_all(&p.dir)?;
+    if let Some(w) = who {
+        w.check_reachable(&p.dir)?;
+        w.own(&p.dir)?;
+    }
+    if !p.data.join("PG_VERSION").exists() {
+        // initdb into a temporary directory and rename it, so that a kill during
+        // initdb leaves nothing that looks like a cluster.
+        let tmp = p.dir.join("data.init");
+        fsutil::remove_dir(&tmp)?;
+        fsutil::remove_dir(&p.data)?;
+        let mut cmd = Command::new(bin("initdb")?);
+        cmd.arg("-D").arg(&tmp).args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"]);
+        process::run(as_user(cmd, who), "initdb")?;
+        std::fs::rename(&tmp, &p.data)?;
+    }
+    std::fs::create_dir_all(&p.socket_dir)?;
+    std::fs::set_permissions(&p.socket_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    for (name, text) in config_files(env, r)? {
+        fsutil::write_atomic(&p.data.join(name), text.as_bytes(), 0o600)?;
+    }
+    if let Some(w) = who {
+        w.own(&p.socket_dir)?;
+        w.own(&p.data)?;
+        w.own(&p.dir)?;
+    }
+    let running = matches!(observe(env, r), Observed::Running { .. });
+    if running && *action == Action::Update {
+        pg_ctl(env, r, &["restart", "-m", "fast"])?;
+    } else if !running {
+        if let (Some(a), port) = (r.address, port(r))
+            && health::port_taken(SocketAddr::from((a, port)))
+        {
+            bail!("port {port} on {a} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+        }
+        pg_ctl(env, r, &["start"])?;
+    }
+    Ok(())
+}
+
+fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
+    let p = paths(env, r);
+    let mut cmd = Command::new(bin("pg_ctl")?);
+    cmd.args(args).arg("-D").arg(&p.data).arg("-l").arg(&p.log).args(["-w", "-t", "60", "-s"]);
+    process::run(as_user(cmd, env.run_as.as_ref()), &format!("pg_ctl {}", args[0])).map_err(|e| {
+        let log = process::tail(&p.log, 10).unwrap_or_default();
+        e.context(format!("last lines of {}:\n{log}", p.log.display()))
+    })?;
+    Ok(())
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    let p = paths(env, r);
+    loop {
+        let mut cmd = Command::new(bin("pg_isready")?);
+        cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(r).to_string(), "-U", "postgres", "-q"]);
+        if as_user(cmd, env.run_as.as_ref()).status().is_ok_and(|s| s.success()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("postgres {} did not accept connections in time; see `scalectl logs {}`", r.id, r.id);
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    let p = paths(env, r);
+    if let Some(pid) = process::running_pid(&p.data.join("postmaster.pid"), "postgres") {
+        if pg_ctl(env, r, &["stop", "-m", "fast"]).is_err() {
+            process::stop(pid, "postgres", Duration::from_secs(10))?;
+        }
+    }
+    if !keep_data {
+        fsutil::remove_dir(&p.dir)?;
+    }
+    Ok(())
+}
+
+/// Runs SQL as the superuser over the node's private socket; the SQL goes through
+/// stdin so that passwords never appear in a process list.
+pub fn psql(env: &Env, node: &Resource, database: &str, sql: &str) -> Result<String> {
+    let p = paths(env, node);
+    let mut cmd = Command::new(bin("psql")?);
+    cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-f", "-"]);
+    let mut child = as_user(cmd, env.run_as.as_ref())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting psql")?;
+    child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("psql on {} failed:\n{}", node.id, last_lines(&String::from_utf8_lossy(&out.stderr), 10));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The name of the file holding the password of database role `owner`.
+pub fn password_file(owner: &str) -> String {
+    format!("postgres-{owner}.password")
+}
+
+/// Creates the shop's role (with a generated password) and database, and extensions.
+pub fn apply_database(env: &Env, r: &Resource) -> Result<()> {
+    let node = env.resource(r.depends_on.first().context("database without a server")?)?;
+    let name = r.prop("name").unwrap_or("shop");
+    let owner = r.prop("owner").unwrap_or("shop");
+    check_ident(name)?;
+    check_ident(owner)?;
+    let password = secrets::get_or_create(&env.secrets_dir(), &password_file(owner))?;
+    psql(
+        env,
+        node,
+        "postgres",
+        &format!(
+            "SELECT format('CREATE ROLE %I LOGIN', '{owner}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner}')\\gexec\n\
+             ALTER ROLE {owner} PASSWORD '{password}';\n\
+             SELECT format('CREATE DATABASE %I OWNER %I', '{name}', '{owner}') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
+        ),
+    )?;
+    let extensions: Vec<&str> = r.prop("extensions").unwrap_or("").split(',').filter(|e| !e.is_empty()).collect();
+    if !extensions.is_empty() {
+        let mut sql = String::new();
+        for e in extensions {
+            check_ident(e)?;
+            sql.push_str(&format!("CREATE EXTENSION IF NOT EXISTS {e};\n"));
+        }
+        psql(env, node, name, &sql)?;
+    }
+    Ok(())
+}
+
+/// The URL the shop uses to reach `node`, with the password from the secrets file.
+pub fn url(env: &Env, node: &Resource, database: &str, owner: &str) -> Result<String> {
+    let password = secrets::get_or_create(&env.secrets_dir(), &password_file(owner))?;
+    let addr = node.address.context("database server without an address")?;
+    Ok(format!("postgres://{owner}:{password}@{addr}:{}/{database}", port(node)))
+}
+
+fn check_ident(s: &str) -> Result<()> {
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        bail!("`{s}` is not a plain SQL identifier (lowercase letters, digits, _)");
+    }
+    Ok(())
+}

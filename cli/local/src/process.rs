@@ -1,0 +1,114 @@
+//! Processes that outlive the CLI: started in their own process group with output to a
+//! log file and a pid file beside it, found again by that pid file, stopped by signal.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// Starts `cmd` detached from the CLI (own process group, no stdin, output appended to
+/// `log`) and records its pid in `pid_file`.
+pub fn spawn_detached(mut cmd: Command, log: &Path, pid_file: &Path) -> Result<u32> {
+    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    let child = cmd.spawn().with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let pid = child.id();
+    crate::fsutil::write_atomic(pid_file, format!("{pid}\n").as_bytes(), 0o644)?;
+    // The child is reparented to init when the CLI exits; it is reaped there.
+    drop(child);
+    Ok(pid)
+}
+
+/// The pid recorded in `pid_file` if that process is alive and runs `program`.
+pub fn running_pid(pid_file: &Path, program: &str) -> Option<u32> {
+    let text = fs::read_to_string(pid_file).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    is_alive(pid, program).then_some(pid)
+}
+
+/// Whether `pid` is a live (not zombie) process whose command line mentions `program`;
+/// the second check guards against a recycled pid.
+pub fn is_alive(pid: u32, program: &str) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('Z') | Some('X') | None) {
+        return false;
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(program)
+}
+
+/// Sends SIGTERM to the process group of `pid`, waits up to `grace`, then SIGKILL.
+pub fn stop(pid: u32, program: &str, grace: Duration) -> Result<()> {
+    if !is_alive(pid, program) {
+        return Ok(());
+    }
+    let p = Pid::from_raw(pid as i32);
+    let _ = killpg(p, Signal::SIGTERM).or_else(|_| kill(p, Signal::SIGTERM));
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !is_alive(pid, program) {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(25));
+    }
+    let _ = killpg(p, Signal::SIGKILL).or_else(|_| kill(p, Signal::SIGKILL));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !is_alive(pid, program) {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(25));
+    }
+    bail!("process {pid} ({program}) did not stop after SIGKILL")
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("no log yet at {}", path.display()))?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(256 * 1024);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+}
+
+/// Runs `cmd` to completion; on failure the error carries its output.
+pub fn run(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{}", out.status, last_lines(&text, 15));
+    }
+    Ok(text)
+}
+
+pub fn last_lines(text: &str, n: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].join("\n")
+}
+
+/// Where a component keeps its files.
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+}

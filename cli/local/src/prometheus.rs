@@ -1,0 +1,107 @@
+//! Prometheus with a scrape config generated from the environment's resources. Optional:
+//! when the binary is missing, `up` says so and goes on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::Resource;
+use scalectl_core::plan::Observed;
+use serde_json::json;
+
+use crate::process::{self, Paths};
+use crate::{Env, fsutil, health, templates, tools};
+
+fn paths(env: &Env, r: &Resource) -> Paths {
+    Paths { dir: env.node_dir(r) }
+}
+
+pub fn config_files(env: &Env, r: &Resource) -> Result<(String, String)> {
+    let mut jobs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in r.prop("targets").unwrap_or("").split(',').filter(|t| !t.is_empty()) {
+        let (job, endpoint) = t.split_once('=').context("malformed scrape target")?;
+        jobs.entry(job).or_default().push(endpoint);
+    }
+    let jobs: Vec<_> = jobs.into_iter().map(|(name, targets)| json!({"name": name, "targets": targets})).collect();
+    let ctx = json!({
+        "env": env.name,
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": r.port.unwrap_or(9090),
+        "p": r.props,
+        "jobs": jobs,
+    });
+    Ok(("prometheus.yml".into(), templates::render("prometheus.yml", templates::PROMETHEUS_YML, &ctx)?))
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    if tools::find("prometheus").is_none() {
+        return Observed::Unknown;
+    }
+    match process::running_pid(&paths(env, r).pid(), "prometheus") {
+        Some(pid) => Observed::Running { pid: Some(pid) },
+        None => Observed::Down { reason: "process is not running".into() },
+    }
+}
+
+pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
+    let Some(bin) = tools::find("prometheus") else {
+        return Ok(Some("prometheus is not installed, so metrics are not collected; install it with `apt-get install prometheus` and run `scalectl up` again".into()));
+    };
+    let p = paths(env, r);
+    std::fs::create_dir_all(p.dir.join("data"))?;
+    let (name, text) = config_files(env, r)?;
+    let config = p.dir.join(name);
+    fsutil::write_atomic(&config, text.as_bytes(), 0o644)?;
+    if let Some(pid) = process::running_pid(&p.pid(), "prometheus") {
+        process::stop(pid, "prometheus", Duration::from_secs(10))?;
+    }
+    let addr = endpoint(r)?;
+    if health::port_taken(addr) {
+        bail!("{addr} is already in use by another program");
+    }
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", p.dir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg(format!("--storage.tsdb.retention.time={}", r.prop("retention").unwrap_or("1d")));
+    process::spawn_detached(cmd, &p.log(), &p.pid())?;
+    Ok(None)
+}
+
+fn endpoint(r: &Resource) -> Result<SocketAddr> {
+    Ok(SocketAddr::from((r.address.context("prometheus without an address")?, r.port.unwrap_or(9090))))
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    if tools::find("prometheus").is_none() {
+        return Ok(());
+    }
+    let p = paths(env, r);
+    loop {
+        if process::running_pid(&p.pid(), "prometheus").is_none() {
+            let log = process::tail(&p.log(), 10).unwrap_or_default();
+            bail!("prometheus exited; last lines of its log:\n{log}");
+        }
+        if health::http_status(endpoint(r)?, "/-/ready", Duration::from_secs(1)) == Ok(200) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("prometheus is not ready; see `scalectl logs {}`", r.id);
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    let p = paths(env, r);
+    if let Some(pid) = process::running_pid(&p.pid(), "prometheus") {
+        process::stop(pid, "prometheus", Duration::from_secs(10))?;
+    }
+    if !keep_data {
+        fsutil::remove_dir(&p.dir)?;
+    }
+    Ok(())
+}

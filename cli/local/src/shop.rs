@@ -1,0 +1,131 @@
+//! Our own service: `shop migrate` as a task, `shop serve` and `shop worker` as detached
+//! processes wired to the environment's database through environment variables.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::plan::Observed;
+use scalectl_core::{Resource, ResourceKind};
+
+use crate::process::{self, Paths};
+use crate::{Env, fsutil, health, postgres, tools};
+
+fn bin() -> Result<std::path::PathBuf> {
+    tools::shop_binary().context("the `shop` binary was not found beside scalectl or in PATH; build it with `cargo build --release --workspace`")
+}
+
+fn paths(env: &Env, r: &Resource) -> Paths {
+    Paths { dir: env.node_dir(r) }
+}
+
+/// The database URL for writes: straight to the server the resource names.
+fn database_url(env: &Env, r: &Resource) -> Result<String> {
+    let via = r.prop("writes_via").or_else(|| r.prop("database")).context("shop resource without a database")?;
+    let mut target = env.resource(via)?;
+    if target.kind == ResourceKind::Database {
+        target = env.resource(target.depends_on.first().context("database without a server")?)?;
+    }
+    postgres::url(env, target, "shop", "shop")
+}
+
+/// The command with everything a shop process reads from its environment.
+fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new(bin()?);
+    cmd.args(args).env("DATABASE_URL", database_url(env, r)?).env("SHOP_LOG_FORMAT", "json");
+    cmd.env("SHOP_REDIS_PREFIX", format!("{}:", env.name));
+    if let Some(size) = r.prop("db_pool_size") {
+        cmd.env("SHOP_DB_POOL_SIZE", size);
+    }
+    for (prop, var) in [("rate_login", "SHOP_RATE_LOGIN"), ("rate_register", "SHOP_RATE_REGISTER"), ("rate_search", "SHOP_RATE_SEARCH")] {
+        if let Some(v) = r.prop(prop) {
+            cmd.env(var, if v == "off" { "0" } else { v });
+        }
+    }
+    Ok(cmd)
+}
+
+/// `shop migrate`: applies the shop's migrations; safe to run again.
+pub fn migrate(env: &Env, r: &Resource) -> Result<()> {
+    let cmd = command(env, r, &["migrate"])?;
+    let out = process::run(cmd, "shop migrate")?;
+    let log = env.node_dir(r).with_extension("log");
+    fsutil::write_atomic(&log, out.as_bytes(), 0o644)
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    match process::running_pid(&paths(env, r).pid(), "shop") {
+        Some(pid) => Observed::Running { pid: Some(pid) },
+        None => Observed::Down { reason: "process is not running".into() },
+    }
+}
+
+/// (Re)starts the process with its current definition.
+pub fn apply(env: &Env, r: &Resource) -> Result<()> {
+    let p = paths(env, r);
+    std::fs::create_dir_all(&p.dir)?;
+    if let Some(pid) = process::running_pid(&p.pid(), "shop") {
+        process::stop(pid, "shop", Duration::from_secs(10))?;
+    }
+    let cmd = match r.kind {
+        ResourceKind::Shop => {
+            let addr = endpoint(r)?;
+            if health::port_taken(addr) {
+                bail!("{addr} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+            }
+            let mut cmd = command(env, r, &["serve", "--roles", r.prop("roles").unwrap_or("all")])?;
+            cmd.env("SHOP_BIND", addr.to_string());
+            cmd
+        }
+        _ => command(env, r, &["worker"])?,
+    };
+    process::spawn_detached(cmd, &p.log(), &p.pid())?;
+    Ok(())
+}
+
+fn endpoint(r: &Resource) -> Result<SocketAddr> {
+    Ok(SocketAddr::from((r.address.context("shop without an address")?, r.port.context("shop without a port")?)))
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    let p = paths(env, r);
+    let mut last = String::from("not started");
+    loop {
+        if process::running_pid(&p.pid(), "shop").is_none() {
+            let log = process::tail(&p.log(), 10).unwrap_or_default();
+            bail!("{} exited; last lines of {}:\n{log}", r.id, p.log().display());
+        }
+        match r.kind {
+            ResourceKind::Shop => match health::http_status(endpoint(r)?, "/readyz", Duration::from_secs(1)) {
+                Ok(200) => return Ok(()),
+                Ok(code) => last = format!("/readyz answered {code}"),
+                Err(e) => last = e,
+            },
+            // A worker is healthy once it has stayed up past its start.
+            _ if started_ago(&p.pid()).is_some_and(|d| d >= Duration::from_millis(500)) => return Ok(()),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            bail!("{} is not ready ({last}); see `scalectl logs {}`", r.id, r.id);
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long ago the pid file was written, that is, the process started.
+fn started_ago(pid_file: &std::path::Path) -> Option<Duration> {
+    std::fs::metadata(pid_file).ok()?.modified().ok()?.elapsed().ok()
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    let p = paths(env, r);
+    if let Some(pid) = process::running_pid(&p.pid(), "shop") {
+        process::stop(pid, "shop", Duration::from_secs(10))?;
+    }
+    if !keep_data {
+        fsutil::remove_dir(&p.dir)?;
+    }
+    Ok(())
+}

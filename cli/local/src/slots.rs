@@ -1,0 +1,58 @@
+//! Loopback blocks for environments. Each environment claims a slot `S` and with it
+//! 127.S.0.0/16. Claims are files in one machine-wide directory, so environments kept
+//! under different homes (parallel tests, several users) never share a block.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Where claims live: `$SCALECTL_SLOTS_DIR`, else `/tmp/scalectl-slots`.
+pub fn slots_dir() -> PathBuf {
+    std::env::var_os("SCALECTL_SLOTS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/scalectl-slots"))
+}
+
+/// Claims a free slot for the environment in `owner` (its state directory). A claim
+/// whose owner directory is gone is stale and is taken over.
+pub fn claim(owner: &Path) -> Result<u8> {
+    let dir = slots_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
+    let owner_text = owner.to_string_lossy().to_string();
+    for slot in 10u8..=250 {
+        let path = dir.join(slot.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(owner_text.as_bytes())?;
+                return Ok(slot);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                if holder == owner_text {
+                    return Ok(slot);
+                }
+                if !holder.is_empty() && !Path::new(&holder).exists() {
+                    // Stale: its environment was deleted without `down`. Take it over
+                    // with a rename, so two claimers cannot both win.
+                    let tmp = dir.join(format!(".{slot}.{}", std::process::id()));
+                    fs::write(&tmp, owner_text.as_bytes())?;
+                    if fs::rename(&tmp, &path).is_ok() && fs::read_to_string(&path).ok().as_deref() == Some(&owner_text) {
+                        return Ok(slot);
+                    }
+                    let _ = fs::remove_file(&tmp);
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("claiming {}", path.display())),
+        }
+    }
+    bail!("every loopback slot in {} is taken; run `scalectl gc` or `scalectl down` on environments you no longer need", dir.display())
+}
+
+/// Releases `slot` if `owner` holds it.
+pub fn release(slot: u8, owner: &Path) {
+    let path = slots_dir().join(slot.to_string());
+    if fs::read_to_string(&path).ok().as_deref() == Some(&*owner.to_string_lossy()) {
+        let _ = fs::remove_file(path);
+    }
+}

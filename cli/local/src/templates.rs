@@ -1,0 +1,15 @@
+//! Config files rendered from the tera templates in the repository's `templates/`,
+//! compiled into the binary so that scalectl runs from anywhere.
+
+use anyhow::{Context, Result};
+use tera::Tera;
+
+pub const POSTGRESQL_CONF: &str = include_str!("../../../templates/postgresql.conf.tera");
+pub const PG_HBA_CONF: &str = include_str!("../../../templates/pg_hba.conf.tera");
+pub const PROMETHEUS_YML: &str = include_str!("../../../templates/prometheus.yml.tera");
+
+/// Renders `template` (named `name` in errors) with `context`.
+pub fn render(name: &str, template: &str, context: &serde_json::Value) -> Result<String> {
+    let ctx = tera::Context::from_value(context.clone()).context("template context")?;
+    Tera::one_off(template, &ctx, false).with_context(|| format!("rendering {name}"))
+}

@@ -1,0 +1,345 @@
+//! Commands that act on one environment: up, down, plan, status, logs, render.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::plan::{Observed, plan as make_plan};
+use scalectl_core::{Graph, Manifest, Placement, Provider, Resource, ResourceKind, Target};
+use serde_json::json;
+
+use super::{Ctx, check_runnable, desired, observe_all, provider, with_config_digests};
+use crate::home::{State, now};
+use crate::load::{ManifestArgs, load};
+use crate::output::{Format, ago, json as print_json, print_plan, print_table};
+
+/// The manifest to use: the one asked for, or the one the environment last applied.
+fn manifest_for(args: &ManifestArgs, state: Option<&State>) -> Result<Manifest> {
+    match state {
+        Some(s) if !args.given() => Ok(s.manifest.clone()),
+        _ => load(args, state.map(|s| s.level)),
+    }
+}
+
+/// `--env`, or `level-N` from the level asked for.
+fn env_name(env: Option<String>, args: &ManifestArgs) -> Result<String> {
+    match (env, args.level) {
+        (Some(e), _) => Ok(e),
+        (None, Some(n)) => Ok(format!("level-{n}")),
+        (None, None) if args.manifest.is_some() => bail!("name the environment with --env NAME"),
+        (None, None) => bail!("say which environment with --env NAME, or which level with --level N"),
+    }
+}
+
+pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Target>, ttl: Option<Duration>) -> Result<ExitCode> {
+    let name = env_name(env, args)?;
+    let _lock = ctx.home.lock(&name)?;
+    let existing = ctx.home.load(&name)?;
+    let manifest = manifest_for(args, existing.as_ref())?;
+    let target = target.or(existing.as_ref().map(|s| s.target)).unwrap_or(Target::Local);
+    if let Some(s) = &existing
+        && s.target != target
+    {
+        bail!("environment `{name}` runs on {}, not {target}; `scalectl down --env {name}` first, or choose another --env", s.target);
+    }
+    // Expand once with a placeholder placement to find problems before claiming anything.
+    let probe = desired(&manifest, target, Placement { slot: 0 })?;
+    let check = provider(ctx, &name, target, Placement { slot: 0 }, probe.clone())?;
+    check_runnable(check.as_ref(), &probe, manifest.metadata.level)?;
+
+    let env_dir = ctx.home.env_dir(&name);
+    std::fs::create_dir_all(&env_dir)?;
+    let _ = std::fs::set_permissions(&env_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let slot = match &existing {
+        Some(s) => s.slot,
+        None => scalectl_local::slots::claim(&env_dir)?,
+    };
+    let placement = Placement { slot };
+    let graph = desired(&manifest, target, placement)?;
+    let mut state = existing.clone().unwrap_or_else(|| State {
+        name: name.clone(),
+        level: manifest.metadata.level,
+        target,
+        created_at: now(),
+        updated_at: now(),
+        expires_at: None,
+        slot,
+        manifest: manifest.clone(),
+        resources: BTreeMap::new(),
+    });
+    state.level = manifest.metadata.level;
+    state.manifest = manifest.clone();
+    state.updated_at = now();
+    if let Some(ttl) = ttl {
+        state.expires_at = Some(now() + ttl.as_secs());
+    }
+    // Record the environment before starting anything, so that `down` finds whatever a
+    // killed `up` leaves behind.
+    ctx.home.save(&state)?;
+
+    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let graph = with_config_digests(provider.as_ref(), graph)?;
+    let observed = observe_all(provider.as_ref(), &graph, Some(&state));
+    let plan = make_plan(&graph, &state.resources, &observed);
+    let summary = plan.summary();
+    ctx.progress.say(&format!(
+        "Environment `{name}` (level {}, {target}): {} to create, {} to change, {} to destroy, {} unchanged",
+        manifest.metadata.level, summary.create, summary.change, summary.destroy, summary.unchanged
+    ));
+    let timeout = Duration::from_secs(u64::from(manifest.spec.targets.local.health_timeout_seconds));
+    let outcome = crate::apply::execute(provider.as_ref(), &ctx.home, &mut state, &graph, &plan, timeout, &ctx.progress)
+        .with_context(|| format!("`up` stopped; fix the cause and run `scalectl up --env {name}` again to resume"))?;
+
+    // Everything, changed or not, must answer its health check before `up` is done.
+    let deadline = Instant::now() + timeout;
+    for r in &graph.resources {
+        provider.wait_healthy(r, deadline).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    state.updated_at = now();
+    ctx.home.save(&state)?;
+    for note in &outcome.notes {
+        ctx.progress.say(&format!("note: {note}"));
+    }
+    let endpoints = endpoints(&graph, provider.as_ref());
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(
+            &json!({
+                "environment": name,
+                "level": state.level,
+                "target": target,
+                "changed": plan.has_changes(),
+                "summary": summary,
+                "seconds": ctx.progress.elapsed(),
+                "expires_at": state.expires_at,
+                "endpoints": endpoints,
+                "notes": outcome.notes,
+            }),
+            &mut out,
+        )?,
+        Format::Text => {
+            writeln!(out, "Environment `{name}` is up (level {}, {target}) in {:.1}s.", state.level, ctx.progress.elapsed())?;
+            for (k, v) in &endpoints {
+                writeln!(out, "  {k:<12} {v}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The addresses a user needs: the shop (through its balancer when there is one), the
+/// database without its password, Prometheus.
+fn endpoints(graph: &Graph, provider: &dyn Provider) -> BTreeMap<&'static str, String> {
+    let mut out = BTreeMap::new();
+    let first = |kind: ResourceKind| graph.resources.iter().find(|r| r.kind == kind);
+    if let Some(e) = first(ResourceKind::Haproxy).or_else(|| first(ResourceKind::Shop)).and_then(Resource::endpoint) {
+        out.insert("shop", format!("http://{e}"));
+    }
+    let db = first(ResourceKind::Pgbouncer).or_else(|| first(ResourceKind::Postgres)).or_else(|| first(ResourceKind::PatroniNode));
+    if let Some(e) = db.and_then(Resource::endpoint) {
+        out.insert("database", format!("postgres://shop@{e}/shop"));
+    }
+    if let Some(p) = first(ResourceKind::Prometheus)
+        && !matches!(provider.observe(p), Observed::Unknown)
+        && let Some(e) = p.endpoint()
+    {
+        out.insert("prometheus", format!("http://{e}"));
+    }
+    out
+}
+
+pub fn down(ctx: &Ctx, name: &str, keep_data: bool) -> Result<ExitCode> {
+    let existed = destroy(ctx, name, keep_data)?;
+    match ctx.format {
+        Format::Json => print_json(&json!({"environment": name, "existed": existed, "kept_data": keep_data}), &mut std::io::stdout())?,
+        Format::Text if !existed => println!("Environment `{name}` does not exist; nothing to do."),
+        Format::Text => {
+            let what = if keep_data { "stopped; data kept for the next `up`" } else { "destroyed" };
+            println!("Environment `{name}` {what}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops every process of environment `name` and, unless `keep_data`, deletes it.
+/// Returns whether there was such an environment.
+pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
+    let _lock = ctx.home.lock(name)?;
+    let Some(mut state) = ctx.home.load(name)? else { return Ok(false) };
+    let placement = Placement { slot: state.slot };
+    let graph = desired(&state.manifest, state.target, placement).unwrap_or_default();
+    // Destroy what is recorded and what was wanted: a killed `up` may have started a
+    // process before recording it.
+    let mut all: Vec<Resource> = graph.resources.clone();
+    for r in state.resources.values() {
+        if graph.get(&r.id).is_none() {
+            all.insert(0, r.clone());
+        }
+    }
+    let ordered = Graph::new(all.clone()).map(|g| g.resources).unwrap_or(all);
+    let provider = provider(ctx, name, state.target, placement, Graph { resources: ordered.clone() })?;
+    for r in ordered.iter().rev() {
+        let t = ctx.progress.start(&r.id, if keep_data { "stopping" } else { "destroying" });
+        provider.destroy(r, keep_data).map_err(|e| anyhow::anyhow!("destroying {}: {e}", r.id))?;
+        ctx.progress.done(&r.id, if keep_data { "stopped" } else { "destroyed" }, t);
+    }
+    if keep_data {
+        state.updated_at = now();
+        ctx.home.save(&state)?;
+    } else {
+        scalectl_local::slots::release(state.slot, &ctx.home.env_dir(name));
+        ctx.home.remove(name)?;
+    }
+    Ok(true)
+}
+
+pub fn plan(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Target>, exit_code: bool) -> Result<ExitCode> {
+    let name = env_name(env, args)?;
+    crate::home::validate_name(&name)?;
+    let state = ctx.home.load(&name)?;
+    let manifest = manifest_for(args, state.as_ref())?;
+    let target = target.or(state.as_ref().map(|s| s.target)).unwrap_or(Target::Local);
+    let placement = Placement { slot: state.as_ref().map_or(0, |s| s.slot) };
+    let graph = desired(&manifest, target, placement)?;
+    let recorded = state.as_ref().map(|s| s.resources.clone()).unwrap_or_default();
+    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let graph = with_config_digests(provider.as_ref(), graph)?;
+    let observed = if recorded.is_empty() {
+        // Nothing recorded: nothing of ours can be running, so there is nothing to ask.
+        BTreeMap::new()
+    } else {
+        observe_all(provider.as_ref(), &graph, state.as_ref())
+    };
+    let plan = make_plan(&graph, &recorded, &observed);
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(
+            &json!({"environment": name, "level": manifest.metadata.level, "target": target, "changed": plan.has_changes(), "summary": plan.summary(), "steps": plan.steps}),
+            &mut out,
+        )?,
+        Format::Text => print_plan(&plan, &name, &mut out)?,
+    }
+    Ok(if exit_code && plan.has_changes() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn existing(ctx: &Ctx, name: &str) -> Result<State> {
+    crate::home::validate_name(name)?;
+    ctx.home.load(name)?.with_context(|| format!("there is no environment `{name}`; `scalectl list` shows the ones there are"))
+}
+
+pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+    let state = existing(ctx, name)?;
+    let placement = Placement { slot: state.slot };
+    let graph = Graph::new(state.resources.values().cloned().collect())?;
+    let provider = provider(ctx, name, state.target, placement, graph.clone())?;
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    let mut healthy_all = true;
+    for r in &graph.resources {
+        let seen = provider.observe(r);
+        let (state_text, healthy, pid) = match &seen {
+            Observed::Running { pid } => {
+                let ok = provider.wait_healthy(r, Instant::now()).is_ok();
+                (if ok { "healthy" } else { "unhealthy" }.to_string(), ok, *pid)
+            }
+            Observed::Down { reason } => (format!("down: {reason}"), false, None),
+            Observed::Unknown if r.kind.one_shot() => ("done".into(), true, None),
+            Observed::Unknown => ("not running (optional)".into(), true, None),
+        };
+        healthy_all &= healthy;
+        let uptime = pid.and_then(process_uptime);
+        rows.push(vec![
+            r.id.clone(),
+            r.endpoint().unwrap_or_else(|| "-".into()),
+            state_text.clone(),
+            pid.map_or("-".into(), |p| p.to_string()),
+            uptime.map_or("-".into(), ago),
+        ]);
+        items.push(json!({"id": r.id, "kind": r.kind, "address": r.endpoint(), "state": seen, "healthy": healthy, "pid": pid, "uptime_seconds": uptime}));
+    }
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(&json!({"environment": name, "level": state.level, "target": state.target, "healthy": healthy_all, "components": items}), &mut out)?,
+        Format::Text => {
+            writeln!(out, "Environment `{name}`: level {}, {}, {}\n", state.level, state.target, if healthy_all { "healthy" } else { "NOT healthy" })?;
+            print_table(&["COMPONENT", "ADDRESS", "STATE", "PID", "UPTIME"], &rows, &mut out)?;
+        }
+    }
+    Ok(if healthy_all { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Seconds since `pid` started, from /proc.
+fn process_uptime(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    // Field 22 (starttime) is the 20th after the command name.
+    let start_ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some((uptime - start_ticks as f64 / 100.0).max(0.0) as u64)
+}
+
+pub fn logs(ctx: &Ctx, name: &str, component: &str, lines: usize) -> Result<ExitCode> {
+    let state = existing(ctx, name)?;
+    let matches: Vec<&Resource> = match state.resources.get(component) {
+        Some(r) => vec![r],
+        None => {
+            let by_kind: Vec<&Resource> = state.resources.values().filter(|r| r.kind.as_str() == component).collect();
+            if by_kind.len() == 1 { by_kind } else { state.resources.values().filter(|r| r.id.contains(component)).collect() }
+        }
+    };
+    let r = match matches.as_slice() {
+        [one] => *one,
+        [] => bail!("no component matches `{component}`; components: {}", state.resources.keys().cloned().collect::<Vec<_>>().join(", ")),
+        many => bail!("`{component}` matches several components: {}; name one", many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")),
+    };
+    let graph = Graph::new(state.resources.values().cloned().collect())?;
+    let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
+    let text = provider.logs(r, lines).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(&json!({"component": r.id, "lines": text.lines().collect::<Vec<_>>()}), &mut out)?,
+        Format::Text => writeln!(out, "{text}")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, out_dir: &Path) -> Result<ExitCode> {
+    let state = match &env {
+        Some(n) => Some(existing(ctx, n)?),
+        None => None,
+    };
+    let name = env.clone().unwrap_or_else(|| format!("level-{}", args.level.unwrap_or(0)));
+    let manifest = manifest_for(args, state.as_ref())?;
+    let target = state.as_ref().map_or(Target::Local, |s| s.target);
+    let placement = Placement { slot: state.as_ref().map_or(0, |s| s.slot) };
+    let graph = desired(&manifest, target, placement)?;
+    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let mut written = Vec::new();
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let manifest_path = out_dir.join("manifest.json");
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)?)?;
+    written.push(manifest_path);
+    for r in &graph.resources {
+        let files = provider.config_files(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (file, text) in files {
+            let dir = out_dir.join(r.id.replace('/', "-"));
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(file);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(&json!({"files": written}), &mut out)?,
+        Format::Text => {
+            for p in &written {
+                writeln!(out, "{}", p.display())?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,94 @@
+//! One module per group of commands: `env` acts on one environment, `fleet` on all of
+//! them, `info` reads manifests and the machine without touching any environment.
+
+pub mod env;
+pub mod fleet;
+pub mod info;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use scalectl_core::plan::Observed;
+use scalectl_core::{Graph, Manifest, Placement, Provider, ResourceKind, Target, expand};
+use scalectl_local::LocalProvider;
+
+use crate::home::{Home, State};
+use crate::output::{Format, Progress};
+
+/// What every command gets from the global flags.
+pub struct Ctx {
+    pub home: Home,
+    pub format: Format,
+    pub progress: Progress,
+}
+
+/// The desired graph of `manifest` on `target` at `placement`.
+pub fn desired(manifest: &Manifest, target: Target, placement: Placement) -> Result<Graph> {
+    Ok(expand(manifest, target, placement)?)
+}
+
+/// The provider for `target`; only `local` exists so far.
+pub fn provider(ctx: &Ctx, name: &str, target: Target, placement: Placement, graph: Graph) -> Result<Box<dyn Provider>> {
+    match target {
+        Target::Local => Ok(Box::new(LocalProvider::new(name, &ctx.home.env_dir(name), placement, graph)?)),
+        other => bail!("target {other} is not implemented yet; use --target local"),
+    }
+}
+
+/// Adds to each resource a digest of its generated config files, so that a change in a
+/// template (a newer scalectl) shows up in the plan like any other change.
+pub fn with_config_digests(provider: &dyn Provider, mut graph: Graph) -> Result<Graph> {
+    use sha2::Digest;
+    for r in &mut graph.resources {
+        let files = provider.config_files(r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if files.is_empty() {
+            continue;
+        }
+        let mut h = sha2::Sha256::new();
+        for (name, text) in files {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+        }
+        r.props.insert("config_digest".into(), hex::encode(&h.finalize()[..6]));
+    }
+    Ok(graph)
+}
+
+/// What is running now for every resource that is recorded or wanted.
+pub fn observe_all(provider: &dyn Provider, graph: &Graph, state: Option<&State>) -> BTreeMap<String, Observed> {
+    let mut out = BTreeMap::new();
+    let recorded = state.map(|s| s.resources.values().collect::<Vec<_>>()).unwrap_or_default();
+    for r in graph.resources.iter().chain(recorded) {
+        if !out.contains_key(&r.id) {
+            out.insert(r.id.clone(), provider.observe(r));
+        }
+    }
+    out
+}
+
+/// Fails early, before anything starts, when the target cannot run part of the graph or
+/// a program is missing; the message says what to install.
+pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Result<()> {
+    let mut unsupported: Vec<ResourceKind> = graph.resources.iter().map(|r| r.kind).filter(|k| !provider.supports(*k)).collect();
+    unsupported.dedup();
+    unsupported.sort();
+    unsupported.dedup();
+    if !unsupported.is_empty() {
+        let names: Vec<_> = unsupported.iter().map(|k| k.as_str()).collect();
+        bail!(
+            "level {level} needs {} on the {} target, which scalectl cannot run there yet (levels 2 and 3 on local are the next step); \
+             `scalectl plan` shows the whole topology",
+            names.join(", "),
+            provider.target()
+        );
+    }
+    if provider.target() == Target::Local {
+        let missing = info::missing_programs(graph.resources.iter().map(|r| r.kind));
+        if !missing.is_empty() {
+            let names: Vec<_> = missing.iter().map(|p| p.name).collect();
+            bail!("missing programs: {}; {}", names.join(", "), info::install_advice(&missing));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Where environments live on this machine, their state files, and the lock that keeps
+//! two commands from acting on one environment at once.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::{Manifest, Resource, Target};
+use serde::{Deserialize, Serialize};
+
+/// The directory holding every environment: `--home`, `$SCALECTL_HOME`, else
+/// `/var/lib/scalectl` for root and `$XDG_STATE_HOME/scalectl` (or
+/// `~/.local/state/scalectl`) for others.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("SCALECTL_HOME") {
+        return PathBuf::from(h);
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/scalectl");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("scalectl");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/state/scalectl")
+}
+
+pub struct Home {
+    pub root: PathBuf,
+}
+
+/// What scalectl remembers about one environment. Written atomically after every step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub name: String,
+    pub level: u8,
+    pub target: Target,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// When `gc` may destroy the environment (last `up` plus `--ttl`).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    pub slot: u8,
+    /// The manifest as last applied (base, overlays and `--set` merged).
+    pub manifest: Manifest,
+    /// Resources as last applied successfully.
+    #[serde(default)]
+    pub resources: BTreeMap<String, Resource>,
+}
+
+/// Held while a command acts on an environment; released on drop (and by the kernel if
+/// the process dies, so a `kill -9` never leaves a stale lock).
+pub struct EnvLock {
+    _file: File,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Home {
+    pub fn new(root: PathBuf) -> Self {
+        Home { root }
+    }
+
+    pub fn envs_dir(&self) -> PathBuf {
+        self.root.join("envs")
+    }
+
+    pub fn env_dir(&self, name: &str) -> PathBuf {
+        self.envs_dir().join(name)
+    }
+
+    fn state_path(&self, name: &str) -> PathBuf {
+        self.env_dir(name).join("state.json")
+    }
+
+    /// Creates the home (searchable by others, so servers running unprivileged can reach
+    /// their directories inside it).
+    pub fn ensure(&self) -> Result<()> {
+        fs::create_dir_all(self.envs_dir()).with_context(|| format!("creating {}", self.envs_dir().display()))?;
+        for d in [&self.root, &self.envs_dir()] {
+            let _ = fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        }
+        Ok(())
+    }
+
+    /// Locks environment `name` against other commands, failing at once if one holds it.
+    pub fn lock(&self, name: &str) -> Result<EnvLock> {
+        validate_name(name)?;
+        self.ensure()?;
+        let path = self.envs_dir().join(format!("{name}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(EnvLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                bail!("environment `{name}` is busy: another scalectl command is acting on it; wait for it to finish")
+            }
+            Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    pub fn load(&self, name: &str) -> Result<Option<State>> {
+        let path = self.state_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes the state atomically: a crash leaves the old file or the new one.
+    pub fn save(&self, state: &State) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(state)?;
+        scalectl_local::fsutil::write_atomic(&self.state_path(&state.name), &bytes, 0o600)
+    }
+
+    /// Names of every environment with a state file.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.envs_dir()) else { return Ok(out) };
+        for e in rd.flatten() {
+            if e.path().join("state.json").is_file()
+                && let Some(n) = e.file_name().to_str()
+            {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        scalectl_local::fsutil::remove_dir(&self.env_dir(name))?;
+        let _ = fs::remove_file(self.envs_dir().join(format!("{name}.lock")));
+        Ok(())
+    }
+}
+
+/// Environment names become directory names and labels: keep them simple.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    if !ok {
+        bail!("`{name}` is not a valid environment name: use 1-40 lowercase letters, digits and `-`");
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! How results reach people and machines: plans the way Terraform prints them, tables,
+//! JSON for `-o json`, and progress lines on stderr for long work.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use scalectl_core::plan::{Action, Plan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Progress of long work, one line per event on stderr (stdout stays for results).
+pub struct Progress {
+    quiet: bool,
+    color: bool,
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Self {
+        Progress { quiet, color: std::io::stderr().is_terminal(), started: Instant::now() }
+    }
+
+    pub fn say(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn start(&self, id: &str, verb: &str) -> Instant {
+        if !self.quiet {
+            eprintln!("  {} {id} {verb}…", self.paint("…", "2"));
+        }
+        Instant::now()
+    }
+
+    pub fn done(&self, id: &str, verb: &str, since: Instant) {
+        if !self.quiet {
+            eprintln!("  {} {id} {verb} in {:.1}s", self.paint("✓", "32"), since.elapsed().as_secs_f64());
+        }
+    }
+
+    pub fn failed(&self, id: &str) {
+        if !self.quiet {
+            eprintln!("  {} {id} failed", self.paint("✗", "31"));
+        }
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn paint(&self, s: &str, code: &str) -> String {
+        if self.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    }
+}
+
+/// The plan as a Terraform user reads it.
+pub fn print_plan(plan: &Plan, env: &str, out: &mut impl Write) -> std::io::Result<()> {
+    if !plan.has_changes() {
+        writeln!(out, "No changes. Environment `{env}` matches its manifest and every component is running.")?;
+        return Ok(());
+    }
+    writeln!(out, "scalectl will perform these actions on environment `{env}`:\n")?;
+    for step in plan.steps.iter().filter(|s| s.action != Action::Keep) {
+        let what = match step.action {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Start => "start",
+            Action::Rerun => "re-run",
+            Action::Destroy => "destroy",
+            Action::Keep => "keep",
+        };
+        writeln!(out, "  {} {:<34} {what}: {}", step.action.sign(), step.id, step.reason)?;
+        for c in &step.changes {
+            writeln!(
+                out,
+                "      ~ {}: {} → {}",
+                c.field,
+                c.from.as_deref().unwrap_or("(none)"),
+                c.to.as_deref().unwrap_or("(none)")
+            )?;
+        }
+    }
+    let s = plan.summary();
+    writeln!(out, "\nPlan: {} to create, {} to change, {} to destroy, {} unchanged.", s.create, s.change, s.destroy, s.unchanged)
+}
+
+/// A table with aligned columns.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>], out: &mut impl Write) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// `3m12s`, `2h05m`, `4d03h`: short and readable.
+pub fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn json(value: &impl serde::Serialize, out: &mut impl Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}

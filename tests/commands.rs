@@ -1,0 +1,86 @@
+//! The commands that read manifests and the machine, run through the real binary.
+
+mod support;
+
+use std::time::Instant;
+
+use serde_json::Value;
+use support::{Home, text};
+
+#[test]
+fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
+    let home = Home::new();
+    let started = Instant::now();
+    let plan = home.json(&["plan", "--level", "6"]);
+    let elapsed = started.elapsed();
+    let steps = plan["steps"].as_array().unwrap();
+    let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for want in ["postgres/r1-pg-1", "etcd/r1", "citus-worker/r1-1", "pgbouncer/r1", "haproxy/r2", "redis/r3", "shop/r1-auth-1", "prometheus/main"] {
+        assert!(ids.contains(&want), "{want} missing from {ids:?}");
+    }
+    assert!(steps.iter().all(|s| s["action"] == "create"));
+    assert_eq!(plan["changed"], true);
+    // Generous bound: this is a smoke check, the goal lives in BENCHMARKS.md.
+    assert!(elapsed.as_secs() < 10, "{elapsed:?}");
+    let text_plan = home.expect(1, &["plan", "--level", "6", "--exit-code"]);
+    let out = text(&text_plan.stdout);
+    assert!(out.contains("+ postgres/r1-pg-1") && out.contains("to create"), "{out}");
+}
+
+#[test]
+fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
+    let home = Home::new();
+    let env = home.env("l3");
+    let out = home.expect(2, &["up", "--level", "3", "--env", &env]);
+    let err = text(&out.stderr);
+    assert!(err.contains("level 3 needs") && err.contains("patroni-node"), "{err}");
+    assert!(!home.env_dir(&env).exists(), "nothing was created");
+}
+
+#[test]
+fn validate_reports_each_file_and_schema_is_json_schema() {
+    let home = Home::new();
+    let dir = home.root.parent().unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, scalectl_level(1)).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, scalectl_level(1).replace("kind: Environment", "kind: Enviroment")).unwrap();
+    let out = home.expect(1, &["validate", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    let report = text(&out.stdout);
+    assert!(report.contains(&format!("{}: valid", good.display())), "{report}");
+    assert!(report.contains(&format!("{}:", bad.display())) && report.contains("did you mean `Environment`?"), "{report}");
+    home.expect(0, &["validate", "--level", "4", "--set", "spec.shop.workers=3"]);
+
+    let schema: Value = serde_json::from_slice(&home.expect(0, &["schema"]).stdout).unwrap();
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+}
+
+#[test]
+fn levels_explain_doctor_render_and_completions_answer() {
+    let home = Home::new();
+    let levels = home.json(&["levels"]);
+    assert_eq!(levels["levels"].as_array().unwrap().len(), 6);
+    let explain = text(&home.expect(0, &["explain", "--level", "3"]).stdout);
+    assert!(explain.contains("over level 2") && explain.contains("Patroni"), "{explain}");
+    home.expect(2, &["explain", "--level", "7"]);
+
+    let doctor = home.run(&["doctor", "--level", "1", "-o", "json"]);
+    let d: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    assert_eq!(doctor.status.code(), Some(if d["ok"] == true { 0 } else { 1 }));
+    assert!(d["programs"].as_array().unwrap().iter().any(|p| p["program"] == "initdb"));
+
+    let out = home.root.parent().unwrap().join("rendered");
+    home.expect(0, &["render", "--level", "2", "--out", out.to_str().unwrap(), "-q"]);
+    let conf = std::fs::read_to_string(out.join("postgres-r1-pg-1/postgresql.conf")).unwrap();
+    assert!(conf.contains("shared_preload_libraries = 'pg_stat_statements'"), "{conf}");
+    let prom = std::fs::read_to_string(out.join("prometheus-main/prometheus.yml")).unwrap();
+    assert!(prom.contains("job_name: shop"), "{prom}");
+
+    let comp = home.expect(0, &["completions", "bash"]);
+    assert!(text(&comp.stdout).contains("scalectl"));
+    home.expect(2, &["status", "--env", "no-such-env"]);
+}
+
+fn scalectl_level(n: u8) -> String {
+    std::fs::read_to_string(format!("{}/environments/level-{n}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}

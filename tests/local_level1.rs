@@ -1,0 +1,217 @@
+//! System tests: the real `scalectl` binary bringing level 1 up on the local target,
+//! using it through the shop, and taking it down again.
+
+mod support;
+
+use std::process::Stdio;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Home, alive, processes_mentioning, text};
+
+/// A buyer and a seller doing what shoppers do, through the URL `up` printed.
+fn shop_checkout(base: &str) {
+    let http = reqwest::blocking::Client::new();
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut req = http.post(format!("{base}{path}")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    };
+    for (email, roles) in [("seller@example.com", "seller"), ("buyer@example.com", "buyer")] {
+        let r = post("/register", None, json!({"email": email, "password": "correct horse battery", "roles": roles})).send().unwrap();
+        assert_eq!(r.status(), 201, "register {email}: {}", r.text().unwrap());
+    }
+    let login = |email: &str| -> String {
+        let r = post("/login", None, json!({"email": email, "password": "correct horse battery"})).send().unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (seller, buyer) = (login("seller@example.com"), login("buyer@example.com"));
+    let shop: Value = post("/shops", Some(&seller), json!({"name": "Gadgets"})).send().unwrap().json().unwrap();
+    let r = post("/products", Some(&seller), json!({"shop_id": shop["id"], "name": "Phone", "description": "a phone", "price_cents": 49_900, "stock": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let product: Value = r.json().unwrap();
+    let r = post("/cart/items", Some(&buyer), json!({"product_id": product["id"], "quantity": 2})).send().unwrap();
+    assert!(r.status().is_success(), "add to cart: {}", r.status());
+    let r = post("/checkout", Some(&buyer), json!({})).header("Idempotency-Key", "order-1").send().unwrap();
+    assert_eq!(r.status(), 201, "checkout");
+    let order: Value = r.json().unwrap();
+    let p: Value = http.get(format!("{base}/products/{}", product["id"])).send().unwrap().json().unwrap();
+    assert_eq!(p["stock"], 3, "stock went down by what was bought");
+    let r = http.get(format!("{base}/orders/{}", order["id"])).bearer_auth(&buyer).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn component_pids(status: &Value) -> Vec<u32> {
+    status["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect()
+}
+
+#[test]
+fn level_1_comes_up_serves_a_checkout_and_goes_away_without_a_trace() {
+    let home = Home::new();
+    let env = home.env("one");
+    let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    assert_eq!(up["level"], 1);
+    let shop = up["endpoints"]["shop"].as_str().unwrap().to_string();
+    let db = up["endpoints"]["database"].as_str().unwrap();
+    assert!(db.starts_with("postgres://shop@127."), "the database URL names user and address without a password: {db}");
+
+    shop_checkout(&shop);
+
+    let plan = home.expect(0, &["plan", "--env", &env, "--exit-code"]);
+    assert!(text(&plan.stdout).contains("No changes"), "{}", text(&plan.stdout));
+    let again = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    assert_eq!(again["changed"], false, "a second up changes nothing");
+
+    let status = home.json(&["status", "--env", &env]);
+    assert_eq!(status["healthy"], true, "{status}");
+    let pids = component_pids(&status);
+    assert!(pids.len() >= 3, "postgres, shop and worker have pids: {status}");
+    let state = std::fs::read_to_string(home.env_dir(&env).join("state.json")).unwrap();
+    let secret = std::fs::read_to_string(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap();
+    assert!(!state.contains(secret.trim()), "the password never reaches the state file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let env_dir = home.env_dir(&env);
+    home.expect(0, &["down", "--env", &env, "-q"]);
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived `down`");
+    }
+    assert!(processes_mentioning(&env_dir).is_empty(), "nothing runs from the environment's directory");
+    assert!(!env_dir.exists(), "down deletes the data");
+    let list = home.json(&["list"]);
+    assert_eq!(list["environments"], json!([]));
+}
+
+#[test]
+fn two_environments_run_side_by_side() {
+    let home = Home::new();
+    let (a, b) = (home.env("side-a"), home.env("side-b"));
+    let handles: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|name| {
+            let mut cmd = home.cmd(&["up", "--level", "1", "--env", &name, "-q", "-o", "json"]);
+            std::thread::spawn(move || cmd.output().unwrap())
+        })
+        .collect();
+    let outs: Vec<Value> = handles
+        .into_iter()
+        .map(|h| {
+            let out = h.join().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let (url_a, url_b) = (outs[0]["endpoints"]["shop"].as_str().unwrap(), outs[1]["endpoints"]["shop"].as_str().unwrap());
+    assert_ne!(url_a, url_b, "each environment has its own addresses");
+    for url in [url_a, url_b] {
+        let r = reqwest::blocking::get(format!("{url}/readyz")).unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Taking one down leaves the other serving.
+    home.expect(0, &["down", "--env", &a, "-q"]);
+    assert_eq!(reqwest::blocking::get(format!("{url_b}/readyz")).unwrap().status(), 200);
+    let list = home.json(&["list"]);
+    assert_eq!(list["environments"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_malformed_manifest_exits_2_with_every_error_located_and_starts_nothing() {
+    let home = Home::new();
+    let env = home.env("bad");
+    let overlay = home.root.parent().unwrap().join("overlay.yaml");
+    std::fs::write(&overlay, "spec:\n  shop:\n    wokers: 2\n    dbPoolSize: lots\n  edge:\n    loadBalancer: haproxi\n").unwrap();
+    let out = home.expect(2, &["up", "--level", "1", "--env", &env, "-f", overlay.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    let file = overlay.display().to_string();
+    for (line, col, key) in [(3, 5, "spec.shop.wokers"), (4, 17, "spec.shop.dbPoolSize"), (6, 19, "spec.edge.loadBalancer")] {
+        assert!(err.contains(&format!("{file}:{line}:{col}: {key}")), "missing {key} at {line}:{col} in:\n{err}");
+    }
+    assert!(err.contains("did you mean `workers`?"), "{err}");
+    assert!(err.contains("did you mean `haproxy`?"), "{err}");
+    assert!(!home.env_dir(&env).exists(), "nothing was created");
+
+    let v = home.expect(1, &["validate", "--level", "1", "-f", overlay.to_str().unwrap(), "-o", "json"]);
+    let report: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["results"][0]["errors"].as_array().unwrap().len(), 3, "{report}");
+}
+
+#[test]
+fn an_up_killed_midway_converges_on_the_next_up() {
+    let home = Home::new();
+    let env = home.env("killed");
+    let mut child = home.cmd(&["up", "--level", "1", "--env", &env, "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Kill it once PostgreSQL has started and before the shop is recorded.
+    let pg_pid = home.env_dir(&env).join("nodes/postgres-r1-pg-1/data/postmaster.pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pg_pid.exists() && Instant::now() < deadline {
+        sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    assert_eq!(up["environment"], env.as_str());
+    let plan = home.expect(0, &["plan", "--env", &env, "--exit-code"]);
+    assert!(text(&plan.stdout).contains("No changes"));
+    let status = home.json(&["status", "--env", &env]);
+    assert_eq!(status["healthy"], true, "{status}");
+}
+
+#[test]
+fn gc_removes_an_expired_environment() {
+    let home = Home::new();
+    let env = home.env("ttl");
+    home.expect(0, &["up", "--level", "1", "--env", &env, "--ttl", "1s", "-q"]);
+    let pids = component_pids(&home.json(&["status", "--env", &env]));
+    sleep(Duration::from_millis(1500));
+    let gc = home.json(&["gc", "-q"]);
+    assert_eq!(gc["destroyed"], json!([env]));
+    assert!(!home.env_dir(&env).exists());
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived gc");
+    }
+}
+
+#[test]
+fn a_stopped_component_shows_in_plan_and_up_restarts_it() {
+    let home = Home::new();
+    let env = home.env("heal");
+    home.expect(0, &["up", "--level", "1", "--env", &env, "-q"]);
+    let status = home.json(&["status", "--env", &env]);
+    let shop = status["components"].as_array().unwrap().iter().find(|c| c["kind"] == "shop").unwrap().clone();
+    let pid = shop["pid"].as_u64().unwrap() as i32;
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid as u32) && Instant::now() < deadline {
+        sleep(Duration::from_millis(20));
+    }
+    let plan = home.expect(1, &["plan", "--env", &env, "--exit-code"]);
+    let plan = text(&plan.stdout);
+    assert!(plan.contains("~ shop/r1-all-1") && plan.contains("not running"), "{plan}");
+    let st = home.run(&["status", "--env", &env]);
+    assert_eq!(st.status.code(), Some(1), "status exits 1 when something is down");
+    home.expect(0, &["up", "--env", &env, "-q"]);
+    assert_eq!(home.json(&["status", "--env", &env])["healthy"], true);
+}
+
+#[test]
+fn keep_data_stops_processes_and_the_next_up_finds_the_orders() {
+    let home = Home::new();
+    let env = home.env("keep");
+    let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    let base = up["endpoints"]["shop"].as_str().unwrap().to_string();
+    let http = reqwest::blocking::Client::new();
+    let r = http.post(format!("{base}/register")).json(&json!({"email": "k@example.com", "password": "correct horse battery", "roles": "buyer"})).send().unwrap();
+    assert_eq!(r.status(), 201);
+    home.expect(0, &["down", "--env", &env, "--keep-data", "-q"]);
+    assert!(http.get(format!("{base}/healthz")).send().is_err(), "the shop is stopped");
+    home.expect(0, &["up", "--env", &env, "-q"]);
+    let r = http.post(format!("{base}/login")).json(&json!({"email": "k@example.com", "password": "correct horse battery"})).send().unwrap();
+    assert_eq!(r.status(), 200, "the user registered before survived");
+}
