@@ -151,3 +151,28 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_command_on_the_same_environment_is_refused_until_the_first_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::new(tmp.path().to_path_buf());
+        let first = home.lock("ci-1").unwrap();
+        let err = home.lock("ci-1").err().expect("the environment is busy").to_string();
+        assert!(err.contains("busy"), "{err}");
+        assert!(home.lock("ci-2").is_ok(), "other environments are independent");
+        drop(first);
+        assert!(home.lock("ci-1").is_ok(), "released when the holder ends");
+    }
+
+    #[test]
+    fn environment_names_are_checked() {
+        assert!(validate_name("ci-42").is_ok());
+        for bad in ["", "Upper", "../x", "-x", "a b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -105,6 +105,23 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Stops the process in the pid file, if it runs.
+    pub fn stop(&self, program: &str) -> Result<()> {
+        match running_pid(&self.pid(), program) {
+            Some(pid) => stop(pid, program, Duration::from_secs(10)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the process and, unless `keep_data`, deletes the directory.
+    pub fn destroy(&self, program: &str, keep_data: bool) -> Result<()> {
+        self.stop(program)?;
+        if !keep_data {
+            crate::fsutil::remove_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.join("log")
     }

@@ -55,9 +55,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     let (name, text) = config_files(env, r)?;
     let config = p.dir.join(name);
     fsutil::write_atomic(&config, text.as_bytes(), 0o644)?;
-    if let Some(pid) = process::running_pid(&p.pid(), "prometheus") {
-        process::stop(pid, "prometheus", Duration::from_secs(10))?;
-    }
+    p.stop("prometheus")?;
     let addr = endpoint(r)?;
     if health::port_taken(addr) {
         bail!("{addr} is already in use by another program");
@@ -96,12 +94,5 @@ pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
-    let p = paths(env, r);
-    if let Some(pid) = process::running_pid(&p.pid(), "prometheus") {
-        process::stop(pid, "prometheus", Duration::from_secs(10))?;
-    }
-    if !keep_data {
-        fsutil::remove_dir(&p.dir)?;
-    }
-    Ok(())
+    paths(env, r).destroy("prometheus", keep_data)
 }

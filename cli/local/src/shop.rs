@@ -66,9 +66,7 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
 pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let p = paths(env, r);
     std::fs::create_dir_all(&p.dir)?;
-    if let Some(pid) = process::running_pid(&p.pid(), "shop") {
-        process::stop(pid, "shop", Duration::from_secs(10))?;
-    }
+    p.stop("shop")?;
     let cmd = match r.kind {
         ResourceKind::Shop => {
             let addr = endpoint(r)?;
@@ -120,12 +118,5 @@ fn started_ago(pid_file: &std::path::Path) -> Option<Duration> {
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
-    let p = paths(env, r);
-    if let Some(pid) = process::running_pid(&p.pid(), "shop") {
-        process::stop(pid, "shop", Duration::from_secs(10))?;
-    }
-    if !keep_data {
-        fsutil::remove_dir(&p.dir)?;
-    }
-    Ok(())
+    paths(env, r).destroy("shop", keep_data)
 }
