@@ -1,0 +1,52 @@
+//! A tiny bounded in-process TTL cache for product reads. Other processes do not see
+//! our invalidations, so the TTL is kept short (about a second) to bound staleness.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::catalog::Product;
+
+pub struct LocalCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<i64, (Instant, Product)>>,
+}
+
+impl LocalCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        LocalCache {
+            ttl,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, id: i64) -> Option<Product> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, p)| p.clone())
+    }
+
+    pub fn put(&self, product: Product) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.capacity {
+            // Expired entries go first; if everything is fresh, start over rather than
+            // track recency: a cold second costs one read per product.
+            let ttl = self.ttl;
+            map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        map.insert(product.id, (Instant::now(), product));
+    }
+
+    pub fn remove(&self, id: i64) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}

@@ -1,0 +1,303 @@
+//! Request extractors whose rejections are `AppError`s: JSON, path and query errors
+//! become 400/413/422 naming the field; bearer-token auth; client address; the
+//! Idempotency-Key header.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// `axum::Json` with errors that name the offending field.
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> AppError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let (message, field) = describe_serde_error(&e.body_text());
+            AppError::Unprocessable {
+                message,
+                field: Some(field.unwrap_or_else(|| "body".to_owned())),
+            }
+        }
+        JsonRejection::JsonSyntaxError(_) => AppError::bad_request("malformed JSON", "body"),
+        JsonRejection::MissingJsonContentType(_) => {
+            AppError::bad_request("expected `Content-Type: application/json`", "Content-Type")
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        _ => AppError::bad_request("unreadable request body", "body"),
+    }
+}
+
+/// Splits axum's "<context>: <path>: <serde message> at line L column C" into a
+/// message and the last path segment (the field); root-level errors such as
+/// "missing field `email`" take the field from the backticks.
+fn describe_serde_error(text: &str) -> (String, Option<String>) {
+    let rest = text.split_once(": ").map_or(text, |(_, r)| r);
+    let rest = match rest.rfind(" at line ") {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    if let Some((path, message)) = rest.split_once(": ")
+        && !path.contains(' ')
+    {
+        let last = path.rsplit('.').next().unwrap_or(path);
+        let field = last.split('[').next().unwrap_or(last);
+        let field = if field.is_empty() { path } else { field };
+        return (format!("{field}: {message}"), Some(field.to_owned()));
+    }
+    let field = rest.split('`').nth(1).map(str::to_owned);
+    (rest.to_owned(), field)
+}
+
+/// `axum::extract::Path` with 400 errors naming the parameter.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        use axum::extract::path::ErrorKind;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "id".to_owned(),
+                };
+                Err(AppError::bad_request(
+                    format!("invalid path parameter `{field}`"),
+                    &field,
+                ))
+            }
+            Err(_) => Err(AppError::bad_request("invalid path", "path")),
+        }
+    }
+}
+
+/// `axum::extract::Query` with 400 errors naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let (message, field) = describe_serde_error(&e.body_text());
+                Err(AppError::BadRequest {
+                    message,
+                    field: Some(field.unwrap_or_else(|| "query".to_owned())),
+                })
+            }
+            Err(_) => Err(AppError::bad_request("invalid query string", "query")),
+        }
+    }
+}
+
+/// The sha256 digest under which a bearer token is stored.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// What a user may do, as stored in `users.roles`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserRoles {
+    pub buyer: bool,
+    pub seller: bool,
+}
+
+impl UserRoles {
+    pub fn from_db(s: &str) -> Self {
+        UserRoles {
+            buyer: s == "buyer" || s == "both",
+            seller: s == "seller" || s == "both",
+        }
+    }
+}
+
+/// An authenticated user (valid, unexpired bearer token).
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub id: i64,
+    pub email: String,
+    pub roles: UserRoles,
+}
+
+impl AuthUser {
+    pub fn require_seller(&self) -> Result<(), AppError> {
+        if self.roles.seller {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("seller role required"))
+        }
+    }
+    pub fn require_buyer(&self) -> Result<(), AppError> {
+        if self.roles.buyer {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("buyer role required"))
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+}
+
+async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppError> {
+    let row: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.roles FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.token_hash = $1 AND s.expires_at > now()",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(&state.primary)
+    .await?;
+    Ok(row.map(|(id, email, roles)| AuthUser {
+        id,
+        email,
+        roles: UserRoles::from_db(&roles),
+    }))
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = bearer(parts).ok_or(AppError::Unauthorized)?;
+        let user = lookup(state, token).await?.ok_or(AppError::Unauthorized)?;
+        // Marked before the write happens: conservative, and it cannot be forgotten
+        // by a handler.
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            state.mark_write(user.id);
+        }
+        Ok(user)
+    }
+}
+
+/// The user behind an optional bearer token on public routes; an invalid token is
+/// treated as anonymous (it only steers read routing there).
+pub struct MaybeUser(pub Option<AuthUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        match bearer(parts) {
+            Some(token) => Ok(MaybeUser(lookup(state, token).await?)),
+            None => Ok(MaybeUser(None)),
+        }
+    }
+}
+
+/// The client address for rate limiting: the first X-Forwarded-For entry (set by
+/// our load balancer), else the peer address.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 64);
+        if let Some(ip) = forwarded {
+            return Ok(ClientIp(ip.to_owned()));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(ClientIp(peer.unwrap_or_else(|| "unknown".to_owned())))
+    }
+}
+
+/// The `Idempotency-Key` header, required on checkout and flash purchases.
+pub struct IdempotencyKey(pub String);
+
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        let value = parts.headers.get(IDEMPOTENCY_HEADER).ok_or_else(|| {
+            AppError::bad_request("missing Idempotency-Key header", IDEMPOTENCY_HEADER)
+        })?;
+        let key = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                AppError::bad_request("invalid Idempotency-Key header", IDEMPOTENCY_HEADER)
+            })?;
+        Ok(IdempotencyKey(key.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_serde_error;
+
+    #[test]
+    fn names_the_field() {
+        let (_, f) = describe_serde_error(
+            "Failed to deserialize the JSON body into the target type: quantity: invalid type: string \"x\", expected i32 at line 1 column 20",
+        );
+        assert_eq!(f.as_deref(), Some("quantity"));
+        let (_, f) = describe_serde_error(
+            "Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2",
+        );
+        assert_eq!(f.as_deref(), Some("email"));
+        let (_, f) = describe_serde_error(
+            "Failed to deserialize query string: limit: invalid digit found in string",
+        );
+        assert_eq!(f.as_deref(), Some("limit"));
+        let (_, f) = describe_serde_error(
+            "Failed to deserialize the JSON body into the target type: b[0].y: bad",
+        );
+        assert_eq!(f.as_deref(), Some("y"));
+    }
+}

@@ -1,0 +1,527 @@
+//! Flash sales: units reserved out of a product's stock, sold under a per-buyer limit.
+//! Redis (when configured) gates the stampede with an atomic counter so most losers
+//! never reach the hot row; PostgreSQL's conditional update decides every sale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::catalog::invalidate_product;
+use crate::domain::{Quantity, Units};
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path};
+use crate::orders::{
+    Claim, Line, Order, claim_key, place_order, request_hash, store_response, with_retries,
+};
+use crate::state::AppState;
+
+/// Admits a buyer while the counter is positive (and takes their units); `-1` says
+/// the key is missing and must be rebuilt from PostgreSQL.
+const GATE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return -1 end
+if tonumber(v) <= 0 then return 0 end
+redis.call('DECRBY', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// How often one process lets a gate-rejected buyer through to PostgreSQL, so a
+/// counter that is wrong on the low side heals instead of stranding units.
+const VERIFY_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateFlashSale {
+    pub product_id: i64,
+    #[schema(value_type = i32, minimum = 1)]
+    pub units: Units,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub starts_at: OffsetDateTime,
+    #[schema(value_type = i32, minimum = 1)]
+    pub per_buyer_limit: Units,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct FlashSale {
+    pub id: i64,
+    pub product_id: i64,
+    pub units: i32,
+    pub remaining: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    pub per_buyer_limit: i32,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PurchaseRequest {
+    #[schema(value_type = i32, minimum = 1)]
+    #[serde(default = "one")]
+    pub quantity: Quantity,
+}
+
+fn one() -> Quantity {
+    Quantity(1)
+}
+
+/// The immutable part of a sale, cached per process.
+#[derive(Clone, Copy)]
+pub struct SaleMeta {
+    product_id: i64,
+    starts_at: OffsetDateTime,
+    per_buyer_limit: i32,
+}
+
+/// Per-process flash-sale memory: immutable sale data, sales seen sold out in
+/// PostgreSQL (remaining never grows back), and when we last verified a gate "no".
+#[derive(Default)]
+pub struct FlashLocal {
+    meta: Mutex<HashMap<i64, SaleMeta>>,
+    sold_out: Mutex<std::collections::HashSet<i64>>,
+    verified: Mutex<HashMap<i64, Instant>>,
+}
+
+impl FlashLocal {
+    fn is_sold_out(&self, id: i64) -> bool {
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+    fn mark_sold_out(&self, id: i64) {
+        self.sold_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+    /// True at most once per [`VERIFY_EVERY`] per sale.
+    fn should_verify(&self, id: i64) -> bool {
+        let mut map = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match map.get(&id) {
+            Some(at) if now.duration_since(*at) < VERIFY_EVERY => false,
+            _ => {
+                map.insert(id, now);
+                true
+            }
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/flash-sales", tag = "flash", request_body = CreateFlashSale, security(("bearer" = [])),
+    responses((status = 201, body = FlashSale), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, product_id = req.product_id))]
+pub async fn create_sale(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(req): Json<CreateFlashSale>,
+) -> AppResult<(StatusCode, axum::Json<FlashSale>)> {
+    user.require_seller()?;
+    let mut tx = state.primary.begin().await?;
+    let owner: Option<(i64,)> = sqlx::query_as(
+        "SELECT s.owner_id FROM products p JOIN shops s ON s.id = p.shop_id WHERE p.id = $1 FOR UPDATE OF p",
+    )
+    .bind(req.product_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match owner {
+        None => return Err(AppError::unknown("product", "product_id")),
+        Some((owner,)) if owner != user.id => {
+            return Err(AppError::forbidden("not the owner of this product"));
+        }
+        Some(_) => {}
+    }
+    // The sale's units leave the product's stock now, so ordinary checkouts and the
+    // sale can never sell the same unit.
+    let reserved = sqlx::query(
+        "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2",
+    )
+    .bind(req.product_id)
+    .bind(req.units.0)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if reserved == 0 {
+        return Err(AppError::InsufficientStock {
+            product_id: req.product_id,
+        });
+    }
+    let sale: FlashSale = sqlx::query_as(
+        "INSERT INTO flash_sales (product_id, seller_id, units, remaining, starts_at, per_buyer_limit)
+         VALUES ($1, $2, $3, $3, $4, $5)
+         RETURNING id, product_id, units, remaining, starts_at, per_buyer_limit",
+    )
+    .bind(req.product_id)
+    .bind(user.id)
+    .bind(req.units.0)
+    .bind(req.starts_at)
+    .bind(req.per_buyer_limit.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    invalidate_product(&state, req.product_id).await;
+    Ok((StatusCode::CREATED, axum::Json(sale)))
+}
+
+#[utoipa::path(get, path = "/flash-sales/{id}", tag = "flash", params(("id" = i64, Path)),
+    responses((status = 200, body = FlashSale), (status = 404, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(sale_id = id))]
+pub async fn get_sale(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<FlashSale>> {
+    let sale: Option<FlashSale> = sqlx::query_as(
+        "SELECT id, product_id, units, remaining, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.primary)
+    .await?;
+    sale.map(axum::Json)
+        .ok_or(AppError::not_found("flash sale"))
+}
+
+async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
+    if let Some(meta) = state
+        .flash
+        .meta
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+    {
+        return Ok(*meta);
+    }
+    let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as(
+        "SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.primary)
+    .await?;
+    let (product_id, starts_at, per_buyer_limit) = row.ok_or(AppError::not_found("flash sale"))?;
+    let meta = SaleMeta {
+        product_id,
+        starts_at,
+        per_buyer_limit,
+    };
+    state
+        .flash
+        .meta
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, meta);
+    Ok(meta)
+}
+
+async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
+    let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1")
+        .bind(id)
+        .fetch_one(&state.primary)
+        .await?;
+    if remaining == 0 {
+        state.flash.mark_sold_out(id);
+    }
+    Ok(remaining)
+}
+
+enum Gate {
+    /// Redis took our units; give them back if PostgreSQL does not sell.
+    Admitted,
+    /// Redis says sold out.
+    Rejected,
+    /// No Redis, or Redis failed: PostgreSQL alone decides.
+    Bypassed,
+}
+
+async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
+    let Some(redis) = state.redis() else {
+        return Ok(Gate::Bypassed);
+    };
+    let key = redis.key(format_args!("flash:{id}:remaining"));
+    let mut conn = redis.conn.clone();
+    let script = redis::Script::new(GATE);
+    for _ in 0..2 {
+        let verdict: redis::RedisResult<i64> =
+            script.key(&key).arg(quantity).invoke_async(&mut conn).await;
+        match verdict {
+            Ok(1) => return Ok(Gate::Admitted),
+            Ok(0) => return Ok(Gate::Rejected),
+            Ok(_) => {
+                // The counter is gone (eviction, restart, flush): rebuild it from the
+                // source of truth. NX: if another process rebuilt it first, keep theirs.
+                let remaining = pg_remaining(state, id).await?;
+                let set: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(remaining)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(86_400)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = set {
+                    tracing::warn!(error = %e, sale_id = id, "could not rebuild flash counter");
+                    return Ok(Gate::Bypassed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, sale_id = id, "flash gate unavailable; PostgreSQL decides alone");
+                return Ok(Gate::Bypassed);
+            }
+        }
+    }
+    Ok(Gate::Bypassed)
+}
+
+/// Moves the Redis counter: `Some(v)` sets it to PostgreSQL's value, `None` with a
+/// delta gives units back.
+async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_back: i32) {
+    let Some(redis) = state.redis() else { return };
+    let key = redis.key(format_args!("flash:{id}:remaining"));
+    let mut conn = redis.conn.clone();
+    let result: redis::RedisResult<()> = match set_to {
+        Some(v) => conn.set_ex(&key, v, 86_400).await,
+        None => conn.incr(&key, give_back).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, sale_id = id, "could not adjust flash counter");
+    }
+}
+
+enum Outcome {
+    Created(Order),
+    Replayed(serde_json::Value),
+}
+
+/// The ways a purchase is refused, before they become HTTP errors.
+enum Refusal {
+    /// This process already knows the sale is sold out; nothing to correct.
+    KnownSoldOut,
+    /// PostgreSQL's conditional update refused; `left` units remain there.
+    Refused { left: i32 },
+}
+
+fn sold_out(state: &AppState) -> AppError {
+    state
+        .metrics
+        .sold_out_rejections
+        .fetch_add(1, Ordering::Relaxed);
+    AppError::conflict("sold out", None)
+}
+
+/// A previously stored response for this key, so a retry after the sale sold out
+/// still returns the buyer's order instead of "sold out".
+async fn stored_replay(
+    state: &AppState,
+    user_id: i64,
+    key: &str,
+    hash: &str,
+) -> AppResult<Option<Response>> {
+    let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(&state.primary)
+    .await?;
+    match row {
+        Some((h, _)) if h != hash => Err(key_reused()),
+        Some((_, Some(response))) => {
+            Ok(Some((StatusCode::OK, axum::Json(response)).into_response()))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn key_reused() -> AppError {
+    AppError::conflict(
+        "Idempotency-Key was already used for a different request",
+        Some(IDEMPOTENCY_HEADER),
+    )
+}
+
+fn parse_purchase(body: &Bytes) -> AppResult<i32> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(1);
+    }
+    match serde_json::from_slice::<PurchaseRequest>(body) {
+        Ok(req) => Ok(req.quantity.0),
+        Err(e) if e.is_data() => Err(AppError::unprocessable(
+            format!("quantity: {e}"),
+            "quantity",
+        )),
+        Err(_) => Err(AppError::bad_request("malformed JSON", "body")),
+    }
+}
+
+#[utoipa::path(post, path = "/flash-sales/{id}/purchase", tag = "flash", request_body = Option<PurchaseRequest>,
+    security(("bearer" = [])),
+    params(("id" = i64, Path), ("Idempotency-Key" = String, Header)),
+    responses(
+        (status = 201, description = "bought", body = Order),
+        (status = 200, description = "replay of an earlier request with this key", body = Order),
+        (status = 409, description = "not started, sold out, or per-buyer limit reached", body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, sale_id = id))]
+pub async fn purchase(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> AppResult<Response> {
+    user.require_buyer()?;
+    let quantity = parse_purchase(&body)?;
+    let hash = request_hash(&format!("flash;{id};{quantity}"));
+    let meta = sale_meta(&state, id).await?;
+    if OffsetDateTime::now_utc() < meta.starts_at {
+        return Err(AppError::conflict("not started", None));
+    }
+    if quantity > meta.per_buyer_limit {
+        return Err(AppError::conflict(
+            "per-buyer limit exceeded",
+            Some("quantity"),
+        ));
+    }
+    if state.flash.is_sold_out(id) {
+        return match stored_replay(&state, user.id, &key, &hash).await? {
+            Some(replay) => Ok(replay),
+            None => Err(sold_out(&state)),
+        };
+    }
+    let admitted = match gate(&state, id, quantity).await? {
+        Gate::Admitted => true,
+        Gate::Bypassed => false,
+        Gate::Rejected => {
+            if let Some(replay) = stored_replay(&state, user.id, &key, &hash).await? {
+                return Ok(replay);
+            }
+            // Trust the counter, except for one buyer per second per process who
+            // checks PostgreSQL: a counter that drifted low must not strand units.
+            if !state.flash.should_verify(id) || pg_remaining(&state, id).await? == 0 {
+                return Err(sold_out(&state));
+            }
+            false
+        }
+    };
+    let result = with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await;
+    match result {
+        Ok(Ok((Outcome::Created(order), remaining))) => {
+            if !admitted {
+                adjust_counter(&state, id, Some(remaining), 0).await;
+            }
+            if remaining == 0 {
+                state.flash.mark_sold_out(id);
+            }
+            Ok((StatusCode::CREATED, axum::Json(order)).into_response())
+        }
+        Ok(Ok((Outcome::Replayed(response), _))) => {
+            if admitted {
+                adjust_counter(&state, id, None, quantity).await;
+            }
+            Ok((StatusCode::OK, axum::Json(response)).into_response())
+        }
+        Ok(Err(Refusal::KnownSoldOut)) => {
+            if admitted {
+                adjust_counter(&state, id, Some(0), 0).await;
+            }
+            Err(sold_out(&state))
+        }
+        Ok(Err(Refusal::Refused { left })) => {
+            // PostgreSQL said no: its remaining is the truth, so the counter copies it.
+            adjust_counter(&state, id, Some(left), 0).await;
+            if left == 0 {
+                Err(sold_out(&state))
+            } else {
+                Err(AppError::conflict(
+                    format!("only {left} units left"),
+                    Some("quantity"),
+                ))
+            }
+        }
+        Err(e) => {
+            if admitted {
+                adjust_counter(&state, id, None, quantity).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+type Attempt = Result<(Outcome, i32), Refusal>;
+
+async fn attempt(
+    state: &AppState,
+    user: &AuthUser,
+    id: i64,
+    meta: SaleMeta,
+    quantity: i32,
+    key: &str,
+    hash: &str,
+) -> AppResult<Attempt> {
+    let mut tx = state.primary.begin().await?;
+    // Checked again after waiting for a connection: the sale may have sold out
+    // while this request queued, and then the whole transaction is wasted work.
+    if state.flash.is_sold_out(id) {
+        if let Claim::Replay(response) = claim_key(&mut tx, user.id, key, Some(hash)).await? {
+            return Ok(Ok((Outcome::Replayed(response), -1)));
+        }
+        return Ok(Err(Refusal::KnownSoldOut));
+    }
+    match claim_key(&mut tx, user.id, key, Some(hash)).await? {
+        Claim::Replay(response) => return Ok(Ok((Outcome::Replayed(response), -1))),
+        Claim::Mismatch => return Err(key_reused()),
+        Claim::New => {}
+    }
+    let bought: Option<(i32,)> = sqlx::query_as(
+        "INSERT INTO flash_purchases (sale_id, buyer_id, quantity) VALUES ($1, $2, $3)
+         ON CONFLICT (sale_id, buyer_id) DO UPDATE SET quantity = flash_purchases.quantity + EXCLUDED.quantity
+         WHERE flash_purchases.quantity + EXCLUDED.quantity <= $4
+         RETURNING quantity",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(quantity)
+    .bind(meta.per_buyer_limit)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if bought.is_none() {
+        return Err(AppError::conflict(
+            "per-buyer limit exceeded",
+            Some("quantity"),
+        ));
+    }
+    let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1")
+        .bind(meta.product_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let lines = [Line {
+        product_id: meta.product_id,
+        quantity,
+        unit_price_cents: price,
+    }];
+    let order = place_order(&mut tx, user, "flash", key, &lines).await?;
+    store_response(&mut tx, user.id, key, &order).await?;
+    // The decisive, conditional update comes last so the sale's hot row stays locked
+    // only from here to commit.
+    let taken: Option<(i32,)> = sqlx::query_as(
+        "UPDATE flash_sales SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining",
+    )
+    .bind(id)
+    .bind(quantity)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((remaining,)) = taken else {
+        tx.rollback().await?;
+        let left = pg_remaining(state, id).await?;
+        return Ok(Err(Refusal::Refused { left }));
+    };
+    tx.commit().await?;
+    tracing::info!(order_id = order.id, remaining, "flash purchase");
+    Ok(Ok((Outcome::Created(order), remaining)))
+}

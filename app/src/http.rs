@@ -1,0 +1,229 @@
+//! The router: `app(state)` assembles the role route groups, the always-on operational
+//! routes (/healthz, /readyz, /metrics, /openapi.json), the request-id + metrics
+//! middleware and the body limit; `serve` runs it on an already-bound listener.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+use crate::config::Role;
+use crate::error::{AppError, ErrorBody, InternalCause};
+use crate::metrics::Gauges;
+use crate::state::AppState;
+use crate::{auth, cart, catalog, checkout, flash, openapi, orders};
+
+/// Request bodies above this are refused with 413 before they are parsed.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the HTTP application for the route groups in `state.settings.roles`.
+pub fn app(state: AppState) -> Router {
+    let roles = state.settings.roles.clone();
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json));
+    if roles.contains(Role::Auth) {
+        router = router
+            .route("/register", post(auth::register))
+            .route("/login", post(auth::login))
+            .route("/me", get(auth::me));
+    }
+    if roles.contains(Role::Catalog) {
+        router = router
+            .route(
+                "/shops",
+                post(catalog::create_shop).get(catalog::list_shops),
+            )
+            .route(
+                "/products",
+                post(catalog::create_product).get(catalog::list_products),
+            )
+            .route(
+                "/products/{id}",
+                get(catalog::get_product).put(catalog::update_product),
+            )
+            .route(
+                "/products/{id}/reviews",
+                post(catalog::create_review).get(catalog::list_reviews),
+            );
+    }
+    if roles.contains(Role::Cart) {
+        router = router
+            .route("/cart", get(cart::get_cart))
+            .route("/cart/items", post(cart::add_item))
+            .route("/cart/items/{id}", axum::routing::delete(cart::remove_item));
+    }
+    if roles.contains(Role::Orders) {
+        router = router
+            .route("/checkout", post(checkout::checkout))
+            .route("/orders", get(orders::list_orders))
+            .route("/orders/{id}", get(orders::get_order))
+            .route("/orders/{id}/invoice", get(orders::get_invoice))
+            .route("/orders/{id}/delivery", get(orders::get_delivery))
+            .route("/returns", post(orders::create_return));
+    }
+    if roles.contains(Role::Flash) {
+        router = router
+            .route("/flash-sales", post(flash::create_sale))
+            .route("/flash-sales/{id}", get(flash::get_sale))
+            .route("/flash-sales/{id}/purchase", post(flash::purchase));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on a listener the caller bound (so tests can use port 0),
+/// until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("route")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        error: "method not allowed".to_owned(),
+        field: None,
+        request_id: None,
+        product_id: None,
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then_some(s)
+}
+
+/// Request id (honoured or generated, echoed back), a tracing span per request,
+/// metrics by route template, and the logging + opaque rewrite of internal errors.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(valid_request_id)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method,
+        route = route.as_deref().unwrap_or("unmatched"));
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
+        span.in_scope(|| tracing::error!(error = %cause, "internal error"));
+        let body = ErrorBody {
+            error: "internal error".to_owned(),
+            field: None,
+            request_id: Some(request_id.clone()),
+            product_id: None,
+        };
+        let mut rewritten = (status, axum::Json(body)).into_response();
+        std::mem::swap(rewritten.headers_mut(), response.headers_mut());
+        rewritten.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response = rewritten;
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    let elapsed = start.elapsed();
+    state.metrics.observe(
+        route.as_deref().unwrap_or("unmatched"),
+        method.as_str(),
+        status.as_u16(),
+        elapsed,
+    );
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            "request finished"
+        )
+    });
+    response
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "the primary answers"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    let probe = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(&state.primary),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => Ok("ready"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness probe failed");
+            Err(AppError::Unavailable)
+        }
+        Err(_) => Err(AppError::Unavailable),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut pools = vec![("primary", state.primary.size(), state.primary.num_idle())];
+    if let Some(replica) = &state.replica {
+        pools.push(("replica", replica.size(), replica.num_idle()));
+    }
+    let backlog = tokio::time::timeout(
+        Duration::from_millis(500),
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
+            .fetch_one(&state.primary),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    let text = state.metrics.render(&Gauges {
+        pools,
+        outbox_backlog: backlog,
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Body::from(text))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(openapi::ApiDoc::openapi())
+}

@@ -1,0 +1,41 @@
+//! `shop`: the e-commerce service every scalectl level deploys (axum + sqlx + redis).
+//!
+//! Guarantees: an acknowledged order exists exactly once (idempotency keys, unique
+//! constraints); stock never goes below zero and a flash sale's sold + remaining =
+//! units (conditional updates in the order's transaction — Redis only gates);
+//! notifications leave through a transactional outbox.
+//!
+//! Layout:
+//! - [`config`]: settings, route roles, rate-limit specs
+//! - [`state`]: `AppState` — pools, optional Redis, in-process caches and trackers
+//! - [`http`]: `app(state) -> Router`, `serve`, request-id/metrics middleware, ops routes
+//! - [`error`]: `AppError` and its mapping to status codes
+//! - [`extract`]: JSON/path/query extractors with field-naming errors, auth, client ip
+//! - [`domain`]: parsed request values (quantities, emails, ratings…)
+//! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
+//! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
+//! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
+//! - [`db`]: embedded migrations; [`openapi`]: the generated OpenAPI document
+
+pub mod auth;
+pub mod cache;
+pub mod cart;
+pub mod catalog;
+pub mod checkout;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod flash;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod orders;
+pub mod outbox;
+pub mod ratelimit;
+pub mod state;
+
+pub use config::{RateLimits, RateSpec, Role, Roles, Settings};
+pub use http::{app, serve};
+pub use state::AppState;

@@ -1,0 +1,251 @@
+//! The `shop` binary: `serve` (HTTP API), `worker` (outbox drain), `migrate`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use shop::config::{RateLimits, RateSpec, Roles, Settings};
+use shop::outbox::WorkerConfig;
+use sqlx::postgres::PgPoolOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "shop",
+    version,
+    about = "The e-commerce service deployed by scalectl"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// PostgreSQL primary
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    /// Connections per database pool
+    #[arg(long, env = "SHOP_DB_POOL_SIZE", default_value_t = 10)]
+    db_pool_size: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Replica for catalog and order-history reads (a user's own recent writes
+        /// are still read from the primary)
+        #[arg(long, env = "READ_DATABASE_URL", hide_env_values = true)]
+        read_database_url: Option<String>,
+        /// Redis for caching, rate limits and the flash-sale gate; optional
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
+        #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop:")]
+        redis_prefix: String,
+        /// Address to listen on; port 0 picks a free port (logged as `listening on`)
+        #[arg(long, env = "SHOP_BIND", default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Route groups: auth, catalog, cart, orders, flash or all (comma-separated)
+        #[arg(long, env = "SHOP_ROLES", default_value = "all")]
+        roles: Roles,
+        /// Session lifetime in seconds
+        #[arg(long, env = "SHOP_TOKEN_TTL", default_value_t = 86_400)]
+        token_ttl: u64,
+        /// Login rate per client as `rate:burst` (per second), `0` disables
+        #[arg(long, env = "SHOP_RATE_LOGIN", default_value_t = RateSpec::default())]
+        rate_login: RateSpec,
+        #[arg(long, env = "SHOP_RATE_REGISTER", default_value_t = RateSpec::default())]
+        rate_register: RateSpec,
+        /// Search (`GET /products?q=`) rate per client
+        #[arg(long, env = "SHOP_RATE_SEARCH", default_value_t = RateSpec::default())]
+        rate_search: RateSpec,
+        /// Seconds a user's reads stay on the primary after they wrote
+        #[arg(long, env = "SHOP_READ_YOUR_WRITES_SECS", default_value_t = 5)]
+        read_your_writes_secs: u64,
+        /// TEST ONLY: checkout ignores Idempotency-Key (duplicates orders on retry)
+        #[arg(long, env = "SHOP_UNSAFE_NON_IDEMPOTENT_CHECKOUT", hide = true, default_value_t = false,
+              value_parser = clap::builder::BoolishValueParser::new())]
+        unsafe_non_idempotent_checkout: bool,
+    },
+    /// Drain the outbox into notifications (several workers may run)
+    Worker {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, env = "SHOP_WORKER_BATCH", default_value_t = 100)]
+        batch_size: i64,
+        /// Attempts before an event moves to dead_letters
+        #[arg(long, env = "SHOP_WORKER_MAX_ATTEMPTS", default_value_t = 5)]
+        max_attempts: i32,
+        #[arg(long, env = "SHOP_WORKER_POLL_MS", default_value_t = 500)]
+        poll_interval_ms: u64,
+        /// First retry delay; doubles per attempt up to 5 minutes
+        #[arg(long, env = "SHOP_WORKER_BACKOFF_MS", default_value_t = 1000)]
+        base_backoff_ms: u64,
+    },
+    /// Apply the embedded migrations and exit
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shop: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Do not wait on stragglers (e.g. pool reconnect attempts) once we decided to exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "shop failed");
+            eprintln!("shop: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // A closed log pipe must not take the service down: without this, a failed log
+    // write is reported with eprintln!, which panics the request's task.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            common,
+            read_database_url,
+            redis_url,
+            redis_prefix,
+            bind,
+            roles,
+            token_ttl,
+            rate_login,
+            rate_register,
+            rate_search,
+            read_your_writes_secs,
+            unsafe_non_idempotent_checkout,
+        } => {
+            init_logging(common.log_format);
+            let settings = Settings {
+                database_url: common.database_url,
+                read_database_url,
+                redis_url,
+                redis_prefix,
+                db_pool_size: common.db_pool_size,
+                roles,
+                token_ttl: Duration::from_secs(token_ttl),
+                rate_limits: RateLimits {
+                    login: rate_login,
+                    register: rate_register,
+                    search: rate_search,
+                },
+                read_your_writes_window: Duration::from_secs(read_your_writes_secs),
+                unsafe_non_idempotent_checkout,
+            };
+            // Bind before anything slow, then report the real port: scalectl and tests
+            // read it from this line.
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("cannot bind {bind}"))?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the bound address")?;
+            let state = shop::AppState::connect(settings)
+                .await
+                .context("cannot build the service state")?;
+            tracing::info!(%addr, "listening on {addr}");
+            shop::serve(listener, state, shutdown_signal())
+                .await
+                .context("server failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            common,
+            batch_size,
+            max_attempts,
+            poll_interval_ms,
+            base_backoff_ms,
+        } => {
+            init_logging(common.log_format);
+            let pool = PgPoolOptions::new()
+                .max_connections(common.db_pool_size.max(1))
+                .connect_lazy(&common.database_url)
+                .context("invalid database url")?;
+            let config = WorkerConfig {
+                batch_size: batch_size.max(1),
+                max_attempts: max_attempts.max(1),
+                base_backoff: Duration::from_millis(base_backoff_ms),
+                max_backoff: Duration::from_secs(300),
+                poll_interval: Duration::from_millis(poll_interval_ms),
+            };
+            tracing::info!("outbox worker started");
+            shop::outbox::run(pool, config, shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { common } => {
+            init_logging(common.log_format);
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&common.database_url)
+                .await
+                .context("cannot connect to the database")?;
+            shop::db::migrate(&pool).await.context("migration failed")?;
+            tracing::info!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

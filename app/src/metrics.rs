@@ -1,0 +1,223 @@
+//! A small hand-rolled Prometheus registry: atomics for counters, a fixed-bucket
+//! histogram per route. The hot path takes a read lock and bumps atomics; the
+//! route label is always the matched template (`/products/{id}`), never the raw path.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    /// (method, status) -> count. Few distinct pairs per route, so a short Vec under a
+    /// mutex held for nanoseconds is cheaper than another map.
+    by_status: Mutex<Vec<(String, u16, u64)>>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    routes: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub sold_out_rejections: AtomicU64,
+}
+
+/// Values sampled at scrape time rather than counted.
+pub struct Gauges {
+    pub pools: Vec<(&'static str, u32, usize)>,
+    pub outbox_backlog: Option<i64>,
+}
+
+impl Metrics {
+    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let stats = {
+            let read = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            read.get(route).cloned()
+        };
+        let stats = match stats {
+            Some(s) => s,
+            None => {
+                let mut write = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                write.entry(route.into()).or_default().clone()
+            }
+        };
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                stats.buckets[i].fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        stats.count.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        let mut by_status = stats.by_status.lock().unwrap_or_else(|e| e.into_inner());
+        match by_status
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some(entry) => entry.2 += 1,
+            None => by_status.push((method.to_owned(), status, 1)),
+        }
+    }
+
+    pub fn incr_cache(&self, hit: bool) {
+        let c = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let routes: Vec<(Box<str>, Arc<RouteStats>)> = {
+            let read = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<_> = read.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        out.push_str(
+            "# HELP shop_http_requests_total HTTP requests by route template, method and status.\n",
+        );
+        out.push_str("# TYPE shop_http_requests_total counter\n");
+        for (route, stats) in &routes {
+            let by_status = stats
+                .by_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for (method, status, n) in by_status {
+                let _ = writeln!(
+                    out,
+                    "shop_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                    escape(route),
+                    escape(&method),
+                    status,
+                    n
+                );
+            }
+        }
+        out.push_str(
+            "# HELP shop_http_request_duration_seconds HTTP request latency by route template.\n",
+        );
+        out.push_str("# TYPE shop_http_request_duration_seconds histogram\n");
+        for (route, stats) in &routes {
+            let route = escape(route);
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += stats.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = stats.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "shop_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "shop_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP shop_db_pool_connections Database pool connections by state.\n");
+        out.push_str("# TYPE shop_db_pool_connections gauge\n");
+        for (pool, size, idle) in &gauges.pools {
+            let used = (*size as usize).saturating_sub(*idle);
+            let _ = writeln!(
+                out,
+                "shop_db_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}"
+            );
+            let _ = writeln!(
+                out,
+                "shop_db_pool_connections{{pool=\"{pool}\",state=\"used\"}} {used}"
+            );
+        }
+        for (name, help, value) in [
+            (
+                "shop_cache_hits_total",
+                "Product cache hits.",
+                &self.cache_hits,
+            ),
+            (
+                "shop_cache_misses_total",
+                "Product cache misses.",
+                &self.cache_misses,
+            ),
+            (
+                "shop_sold_out_rejections_total",
+                "Flash-sale purchases rejected as sold out.",
+                &self.sold_out_rejections,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(backlog) = gauges.outbox_backlog {
+            let _ = writeln!(
+                out,
+                "# HELP shop_outbox_backlog Unprocessed outbox events.\n# TYPE shop_outbox_backlog gauge\nshop_outbox_backlog {backlog}"
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.observe("/products/{id}", "GET", 200, Duration::from_millis(3));
+        m.observe("/products/{id}", "GET", 200, Duration::from_millis(30));
+        m.observe("/products/{id}", "GET", 404, Duration::from_secs(10));
+        let text = m.render(&Gauges {
+            pools: vec![("primary", 3, 1)],
+            outbox_backlog: Some(7),
+        });
+        assert!(text.contains(
+            "shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"5\"} 2"
+        ));
+        assert!(text.contains(
+            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"used\"} 2"));
+        assert!(text.contains("shop_outbox_backlog 7"));
+    }
+}

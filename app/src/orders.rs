@@ -1,0 +1,436 @@
+//! Orders: the shared "place an order" step (order, items, payment, invoice, delivery,
+//! outbox event) used inside the checkout and flash-sale transactions, idempotency-key
+//! claims, and the order-history, invoice, delivery and returns routes.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Postgres, Transaction};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::catalog::{Page, invalidate_product};
+use crate::domain::Quantity;
+use crate::error::{AppError, AppResult, ErrorBody, is_retryable, is_unique_violation};
+use crate::extract::{AuthUser, Json, Path, Query};
+use crate::state::AppState;
+
+/// How many times a transaction is retried on serialization failure or deadlock.
+pub const TX_ATTEMPTS: u32 = 4;
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct OrderItem {
+    pub id: i64,
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub id: i64,
+    pub user_id: i64,
+    pub kind: String,
+    pub status: String,
+    pub total_cents: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub items: Vec<OrderItem>,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct OrderSummary {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub total_cents: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Invoice {
+    pub id: i64,
+    pub order_id: i64,
+    pub number: String,
+    pub amount_cents: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    pub order_id: i64,
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scheduled_for: OffsetDateTime,
+}
+
+/// One priced line of a new order.
+pub struct Line {
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+}
+
+/// Hex sha256 of a request's canonical description, stored with its idempotency key.
+pub fn request_hash(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// The outcome of claiming an idempotency key inside a transaction.
+pub enum Claim {
+    /// The key is ours; the transaction must store the response before committing.
+    New,
+    /// An earlier request with this key committed this response.
+    Replay(serde_json::Value),
+    /// An earlier request used this key for something else.
+    Mismatch,
+}
+
+/// Claims `(user_id, key)`. The primary key decides races: a concurrent claimant
+/// blocks on the insert until the winner commits (then sees its response) or rolls
+/// back (then wins itself). `hash = None` accepts any stored request.
+pub async fn claim_key(
+    conn: &mut PgConnection,
+    user_id: i64,
+    key: &str,
+    hash: Option<&str>,
+) -> Result<Claim, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(hash.unwrap_or(""))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::New);
+    }
+    let (stored_hash, response): (String, Option<serde_json::Value>) = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
+    match (hash, response) {
+        (Some(h), _) if h != stored_hash => Ok(Claim::Mismatch),
+        (_, Some(response)) => Ok(Claim::Replay(response)),
+        // Rows are written with their response in the same transaction, so a
+        // committed row without one cannot exist; treat it as a conflict.
+        (_, None) => Ok(Claim::Mismatch),
+    }
+}
+
+pub async fn store_response(
+    conn: &mut PgConnection,
+    user_id: i64,
+    key: &str,
+    order: &Order,
+) -> Result<(), sqlx::Error> {
+    let response = serde_json::to_value(order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "UPDATE idempotency_keys SET order_id = $3, response = $4 WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(order.id)
+    .bind(response)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes a paid order with its items, payment, invoice, delivery and outbox event.
+/// Runs inside the caller's transaction, after stock was taken.
+pub async fn place_order(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &AuthUser,
+    kind: &str,
+    key: &str,
+    lines: &[Line],
+) -> Result<Order, sqlx::Error> {
+    let total_cents: i64 = lines
+        .iter()
+        .map(|l| l.unit_price_cents * l.quantity as i64)
+        .sum();
+    let (id, status, created_at): (i64, String, OffsetDateTime) = sqlx::query_as(
+        "INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, $2, $3, $4)
+         RETURNING id, status, created_at",
+    )
+    .bind(user.id)
+    .bind(kind)
+    .bind(total_cents)
+    .bind(key)
+    .fetch_one(&mut **tx)
+    .await?;
+    let items: Vec<OrderItem> = sqlx::query_as(
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
+         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::bigint[])
+         RETURNING id, product_id, quantity, unit_price_cents",
+    )
+    .bind(id)
+    .bind(lines.iter().map(|l| l.product_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.unit_price_cents).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    // The simulated payment provider: idempotent by order id, like a real provider's
+    // idempotency key would be.
+    sqlx::query(
+        "INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
+         VALUES ($1, $2, 'simulated', 'sim_' || $1, 'captured') ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(total_cents)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO invoices (order_id, number, amount_cents) VALUES ($1, 'INV-' || lpad($1::text, 10, '0'), $2)")
+        .bind(id)
+        .bind(total_cents)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO deliveries (order_id, status, scheduled_for) VALUES ($1, 'scheduled', now() + interval '2 days')",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.placed', $1)")
+        .bind(serde_json::json!({
+            "order_id": id, "user_id": user.id, "email": user.email, "total_cents": total_cents,
+        }))
+        .execute(&mut **tx)
+        .await?;
+    let mut items = items;
+    items.sort_by_key(|i| i.id);
+    Ok(Order {
+        id,
+        user_id: user.id,
+        kind: kind.to_owned(),
+        status,
+        total_cents,
+        created_at,
+        items,
+    })
+}
+
+/// Runs `attempt` up to [`TX_ATTEMPTS`] times while it fails with a serialization
+/// failure or deadlock.
+pub async fn with_retries<T, F, Fut>(mut attempt: F) -> AppResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = AppResult<T>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt().await {
+            Err(AppError::Database(e)) if n < TX_ATTEMPTS && is_retryable(&e) => {
+                tracing::info!(attempt = n, error = %e, "retrying transaction");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * n as u64)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct OrdersQuery {
+    /// Opaque cursor from the previous page; newest orders come first.
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(OrdersQuery),
+    responses((status = 200, body = Page<OrderSummary>)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<OrdersQuery>,
+) -> AppResult<axum::Json<Page<OrderSummary>>> {
+    let before = match q.cursor.as_deref() {
+        None => i64::MAX,
+        c => crate::catalog::decode_cursor(c)?,
+    };
+    let limit = crate::catalog::page_limit(q.limit)?;
+    let rows: Vec<OrderSummary> = sqlx::query_as(
+        "SELECT id, kind, status, total_cents, created_at FROM orders
+         WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+    )
+    .bind(user.id)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(state.read_pool(Some(user.id)))
+    .await?;
+    Ok(axum::Json(crate::catalog::paginate(rows, limit, |o| o.id)))
+}
+
+async fn load_order(state: &AppState, user: &AuthUser, id: i64) -> AppResult<Order> {
+    let pool = state.read_pool(Some(user.id));
+    let row: Option<(i64, String, String, i64, OffsetDateTime)> = sqlx::query_as(
+        "SELECT id, kind, status, total_cents, created_at FROM orders WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(pool)
+    .await?;
+    // Someone else's order is indistinguishable from a missing one.
+    let Some((id, kind, status, total_cents, created_at)) = row else {
+        return Err(AppError::not_found("order"));
+    };
+    let items: Vec<OrderItem> = sqlx::query_as(
+        "SELECT id, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Order {
+        id,
+        user_id: user.id,
+        kind,
+        status,
+        total_cents,
+        created_at,
+        items,
+    })
+}
+
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Order>> {
+    Ok(axum::Json(load_order(&state, &user, id).await?))
+}
+
+#[utoipa::path(get, path = "/orders/{id}/invoice", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = Invoice), (status = 404, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Invoice>> {
+    let invoice: Option<Invoice> = sqlx::query_as(
+        "SELECT i.id, i.order_id, i.number, i.amount_cents, i.issued_at
+         FROM invoices i JOIN orders o ON o.id = i.order_id WHERE o.id = $1 AND o.user_id = $2",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(state.read_pool(Some(user.id)))
+    .await?;
+    invoice.map(axum::Json).ok_or(AppError::not_found("order"))
+}
+
+#[utoipa::path(get, path = "/orders/{id}/delivery", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = Delivery), (status = 404, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Delivery>> {
+    let delivery: Option<Delivery> = sqlx::query_as(
+        "SELECT d.id, d.order_id, d.status, d.scheduled_for
+         FROM deliveries d JOIN orders o ON o.id = d.order_id WHERE o.id = $1 AND o.user_id = $2",
+    )
+    .bind(id)
+    .bind(user.id)
+    .fetch_optional(state.read_pool(Some(user.id)))
+    .await?;
+    delivery.map(axum::Json).ok_or(AppError::not_found("order"))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReturnRequest {
+    pub order_id: i64,
+    pub order_item_id: i64,
+    /// Units to return; defaults to the whole line.
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    pub quantity: Option<Quantity>,
+}
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Refund {
+    pub id: i64,
+    pub order_id: i64,
+    pub order_item_id: i64,
+    pub quantity: i32,
+    pub amount_cents: i64,
+}
+
+#[utoipa::path(post, path = "/returns", tag = "orders", request_body = ReturnRequest, security(("bearer" = [])),
+    responses((status = 201, body = Refund), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = req.order_id, order_item_id = req.order_item_id))]
+pub async fn create_return(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(req): Json<ReturnRequest>,
+) -> AppResult<(StatusCode, axum::Json<Refund>)> {
+    let (refund, product_id) = with_retries(|| async {
+        let mut tx = state.primary.begin().await?;
+        let item: Option<(i64, i32, i64)> = sqlx::query_as(
+            "SELECT oi.product_id, oi.quantity, oi.unit_price_cents
+             FROM order_items oi JOIN orders o ON o.id = oi.order_id
+             WHERE oi.id = $1 AND oi.order_id = $2 AND o.user_id = $3
+             FOR UPDATE OF oi",
+        )
+        .bind(req.order_item_id)
+        .bind(req.order_id)
+        .bind(user.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((product_id, bought, unit_price)) = item else {
+            return Err(AppError::unknown("order item", "order_item_id"));
+        };
+        let quantity = req.quantity.map_or(bought, |q| q.0);
+        if quantity > bought {
+            return Err(AppError::unprocessable("more than was bought", "quantity"));
+        }
+        let refund: Result<Refund, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO refunds (order_id, order_item_id, quantity, amount_cents) VALUES ($1, $2, $3, $4)
+             RETURNING id, order_id, order_item_id, quantity, amount_cents",
+        )
+        .bind(req.order_id)
+        .bind(req.order_item_id)
+        .bind(quantity)
+        .bind(unit_price * quantity as i64)
+        .fetch_one(&mut *tx)
+        .await;
+        let refund = match refund {
+            Ok(r) => r,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(AppError::conflict("item already returned", Some("order_item_id")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1")
+            .bind(product_id)
+            .bind(quantity)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.refunded', $1)")
+            .bind(serde_json::json!({
+                "order_id": req.order_id, "user_id": user.id, "email": user.email,
+                "total_cents": refund.amount_cents,
+            }))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((refund, product_id))
+    })
+    .await?;
+    invalidate_product(&state, product_id).await;
+    Ok((StatusCode::CREATED, axum::Json(refund)))
+}

@@ -1,0 +1,244 @@
+//! The outbox worker: claims pending events with `FOR UPDATE SKIP LOCKED` (so several
+//! workers can run), delivers them (simulated email, recorded in `notifications`) and
+//! marks them processed in the same transaction; failures back off and, after
+//! `max_attempts`, move to `dead_letters`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::PgPool;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub batch_size: i64,
+    pub max_attempts: i32,
+    /// First retry delay; doubles with every attempt, capped at `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch_size: 100,
+            max_attempts: 5,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    pub delivered: usize,
+    pub retried: usize,
+    pub dead: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("outbox batch failed")]
+    Batch(#[from] sqlx::Error),
+}
+
+/// What an `order.*` event must carry to become a notification.
+#[derive(Deserialize)]
+struct OrderEvent {
+    order_id: i64,
+    email: String,
+    total_cents: i64,
+}
+
+/// The simulated email/SMS gateway: renders the message or says why it cannot.
+fn render(topic: &str, payload: &serde_json::Value) -> Result<(String, String, String), String> {
+    let event: OrderEvent =
+        serde_json::from_value(payload.clone()).map_err(|e| format!("bad payload: {e}"))?;
+    if !event.email.contains('@') {
+        return Err(format!("undeliverable address `{}`", event.email));
+    }
+    let body = match topic {
+        "order.placed" => format!(
+            "Order {} confirmed: {} cents charged.",
+            event.order_id, event.total_cents
+        ),
+        "order.refunded" => format!(
+            "Order {}: {} cents refunded.",
+            event.order_id, event.total_cents
+        ),
+        other => return Err(format!("unknown topic `{other}`")),
+    };
+    Ok(("email".to_owned(), event.email, body))
+}
+
+/// Processes one batch of due events in one transaction. Returns what happened; an
+/// empty report means nothing was due.
+pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainReport, WorkerError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(i64, String, serde_json::Value, i32)> = sqlx::query_as(
+        "SELECT id, topic, payload, attempts FROM outbox
+         WHERE processed_at IS NULL AND next_attempt_at <= now()
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(config.batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut report = DrainReport::default();
+    for (id, topic, payload, attempts) in rows {
+        match render(&topic, &payload) {
+            Ok((channel, recipient, body)) => {
+                // ON CONFLICT: the unique outbox_id makes a second delivery a no-op
+                // even if two transactions ever claimed the same row.
+                sqlx::query(
+                    "INSERT INTO notifications (outbox_id, channel, recipient, body) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (outbox_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&channel)
+                .bind(&recipient)
+                .bind(&body)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                report.delivered += 1;
+            }
+            Err(reason) => {
+                let attempts = attempts + 1;
+                if attempts >= config.max_attempts {
+                    sqlx::query(
+                        "INSERT INTO dead_letters (outbox_id, topic, payload, attempts, last_error)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (outbox_id) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(&topic)
+                    .bind(&payload)
+                    .bind(attempts)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(attempts)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::warn!(
+                        outbox_id = id,
+                        attempts,
+                        reason,
+                        "outbox event dead-lettered"
+                    );
+                    report.dead += 1;
+                } else {
+                    let delay = backoff(config, attempts);
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = $2, last_error = $3,
+                             next_attempt_at = now() + make_interval(secs => $4)
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(attempts)
+                    .bind(&reason)
+                    .bind(delay.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                    report.retried += 1;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(report)
+}
+
+fn backoff(config: &WorkerConfig, attempts: i32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).clamp(0, 20) as u32);
+    config
+        .base_backoff
+        .saturating_mul(factor)
+        .min(config.max_backoff)
+}
+
+/// Drains forever, sleeping when nothing is due, until `shutdown` resolves.
+pub async fn run(
+    pool: PgPool,
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let idle = match drain_once(&pool, &config).await {
+            Ok(report) => {
+                if report != DrainReport::default() {
+                    tracing::info!(
+                        delivered = report.delivered,
+                        retried = report.retried,
+                        dead = report.dead,
+                        "outbox batch"
+                    );
+                }
+                report.delivered + report.retried + report.dead == 0
+            }
+            Err(e) => {
+                tracing::error!(error = %e, cause = %sqlx_cause(&e), "outbox batch failed");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(config.poll_interval) => {}
+            }
+        }
+    }
+}
+
+fn sqlx_cause(e: &WorkerError) -> String {
+    match e {
+        WorkerError::Batch(inner) => inner.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let c = WorkerConfig {
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert_eq!(backoff(&c, 1), Duration::from_secs(1));
+        assert_eq!(backoff(&c, 3), Duration::from_secs(4));
+        assert_eq!(backoff(&c, 9), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn rejects_poison_payloads() {
+        assert!(render("order.placed", &serde_json::json!({"nope": 1})).is_err());
+        assert!(
+            render(
+                "order.placed",
+                &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})
+            )
+            .is_ok()
+        );
+        assert!(
+            render(
+                "weird",
+                &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,163 @@
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_me_and_token_rules() {
+    let app = spawn_app().await;
+    let user = app
+        .post(
+            "/register",
+            None,
+            json!({"email": "Ann@Example.test", "password": "correct horse", "roles": "buyer"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(user["email"], "ann@example.test");
+    assert_eq!(user["roles"], "buyer");
+
+    let dup = app
+        .post(
+            "/register",
+            None,
+            json!({"email": "ann@example.TEST", "password": "whatever1", "roles": "seller"}),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.field(), "email");
+
+    let bad_role = app
+        .post(
+            "/register",
+            None,
+            json!({"email": "b@example.test", "password": "whatever1", "roles": "admin"}),
+        )
+        .await;
+    assert_eq!(bad_role.status, 422);
+    assert_eq!(bad_role.field(), "roles");
+
+    let wrong = app
+        .post(
+            "/login",
+            None,
+            json!({"email": "ann@example.test", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    let unknown = app
+        .post(
+            "/login",
+            None,
+            json!({"email": "nobody@example.test", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(unknown.status, 401);
+
+    let login = app
+        .post(
+            "/login",
+            None,
+            json!({"email": "ann@example.test", "password": "correct horse"}),
+        )
+        .await
+        .expect(200);
+    let token = login["token"].as_str().unwrap().to_owned();
+    let expires = time::OffsetDateTime::parse(
+        login["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(expires > time::OffsetDateTime::now_utc());
+
+    let me = app.get("/me", Some(&token)).await.expect(200);
+    assert_eq!(me["id"], user["id"]);
+    assert_eq!(me["roles"], "buyer");
+
+    // The token is stored hashed, never in clear.
+    let clear = app
+        .count(&format!(
+            "SELECT count(*) FROM sessions WHERE encode(token_hash, 'escape') = '{token}'"
+        ))
+        .await;
+    assert_eq!(clear, 0);
+
+    let missing = app.get("/me", None).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.field(), "Authorization");
+    assert_eq!(app.get("/me", Some("not-a-token")).await.status, 401);
+
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/me", Some(&token)).await.status,
+        401,
+        "expired token must be refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_rate_limit_with_and_without_redis() {
+    for redis in [true, false] {
+        let limits = shop::RateLimits {
+            login: "1:2".parse().unwrap(),
+            ..Default::default()
+        };
+        let app = spawn_app_with(Options {
+            redis,
+            rate_limits: limits,
+            ..Default::default()
+        })
+        .await;
+        let body = json!({"email": "nobody@example.test", "password": "irrelevant"});
+        assert_eq!(app.post("/login", None, body.clone()).await.status, 401);
+        assert_eq!(app.post("/login", None, body.clone()).await.status, 401);
+        let limited = app.post("/login", None, body.clone()).await;
+        assert_eq!(limited.status, 429, "redis={redis}");
+        let retry: u64 = limited.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        // Another client (per X-Forwarded-For) has its own bucket.
+        let other = app
+            .send_with(
+                reqwest::Method::POST,
+                "/login",
+                None,
+                Some(body.clone()),
+                &[("X-Forwarded-For", "10.9.9.9")],
+            )
+            .await;
+        assert_eq!(other.status, 401, "redis={redis}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_search_are_rate_limited() {
+    let limits = shop::RateLimits {
+        register: "1:1".parse().unwrap(),
+        search: "1:1".parse().unwrap(),
+        ..Default::default()
+    };
+    let app = spawn_app_with(Options {
+        redis: true,
+        rate_limits: limits,
+        ..Default::default()
+    })
+    .await;
+    let reg = |n: u32| json!({"email": format!("u{n}@example.test"), "password": "password1", "roles": "buyer"});
+    app.post("/register", None, reg(1)).await.expect(201);
+    assert_eq!(app.post("/register", None, reg(2)).await.status, 429);
+    assert_eq!(
+        app.count("SELECT count(*) FROM users").await,
+        1,
+        "a limited request changes nothing"
+    );
+    app.get("/products?q=x", None).await.expect(200);
+    assert_eq!(app.get("/products?q=x", None).await.status, 429);
+    // Browsing without a search term is not limited.
+    app.get("/products", None).await.expect(200);
+}

@@ -1,0 +1,456 @@
+//! Test harness: one real PostgreSQL and one real Redis per test binary, started
+//! lazily, reached over Unix sockets in a private directory, and stopped when this
+//! process exits for any reason (their wrapper shell waits on our stdin pipe). Each
+//! test gets a fresh, migrated database and its own Redis key prefix, and runs the
+//! shop in-process on port 0.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shop::{AppState, RateLimits, Settings};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgPool};
+
+const PG_PORT: u16 = 5432;
+
+struct Infra {
+    dir: PathBuf,
+    /// Held open for the life of the process: when it closes, the wrapper stops the
+    /// servers and removes `dir`.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+static INFRA: OnceLock<Infra> = OnceLock::new();
+
+fn postgres_bindir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (/usr/lib/postgresql missing)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .expect("no PostgreSQL bin directory with initdb")
+}
+
+/// uid/gid to run the servers as: PostgreSQL refuses to run as root.
+fn server_user() -> Option<(u32, u32)> {
+    let me = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() > 3 && f[0] == "postgres")
+                .then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+        })
+        .or(Some((65534, 65534)))
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn start_infra() -> Infra {
+    let user = server_user();
+    let dir = std::env::temp_dir().join(format!(
+        "shop-test-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir(&dir).expect("create test dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown test dir");
+    }
+    let bindir = postgres_bindir();
+    let data = dir.join("data");
+    let out = as_user(&mut Command::new(bindir.join("initdb")), user)
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The wrapper starts both servers, then blocks reading stdin; EOF (our exit,
+    // however it happens) stops them and removes the directory.
+    let script = r#"
+        "$1" -D "$2" -k "$3" -p 5432 -c listen_addresses= -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB >"$3/pg.log" 2>&1 &
+        pg=$!
+        redis-server --port 0 --unixsocket "$3/redis.sock" --unixsocketperm 700 --save '' --appendonly no \
+             --maxclients 10000 >"$3/redis.log" 2>&1 &
+        rd=$!
+        read _unused
+        kill -INT $pg 2>/dev/null; kill -TERM $rd 2>/dev/null
+        wait $pg $rd
+        rm -rf "$3"
+    "#;
+    let mut child = as_user(&mut Command::new("sh"), user)
+        .args(["-c", script, "wrapper"])
+        .arg(bindir.join("postgres"))
+        .arg(&data)
+        .arg(&dir)
+        .current_dir(&dir)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server wrapper");
+    let stdin = child.stdin.take().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+        let pg_ready = pid.lines().any(|l| l.trim() == "ready");
+        let redis_ready = std::os::unix::net::UnixStream::connect(dir.join("redis.sock")).is_ok();
+        if pg_ready && redis_ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            let mut log = String::new();
+            let _ = std::fs::File::open(dir.join("pg.log"))
+                .and_then(|mut f| f.read_to_string(&mut log));
+            panic!(
+                "test servers did not start (pg ready {pg_ready}, redis ready {redis_ready}); pg log:\n{log}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Infra {
+        dir,
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    }
+}
+
+fn infra() -> &'static Infra {
+    INFRA.get_or_init(start_infra)
+}
+
+pub fn redis_url() -> String {
+    format!("redis+unix://{}", infra().dir.join("redis.sock").display())
+}
+
+fn pg_options(db: &str) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .socket(&infra().dir)
+        .port(PG_PORT)
+        .username("postgres")
+        .database(db)
+}
+
+fn pg_url(db: &str) -> String {
+    format!(
+        "postgres://postgres@localhost/{db}?host={}&port={PG_PORT}",
+        infra().dir.display()
+    )
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect_with(&pg_options("postgres"))
+        .await
+        .expect("connect admin");
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
+    admin.close().await.ok();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(pg_options(&name))
+        .await
+        .unwrap();
+    shop::db::migrate(&pool).await.expect("migrate");
+    pool.close().await;
+    pg_url(&name)
+}
+
+pub struct Options {
+    pub redis: bool,
+    pub rate_limits: RateLimits,
+    pub pool_size: u32,
+    pub roles: shop::Roles,
+    pub read_database_url: Option<String>,
+    pub unsafe_non_idempotent_checkout: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            redis: true,
+            rate_limits: RateLimits::default(),
+            pool_size: 10,
+            roles: shop::Roles::all(),
+            read_database_url: None,
+            unsafe_non_idempotent_checkout: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// A separate pool on the primary for assertions and fixtures.
+    pub db: PgPool,
+    pub state: AppState,
+    pub redis_prefix: String,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.body
+    }
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+    pub fn field(&self) -> &str {
+        self.body["field"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let db_url = fresh_database().await;
+    spawn_on(db_url, opts).await
+}
+
+/// Starts the shop on 127.0.0.1:0 against an existing database.
+pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
+    let redis_prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let mut settings = Settings::new(db_url.clone());
+    settings.redis_url = opts.redis.then(redis_url);
+    settings.redis_prefix = redis_prefix.clone();
+    settings.rate_limits = opts.rate_limits;
+    settings.db_pool_size = opts.pool_size;
+    settings.roles = opts.roles;
+    settings.read_database_url = opts.read_database_url;
+    settings.unsafe_non_idempotent_checkout = opts.unsafe_non_idempotent_checkout;
+    let state = AppState::connect(settings).await.expect("state");
+    if opts.redis {
+        assert!(state.redis().is_some(), "redis did not connect");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(shop::serve(listener, state.clone(), std::future::pending()));
+    let db = PgPoolOptions::new()
+        .max_connections(5)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    TestApp {
+        base: format!("http://{addr}"),
+        client,
+        db,
+        state,
+        redis_prefix,
+    }
+}
+
+impl TestApp {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        self.send_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, token, Some(body))
+            .await
+    }
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+    pub async fn checkout(&self, token: &str, key: &str) -> Resp {
+        self.send_with(
+            reqwest::Method::POST,
+            "/checkout",
+            Some(token),
+            None,
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
+    /// A user with a session, inserted directly (argon2 would slow tests down);
+    /// returns (id, token).
+    pub async fn user(&self, roles: &str) -> (i64, String) {
+        let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', $2) RETURNING id",
+        )
+        .bind(&email)
+        .bind(roles)
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+            .bind(shop::extract::hash_token(&token))
+            .bind(id)
+            .execute(&self.db)
+            .await
+            .unwrap();
+        (id, token)
+    }
+
+    /// `n` buyers in two statements; tokens are `"{prefix}-{i}"`.
+    pub async fn bulk_buyers(&self, n: i64, prefix: &str) -> Vec<String> {
+        sqlx::query(
+            "WITH u AS (
+                 INSERT INTO users (email, password_hash, roles)
+                 SELECT $2 || '-' || g || '@bulk.test', 'x', 'buyer' FROM generate_series(1, $1) g
+                 RETURNING id, email)
+             INSERT INTO sessions (token_hash, user_id, expires_at)
+             SELECT sha256(convert_to(split_part(email, '@', 1), 'UTF8')), id, now() + interval '1 hour' FROM u",
+        )
+        .bind(n)
+        .bind(prefix)
+        .execute(&self.db)
+        .await
+        .unwrap();
+        (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    /// A seller with a shop and one product; returns (seller token, shop id, product id).
+    pub async fn seller_product(&self, price_cents: i64, stock: i32) -> (String, i64, i64) {
+        let (_, token) = self.user("seller").await;
+        let shop = self
+            .post("/shops", Some(&token), json!({"name": "Shop"}))
+            .await
+            .expect(201);
+        let shop_id = shop["id"].as_i64().unwrap();
+        let product = self
+            .post(
+                "/products",
+                Some(&token),
+                json!({"shop_id": shop_id, "name": "Widget", "description": "d", "price_cents": price_cents, "stock": stock}),
+            )
+            .await
+            .expect(201);
+        (token, shop_id, product["id"].as_i64().unwrap())
+    }
+
+    pub async fn stock(&self, product_id: i64) -> i32 {
+        sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+            .bind(product_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
