@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-bin=./target/release/scalectl
+bin=${SCALECTL_BIN:-./target/release/scalectl}
 [ -x "$bin" ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d /tmp/scalectl-bench-XXXX); chmod 755 "$work"
