@@ -87,16 +87,23 @@ struct EnvArg {
     env: String,
 }
 
+/// What `up` and `plan` act on: a manifest, an environment and a target.
 #[derive(Debug, Args)]
-struct UpArgs {
+struct Desired {
     #[command(flatten)]
     manifest: ManifestArgs,
     /// Environment name [default: level-N].
     #[arg(long, short = 'e', value_name = "NAME")]
     env: Option<String>,
-    /// Where to run it.
+    /// Where to run it: local, kubernetes or aws [default: the environment's, else local].
     #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target)]
     target: Option<scalectl_core::Target>,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    desired: Desired,
     /// Let `scalectl gc` destroy the environment this long after this `up` (30m, 2h).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<std::time::Duration>,
@@ -114,12 +121,7 @@ struct DownArgs {
 #[derive(Debug, Args)]
 struct PlanArgs {
     #[command(flatten)]
-    manifest: ManifestArgs,
-    /// Environment name [default: level-N].
-    #[arg(long, short = 'e', value_name = "NAME")]
-    env: Option<String>,
-    #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target)]
-    target: Option<scalectl_core::Target>,
+    desired: Desired,
     /// Exit 1 when there are changes (0 when none), for CI.
     #[arg(long)]
     exit_code: bool,
@@ -216,9 +218,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress: output::Progress::new(cli.global.quiet),
     };
     match cli.command {
-        Command::Up(a) => commands::env::up(&g, &a.manifest, a.env, a.target, a.ttl),
+        Command::Up(a) => commands::env::up(&g, &a.desired.manifest, a.desired.env, a.desired.target, a.ttl),
         Command::Down(a) => commands::env::down(&g, &a.env, a.keep_data),
-        Command::Plan(a) => commands::env::plan(&g, &a.manifest, a.env, a.target, a.exit_code),
+        Command::Plan(a) => commands::env::plan(&g, &a.desired.manifest, a.desired.env, a.desired.target, a.exit_code),
         Command::Status(a) => commands::env::status(&g, &a.env),
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
