@@ -70,6 +70,11 @@ pub mod ports {
     pub const REDIS: u16 = 6379;
     pub const SHOP: u16 = 8080;
     pub const HAPROXY: u16 = 8000;
+    /// The database router's ports: writes reach the leader, reads the replicas.
+    pub const PG_WRITE: u16 = 5000;
+    pub const PG_READ: u16 = 5001;
+    /// HAProxy's built-in Prometheus exporter.
+    pub const HAPROXY_METRICS: u16 = 8405;
     pub const PROMETHEUS: u16 = 9090;
     pub const NODE_EXPORTER: u16 = 9100;
     pub const POSTGRES_EXPORTER: u16 = 9187;
@@ -85,6 +90,7 @@ mod hosts {
     pub const REDIS: u8 = 22;
     pub const HAPROXY: u8 = 23;
     pub const PROMETHEUS: u8 = 24;
+    pub const DB_ROUTER: u8 = 25;
     pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
     pub const SHOP_FIRST: u8 = 100; // 100..=254: shop processes
 }
@@ -127,6 +133,10 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
             ("premake", s.postgres.partitioning.premake.to_string()),
         ]),
     });
+    let partition_premake = match s.postgres.partitioning.orders {
+        crate::manifest::PartitionScheme::Monthly => s.postgres.partitioning.premake.to_string(),
+        _ => "0".to_string(),
+    };
     let migration = "migration/shop".to_string();
     out.push(Resource {
         id: migration.clone(),
@@ -135,7 +145,7 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
         address: None,
         port: None,
         depends_on: vec![database.clone()],
-        props: props([("database", database)]),
+        props: props([("database", database), ("order_partitions_premake", partition_premake.clone())]),
     });
 
     let mut scrape: Vec<(String, String)> = Vec::new();
@@ -162,6 +172,7 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
             for i in 1..=role.replicas {
                 let id = format!("shop/{}-{}-{i}", region.name, role.name.as_str());
                 let mut deps = vec![migration.clone()];
+                deps.extend(db.pooler.clone());
                 deps.extend(redis.clone());
                 let address = placement.address(ri, host);
                 host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
@@ -178,6 +189,7 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                         ("db_pool_size", s.shop.db_pool_size.to_string()),
                         ("writes_via", db.write_endpoint.clone()),
                         ("reads_via", if s.shop.read_from_replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() }),
+                        ("read_database", if s.shop.read_from_replicas { db.read_database.clone() } else { "shop".into() }),
                         ("redis", redis.clone().unwrap_or_else(|| "none".into())),
                         ("rate_login", rate(&s.edge.rate_limits.login)),
                         ("rate_register", rate(&s.edge.rate_limits.register)),
@@ -189,6 +201,7 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
         }
         for i in 1..=s.shop.workers {
             let mut deps = vec![migration.clone()];
+            deps.extend(db.pooler.clone());
             deps.extend(redis.clone());
             out.push(Resource {
                 id: format!("worker/{}-{i}", region.name),
@@ -197,11 +210,16 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 address: None,
                 port: None,
                 depends_on: deps,
-                props: props([("writes_via", db.write_endpoint.clone())]),
+                props: props([
+                    ("writes_via", db.write_endpoint.clone()),
+                    ("redis", redis.clone().unwrap_or_else(|| "none".into())),
+                    ("order_partitions_premake", partition_premake.clone()),
+                ]),
             });
         }
         if s.edge.load_balancer == LoadBalancer::Haproxy {
             let address = placement.address(ri, hosts::HAPROXY);
+            scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
             out.push(Resource {
                 id: format!("haproxy/{}", region.name),
                 kind: ResourceKind::Haproxy,
@@ -210,6 +228,7 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 port: Some(ports::HAPROXY),
                 depends_on: shops.clone(),
                 props: props([
+                    ("role", "edge".into()),
                     ("balance", format!("{:?}", s.edge.balance).to_lowercase()),
                     ("backends", shops.join(",")),
                     ("health_check", "/readyz".into()),
@@ -234,6 +253,20 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
             out.push(exporter(primary, address, ports::POSTGRES_EXPORTER, "postgres", node));
         }
     }
+    if s.observability.exporters.contains(&Exporter::Node) {
+        // One per environment: every process here shares one machine.
+        let address = placement.address(primary_idx, hosts::PROMETHEUS);
+        scrape.push(("node".into(), format!("{address}:{}", ports::NODE_EXPORTER)));
+        out.push(Resource {
+            id: "exporter/node".into(),
+            kind: ResourceKind::Exporter,
+            region: primary.name.clone(),
+            address: Some(address),
+            port: Some(ports::NODE_EXPORTER),
+            depends_on: vec![],
+            props: props([("exports", "node".to_string())]),
+        });
+    }
     if s.observability.prometheus.enabled {
         let address = placement.address(primary_idx, hosts::PROMETHEUS);
         let depends_on: Vec<String> =
@@ -251,6 +284,10 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 ("retention", s.observability.prometheus.retention.clone()),
                 ("targets", scrape.iter().map(|(j, e)| format!("{j}={e}")).collect::<Vec<_>>().join(",")),
                 ("burn_rate_alerts", s.observability.burn_rate_alerts.to_string()),
+                ("slo_availability", s.slos.availability.to_string()),
+                ("slo_error_ratio", s.slos.error_ratio.to_string()),
+                ("slo_latency_p95_ms", s.slos.latency_p95_ms.to_string()),
+                ("slo_latency_p99_ms", s.slos.latency_p99_ms.to_string()),
             ]),
         });
     }
@@ -261,11 +298,26 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
 struct DataTier {
     /// Resources that must be up before the database can be created.
     writers: Vec<String>,
-    /// Resource id of what writes go through (a server, a pooler or a balancer).
+    /// Resource id of what writes go through (a server or a pooler).
     write_endpoint: String,
+    /// Resource id of what replica reads go through, and the database name there.
     read_endpoint: String,
+    read_database: String,
+    /// The pooler, which the shop's processes depend on.
+    pooler: Option<String>,
     nodes: Vec<String>,
     scrape: Vec<(String, String)>,
+}
+
+/// Patroni's timing: the leader lock lives `ttl` seconds, each node's loop runs every
+/// `loop_wait`, and DCS or PostgreSQL calls are retried for `retry_timeout`. Patroni needs
+/// `loop_wait + 2 * retry_timeout <= ttl`, or a slow loop could outlive the lock and let
+/// two nodes believe they lead. These values make failover several times faster than
+/// Patroni's defaults (30/10/10) and still keep that margin.
+pub mod patroni_timing {
+    pub const TTL: u32 = 8;
+    pub const LOOP_WAIT: u32 = 1;
+    pub const RETRY_TIMEOUT: u32 = 3;
 }
 
 fn data_tier(
@@ -329,11 +381,25 @@ fn data_tier(
             "async-replica"
         };
         let id = format!("postgres/{}-pg-{}", region.name, n + 1);
+        let address = placement.address(ri, hosts::PG_FIRST + n as u8);
         let mut p = settings(role);
         let (kind, deps) = if ha {
+            p.insert("cluster".into(), region.name.clone());
             p.insert("synchronous_mode".into(), (pg.replicas.synchronous > 0).to_string());
+            p.insert("synchronous_node_count".into(), pg.replicas.synchronous.max(1).to_string());
+            // An asynchronous replica must never be picked as the synchronous standby.
+            p.insert("nosync".into(), (role == "async-replica").to_string());
             p.insert("patroni_port".into(), ports::PATRONI.to_string());
-            (ResourceKind::PatroniNode, vec![etcd_id.clone()])
+            p.insert("ttl".into(), patroni_timing::TTL.to_string());
+            p.insert("loop_wait".into(), patroni_timing::LOOP_WAIT.to_string());
+            p.insert("retry_timeout".into(), patroni_timing::RETRY_TIMEOUT.to_string());
+            p.insert("etcd".into(), etcd_id.clone());
+            scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
+            // The first node bootstraps the cluster (or adopts a standalone server's data);
+            // the others clone from it, so they start after it.
+            let mut deps = vec![etcd_id.clone()];
+            deps.extend(nodes.first().cloned());
+            (ResourceKind::PatroniNode, deps)
         } else {
             (ResourceKind::Postgres, vec![])
         };
@@ -341,7 +407,7 @@ fn data_tier(
             id: id.clone(),
             kind,
             region: region.name.clone(),
-            address: Some(placement.address(ri, hosts::PG_FIRST + n as u8)),
+            address: Some(address),
             port: Some(ports::POSTGRES),
             depends_on: deps,
             props: p,
@@ -379,32 +445,73 @@ fn data_tier(
         });
         writers.push(id);
     }
-    let mut write_endpoint = nodes[0].clone();
+
+    // With Patroni the leader moves, so a router sends writes to whichever node Patroni's
+    // REST API calls the primary and reads to the replicas; everything else connects to
+    // the router and follows a failover without being reconfigured.
+    let router = if ha {
+        let id = format!("haproxy/{}-db", region.name);
+        let address = placement.address(ri, hosts::DB_ROUTER);
+        scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
+        out.push(Resource {
+            id: id.clone(),
+            kind: ResourceKind::Haproxy,
+            region: region.name.clone(),
+            address: Some(address),
+            port: Some(ports::PG_WRITE),
+            depends_on: nodes.clone(),
+            props: props([
+                ("role", "db".into()),
+                ("backends", nodes.join(",")),
+                ("read_port", ports::PG_READ.to_string()),
+                ("health_check", "patroni".into()),
+            ]),
+        });
+        Some(id)
+    } else {
+        None
+    };
+
+    let (mut write_endpoint, mut read_endpoint, mut read_database) = (nodes[0].clone(), nodes[0].clone(), "shop".to_string());
+    if let Some(router) = &router {
+        write_endpoint = router.clone();
+        read_endpoint = router.clone();
+    }
+    let mut pooler = None;
     if pg.pooler.kind == PoolerKind::Pgbouncer {
         let id = format!("pgbouncer/{}", region.name);
         let address = placement.address(ri, hosts::PGBOUNCER);
+        let mut p = props([
+            ("pool_mode", format!("{:?}", pg.pooler.mode).to_lowercase()),
+            ("default_pool_size", pg.pooler.default_pool_size.to_string()),
+            ("max_client_conn", pg.pooler.max_client_conn.to_string()),
+            ("upstream", write_endpoint.clone()),
+        ]);
+        if standbys > 0 && router.is_some() {
+            // A second logical database on the same pooler reaches the replicas.
+            p.insert("read_upstream".into(), read_endpoint.clone());
+            read_database = "shop_ro".into();
+        }
         out.push(Resource {
             id: id.clone(),
             kind: ResourceKind::Pgbouncer,
             region: region.name.clone(),
             address: Some(address),
             port: Some(ports::PGBOUNCER),
-            depends_on: nodes.clone(),
-            props: props([
-                ("pool_mode", format!("{:?}", pg.pooler.mode).to_lowercase()),
-                ("default_pool_size", pg.pooler.default_pool_size.to_string()),
-                ("max_client_conn", pg.pooler.max_client_conn.to_string()),
-                ("upstream", if ha { "leader".into() } else { nodes[0].clone() }),
-            ]),
+            depends_on: router.clone().map_or_else(|| nodes.clone(), |r| vec![r]),
+            props: p,
         });
-        if s.observability.exporters.contains(&Exporter::Pgbouncer) {
-            scrape.push(("pgbouncer".into(), format!("{address}:{}", ports::PGBOUNCER_EXPORTER)));
-            out.push(exporter(region, address, ports::PGBOUNCER_EXPORTER, "pgbouncer", &id));
-        }
-        write_endpoint = id;
+        // `exporters: [pgbouncer]` is not run on local: the only packaged exporter
+        // (Debian's prometheus-pgbouncer-exporter 1.7) cannot read PgBouncer 1.18's SHOW
+        // STATS. Pool use shows in the shop's shop_db_pool_connections and in `status`.
+        write_endpoint = id.clone();
+        read_endpoint = id.clone();
+        pooler = Some(id);
     }
-    let read_endpoint = if standbys > 0 { format!("replicas-of/{}", nodes[0]) } else { write_endpoint.clone() };
-    Ok(DataTier { writers, write_endpoint, read_endpoint, nodes, scrape })
+    if standbys == 0 {
+        read_database = "shop".into();
+    }
+    Ok(DataTier { writers, write_endpoint, read_endpoint, read_database, pooler, nodes, scrape })
 }
 
 fn exporter(region: &Region, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {

@@ -158,6 +158,7 @@ fn diff(had: &Resource, want: &Resource) -> Vec<Change> {
             out.push(Change { field: name.to_string(), from: a, to: b });
         }
     };
+    field("kind", Some(had.kind.to_string()), Some(want.kind.to_string()));
     field("address", had.address.map(|a| a.to_string()), want.address.map(|a| a.to_string()));
     field("port", had.port.map(|p| p.to_string()), want.port.map(|p| p.to_string()));
     field("depends_on", Some(had.depends_on.join(",")), Some(want.depends_on.join(",")));

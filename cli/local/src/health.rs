@@ -1,20 +1,41 @@
-//! Health checks over loopback: a TCP connect and a minimal HTTP GET, enough to ask
-//! `/readyz` without pulling an HTTP client into the CLI.
+//! Health checks over loopback: a TCP connect and a minimal HTTP/1.0 client, enough to
+//! ask `/readyz` or a REST endpoint without pulling an HTTP client into the CLI.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-/// The HTTP status of `GET path` at `addr`, or an error saying why there is none.
-pub fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+/// Sends one request and returns the status and body of the answer.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).map_err(|e| format!("reading from {addr}: {e}"))?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{addr} did not answer HTTP"))
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{addr} did not answer HTTP"))?;
+    Ok((code, body.to_string()))
+}
+
+/// The HTTP status of `GET path` at `addr`, or an error saying why there is none.
+pub fn http_status(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    http(addr, "GET", path, None, timeout).map(|(code, _)| code)
+}
+
+/// The body of `GET path` when it answers 200.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+    match http(addr, "GET", path, None, timeout)? {
+        (200, body) => Ok(body),
+        (code, _) => Err(format!("GET {path} at {addr} answered {code}")),
+    }
 }
 
 /// Whether something already listens on `addr` (so we must not start a second server).

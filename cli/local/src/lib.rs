@@ -2,17 +2,27 @@
 //! address, with its data under the environment's directory.
 //!
 //! - [`LocalProvider`] implements `scalectl_core::Provider` by dispatching on the kind.
-//! - [`postgres`], [`shop`], [`prometheus`]: one module per kind of component.
+//! - One module per kind of component: [`postgres`] (standalone), [`patroni`] and
+//!   [`etcd`] (HA), [`pgbouncer`], [`haproxy`] (edge balancer and database router),
+//!   [`redis`], [`shop`], [`prometheus`], [`exporter`].
+//! - [`daemon`]: what every server process shares (directory, config files, pid, probe).
 //! - [`process`]: detached processes, pid files, signals. [`health`]: TCP/HTTP probes.
 //! - [`slots`]: the machine-wide claim of a loopback block per environment.
 //! - [`user`]: running servers unprivileged when we are root. [`tools`]: finding programs.
 //! - [`secrets`]: generated passwords in 0600 files. [`templates`]: config files.
 
+pub mod daemon;
+pub mod etcd;
+pub mod exporter;
 pub mod fsutil;
+pub mod haproxy;
 pub mod health;
+pub mod patroni;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;
+pub mod redis;
 pub mod secrets;
 pub mod shop;
 pub mod slots;
@@ -86,56 +96,76 @@ impl Provider for LocalProvider {
     }
 
     fn supports(&self, kind: ResourceKind) -> bool {
-        matches!(
-            kind,
-            ResourceKind::Postgres
-                | ResourceKind::Database
-                | ResourceKind::Migration
-                | ResourceKind::Shop
-                | ResourceKind::Worker
-                | ResourceKind::Prometheus
-        )
+        kind != ResourceKind::CitusWorker
     }
 
     fn observe(&self, r: &Resource) -> Observed {
+        let env = &self.env;
         match r.kind {
-            ResourceKind::Postgres => postgres::observe(&self.env, r),
-            ResourceKind::Shop | ResourceKind::Worker => shop::observe(&self.env, r),
-            ResourceKind::Prometheus => prometheus::observe(&self.env, r),
-            _ => Observed::Unknown,
+            ResourceKind::Postgres => postgres::observe(env, r),
+            ResourceKind::PatroniNode => patroni::observe(env, r),
+            ResourceKind::Etcd => etcd::observe(env, r),
+            ResourceKind::Pgbouncer => pgbouncer::observe(env, r),
+            ResourceKind::Haproxy => haproxy::observe(env, r),
+            ResourceKind::Redis => redis::observe(env, r),
+            ResourceKind::Shop | ResourceKind::Worker => shop::observe(env, r),
+            ResourceKind::Prometheus => prometheus::observe(env, r),
+            ResourceKind::Exporter => exporter::observe(env, r),
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Observed::Unknown,
         }
     }
 
     fn apply(&self, r: &Resource, action: &Action) -> Result<Option<String>, ProviderError> {
         let env = &self.env;
+        let done = |res: anyhow::Result<()>| res.map(|()| None);
         match r.kind {
-            ResourceKind::Postgres => postgres::apply(env, r, action).map(|()| None),
-            ResourceKind::Database => postgres::apply_database(env, r).map(|()| None),
-            ResourceKind::Migration => shop::migrate(env, r).map(|()| None),
-            ResourceKind::Shop | ResourceKind::Worker => shop::apply(env, r).map(|()| None),
+            ResourceKind::Postgres => done(postgres::apply(env, r, action)),
+            ResourceKind::PatroniNode => done(patroni::apply(env, r, action)),
+            ResourceKind::Etcd => done(etcd::apply(env, r)),
+            ResourceKind::Database => done(postgres::apply_database(env, r)),
+            ResourceKind::Migration => done(shop::migrate(env, r)),
+            ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r)),
+            ResourceKind::Haproxy => done(haproxy::apply(env, r)),
+            ResourceKind::Redis => done(redis::apply(env, r)),
+            ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
             ResourceKind::Prometheus => prometheus::apply(env, r),
-            other => Err(anyhow::anyhow!("the local target cannot run {other} resources yet")),
+            ResourceKind::Exporter => exporter::apply(env, r),
+            ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
         }
         .map_err(boxed)
     }
 
     fn wait_healthy(&self, r: &Resource, deadline: Instant) -> Result<(), ProviderError> {
+        let env = &self.env;
         match r.kind {
-            ResourceKind::Postgres => postgres::wait_healthy(&self.env, r, deadline),
-            ResourceKind::Shop | ResourceKind::Worker => shop::wait_healthy(&self.env, r, deadline),
-            ResourceKind::Prometheus => prometheus::wait_healthy(&self.env, r, deadline),
-            _ => Ok(()),
+            ResourceKind::Postgres => postgres::wait_healthy(env, r, deadline),
+            ResourceKind::PatroniNode => patroni::wait_healthy(env, r, deadline),
+            ResourceKind::Etcd => etcd::wait_healthy(env, r, deadline),
+            ResourceKind::Pgbouncer => pgbouncer::wait_healthy(env, r, deadline),
+            ResourceKind::Haproxy => haproxy::wait_healthy(env, r, deadline),
+            ResourceKind::Redis => redis::wait_healthy(env, r, deadline),
+            ResourceKind::Shop | ResourceKind::Worker => shop::wait_healthy(env, r, deadline),
+            ResourceKind::Prometheus => prometheus::wait_healthy(env, r, deadline),
+            ResourceKind::Exporter => exporter::wait_healthy(env, r, deadline),
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
         }
         .map_err(boxed)
     }
 
     fn destroy(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {
+        let env = &self.env;
         match r.kind {
-            ResourceKind::Postgres => postgres::destroy(&self.env, r, keep_data),
-            ResourceKind::Shop | ResourceKind::Worker => shop::destroy(&self.env, r, keep_data),
-            ResourceKind::Prometheus => prometheus::destroy(&self.env, r, keep_data),
+            ResourceKind::Postgres => postgres::destroy(env, r, keep_data),
+            ResourceKind::PatroniNode => patroni::destroy(env, r, keep_data),
+            ResourceKind::Etcd => etcd::destroy(env, r, keep_data),
+            ResourceKind::Pgbouncer => pgbouncer::destroy(env, r, keep_data),
+            ResourceKind::Haproxy => haproxy::destroy(env, r, keep_data),
+            ResourceKind::Redis => redis::destroy(env, r, keep_data),
+            ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
+            ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
+            ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
             // Tasks leave nothing running; their effects live in the database's data.
-            _ => Ok(()),
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
         }
         .map_err(boxed)
     }
@@ -147,9 +177,14 @@ impl Provider for LocalProvider {
     }
 
     fn config_files(&self, r: &Resource) -> Result<Vec<(String, String)>, ProviderError> {
+        let env = &self.env;
         match r.kind {
-            ResourceKind::Postgres => postgres::config_files(&self.env, r),
-            ResourceKind::Prometheus => prometheus::config_files(&self.env, r).map(|f| vec![f]),
+            ResourceKind::Postgres => postgres::config_files(env, r),
+            ResourceKind::PatroniNode => patroni::config_files(env, r),
+            ResourceKind::Pgbouncer => pgbouncer::config_files(env, r),
+            ResourceKind::Haproxy => haproxy::config_files(env, r),
+            ResourceKind::Redis => redis::config_files(env, r),
+            ResourceKind::Prometheus => prometheus::config_files(env, r),
             _ => Ok(Vec::new()),
         }
         .map_err(boxed)

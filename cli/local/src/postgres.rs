@@ -100,14 +100,24 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     if running && *action == Action::Update {
         pg_ctl(env, r, &["restart", "-m", "fast"])?;
     } else if !running {
-        if let (Some(a), port) = (r.address, port(r))
-            && health::port_taken(SocketAddr::from((a, port)))
-        {
-            bail!("port {port} on {a} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
-        }
-        pg_ctl(env, r, &["start"])?;
+        start(env, r)?;
     }
     Ok(())
+}
+
+/// Starts the server, after checking that nothing else holds its address.
+pub fn start(env: &Env, r: &Resource) -> Result<()> {
+    if let (Some(a), port) = (r.address, port(r))
+        && health::port_taken(SocketAddr::from((a, port)))
+    {
+        bail!("port {port} on {a} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+    }
+    pg_ctl(env, r, &["start"])
+}
+
+/// Stops the server quickly (open transactions are rolled back).
+pub fn stop(env: &Env, r: &Resource) -> Result<()> {
+    pg_ctl(env, r, &["stop", "-m", "fast"])
 }
 
 fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
@@ -175,9 +185,20 @@ pub fn password_file(owner: &str) -> String {
     format!("postgres-{owner}.password")
 }
 
+/// The server that takes writes among `ids`: the one server, or Patroni's leader.
+pub fn primary<'a>(env: &'a Env, ids: &[String]) -> Result<&'a Resource> {
+    let nodes: Vec<&Resource> = ids.iter().map(|id| env.resource(id)).collect::<Result<_>>()?;
+    let first = *nodes.first().context("no database server")?;
+    if first.kind != scalectl_core::ResourceKind::PatroniNode {
+        return Ok(first);
+    }
+    let patroni: Vec<&Resource> = nodes.into_iter().filter(|n| n.kind == scalectl_core::ResourceKind::PatroniNode).collect();
+    crate::patroni::leader(&patroni, Duration::from_secs(30))
+}
+
 /// Creates the shop's role (with a generated password) and database, and extensions.
 pub fn apply_database(env: &Env, r: &Resource) -> Result<()> {
-    let node = env.resource(r.depends_on.first().context("database without a server")?)?;
+    let node = primary(env, &r.depends_on)?;
     let name = r.prop("name").unwrap_or("shop");
     let owner = r.prop("owner").unwrap_or("shop");
     check_ident(name)?;
@@ -217,4 +238,29 @@ fn check_ident(s: &str) -> Result<()> {
         bail!("`{s}` is not a plain SQL identifier (lowercase letters, digits, _)");
     }
     Ok(())
+}
+
+/// A psql client over TCP with a password, for what goes through PgBouncer or the
+/// router the way the shop's connections do. The password travels in the environment.
+pub struct TcpClient {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl TcpClient {
+    /// Runs `sql` in `database` and returns psql's unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(bin("psql")?);
+        cmd.args(["-h", &self.host, "-p", &self.port.to_string(), "-U", &self.user, "-d", database])
+            .args(["-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "3");
+        let out = cmd.stdin(Stdio::null()).output().context("starting psql")?;
+        if !out.status.success() {
+            bail!("{}", last_lines(String::from_utf8_lossy(&out.stderr).trim(), 3));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
 }

@@ -19,22 +19,35 @@ fn paths(env: &Env, r: &Resource) -> Paths {
     Paths { dir: env.node_dir(r) }
 }
 
-pub fn config_files(env: &Env, r: &Resource) -> Result<(String, String)> {
+pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
     let mut jobs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for t in r.prop("targets").unwrap_or("").split(',').filter(|t| !t.is_empty()) {
         let (job, endpoint) = t.split_once('=').context("malformed scrape target")?;
         jobs.entry(job).or_default().push(endpoint);
     }
     let jobs: Vec<_> = jobs.into_iter().map(|(name, targets)| json!({"name": name, "targets": targets})).collect();
+    let ms = |key: &str| r.prop(key).and_then(|v| v.parse::<f64>().ok()).map(|v| v / 1000.0);
+    let availability: f64 = r.prop("slo_availability").and_then(|v| v.parse().ok()).unwrap_or(99.0);
     let ctx = json!({
         "env": env.name,
         "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
         "port": r.port.unwrap_or(9090),
         "p": r.props,
         "jobs": jobs,
+        "rules": env.node_dir(r).join(RULES).display().to_string(),
+        "windows": ["5m", "30m", "1h", "6h"],
+        "p95_seconds": ms("slo_latency_p95_ms").unwrap_or(0.2),
+        "p99_seconds": ms("slo_latency_p99_ms").unwrap_or(0.5),
+        "budget": format!("{:.6}", (1.0 - availability / 100.0).max(0.0)),
     });
-    Ok(("prometheus.yml".into(), templates::render("prometheus.yml", templates::PROMETHEUS_YML, &ctx)?))
+    Ok(vec![
+        ("prometheus.yml".into(), templates::render("prometheus.yml", templates::PROMETHEUS_YML, &ctx)?),
+        (RULES.into(), templates::render(RULES, templates::PROMETHEUS_RULES, &ctx)?),
+    ])
 }
+
+/// The rule file beside prometheus.yml: SLO recording and alert rules.
+const RULES: &str = "rules.yml";
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {
     if tools::find("prometheus").is_none() {
@@ -52,9 +65,10 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     };
     let p = paths(env, r);
     std::fs::create_dir_all(p.dir.join("data"))?;
-    let (name, text) = config_files(env, r)?;
-    let config = p.dir.join(name);
-    fsutil::write_atomic(&config, text.as_bytes(), 0o644)?;
+    for (name, text) in config_files(env, r)? {
+        fsutil::write_atomic(&p.dir.join(name), text.as_bytes(), 0o644)?;
+    }
+    let config = p.dir.join("prometheus.yml");
     p.stop("prometheus")?;
     let addr = endpoint(r)?;
     if health::port_taken(addr) {

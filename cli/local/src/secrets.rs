@@ -19,6 +19,18 @@ pub fn get_or_create(dir: &Path, name: &str) -> Result<String> {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
     let secret = hex::encode(bytes);
-    crate::fsutil::write_atomic(&path, secret.as_bytes(), 0o600)?;
-    Ok(secret)
+    // Steps that run in parallel may ask for the same secret: write a private temporary
+    // file and link it into place, which fails if another step got there first; then
+    // everyone uses the one that is there.
+    let tmp = dir.join(format!(".{name}.{}.{:x}", std::process::id(), rand::rng().next_u64()));
+    crate::fsutil::write_atomic(&tmp, secret.as_bytes(), 0o600)?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
+    }
 }

@@ -11,7 +11,7 @@ use scalectl_core::plan::Observed;
 use scalectl_core::{Resource, ResourceKind};
 
 use crate::process::{self, Paths};
-use crate::{Env, fsutil, health, postgres, tools};
+use crate::{Env, fsutil, health, postgres, secrets, tools};
 
 fn bin() -> Result<std::path::PathBuf> {
     tools::shop_binary().context("the `shop` binary was not found beside scalectl or in PATH; build it with `cargo build --release --workspace`")
@@ -21,20 +21,38 @@ fn paths(env: &Env, r: &Resource) -> Paths {
     Paths { dir: env.node_dir(r) }
 }
 
-/// The database URL for writes: straight to the server the resource names.
-fn database_url(env: &Env, r: &Resource) -> Result<String> {
-    let via = r.prop("writes_via").or_else(|| r.prop("database")).context("shop resource without a database")?;
-    let mut target = env.resource(via)?;
-    if target.kind == ResourceKind::Database {
-        target = env.resource(target.depends_on.first().context("database without a server")?)?;
-    }
-    postgres::url(env, target, "shop", "shop")
+/// The URL of the shop's database through `via`: a server, the database router or the
+/// pooler, whichever the resource names.
+fn url_via(env: &Env, via: &str, database: &str, read: bool) -> Result<String> {
+    let target = env.resource(via)?;
+    let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
+    let addr = target.address.with_context(|| format!("{via} has no address"))?;
+    let port = match target.kind {
+        ResourceKind::Haproxy if read => target.prop("read_port").and_then(|p| p.parse().ok()).context("router without a read port")?,
+        _ => target.port.with_context(|| format!("{via} has no port"))?,
+    };
+    Ok(format!("postgres://shop:{password}@{addr}:{port}/{database}"))
 }
 
 /// The command with everything a shop process reads from its environment.
 fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
     let mut cmd = Command::new(bin()?);
-    cmd.args(args).env("DATABASE_URL", database_url(env, r)?).env("SHOP_LOG_FORMAT", "json");
+    cmd.args(args).env("SHOP_LOG_FORMAT", "json");
+    if let Some(via) = r.prop("writes_via") {
+        cmd.env("DATABASE_URL", url_via(env, via, "shop", false)?);
+        if env.resource(via)?.kind == ResourceKind::Pgbouncer {
+            // Transaction pooling cannot keep prepared statements; the shop adapts.
+            cmd.env("SHOP_DB_POOLER", env.resource(via)?.prop("pool_mode").unwrap_or("transaction"));
+        }
+    }
+    let read_db = r.prop("read_database").unwrap_or("shop");
+    if let Some(via) = r.prop("reads_via").filter(|v| Some(*v) != r.prop("writes_via") || read_db != "shop") {
+        cmd.env("READ_DATABASE_URL", url_via(env, via, read_db, true)?);
+    }
+    if let Some(redis) = r.prop("redis").filter(|r| *r != "none") {
+        let redis = env.resource(redis)?;
+        cmd.env("REDIS_URL", format!("redis://{}:{}/", redis.address.context("redis without an address")?, redis.port.unwrap_or(6379)));
+    }
     cmd.env("SHOP_REDIS_PREFIX", format!("{}:", env.name));
     if let Some(size) = r.prop("db_pool_size") {
         cmd.env("SHOP_DB_POOL_SIZE", size);
@@ -47,10 +65,21 @@ fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
     Ok(cmd)
 }
 
-/// `shop migrate`: applies the shop's migrations; safe to run again.
+/// `shop migrate`, straight to the server that takes writes (migrations hold a session
+/// lock, which a transaction pooler cannot keep), then, when the level partitions
+/// orders, `shop partition-orders`. Both are safe to run again.
 pub fn migrate(env: &Env, r: &Resource) -> Result<()> {
-    let cmd = command(env, r, &["migrate"])?;
-    let out = process::run(cmd, "shop migrate")?;
+    let database = env.resource(r.prop("database").context("migration without a database")?)?;
+    let server = postgres::primary(env, &database.depends_on)?;
+    let url = postgres::url(env, server, "shop", "shop")?;
+    let mut cmd = command(env, r, &["migrate"])?;
+    cmd.env("DATABASE_URL", &url);
+    let mut out = process::run(cmd, "shop migrate")?;
+    if let Some(premake) = r.prop("order_partitions_premake").filter(|p| *p != "0") {
+        let mut cmd = command(env, r, &["partition-orders", "--premake", premake])?;
+        cmd.env("DATABASE_URL", &url);
+        out.push_str(&process::run(cmd, "shop partition-orders")?);
+    }
     let log = env.node_dir(r).with_extension("log");
     fsutil::write_atomic(&log, out.as_bytes(), 0o644)
 }
@@ -77,7 +106,13 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
             cmd.env("SHOP_BIND", addr.to_string());
             cmd
         }
-        _ => command(env, r, &["worker"])?,
+        _ => {
+            let mut cmd = command(env, r, &["worker"])?;
+            if let Some(premake) = r.prop("order_partitions_premake").filter(|p| *p != "0") {
+                cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", premake);
+            }
+            cmd
+        }
     };
     process::spawn_detached(cmd, &p.log(), &p.pid())?;
     Ok(())

@@ -7,6 +7,11 @@ use tera::Tera;
 pub const POSTGRESQL_CONF: &str = include_str!("../../../templates/postgresql.conf.tera");
 pub const PG_HBA_CONF: &str = include_str!("../../../templates/pg_hba.conf.tera");
 pub const PROMETHEUS_YML: &str = include_str!("../../../templates/prometheus.yml.tera");
+pub const PROMETHEUS_RULES: &str = include_str!("../../../templates/prometheus-rules.yml.tera");
+pub const PGBOUNCER_INI: &str = include_str!("../../../templates/pgbouncer.ini.tera");
+pub const HAPROXY_CFG: &str = include_str!("../../../templates/haproxy.cfg.tera");
+pub const PATRONI_YML: &str = include_str!("../../../templates/patroni.yml.tera");
+pub const REDIS_CONF: &str = include_str!("../../../templates/redis.conf.tera");
 
 /// Renders `template` (named `name` in errors) with `context`.
 pub fn render(name: &str, template: &str, context: &serde_json::Value) -> Result<String> {

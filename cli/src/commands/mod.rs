@@ -77,8 +77,8 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
     if !unsupported.is_empty() {
         let names: Vec<_> = unsupported.iter().map(|k| k.as_str()).collect();
         bail!(
-            "level {level} needs {} on the {} target, which scalectl cannot run there yet (levels 2 and 3 on local are the next step); \
-             `scalectl plan` shows the whole topology",
+            "level {level} needs {} on the {} target, which scalectl cannot run there; levels 1 to 3 run locally, \
+             and `scalectl plan` shows the whole topology",
             names.join(", "),
             provider.target()
         );

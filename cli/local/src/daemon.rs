@@ -1,0 +1,106 @@
+//! What every long-running server of the local target has in common: a directory with
+//! its config files, a log and a pid file; started detached, found again by its pid
+//! file, waited on with a probe, and stopped by signal. The modules for PgBouncer,
+//! HAProxy, etcd, Redis and the exporters only say how to configure and probe theirs.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::Resource;
+use scalectl_core::plan::Observed;
+
+use crate::process::{self, Paths};
+use crate::user::as_user;
+use crate::{Env, fsutil, health};
+
+/// One server process of one resource.
+pub struct Daemon<'a> {
+    pub env: &'a Env,
+    pub r: &'a Resource,
+    /// A word of the process's command line, to tell it from a recycled pid.
+    pub program: &'static str,
+}
+
+impl<'a> Daemon<'a> {
+    pub fn new(env: &'a Env, r: &'a Resource, program: &'static str) -> Self {
+        Daemon { env, r, program }
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths { dir: self.env.node_dir(self.r) }
+    }
+
+    /// The address and port the resource declares.
+    pub fn endpoint(&self) -> Result<SocketAddr> {
+        let r = self.r;
+        Ok(SocketAddr::from((r.address.with_context(|| format!("{} has no address", r.id))?, r.port.with_context(|| format!("{} has no port", r.id))?)))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        process::running_pid(&self.paths().pid(), self.program)
+    }
+
+    pub fn observe(&self) -> Observed {
+        match self.pid() {
+            Some(pid) => Observed::Running { pid: Some(pid) },
+            None => Observed::Down { reason: format!("{} is not running", self.program) },
+        }
+    }
+
+    /// Writes `files` into the directory (mode 0600, since some hold secrets), stops the
+    /// old process, checks that `listen` is free, and starts `cmd` as the server user when
+    /// `unprivileged` (some servers refuse to run as root).
+    pub fn start(&self, cmd: Command, files: &[(String, String)], listen: &[SocketAddr], unprivileged: bool) -> Result<u32> {
+        let p = self.paths();
+        std::fs::create_dir_all(p.dir.join("run"))?;
+        for (name, text) in files {
+            fsutil::write_atomic(&p.dir.join(name), text.as_bytes(), 0o600)?;
+        }
+        let who = if unprivileged { self.env.run_as.as_ref() } else { None };
+        if let Some(w) = who {
+            w.check_reachable(&p.dir)?;
+            w.own(&p.dir)?;
+        }
+        p.stop(self.program)?;
+        for addr in listen {
+            if health::port_taken(*addr) {
+                bail!("{addr} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+            }
+        }
+        process::spawn_detached(as_user(cmd, who), &p.log(), &p.pid())
+    }
+
+    /// Waits until `probe` passes; fails early when the process exits, with its log.
+    pub fn wait(&self, deadline: Instant, mut probe: impl FnMut() -> Result<(), String>) -> Result<()> {
+        let p = self.paths();
+        loop {
+            if self.pid().is_none() {
+                let log = process::tail(&p.log(), 15).unwrap_or_default();
+                bail!("{} exited; last lines of {}:\n{log}", self.r.id, p.log().display());
+            }
+            let last = match probe() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                bail!("{} is not ready ({last}); see `scalectl logs {}`", self.r.id, self.r.id);
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until an HTTP `GET path` answers 200.
+    pub fn wait_http(&self, deadline: Instant, addr: SocketAddr, path: &str) -> Result<()> {
+        self.wait(deadline, || match health::http_status(addr, path, Duration::from_secs(1))? {
+            200 => Ok(()),
+            code => Err(format!("GET {path} answered {code}")),
+        })
+    }
+
+    pub fn destroy(&self, keep_data: bool) -> Result<()> {
+        self.paths().destroy(self.program, keep_data)
+    }
+}

@@ -1,0 +1,88 @@
+//! Prometheus exporters from the distribution's packages: one for each PostgreSQL node,
+//! PgBouncer, Redis, and the machine itself. Optional like Prometheus: a missing
+//! exporter is reported and skipped, not fatal. (HAProxy and Patroni serve their own
+//! metrics.)
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::Resource;
+use scalectl_core::plan::Observed;
+
+use crate::daemon::Daemon;
+use crate::{Env, pgbouncer, postgres, tools};
+
+/// The package's program for what `r` exports.
+fn program(r: &Resource) -> Result<&'static str> {
+    Ok(match r.prop("exports").unwrap_or("") {
+        "postgres" => "prometheus-postgres-exporter",
+        "pgbouncer" => "prometheus-pgbouncer-exporter",
+        "redis" => "prometheus-redis-exporter",
+        "node" => "prometheus-node-exporter",
+        other => bail!("no exporter for `{other}`"),
+    })
+}
+
+fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Result<Daemon<'a>> {
+    Ok(Daemon::new(env, r, program(r)?))
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    match program(r) {
+        Ok(p) if tools::find(p).is_some() => Daemon::new(env, r, p).observe(),
+        _ => Observed::Unknown,
+    }
+}
+
+pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
+    let name = program(r)?;
+    let Some(bin) = tools::find(name) else {
+        return Ok(Some(format!("{name} is not installed, so these metrics are not collected; install it with `apt-get install {name}`")));
+    };
+    let d = daemon(env, r)?;
+    let listen = d.endpoint()?;
+    let mut cmd = Command::new(bin);
+    let of = r.prop("of").and_then(|id| env.graph.get(id));
+    let mut unprivileged = false;
+    match r.prop("exports") {
+        Some("postgres") => {
+            let node = of.context("postgres exporter without its node")?;
+            let socket = postgres::paths(env, node).socket_dir;
+            // Over the node's private socket as the server user: no password needed.
+            cmd.arg(format!("--web.listen-address={listen}")).env(
+                "DATA_SOURCE_NAME",
+                format!("host={} port={} user=postgres dbname=postgres sslmode=disable", socket.display(), node.port.unwrap_or(5432)),
+            );
+            unprivileged = true;
+        }
+        Some("pgbouncer") => {
+            let c = pgbouncer::client(env, of.context("pgbouncer exporter without its pooler")?)?;
+            cmd.args(["--host", &listen.ip().to_string(), "--port", &listen.port().to_string()])
+                .args(["--pgbouncer-host", &c.host, "--pgbouncer-port", &c.port.to_string(), "--pgbouncer-user", &c.user])
+                .env("PGPASSWORD", &c.password);
+        }
+        Some("redis") => {
+            let redis = of.context("redis exporter without its server")?;
+            let addr = redis.address.context("redis without an address")?;
+            cmd.arg(format!("-web.listen-address={listen}")).arg(format!("-redis.addr=redis://{addr}:{}", redis.port.unwrap_or(6379)));
+        }
+        _ => {
+            cmd.arg(format!("--web.listen-address={listen}"));
+        }
+    }
+    d.start(cmd, &[], &[listen], unprivileged)?;
+    Ok(None)
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    if !matches!(observe(env, r), Observed::Running { .. } | Observed::Down { .. }) {
+        return Ok(());
+    }
+    let d = daemon(env, r)?;
+    d.wait_http(deadline, d.endpoint()?, "/metrics")
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    daemon(env, r)?.destroy(keep_data)
+}

@@ -1,0 +1,93 @@
+//! HAProxy in two roles: `edge` balances HTTP over the shop processes, checking each
+//! through `/readyz`; `db` routes PostgreSQL connections to the Patroni leader (writes)
+//! and replicas (reads) by asking each node's Patroni REST API. Both expose HAProxy's
+//! built-in Prometheus endpoint.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use scalectl_core::Resource;
+use scalectl_core::expand::ports;
+use scalectl_core::plan::Observed;
+use serde_json::json;
+
+use crate::daemon::Daemon;
+use crate::{Env, health, templates, tools};
+
+fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
+    Daemon::new(env, r, "haproxy")
+}
+
+fn is_router(r: &Resource) -> bool {
+    r.prop("role") == Some("db")
+}
+
+fn metrics_endpoint(r: &Resource) -> Result<SocketAddr> {
+    Ok(SocketAddr::from((r.address.context("haproxy without an address")?, ports::HAPROXY_METRICS)))
+}
+
+pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let mut backends = Vec::new();
+    for id in r.prop("backends").unwrap_or("").split(',').filter(|b| !b.is_empty()) {
+        let b = env.resource(id)?;
+        backends.push(json!({
+            "name": id.rsplit('/').next().unwrap_or(id),
+            "address": b.address.map(|a| a.to_string()).unwrap_or_default(),
+            "port": b.port,
+            "patroni_port": b.prop("patroni_port").unwrap_or("8008"),
+        }));
+    }
+    let ctx = json!({
+        "env": env.name,
+        "id": r.id,
+        "role": if is_router(r) { "db" } else { "edge" },
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": r.port,
+        "read_port": r.prop("read_port").unwrap_or("5001"),
+        "metrics_port": ports::HAPROXY_METRICS,
+        "dir": env.node_dir(r),
+        "p": r.props,
+        "backends": backends,
+    });
+    Ok(vec![("haproxy.cfg".into(), templates::render("haproxy.cfg", templates::HAPROXY_CFG, &ctx)?)])
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    daemon(env, r).observe()
+}
+
+pub fn apply(env: &Env, r: &Resource) -> Result<()> {
+    let d = daemon(env, r);
+    let files = config_files(env, r)?;
+    let config = d.paths().dir.join("haproxy.cfg");
+    let mut cmd = Command::new(tools::find("haproxy").context("`haproxy` not found; install it with `apt-get install haproxy`")?);
+    // -db: stay in the foreground; we detach it ourselves and keep its pid.
+    cmd.arg("-db").arg("-f").arg(&config);
+    let mut listen = vec![d.endpoint()?, metrics_endpoint(r)?];
+    if let (Some(a), Some(p)) = (r.address, r.prop("read_port").and_then(|p| p.parse().ok()).filter(|_| is_router(r))) {
+        listen.push(SocketAddr::from((a, p)));
+    }
+    d.start(cmd, &files, &listen, true)?;
+    Ok(())
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    let d = daemon(env, r);
+    if is_router(r) {
+        // Ready once some node is routed to as the leader: the write port accepts and
+        // HAProxy's stats show an UP server in the primary backend.
+        let stats = metrics_endpoint(r)?;
+        return d.wait(deadline, || {
+            let csv = health::http_get(stats, "/stats;csv", Duration::from_secs(1))?;
+            let up = csv.lines().any(|l| l.starts_with("postgres_primary,") && !l.contains("BACKEND") && l.contains(",UP,"));
+            if up { Ok(()) } else { Err("no PostgreSQL node is routed to as the leader yet".into()) }
+        });
+    }
+    d.wait_http(deadline, d.endpoint()?, "/readyz")
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    daemon(env, r).destroy(keep_data)
+}

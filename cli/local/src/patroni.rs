@@ -1,0 +1,260 @@
+//! PostgreSQL nodes managed by Patroni, which keeps its leader lock in etcd. The nodes
+//! start one after another (the first bootstraps the cluster or takes over the data of
+//! a standalone server, the others clone from it), and roles move afterwards through
+//! failover and switchover, so the current leader is always asked for, never assumed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::Resource;
+use scalectl_core::plan::{Action, Observed};
+use serde_json::{Value, json};
+
+use crate::daemon::Daemon;
+use crate::{Env, health, postgres, process, secrets, templates, tools};
+
+const SUPERUSER_SECRET: &str = "postgres-postgres.password";
+const REPLICATION_SECRET: &str = "postgres-replicator.password";
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
+    Daemon::new(env, r, "patroni")
+}
+
+/// The node's name in Patroni, such as `r1-pg-1`.
+pub fn member_name(r: &Resource) -> String {
+    r.id.rsplit('/').next().unwrap_or(&r.id).to_string()
+}
+
+/// Where the node's Patroni REST API listens.
+pub fn rest(r: &Resource) -> Result<SocketAddr> {
+    let port = r.prop("patroni_port").and_then(|p| p.parse().ok()).unwrap_or(scalectl_core::expand::ports::PATRONI);
+    Ok(SocketAddr::from((r.address.context("patroni node without an address")?, port)))
+}
+
+/// Settings that must be the same on every node; Patroni keeps them in etcd.
+fn cluster_parameters(r: &Resource) -> BTreeMap<&'static str, String> {
+    let mut p = BTreeMap::new();
+    for key in ["max_connections", "shared_buffers", "work_mem", "effective_cache_size", "wal_compression", "max_wal_size", "checkpoint_timeout", "synchronous_commit"] {
+        if let Some(v) = r.prop(key) {
+            p.insert(key, v.to_string());
+        }
+    }
+    if let Some(libs) = r.prop("shared_preload_libraries").filter(|l| !l.is_empty()) {
+        p.insert("shared_preload_libraries", libs.to_string());
+    }
+    // pg_rewind lets a failed leader rejoin as a replica instead of being re-cloned.
+    p.insert("wal_log_hints", "on".into());
+    p.insert("max_wal_senders", "10".into());
+    p.insert("max_replication_slots", "10".into());
+    p.insert("wal_keep_size", "256MB".into());
+    p
+}
+
+pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let etcd = env.resource(r.prop("etcd").context("patroni node without etcd")?)?;
+    let etcd_addr = format!("{}:{}", etcd.address.context("etcd without an address")?, etcd.port.unwrap_or(2379));
+    let ctx = json!({
+        "env": env.name,
+        "id": r.id,
+        "scope": format!("{}-{}", env.name, r.prop("cluster").unwrap_or("r1")),
+        "name": member_name(r),
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": r.port.unwrap_or(5432),
+        "dir": env.node_dir(r),
+        "bindir": tools::pg_bindir().context("PostgreSQL's server programs not found; install postgresql")?,
+        "etcd": etcd_addr,
+        "block": env.block(),
+        "p": r.props,
+        "cluster_parameters": cluster_parameters(r),
+    });
+    Ok(vec![("patroni.yml".into(), templates::render("patroni.yml", templates::PATRONI_YML, &ctx)?)])
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    daemon(env, r).observe()
+}
+
+pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
+    let d = daemon(env, r);
+    let dir = d.paths().dir;
+    let files = config_files(env, r)?;
+    if d.pid().is_some() && *action == Action::Update {
+        return reconfigure(env, r, &files);
+    }
+    let data = dir.join("data");
+    if data.join("PG_VERSION").exists() && !dir.join("patroni.yml").exists() {
+        prepare_takeover(env, r)?;
+    }
+    // A postmaster left behind by a killed Patroni would keep the port; Patroni can
+    // adopt a running one, but one from a different config is safer stopped.
+    if d.pid().is_none()
+        && let Some(pid) = process::running_pid(&data.join("postmaster.pid"), "postgres")
+    {
+        process::stop(pid, "postgres", Duration::from_secs(10))?;
+    }
+    let superuser = secrets::get_or_create(&env.secrets_dir(), SUPERUSER_SECRET)?;
+    let replication = secrets::get_or_create(&env.secrets_dir(), REPLICATION_SECRET)?;
+    let mut cmd = Command::new(tools::find("patroni").context("`patroni` not found; install it with `apt-get install patroni`")?);
+    cmd.arg(dir.join("patroni.yml"))
+        .env("PATRONI_SUPERUSER_PASSWORD", superuser)
+        .env("PATRONI_REPLICATION_PASSWORD", replication)
+        .env("PYTHONUNBUFFERED", "1");
+    let pg = SocketAddr::from((r.address.context("patroni node without an address")?, r.port.unwrap_or(5432)));
+    d.start(cmd, &files, &[pg, rest(r)?], true)?;
+    Ok(())
+}
+
+/// A standalone server (level 2) becomes this node's data: Patroni adopts a data
+/// directory when etcd knows no cluster yet, but the users it would create at bootstrap
+/// must exist first.
+fn prepare_takeover(env: &Env, r: &Resource) -> Result<()> {
+    if matches!(postgres::observe(env, r), Observed::Down { .. }) {
+        postgres::start(env, r)?;
+    }
+    let superuser = secrets::get_or_create(&env.secrets_dir(), SUPERUSER_SECRET)?;
+    let replication = secrets::get_or_create(&env.secrets_dir(), REPLICATION_SECRET)?;
+    postgres::psql(
+        env,
+        r,
+        "postgres",
+        &format!(
+            "ALTER ROLE postgres PASSWORD '{superuser}';\n\
+             SELECT 'CREATE ROLE replicator REPLICATION LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator')\\gexec\n\
+             ALTER ROLE replicator PASSWORD '{replication}';\n"
+        ),
+    )?;
+    postgres::stop(env, r)
+}
+
+/// Applies a changed definition without a restart of the node: the file is reloaded,
+/// cluster-wide settings go to etcd through the REST API, and settings that need a
+/// restart are applied by Patroni's rolling restart of pending nodes.
+fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<()> {
+    let dir = env.node_dir(r);
+    for (name, text) in files {
+        crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o600)?;
+    }
+    if let Some(w) = &env.run_as {
+        w.own(&dir.join("patroni.yml"))?;
+    }
+    let api = rest(r)?;
+    let patch = json!({
+        "ttl": r.prop("ttl").and_then(|v| v.parse::<u32>().ok()),
+        "loop_wait": r.prop("loop_wait").and_then(|v| v.parse::<u32>().ok()),
+        "retry_timeout": r.prop("retry_timeout").and_then(|v| v.parse::<u32>().ok()),
+        "synchronous_mode": r.prop("synchronous_mode") == Some("true"),
+        "postgresql": {"parameters": cluster_parameters(r)},
+    });
+    call(api, "PATCH", "/config", Some(&patch.to_string()))?;
+    call(api, "POST", "/reload", None)?;
+    Ok(())
+}
+
+/// One REST call that must succeed.
+fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<String> {
+    match health::http(api, method, path, body, Duration::from_secs(30)) {
+        Ok((code, body)) if (200..300).contains(&code) => Ok(body),
+        Ok((code, body)) => bail!("Patroni at {api} answered {method} {path} with {code}: {}", body.trim()),
+        Err(e) => bail!("Patroni at {api}: {e}"),
+    }
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    let d = daemon(env, r);
+    let api = rest(r)?;
+    d.wait(deadline, || {
+        health::http_get(api, "/health", TIMEOUT).map_err(|_| "PostgreSQL is not running under Patroni yet".to_string())?;
+        let cluster: Value = serde_json::from_str(&health::http_get(api, "/cluster", TIMEOUT)?).map_err(|e| e.to_string())?;
+        let members = cluster["members"].as_array().cloned().unwrap_or_default();
+        if !members.iter().any(|m| m["role"] == "leader") {
+            return Err("the cluster has no leader yet".into());
+        }
+        let me = members.iter().find(|m| m["name"] == member_name(r)).ok_or("not a member of the cluster yet")?;
+        match me["state"].as_str() {
+            Some("running") | Some("streaming") => Ok(()),
+            other => Err(format!("state {}", other.unwrap_or("unknown"))),
+        }
+    })
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    let d = daemon(env, r);
+    d.paths().stop("patroni")?;
+    let data = d.paths().dir.join("data");
+    if let Some(pid) = process::running_pid(&data.join("postmaster.pid"), "postgres") {
+        process::stop(pid, "postgres", Duration::from_secs(10))?;
+    }
+    d.destroy(keep_data)
+}
+
+/// Patroni's view of the cluster, asked of the first node that answers.
+pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a Resource>) -> Result<Value> {
+    let mut last = String::from("no nodes");
+    for n in nodes {
+        match health::http_get(rest(n)?, "/cluster", TIMEOUT) {
+            Ok(body) => return serde_json::from_str(&body).context("Patroni's /cluster"),
+            Err(e) => last = e,
+        }
+    }
+    bail!("no Patroni node answers ({last})")
+}
+
+/// The node that leads now, waiting up to `timeout` for one to be elected.
+pub fn leader<'a>(nodes: &[&'a Resource], timeout: Duration) -> Result<&'a Resource> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for n in nodes {
+            if health::http_status(rest(n)?, "/primary", TIMEOUT) == Ok(200) {
+                return Ok(n);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("no PostgreSQL node is the leader; see `scalectl status` and `scalectl logs`");
+        }
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// A planned switchover to `to`, or to the synchronous standby; returns the new leader's
+/// member name once it runs as primary.
+pub fn switchover(nodes: &[&Resource], to: Option<&str>, timeout: Duration) -> Result<String> {
+    let current = leader(nodes, Duration::from_secs(5))?;
+    let cluster = cluster(nodes.iter().copied())?;
+    let members = cluster["members"].as_array().cloned().unwrap_or_default();
+    let candidate = match to {
+        Some(name) => {
+            let name = name.rsplit('/').next().unwrap_or(name);
+            if !members.iter().any(|m| m["name"] == name) {
+                let names: Vec<_> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+                bail!("no node `{name}` in the cluster; it has {}", names.join(", "));
+            }
+            name.to_string()
+        }
+        None => members
+            .iter()
+            .find(|m| m["role"] == "sync_standby")
+            .or_else(|| members.iter().find(|m| m["role"] == "replica" && m["state"] == "streaming"))
+            .and_then(|m| m["name"].as_str())
+            .context("no healthy standby to switch over to")?
+            .to_string(),
+    };
+    if candidate == member_name(current) {
+        bail!("{candidate} already leads");
+    }
+    let body = json!({"leader": member_name(current), "candidate": candidate}).to_string();
+    call(rest(current)?, "POST", "/switchover", Some(&body))?;
+    let target = nodes.iter().find(|n| member_name(n) == candidate).context("candidate is not a known node")?;
+    let deadline = Instant::now() + timeout;
+    while health::http_status(rest(target)?, "/primary", TIMEOUT) != Ok(200) {
+        if Instant::now() >= deadline {
+            bail!("{candidate} did not become the leader in {timeout:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(candidate)
+}

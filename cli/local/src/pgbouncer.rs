@@ -1,0 +1,86 @@
+//! PgBouncer between the shop and PostgreSQL, in the pool mode the manifest names. It
+//! authenticates clients with the shop's password from a userlist file and logs in to
+//! the upstream with it; with a database router upstream it offers a second logical
+//! database, `shop_ro`, that reaches the replicas.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use scalectl_core::plan::Observed;
+use scalectl_core::{Resource, ResourceKind};
+use serde_json::json;
+
+use crate::daemon::Daemon;
+use crate::{Env, postgres, secrets, templates, tools};
+
+fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
+    Daemon::new(env, r, "pgbouncer")
+}
+
+/// Where `upstream` takes connections for writes, or for reads when `read`.
+fn upstream_endpoint(env: &Env, id: &str, read: bool) -> Result<(String, u16)> {
+    let up = env.resource(id)?;
+    let addr = up.address.with_context(|| format!("{id} has no address"))?;
+    let port = match (up.kind, read) {
+        (ResourceKind::Haproxy, true) => up.prop("read_port").and_then(|p| p.parse().ok()).context("router without a read port")?,
+        _ => up.port.context("upstream without a port")?,
+    };
+    Ok((addr.to_string(), port))
+}
+
+pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let mut databases = Vec::new();
+    let (host, port) = upstream_endpoint(env, r.prop("upstream").context("pgbouncer without an upstream")?, false)?;
+    databases.push(json!({"name": "shop", "host": host, "port": port}));
+    if let Some(read) = r.prop("read_upstream") {
+        let (host, port) = upstream_endpoint(env, read, true)?;
+        databases.push(json!({"name": "shop_ro", "host": host, "port": port}));
+    }
+    let ctx = json!({
+        "env": env.name,
+        "id": r.id,
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": r.port,
+        "dir": env.node_dir(r),
+        "p": r.props,
+        "databases": databases,
+    });
+    Ok(vec![("pgbouncer.ini".into(), templates::render("pgbouncer.ini", templates::PGBOUNCER_INI, &ctx)?)])
+}
+
+pub fn observe(env: &Env, r: &Resource) -> Observed {
+    daemon(env, r).observe()
+}
+
+pub fn apply(env: &Env, r: &Resource) -> Result<()> {
+    let d = daemon(env, r);
+    let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
+    let mut files = config_files(env, r)?;
+    // The userlist is not part of the config digest: it holds the password.
+    files.push(("userlist.txt".into(), format!("\"shop\" \"{password}\"\n")));
+    let mut cmd = Command::new(tools::find("pgbouncer").context("`pgbouncer` not found; install it with `apt-get install pgbouncer`")?);
+    cmd.arg(d.paths().dir.join("pgbouncer.ini"));
+    // PgBouncer refuses to run as root.
+    d.start(cmd, &files, &[d.endpoint()?], true)?;
+    Ok(())
+}
+
+pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+    let d = daemon(env, r);
+    let addr = d.endpoint()?;
+    // The admin console answers without a server behind it, so this checks PgBouncer
+    // itself and its client authentication.
+    d.wait(deadline, || client(env, r).and_then(|c| c.query("pgbouncer", "SHOW VERSION")).map(drop).map_err(|e| format!("{addr}: {e:#}")))
+}
+
+/// A client of this pooler, logged in as the shop.
+pub fn client(env: &Env, r: &Resource) -> Result<postgres::TcpClient> {
+    let addr = r.address.context("pgbouncer without an address")?;
+    let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
+    Ok(postgres::TcpClient { host: addr.to_string(), port: r.port.unwrap_or(6432), user: "shop".into(), password })
+}
+
+pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
+    daemon(env, r).destroy(keep_data)
+}
