@@ -55,6 +55,12 @@ enum Command {
     Plan(PlanArgs),
     /// Each component's live health, address, pid and uptime.
     Status(EnvArg),
+    /// Questions to the environment's database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Planned switchover of the PostgreSQL leader (level 3 and up); waits until the shop
+    /// can write again and reports how long writes paused.
+    Switchover(SwitchoverArgs),
     /// Environments on this machine with level, target, age and TTL.
     List,
     /// Destroy environments whose --ttl has passed.
@@ -78,6 +84,31 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// The statements that cost the most, by total and by mean time (pg_stat_statements,
+    /// level 2 and up), so you can find the query that needs an index.
+    SlowQueries(SlowQueriesArgs),
+}
+
+#[derive(Debug, Args)]
+struct SlowQueriesArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// How many statements to show in each list.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
+struct SwitchoverArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// The node to promote, such as postgres/r1-pg-2 or r1-pg-2 [default: the synchronous standby].
+    #[arg(long, value_name = "NODE")]
+    to: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +253,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down(a) => commands::env::down(&g, &a.env, a.keep_data),
         Command::Plan(a) => commands::env::plan(&g, &a.desired.manifest, a.desired.env, a.desired.target, a.exit_code),
         Command::Status(a) => commands::env::status(&g, &a.env),
+        Command::Db(DbCommand::SlowQueries(a)) => commands::data::slow_queries(&g, &a.env, a.limit),
+        Command::Switchover(a) => commands::data::switchover(&g, &a.env, a.to.as_deref()),
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
         Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),

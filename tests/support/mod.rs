@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,4 +104,46 @@ pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
 
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+}
+
+/// Runs SQL as the superuser over a node's private socket and returns the rows, one
+/// line each, columns separated by `|`.
+pub fn psql(home: &Home, env: &str, node: &str, database: &str, sql: &str) -> String {
+    let socket = home.env_dir(env).join("nodes").join(node.replace('/', "-")).join("run");
+    let out = Command::new(find_pg_program("psql"))
+        .arg("-h")
+        .arg(&socket)
+        .args(["-U", "postgres", "-d", database, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("running psql");
+    assert!(out.status.success(), "psql on {node}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+fn find_pg_program(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten().map(|e| e.path().join("bin")).collect();
+    dirs.sort();
+    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// SIGKILLs every process that runs from `dir` (a node's directory): the abrupt loss of
+/// a node. Returns how many there were.
+pub fn kill_everything_in(dir: &Path) -> usize {
+    let pids = processes_mentioning(dir);
+    for pid in &pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    pids.len()
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics after `timeout` saying `what`.
+pub fn eventually<T>(timeout: std::time::Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

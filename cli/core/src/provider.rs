@@ -37,4 +37,22 @@ pub trait Provider: Sync {
 
     /// Every configuration file generated for `resource`, as (file name, contents).
     fn config_files(&self, resource: &Resource) -> Result<Vec<(String, String)>, ProviderError>;
+
+    /// What an operator asks beyond up or down: the database leader and each replica's
+    /// lag, pool use, cache hit ratio. Best effort: what cannot be read is left out.
+    fn insights(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// The statements that cost the most, from pg_stat_statements on the primary:
+    /// `{"by_total": [...], "by_mean": [...]}`, at most `limit` each.
+    fn slow_queries(&self, _limit: usize) -> Result<serde_json::Value, ProviderError> {
+        Err(format!("slow-query analysis is not available on the {} target", self.target()).into())
+    }
+
+    /// A planned switchover of the database leader (to `to`, or to the synchronous
+    /// standby), waiting until writes through the shop's path succeed again.
+    fn switchover(&self, _to: Option<&str>) -> Result<serde_json::Value, ProviderError> {
+        Err(format!("switchover is not available on the {} target", self.target()).into())
+    }
 }

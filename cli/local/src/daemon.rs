@@ -73,6 +73,21 @@ impl<'a> Daemon<'a> {
         process::spawn_detached(as_user(cmd, who), &p.log(), &p.pid())
     }
 
+    /// Rewrites `files` and asks the running process to reload them with SIGHUP, for
+    /// servers that can (PgBouncer): clients stay connected. False when it is not running.
+    pub fn reload(&self, files: &[(String, String)]) -> Result<bool> {
+        let Some(pid) = self.pid() else { return Ok(false) };
+        let dir = self.paths().dir;
+        for (name, text) in files {
+            fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o600)?;
+            if let Some(w) = &self.env.run_as {
+                w.own(&dir.join(name))?;
+            }
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)?;
+        Ok(true)
+    }
+
     /// Waits until `probe` passes; fails early when the process exits, with its log.
     pub fn wait(&self, deadline: Instant, mut probe: impl FnMut() -> Result<(), String>) -> Result<()> {
         let p = self.paths();

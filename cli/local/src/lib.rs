@@ -5,6 +5,7 @@
 //! - One module per kind of component: [`postgres`] (standalone), [`patroni`] and
 //!   [`etcd`] (HA), [`pgbouncer`], [`haproxy`] (edge balancer and database router),
 //!   [`redis`], [`shop`], [`prometheus`], [`exporter`].
+//! - [`ops`]: status insights, slow queries, switchover.
 //! - [`daemon`]: what every server process shares (directory, config files, pid, probe).
 //! - [`process`]: detached processes, pid files, signals. [`health`]: TCP/HTTP probes.
 //! - [`slots`]: the machine-wide claim of a loopback block per environment.
@@ -17,6 +18,7 @@ pub mod exporter;
 pub mod fsutil;
 pub mod haproxy;
 pub mod health;
+pub mod ops;
 pub mod patroni;
 pub mod pgbouncer;
 pub mod postgres;
@@ -120,11 +122,11 @@ impl Provider for LocalProvider {
         let done = |res: anyhow::Result<()>| res.map(|()| None);
         match r.kind {
             ResourceKind::Postgres => done(postgres::apply(env, r, action)),
-            ResourceKind::PatroniNode => done(patroni::apply(env, r, action)),
+            ResourceKind::PatroniNode => patroni::apply(env, r, action),
             ResourceKind::Etcd => done(etcd::apply(env, r)),
             ResourceKind::Database => done(postgres::apply_database(env, r)),
             ResourceKind::Migration => done(shop::migrate(env, r)),
-            ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r)),
+            ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r, action)),
             ResourceKind::Haproxy => done(haproxy::apply(env, r)),
             ResourceKind::Redis => done(redis::apply(env, r)),
             ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
@@ -188,5 +190,17 @@ impl Provider for LocalProvider {
             _ => Ok(Vec::new()),
         }
         .map_err(boxed)
+    }
+
+    fn insights(&self) -> serde_json::Value {
+        ops::insights(&self.env)
+    }
+
+    fn slow_queries(&self, limit: usize) -> Result<serde_json::Value, ProviderError> {
+        ops::slow_queries(&self.env, limit).map_err(boxed)
+    }
+
+    fn switchover(&self, to: Option<&str>) -> Result<serde_json::Value, ProviderError> {
+        ops::switchover(&self.env, to).map_err(boxed)
     }
 }

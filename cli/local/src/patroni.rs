@@ -79,16 +79,21 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
     daemon(env, r).observe()
 }
 
-pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
+/// Starts (or reconfigures) the node; the note says when a standalone server's data was
+/// taken over, since writes pause while PostgreSQL restarts under Patroni.
+pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Option<String>> {
     let d = daemon(env, r);
     let dir = d.paths().dir;
     let files = config_files(env, r)?;
     if d.pid().is_some() && *action == Action::Update {
-        return reconfigure(env, r, &files);
+        return reconfigure(env, r, &files).map(|()| None);
     }
     let data = dir.join("data");
+    let mut note = None;
     if data.join("PG_VERSION").exists() && !dir.join("patroni.yml").exists() {
+        let paused = Instant::now();
         prepare_takeover(env, r)?;
+        note = Some(paused);
     }
     // A postmaster left behind by a killed Patroni would keep the port; Patroni can
     // adopt a running one, but one from a different config is safer stopped.
@@ -106,7 +111,16 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
         .env("PYTHONUNBUFFERED", "1");
     let pg = SocketAddr::from((r.address.context("patroni node without an address")?, r.port.unwrap_or(5432)));
     d.start(cmd, &files, &[pg, rest(r)?], true)?;
-    Ok(())
+    let Some(paused) = note else { return Ok(None) };
+    // Writes resume once Patroni has started PostgreSQL again as the leader.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health::http_status(rest(r)?, "/primary", TIMEOUT) != Ok(200) && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    Ok(Some(format!(
+        "Patroni took over the standalone server's data; the database did not accept writes for {:.1} s while it restarted",
+        paused.elapsed().as_secs_f64()
+    )))
 }
 
 /// A standalone server (level 2) becomes this node's data: Patroni adopts a data

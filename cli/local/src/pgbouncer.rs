@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use scalectl_core::plan::Observed;
+use scalectl_core::plan::{Action, Observed};
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::json;
 
@@ -53,12 +53,17 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
     daemon(env, r).observe()
 }
 
-pub fn apply(env: &Env, r: &Resource) -> Result<()> {
+/// Starts PgBouncer, or, when it runs, reloads its config in place so that the shop's
+/// connections survive a change of upstream (moving from level 2 to 3, say).
+pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     let d = daemon(env, r);
     let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
     let mut files = config_files(env, r)?;
     // The userlist is not part of the config digest: it holds the password.
     files.push(("userlist.txt".into(), format!("\"shop\" \"{password}\"\n")));
+    if *action == Action::Update && d.reload(&files)? {
+        return Ok(());
+    }
     let mut cmd = Command::new(tools::find("pgbouncer").context("`pgbouncer` not found; install it with `apt-get install pgbouncer`")?);
     cmd.arg(d.paths().dir.join("pgbouncer.ini"));
     // PgBouncer refuses to run as root.

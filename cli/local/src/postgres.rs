@@ -250,11 +250,25 @@ pub struct TcpClient {
 }
 
 impl TcpClient {
-    /// Runs `sql` in `database` and returns psql's unaligned output.
+    /// Runs `sql` in `database` and returns psql's unaligned output, rows only.
     pub fn query(&self, database: &str, sql: &str) -> Result<String> {
+        self.run(database, sql, &["-t"])
+    }
+
+    /// Runs `sql` and returns each row as column name → value.
+    pub fn table(&self, database: &str, sql: &str) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+        let text = self.run(database, sql, &["-P", "footer=off"])?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
+        Ok(lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect()).collect())
+    }
+
+    fn run(&self, database: &str, sql: &str, extra: &[&str]) -> Result<String> {
         let mut cmd = Command::new(bin("psql")?);
         cmd.args(["-h", &self.host, "-p", &self.port.to_string(), "-U", &self.user, "-d", database])
-            .args(["-X", "-q", "-t", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args(["-X", "-q", "-A", "-F", "\t", "-v", "ON_ERROR_STOP=1"])
+            .args(extra)
+            .args(["-c", sql])
             .env("PGPASSWORD", &self.password)
             .env("PGCONNECT_TIMEOUT", "3");
         let out = cmd.stdin(Stdio::null()).output().context("starting psql")?;

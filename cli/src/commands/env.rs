@@ -135,7 +135,8 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
 fn endpoints(graph: &Graph, provider: &dyn Provider) -> BTreeMap<&'static str, String> {
     let mut out = BTreeMap::new();
     let first = |kind: ResourceKind| graph.resources.iter().find(|r| r.kind == kind);
-    if let Some(e) = first(ResourceKind::Haproxy).or_else(|| first(ResourceKind::Shop)).and_then(Resource::endpoint) {
+    let edge = graph.resources.iter().find(|r| r.kind == ResourceKind::Haproxy && r.prop("role") != Some("db"));
+    if let Some(e) = edge.or_else(|| first(ResourceKind::Shop)).and_then(Resource::endpoint) {
         out.insert("shop", format!("http://{e}"));
     }
     let db = first(ResourceKind::Pgbouncer).or_else(|| first(ResourceKind::Postgres)).or_else(|| first(ResourceKind::PatroniNode));
@@ -231,10 +232,8 @@ fn existing(ctx: &Ctx, name: &str) -> Result<State> {
 }
 
 pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
-    let state = existing(ctx, name)?;
-    let placement = Placement { slot: state.slot };
+    let (state, provider) = super::open(ctx, name)?;
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let provider = provider(ctx, name, state.target, placement, graph.clone())?;
     let mut rows = Vec::new();
     let mut items = Vec::new();
     let mut healthy_all = true;
@@ -260,12 +259,17 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         ]);
         items.push(json!({"id": r.id, "kind": r.kind, "address": r.endpoint(), "state": seen, "healthy": healthy, "pid": pid, "uptime_seconds": uptime}));
     }
+    let insights = provider.insights();
     let mut out = std::io::stdout().lock();
     match ctx.format {
-        Format::Json => print_json(&json!({"environment": name, "level": state.level, "target": state.target, "healthy": healthy_all, "components": items}), &mut out)?,
+        Format::Json => print_json(
+            &json!({"environment": name, "level": state.level, "target": state.target, "healthy": healthy_all, "components": items, "insights": insights}),
+            &mut out,
+        )?,
         Format::Text => {
             writeln!(out, "Environment `{name}`: level {}, {}, {}\n", state.level, state.target, if healthy_all { "healthy" } else { "NOT healthy" })?;
             print_table(&["COMPONENT", "ADDRESS", "STATE", "PID", "UPTIME"], &rows, &mut out)?;
+            super::data::print_insights(&insights, &mut out)?;
         }
     }
     Ok(if healthy_all { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -1,13 +1,15 @@
-//! One module per group of commands: `env` acts on one environment, `fleet` on all of
-//! them, `info` reads manifests and the machine without touching any environment.
+//! One module per group of commands: `env` acts on one environment, `data` asks and
+//! operates its database tier, `fleet` acts on all of them, `info` reads manifests and
+//! the machine without touching any environment.
 
+pub mod data;
 pub mod env;
 pub mod fleet;
 pub mod info;
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use scalectl_core::plan::Observed;
 use scalectl_core::{Graph, Manifest, Placement, Provider, ResourceKind, Target, expand};
 use scalectl_local::LocalProvider;
@@ -33,6 +35,15 @@ pub fn provider(ctx: &Ctx, name: &str, target: Target, placement: Placement, gra
         Target::Local => Ok(Box::new(LocalProvider::new(name, &ctx.home.env_dir(name), placement, graph)?)),
         other => bail!("target {other} is not implemented yet; use --target local"),
     }
+}
+
+/// An existing environment's state and a provider for what it recorded.
+pub fn open(ctx: &Ctx, name: &str) -> Result<(State, Box<dyn Provider>)> {
+    crate::home::validate_name(name)?;
+    let state = ctx.home.load(name)?.with_context(|| format!("there is no environment `{name}`; `scalectl list` shows the ones there are"))?;
+    let graph = Graph::new(state.resources.values().cloned().collect())?;
+    let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
+    Ok((state, provider))
 }
 
 /// Adds to each resource a digest of its generated config files, so that a change in a

@@ -1,0 +1,165 @@
+//! Questions and operations that span components: what `status` shows beyond up or
+//! down (leader, replica lag, pool use, cache hits), `db slow-queries`, and a planned
+//! `switchover` that waits until the shop can write again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use scalectl_core::{Resource, ResourceKind};
+use serde_json::{Value, json};
+
+use crate::{Env, patroni, pgbouncer, postgres, redis};
+
+fn of_kind(env: &Env, kind: ResourceKind) -> Vec<&Resource> {
+    env.graph.resources.iter().filter(|r| r.kind == kind).collect()
+}
+
+fn ids_of(env: &Env, kind: ResourceKind) -> Vec<String> {
+    of_kind(env, kind).iter().map(|r| r.id.clone()).collect()
+}
+
+/// Everything `status` adds below its table.
+pub fn insights(env: &Env) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(db) = database(env) {
+        out.insert("database".into(), db);
+    }
+    let pools: BTreeMap<String, Value> = of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect();
+    if !pools.is_empty() {
+        out.insert("pools".into(), json!(pools));
+    }
+    let caches: BTreeMap<String, Value> = of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect();
+    if !caches.is_empty() {
+        out.insert("caches".into(), json!(caches));
+    }
+    Value::Object(out)
+}
+
+/// The leader and each member's role, state and replication lag.
+fn database(env: &Env) -> Option<Value> {
+    let nodes = of_kind(env, ResourceKind::PatroniNode);
+    if nodes.is_empty() {
+        let single = of_kind(env, ResourceKind::Postgres);
+        return single.first().map(|n| json!({"leader": n.id, "members": [{"id": n.id, "role": "primary", "state": "running"}]}));
+    }
+    let cluster = patroni::cluster(nodes.iter().copied()).ok()?;
+    let id_of = |name: &str| nodes.iter().find(|n| patroni::member_name(n) == name).map_or(name.to_string(), |n| n.id.clone());
+    let members: Vec<Value> = cluster["members"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            json!({
+                "id": id_of(m["name"].as_str().unwrap_or("")),
+                "role": m["role"],
+                "state": m["state"],
+                "timeline": m["timeline"],
+                "lag_bytes": m.get("lag").and_then(Value::as_u64),
+            })
+        })
+        .collect();
+    let leader = members.iter().find(|m| m["role"] == "leader").map(|m| m["id"].clone()).unwrap_or(Value::Null);
+    Some(json!({"leader": leader, "members": members}))
+}
+
+/// PgBouncer's SHOW POOLS for the shop's databases.
+fn pool(env: &Env, r: &Resource) -> Result<Value> {
+    let rows = pgbouncer::client(env, r)?.table("pgbouncer", "SHOW POOLS")?;
+    let size: u64 = r.prop("default_pool_size").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let n = |row: &BTreeMap<String, String>, k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let dbs: Vec<Value> = rows
+        .iter()
+        .filter(|row| row.get("database").is_some_and(|d| d != "pgbouncer"))
+        .map(|row| {
+            json!({
+                "database": row.get("database"),
+                "clients_active": n(row, "cl_active"),
+                "clients_waiting": n(row, "cl_waiting"),
+                "servers_active": n(row, "sv_active"),
+                "servers_idle": n(row, "sv_idle") + n(row, "sv_used"),
+                "pool_size": size,
+            })
+        })
+        .collect();
+    Ok(json!(dbs))
+}
+
+/// Redis's keyspace hits and misses since it started.
+fn cache(r: &Resource) -> Result<Value> {
+    let info = redis::command(r, "INFO stats").map_err(anyhow::Error::msg)?;
+    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let (hits, misses) = (field("keyspace_hits"), field("keyspace_misses"));
+    let ratio = if hits + misses > 0 { Some(hits as f64 / (hits + misses) as f64) } else { None };
+    Ok(json!({"hits": hits, "misses": misses, "hit_ratio": ratio}))
+}
+
+/// The server that takes writes now.
+fn primary(env: &Env) -> Result<&Resource> {
+    let mut ids = ids_of(env, ResourceKind::PatroniNode);
+    if ids.is_empty() {
+        ids = ids_of(env, ResourceKind::Postgres);
+    }
+    if ids.is_empty() {
+        bail!("this environment has no PostgreSQL server");
+    }
+    postgres::primary(env, &ids)
+}
+
+pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
+    let node = primary(env)?;
+    let installed = postgres::psql(env, node, "shop", "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")?;
+    if installed.trim() != "1" {
+        bail!("pg_stat_statements is not installed in this environment's database; levels 2 and up install it (spec.postgres.extensions)");
+    }
+    let query = |order: &str| {
+        format!(
+            "SELECT coalesce(json_agg(t), '[]') FROM (\
+               SELECT s.calls, round(s.total_exec_time::numeric, 2) AS total_ms, round(s.mean_exec_time::numeric, 3) AS mean_ms, \
+                      s.rows, round((100.0 * s.total_exec_time / nullif(sum(s.total_exec_time) OVER (), 0))::numeric, 1) AS percent, \
+                      regexp_replace(s.query, '\\s+', ' ', 'g') AS query \
+               FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+               WHERE d.datname = 'shop' AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = 'shop') ORDER BY {order} DESC LIMIT {limit}) t"
+        )
+    };
+    let parse = |text: String| serde_json::from_str::<Value>(text.trim()).context("reading pg_stat_statements");
+    let by_total = parse(postgres::psql(env, node, "shop", &query("s.total_exec_time"))?)?;
+    let by_mean = parse(postgres::psql(env, node, "shop", &query("s.mean_exec_time"))?)?;
+    Ok(json!({"server": node.id, "by_total": by_total, "by_mean": by_mean}))
+}
+
+/// Whether a write through the pooler (the shop's own path) succeeds now: assigning a
+/// transaction id fails on a standby.
+fn write_probe(env: &Env) -> Result<()> {
+    let pooler = of_kind(env, ResourceKind::Pgbouncer);
+    let pooler = pooler.first().context("no pooler")?;
+    pgbouncer::client(env, pooler)?.query("shop", "SELECT txid_current()").map(drop)
+}
+
+pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {
+    let nodes = of_kind(env, ResourceKind::PatroniNode);
+    if nodes.is_empty() {
+        bail!("switchover needs a Patroni cluster (level 3 and up); this environment has a single PostgreSQL server");
+    }
+    let from = patroni::leader(&nodes, Duration::from_secs(5))?.id.clone();
+    let started = Instant::now();
+    let to = patroni::switchover(&nodes, to, Duration::from_secs(60))?;
+    let promoted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let writes_after = loop {
+        let last = match write_probe(env) {
+            Ok(()) => break started.elapsed(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("the new leader {to} runs, but writes through the pooler still fail after 60 s: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let to_id = nodes.iter().find(|n| patroni::member_name(n) == to).map_or(to.clone(), |n| n.id.clone());
+    Ok(json!({
+        "from": from,
+        "to": to_id,
+        "promoted_after_seconds": promoted.as_secs_f64(),
+        "writes_resumed_after_seconds": writes_after.as_secs_f64(),
+    }))
+}
