@@ -58,7 +58,7 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         "SELECT id, product_id, quantity FROM cart_items WHERE user_id = $1 ORDER BY product_id FOR UPDATE",
     )
     .bind(user.id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     let hash = (!cart.is_empty()).then(|| {
         let mut canonical = String::from("checkout");
@@ -90,7 +90,7 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         "SELECT id, price_cents, stock FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     let mut lines = Vec::with_capacity(cart.len());
     for (_, product_id, quantity) in &cart {
@@ -116,7 +116,7 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
     )
     .bind(&ids)
     .bind(&qtys)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     if taken.len() != ids.len() {
         let missing = ids
@@ -131,7 +131,7 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
     let order = place_order(&mut tx, user, "cart", key, &lines).await?;
     sqlx::query("DELETE FROM cart_items WHERE id = ANY($1)")
         .bind(cart.iter().map(|c| c.0).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
     store_response(&mut tx, user.id, key, &order).await?;
     tx.commit().await?;

@@ -6,6 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::db::Pooler;
+
 /// A group of routes a process serves; `all` expands to every group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -154,6 +156,8 @@ pub struct Settings {
     /// Prefix of every Redis key, so several environments (or tests) can share a Redis.
     pub redis_prefix: String,
     pub db_pool_size: u32,
+    /// What sits between the shop and PostgreSQL (see [`crate::db`]).
+    pub db_pooler: Pooler,
     /// The route groups this process serves.
     pub roles: Roles,
     pub token_ttl: Duration,
@@ -172,6 +176,7 @@ impl Settings {
             redis_url: None,
             redis_prefix: "shop:".to_owned(),
             db_pool_size: 10,
+            db_pooler: Pooler::None,
             roles: Roles::all(),
             token_ttl: Duration::from_secs(24 * 3600),
             rate_limits: RateLimits::default(),

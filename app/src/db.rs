@@ -1,13 +1,339 @@
-//! Database plumbing shared by `serve`, `worker`, `migrate` and the tests: the
-//! embedded migrations.
+//! Database access shared by `serve`, `worker`, `migrate` and the tests: [`Db`], a pool
+//! that knows whether a transaction pooler sits in front of PostgreSQL and counts the
+//! statements it runs; its transactions, [`Tx`]; and the embedded migrations.
+//!
+//! Behind PgBouncer in transaction mode a client holds a server connection only while a
+//! transaction is open. sqlx sends a statement in two round trips (Parse + Describe +
+//! Sync, then Bind + Execute + Sync) and names the statements it caches (`sqlx_s_N`, per
+//! client connection), so it assumes one server connection per client. With
+//! [`Pooler::Transaction`]:
+//! - the statement cache is off and every statement is unnamed ("non-persistent"), so
+//!   nothing of ours outlives a transaction on a server connection;
+//! - every statement runs inside an explicit transaction (the caller's [`Tx`], or one
+//!   that `&Db` opens around it), so both round trips reach the same server connection.
+//!
+//! Call sites do not know the mode: they pass `&Db` or `&mut Tx` as sqlx executors. The
+//! default mode ([`Pooler::None`]) keeps sqlx's cached named statements. Types are all
+//! built in, so sqlx never runs its own (named) type-lookup queries.
 
-use sqlx::PgPool;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
+};
+use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres, Transaction};
 
 /// The migrations in `app/migrations`, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Applies every pending migration.
+/// Applies every pending migration. Needs a direct connection to PostgreSQL (the
+/// migrator holds a session-level advisory lock), never a transaction pooler.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// What sits between the shop and PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pooler {
+    /// Nothing, or a pooler in session mode: cached named statements.
+    #[default]
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`).
+    Transaction,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown pooler `{0}` (expected transaction or none)")]
+pub struct ParsePoolerError(String);
+
+impl FromStr for Pooler {
+    type Err = ParsePoolerError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "none" | "" => Ok(Pooler::None),
+            "transaction" => Ok(Pooler::Transaction),
+            other => Err(ParsePoolerError(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Pooler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pooler::None => "none",
+            Pooler::Transaction => "transaction",
+        })
+    }
+}
+
+/// A connection pool used the way [`Pooler`] allows. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+    pooler: Pooler,
+    statements: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// A pool of at most `size` connections that connects on first use, so a process
+    /// starts (and reports not-ready) while the database is down.
+    pub fn connect_lazy(url: &str, size: u32, pooler: Pooler) -> Result<Db, sqlx::Error> {
+        let mut options: PgConnectOptions = url.parse()?;
+        if pooler == Pooler::Transaction {
+            // PgBouncer refuses startup parameters it does not track unless told to
+            // ignore them; the shop reads no floats as text, so it need not send this one.
+            options = options.statement_cache_capacity(0).extra_float_digits(None);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
+        Ok(Db::new(pool, pooler))
+    }
+
+    /// Wraps an existing pool; with [`Pooler::Transaction`] the pool must have been
+    /// built with `statement_cache_capacity(0)`.
+    pub fn new(pool: PgPool, pooler: Pooler) -> Db {
+        Db {
+            pool,
+            pooler,
+            statements: Arc::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// Statements run through this pool (and its transactions) since it was built.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            pooler: self.pooler,
+            statements: self.statements.clone(),
+        })
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A transaction on a [`Db`]; use `&mut tx` as the executor. Dropped without
+/// [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub struct Tx {
+    tx: Transaction<'static, Postgres>,
+    pooler: Pooler,
+    statements: Arc<AtomicU64>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
+    fn statement<'q, E: Execute<'q, Postgres>>(&self, query: E) -> Statement<E> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Statement {
+            persistent: self.pooler == Pooler::None && query.persistent(),
+            query,
+        }
+    }
+}
+
+/// A query with its persistence overridden (false: an unnamed statement, not cached).
+struct Statement<E> {
+    query: E,
+    persistent: bool,
+}
+
+impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Statement<E> {
+    fn sql(&self) -> &'q str {
+        self.query.sql()
+    }
+    fn statement(&self) -> Option<&PgStatement<'q>> {
+        self.query.statement()
+    }
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        self.query.take_arguments()
+    }
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
+}
+
+/// Explicit prepares create named statements, which a transaction pooler would leak.
+fn refuse_named(pooler: Pooler) -> Result<(), sqlx::Error> {
+    match pooler {
+        Pooler::None => Ok(()),
+        Pooler::Transaction => Err(sqlx::Error::Configuration(
+            "named prepared statements are not used behind a transaction pooler".into(),
+        )),
+    }
+}
+
+type Step = Either<PgQueryResult, PgRow>;
+
+impl<'c> Executor<'c> for &'c mut Tx {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Step, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let query = self.statement(query);
+        (&mut *self.tx).fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let query = self.statement(query);
+        (&mut *self.tx).fetch_optional(query)
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            refuse_named(self.pooler)?;
+            (&mut *self.tx).prepare_with(sql, parameters).await
+        })
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            refuse_named(self.pooler)?;
+            (&mut *self.tx).describe(sql).await
+        })
+    }
+}
+
+/// Behind a transaction pooler, each statement gets its own transaction; its rows are
+/// collected before the commit, which the shop's small result sets afford.
+impl<'c> Executor<'c> for &'c Db {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Step, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if self.pooler == Pooler::None {
+            self.count();
+            return self.pool.fetch_many(query);
+        }
+        let steps = async move {
+            let mut tx = self.begin().await?;
+            let steps: Vec<Step> = (&mut tx).fetch_many(query).try_collect().await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(steps)
+        };
+        stream::once(steps)
+            .map_ok(|steps| stream::iter(steps.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if self.pooler == Pooler::None {
+            self.count();
+            return self.pool.fetch_optional(query);
+        }
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            let row = (&mut tx).fetch_optional(query).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            refuse_named(self.pooler)?;
+            self.pool.prepare_with(sql, parameters).await
+        })
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        Box::pin(async move {
+            refuse_named(self.pooler)?;
+            self.pool.describe(sql).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_poolers() {
+        assert_eq!(
+            "transaction".parse::<Pooler>().unwrap(),
+            Pooler::Transaction
+        );
+        assert_eq!("none".parse::<Pooler>().unwrap(), Pooler::None);
+        assert!("session".parse::<Pooler>().is_err());
+        assert_eq!(Pooler::Transaction.to_string(), "transaction");
+    }
 }

@@ -131,7 +131,7 @@ pub async fn create_sale(
         "SELECT s.owner_id FROM products p JOIN shops s ON s.id = p.shop_id WHERE p.id = $1 FOR UPDATE OF p",
     )
     .bind(req.product_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     match owner {
         None => return Err(AppError::unknown("product", "product_id")),
@@ -147,7 +147,7 @@ pub async fn create_sale(
     )
     .bind(req.product_id)
     .bind(req.units.0)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?
     .rows_affected();
     if reserved == 0 {
@@ -165,7 +165,7 @@ pub async fn create_sale(
     .bind(req.units.0)
     .bind(req.starts_at)
     .bind(req.per_buyer_limit.0)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut tx)
     .await?;
     tx.commit().await?;
     invalidate_product(&state, req.product_id).await;
@@ -488,7 +488,7 @@ async fn attempt(
     .bind(user.id)
     .bind(quantity)
     .bind(meta.per_buyer_limit)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     if bought.is_none() {
         return Err(AppError::conflict(
@@ -498,7 +498,7 @@ async fn attempt(
     }
     let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1")
         .bind(meta.product_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
     let lines = [Line {
         product_id: meta.product_id,
@@ -514,7 +514,7 @@ async fn attempt(
     )
     .bind(id)
     .bind(quantity)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     let Some((remaining,)) = taken else {
         tx.rollback().await?;

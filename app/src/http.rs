@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 
 use crate::config::Role;
 use crate::error::{AppError, ErrorBody, InternalCause};
-use crate::metrics::Gauges;
+use crate::metrics::{Gauges, PoolStats};
 use crate::state::AppState;
 use crate::{auth, cart, catalog, checkout, flash, openapi, orders};
 
@@ -202,9 +202,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppEr
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut pools = vec![("primary", state.primary.size(), state.primary.num_idle())];
+    let mut pools = vec![PoolStats::of("primary", &state.primary)];
     if let Some(replica) = &state.replica {
-        pools.push(("replica", replica.size(), replica.num_idle()));
+        pools.push(PoolStats::of("replica", replica));
     }
     let backlog = tokio::time::timeout(
         Duration::from_millis(500),

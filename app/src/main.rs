@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shop::config::{RateLimits, RateSpec, Roles, Settings};
+use shop::db::{Db, Pooler};
 use shop::outbox::WorkerConfig;
 use sqlx::postgres::PgPoolOptions;
 
@@ -32,6 +33,15 @@ struct Common {
     db_pool_size: u32,
 }
 
+/// How `serve` and `worker` reach PostgreSQL (`migrate` always goes straight to it).
+#[derive(clap::Args)]
+struct Pooling {
+    /// `transaction` when DATABASE_URL (and READ_DATABASE_URL) lead to a pooler in
+    /// transaction mode such as PgBouncer: unnamed statements, each in a transaction
+    #[arg(long, env = "SHOP_DB_POOLER", default_value_t = Pooler::None)]
+    db_pooler: Pooler,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Json,
@@ -44,6 +54,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        pooling: Pooling,
         /// Replica for catalog and order-history reads (a user's own recent writes
         /// are still read from the primary)
         #[arg(long, env = "READ_DATABASE_URL", hide_env_values = true)]
@@ -82,6 +94,8 @@ enum Command {
     Worker {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        pooling: Pooling,
         #[arg(long, env = "SHOP_WORKER_BATCH", default_value_t = 100)]
         batch_size: i64,
         /// Attempts before an event moves to dead_letters
@@ -166,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             common,
+            pooling,
             read_database_url,
             redis_url,
             redis_prefix,
@@ -185,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 redis_url,
                 redis_prefix,
                 db_pool_size: common.db_pool_size,
+                db_pooler: pooling.db_pooler,
                 roles,
                 token_ttl: Duration::from_secs(token_ttl),
                 rate_limits: RateLimits {
@@ -214,15 +230,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Worker {
             common,
+            pooling,
             batch_size,
             max_attempts,
             poll_interval_ms,
             base_backoff_ms,
         } => {
             init_logging(common.log_format);
-            let pool = PgPoolOptions::new()
-                .max_connections(common.db_pool_size.max(1))
-                .connect_lazy(&common.database_url)
+            let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler)
                 .context("invalid database url")?;
             let config = WorkerConfig {
                 batch_size: batch_size.max(1),
@@ -232,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 poll_interval: Duration::from_millis(poll_interval_ms),
             };
             tracing::info!("outbox worker started");
-            shop::outbox::run(pool, config, shutdown_signal()).await;
+            shop::outbox::run(db, config, shutdown_signal()).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { common } => {

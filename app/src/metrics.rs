@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::db::Db;
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -31,9 +33,29 @@ pub struct Metrics {
     pub sold_out_rejections: AtomicU64,
 }
 
-/// Values sampled at scrape time rather than counted.
+/// One database pool at scrape time.
+pub struct PoolStats {
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: usize,
+    /// Statements run through the pool since start (a counter).
+    pub statements: u64,
+}
+
+impl PoolStats {
+    pub fn of(name: &'static str, db: &Db) -> Self {
+        PoolStats {
+            name,
+            size: db.pool().size(),
+            idle: db.pool().num_idle(),
+            statements: db.statements(),
+        }
+    }
+}
+
+/// Values sampled at scrape time rather than counted here.
 pub struct Gauges {
-    pub pools: Vec<(&'static str, u32, usize)>,
+    pub pools: Vec<PoolStats>,
     pub outbox_backlog: Option<i64>,
 }
 
@@ -141,7 +163,13 @@ impl Metrics {
         }
         out.push_str("# HELP shop_db_pool_connections Database pool connections by state.\n");
         out.push_str("# TYPE shop_db_pool_connections gauge\n");
-        for (pool, size, idle) in &gauges.pools {
+        for PoolStats {
+            name: pool,
+            size,
+            idle,
+            ..
+        } in &gauges.pools
+        {
             let used = (*size as usize).saturating_sub(*idle);
             let _ = writeln!(
                 out,
@@ -150,6 +178,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "shop_db_pool_connections{{pool=\"{pool}\",state=\"used\"}} {used}"
+            );
+        }
+        out.push_str(
+            "# HELP shop_db_queries_total Statements run per database pool (replica: catalog and order-history reads).\n",
+        );
+        out.push_str("# TYPE shop_db_queries_total counter\n");
+        for p in &gauges.pools {
+            let _ = writeln!(
+                out,
+                "shop_db_queries_total{{pool=\"{}\"}} {}",
+                p.name, p.statements
             );
         }
         for (name, help, value) in [
@@ -202,7 +241,12 @@ mod tests {
         m.observe("/products/{id}", "GET", 200, Duration::from_millis(30));
         m.observe("/products/{id}", "GET", 404, Duration::from_secs(10));
         let text = m.render(&Gauges {
-            pools: vec![("primary", 3, 1)],
+            pools: vec![PoolStats {
+                name: "primary",
+                size: 3,
+                idle: 1,
+                statements: 42,
+            }],
             outbox_backlog: Some(7),
         });
         assert!(text.contains(
@@ -218,6 +262,7 @@ mod tests {
             "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"+Inf\"} 3"
         ));
         assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"used\"} 2"));
+        assert!(text.contains("shop_db_queries_total{pool=\"primary\"} 42"));
         assert!(text.contains("shop_outbox_backlog 7"));
     }
 }

@@ -6,11 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::catalog::{Page, invalidate_product};
+use crate::db::Tx;
 use crate::domain::Quantity;
 use crate::error::{AppError, AppResult, ErrorBody, is_retryable, is_unique_violation};
 use crate::extract::{AuthUser, Json, Path, Query};
@@ -94,7 +94,7 @@ pub enum Claim {
 /// blocks on the insert until the winner commits (then sees its response) or rolls
 /// back (then wins itself). `hash = None` accepts any stored request.
 pub async fn claim_key(
-    conn: &mut PgConnection,
+    conn: &mut Tx,
     user_id: i64,
     key: &str,
     hash: Option<&str>,
@@ -129,7 +129,7 @@ pub async fn claim_key(
 }
 
 pub async fn store_response(
-    conn: &mut PgConnection,
+    conn: &mut Tx,
     user_id: i64,
     key: &str,
     order: &Order,
@@ -150,7 +150,7 @@ pub async fn store_response(
 /// Writes a paid order with its items, payment, invoice, delivery and outbox event.
 /// Runs inside the caller's transaction, after stock was taken.
 pub async fn place_order(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     user: &AuthUser,
     kind: &str,
     key: &str,
@@ -168,7 +168,7 @@ pub async fn place_order(
     .bind(kind)
     .bind(total_cents)
     .bind(key)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     let items: Vec<OrderItem> = sqlx::query_as(
         "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
@@ -179,7 +179,7 @@ pub async fn place_order(
     .bind(lines.iter().map(|l| l.product_id).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.unit_price_cents).collect::<Vec<_>>())
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     // The simulated payment provider: idempotent by order id, like a real provider's
     // idempotency key would be.
@@ -189,24 +189,24 @@ pub async fn place_order(
     )
     .bind(id)
     .bind(total_cents)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO invoices (order_id, number, amount_cents) VALUES ($1, 'INV-' || lpad($1::text, 10, '0'), $2)")
         .bind(id)
         .bind(total_cents)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO deliveries (order_id, status, scheduled_for) VALUES ($1, 'scheduled', now() + interval '2 days')",
     )
     .bind(id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.placed', $1)")
         .bind(serde_json::json!({
             "order_id": id, "user_id": user.id, "email": user.email, "total_cents": total_cents,
         }))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     let mut items = items;
     items.sort_by_key(|i| i.id);
@@ -389,7 +389,7 @@ pub async fn create_return(
         .bind(req.order_item_id)
         .bind(req.order_id)
         .bind(user.id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some((product_id, bought, unit_price)) = item else {
             return Err(AppError::unknown("order item", "order_item_id"));
@@ -406,7 +406,7 @@ pub async fn create_return(
         .bind(req.order_item_id)
         .bind(quantity)
         .bind(unit_price * quantity as i64)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await;
         let refund = match refund {
             Ok(r) => r,
@@ -418,14 +418,14 @@ pub async fn create_return(
         sqlx::query("UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1")
             .bind(product_id)
             .bind(quantity)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.refunded', $1)")
             .bind(serde_json::json!({
                 "order_id": req.order_id, "user_id": user.id, "email": user.email,
                 "total_cents": refund.amount_cents,
             }))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok((refund, product_id))

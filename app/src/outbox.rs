@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::PgPool;
 
+use crate::db::Db;
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub batch_size: i64,
@@ -74,15 +74,15 @@ fn render(topic: &str, payload: &serde_json::Value) -> Result<(String, String, S
 
 /// Processes one batch of due events in one transaction. Returns what happened; an
 /// empty report means nothing was due.
-pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainReport, WorkerError> {
-    let mut tx = pool.begin().await?;
+pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, WorkerError> {
+    let mut tx = db.begin().await?;
     let rows: Vec<(i64, String, serde_json::Value, i32)> = sqlx::query_as(
         "SELECT id, topic, payload, attempts FROM outbox
          WHERE processed_at IS NULL AND next_attempt_at <= now()
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(config.batch_size)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     let mut report = DrainReport::default();
     for (id, topic, payload, attempts) in rows {
@@ -98,13 +98,13 @@ pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainRep
                 .bind(&channel)
                 .bind(&recipient)
                 .bind(&body)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 sqlx::query(
                     "UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
                 )
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 report.delivered += 1;
             }
@@ -120,7 +120,7 @@ pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainRep
                     .bind(&payload)
                     .bind(attempts)
                     .bind(&reason)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     sqlx::query(
                         "UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3 WHERE id = $1",
@@ -128,7 +128,7 @@ pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainRep
                     .bind(id)
                     .bind(attempts)
                     .bind(&reason)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     tracing::warn!(
                         outbox_id = id,
@@ -148,7 +148,7 @@ pub async fn drain_once(pool: &PgPool, config: &WorkerConfig) -> Result<DrainRep
                     .bind(attempts)
                     .bind(&reason)
                     .bind(delay.as_secs_f64())
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     report.retried += 1;
                 }
@@ -168,14 +168,10 @@ fn backoff(config: &WorkerConfig, attempts: i32) -> Duration {
 }
 
 /// Drains forever, sleeping when nothing is due, until `shutdown` resolves.
-pub async fn run(
-    pool: PgPool,
-    config: WorkerConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+pub async fn run(db: Db, config: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
-        let idle = match drain_once(&pool, &config).await {
+        let idle = match drain_once(&db, &config).await {
             Ok(report) => {
                 if report != DrainReport::default() {
                     tracing::info!(

@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::Semaphore;
 
 use crate::cache::LocalCache;
 use crate::config::Settings;
+use crate::db::Db;
 use crate::flash::FlashLocal;
 use crate::metrics::Metrics;
 use crate::ratelimit::LocalBuckets;
@@ -43,8 +42,8 @@ pub struct AppState(pub Arc<Inner>);
 
 pub struct Inner {
     pub settings: Settings,
-    pub primary: PgPool,
-    pub replica: Option<PgPool>,
+    pub primary: Db,
+    pub replica: Option<Db>,
     /// Set once Redis is reachable; until then (or forever, without a Redis URL)
     /// every Redis use falls back to its PostgreSQL or in-process path.
     redis: OnceLock<Redis>,
@@ -69,11 +68,16 @@ impl AppState {
     /// Builds the state. Pools connect lazily so the process starts (and reports
     /// not-ready) while the database is down; Redis is joined when it is reachable.
     pub async fn connect(settings: Settings) -> Result<AppState, StateError> {
-        let primary = pool(&settings.database_url, settings.db_pool_size)?;
-        let replica = match &settings.read_database_url {
-            Some(url) => Some(pool(url, settings.db_pool_size)?),
-            None => None,
+        let pool = |url: &str| {
+            Db::connect_lazy(url, settings.db_pool_size, settings.db_pooler)
+                .map_err(StateError::DatabaseUrl)
         };
+        let primary = pool(&settings.database_url)?;
+        let replica = settings
+            .read_database_url
+            .as_deref()
+            .map(pool)
+            .transpose()?;
         let redis_client = match &settings.redis_url {
             Some(url) => Some(redis::Client::open(url.as_str()).map_err(StateError::RedisUrl)?),
             None => None,
@@ -158,7 +162,7 @@ impl AppState {
 
     /// The pool for a read: the replica, unless this user wrote within the window
     /// (they must see their own writes) or there is no replica.
-    pub fn read_pool(&self, user_id: Option<i64>) -> &PgPool {
+    pub fn read_pool(&self, user_id: Option<i64>) -> &Db {
         let Some(replica) = &self.replica else {
             return &self.primary;
         };
@@ -176,12 +180,4 @@ impl AppState {
         }
         replica
     }
-}
-
-fn pool(url: &str, size: u32) -> Result<PgPool, StateError> {
-    let options: PgConnectOptions = url.parse().map_err(StateError::DatabaseUrl)?;
-    Ok(PgPoolOptions::new()
-        .max_connections(size.max(1))
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options))
 }

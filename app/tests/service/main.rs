@@ -1,5 +1,6 @@
 //! Service tests: the shop in-process on port 0 against a real PostgreSQL and Redis
-//! started by `support` (one of each per test binary, a fresh database per test).
+//! started by `support` (one of each per test binary, a fresh database per test), and
+//! PgBouncer in front of that PostgreSQL for the tests that need it.
 
 mod support;
 
@@ -11,3 +12,4 @@ mod flash;
 mod input;
 mod ops;
 mod outbox;
+mod pgbouncer;

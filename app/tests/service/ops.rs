@@ -38,6 +38,10 @@ async fn health_ready_metrics_openapi_and_request_ids() {
     );
     assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"idle\"}"));
     assert!(text.contains("shop_cache_misses_total 2"));
+    assert!(
+        text.contains("shop_db_queries_total{pool=\"primary\"} 3"),
+        "two product reads and the readiness probe: {text}"
+    );
     assert!(text.contains("shop_outbox_backlog 0"));
 
     let doc = app.get("/openapi.json", None).await.expect(200);

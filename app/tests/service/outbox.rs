@@ -35,19 +35,20 @@ async fn each_order_is_notified_exactly_once_by_concurrent_workers() {
         5
     );
     let config = fast();
-    // Two workers at once, twice over: SKIP LOCKED splits the rows between them.
+    let db = app.worker_db();
+    // Four workers at once, twice over: SKIP LOCKED splits the rows between them.
     for _ in 0..2 {
         let (a, b, c, d) = tokio::join!(
-            drain_once(&app.db, &config),
-            drain_once(&app.db, &config),
-            drain_once(&app.db, &config),
-            drain_once(&app.db, &config)
+            drain_once(&db, &config),
+            drain_once(&db, &config),
+            drain_once(&db, &config),
+            drain_once(&db, &config)
         );
         for r in [a, b, c, d] {
             r.unwrap();
         }
     }
-    let again = drain_once(&app.db, &config).await.unwrap();
+    let again = drain_once(&app.worker_db(), &config).await.unwrap();
     assert_eq!(again.delivered, 0, "nothing is delivered twice");
     assert_eq!(app.count("SELECT count(*) FROM notifications").await, 5);
     assert_eq!(
@@ -84,16 +85,16 @@ async fn a_poison_message_ends_in_dead_letters() {
         .await
         .unwrap();
     let config = fast();
-    let first = drain_once(&app.db, &config).await.unwrap();
+    let first = drain_once(&app.worker_db(), &config).await.unwrap();
     assert_eq!((first.delivered, first.retried, first.dead), (1, 1, 0));
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox WHERE payload ? 'garbage'")
         .fetch_one(&app.db)
         .await
         .unwrap();
     assert_eq!(attempts, 1);
-    drain_once(&app.db, &config).await.unwrap();
+    drain_once(&app.worker_db(), &config).await.unwrap();
     assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
-    let last = drain_once(&app.db, &config).await.unwrap();
+    let last = drain_once(&app.worker_db(), &config).await.unwrap();
     assert_eq!(last.dead, 1);
     let (attempts, error): (i32, String) =
         sqlx::query_as("SELECT attempts, last_error FROM dead_letters")
@@ -109,7 +110,7 @@ async fn a_poison_message_ends_in_dead_letters() {
     );
     assert_eq!(app.count("SELECT count(*) FROM notifications").await, 1);
     assert_eq!(
-        drain_once(&app.db, &config).await.unwrap(),
+        drain_once(&app.worker_db(), &config).await.unwrap(),
         Default::default()
     );
 }
@@ -125,9 +126,12 @@ async fn retries_wait_for_their_backoff() {
         base_backoff: Duration::from_secs(60),
         ..fast()
     };
-    assert_eq!(drain_once(&app.db, &config).await.unwrap().retried, 1);
     assert_eq!(
-        drain_once(&app.db, &config).await.unwrap().retried,
+        drain_once(&app.worker_db(), &config).await.unwrap().retried,
+        1
+    );
+    assert_eq!(
+        drain_once(&app.worker_db(), &config).await.unwrap().retried,
         0,
         "not due before its backoff"
     );

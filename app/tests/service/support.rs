@@ -19,6 +19,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgPool};
 
 const PG_PORT: u16 = 5432;
+/// The password clients give PgBouncer (PostgreSQL itself trusts its socket).
+const PGBOUNCER_PASSWORD: &str = "bouncer-secret";
+/// Server connections PgBouncer keeps per database: small, so that many client
+/// connections share each one.
+pub const PGBOUNCER_POOL_SIZE: i64 = 2;
+/// The role PgBouncer's server connections log in as (`usename` in pg_stat_activity).
+pub const PGBOUNCER_SERVER_ROLE: &str = "bouncer";
 
 struct Infra {
     dir: PathBuf,
@@ -164,6 +171,149 @@ fn infra() -> &'static Infra {
     INFRA.get_or_init(start_infra)
 }
 
+/// PgBouncer in transaction mode in front of the test PostgreSQL, started on first use
+/// and stopped (like the servers) when this process exits.
+struct Bouncer {
+    port: u16,
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+static BOUNCER: OnceLock<Bouncer> = OnceLock::new();
+
+fn pgbouncer_bin() -> PathBuf {
+    [
+        "/usr/sbin/pgbouncer",
+        "/usr/bin/pgbouncer",
+        "/usr/local/bin/pgbouncer",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("PgBouncer is not installed (apt-get install pgbouncer)")
+}
+
+/// Starts PgBouncer on a free loopback port; `None` when it did not come up there (the
+/// port was taken between choosing and binding it), so the caller tries another.
+fn try_start_bouncer(dir: &std::path::Path, user: Option<(u32, u32)>) -> Option<Bouncer> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port")
+        .port();
+    let _ = std::fs::remove_file(dir.join("pgbouncer.log"));
+    // `*`: every test database, each with its own pool of PGBOUNCER_POOL_SIZE server
+    // connections, logged in as their own role so tests can count them.
+    let config = format!(
+        "[databases]\n\
+         * = host={pg_dir} port={PG_PORT} user={PGBOUNCER_SERVER_ROLE}\n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {port}\n\
+         unix_socket_dir = {dir}\n\
+         auth_type = scram-sha-256\n\
+         auth_file = {dir}/userlist.txt\n\
+         pool_mode = transaction\n\
+         default_pool_size = {PGBOUNCER_POOL_SIZE}\n\
+         max_client_conn = 1000\n\
+         pidfile = {dir}/pgbouncer.pid\n\
+         logfile = {dir}/pgbouncer.log\n",
+        pg_dir = infra().dir.display(),
+        dir = dir.display(),
+    );
+    std::fs::write(dir.join("pgbouncer.ini"), config).unwrap();
+    std::fs::write(
+        dir.join("userlist.txt"),
+        format!("\"postgres\" \"{PGBOUNCER_PASSWORD}\"\n"),
+    )
+    .unwrap();
+    if let Some((uid, gid)) = user {
+        for f in ["", "pgbouncer.ini", "userlist.txt"] {
+            std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
+        }
+    }
+    // Like the servers' wrapper: EOF on stdin (our exit, however it happens) stops it.
+    let script = r#"
+        "$1" "$2" >/dev/null 2>&1 &
+        pb=$!
+        read _unused
+        kill -TERM $pb 2>/dev/null
+        wait $pb
+    "#;
+    let mut child = as_user(&mut Command::new("sh"), user)
+        .args(["-c", script, "wrapper"])
+        .arg(pgbouncer_bin())
+        .arg(dir.join("pgbouncer.ini"))
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pgbouncer wrapper");
+    let stdin = child.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+        if log.contains("FATAL") {
+            break;
+        }
+        // Ours once it logs that it listens on our port, then accepts there.
+        if log.contains(&format!("listening on 127.0.0.1:{port}"))
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        {
+            return Some(Bouncer {
+                port,
+                _stdin: Mutex::new(stdin),
+                _child: Mutex::new(child),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let _ = child.wait();
+    None
+}
+
+fn bouncer() -> &'static Bouncer {
+    BOUNCER.get_or_init(|| {
+        let user = server_user();
+        let dir = infra().dir.join("pgbouncer");
+        std::fs::create_dir_all(&dir).expect("create pgbouncer dir");
+        (0..5)
+            .find_map(|_| try_start_bouncer(&dir, user))
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+                panic!("pgbouncer did not start; log:\n{log}")
+            })
+    })
+}
+
+/// The URL of database `db` (a name from [`db_name`]) through the test PgBouncer.
+pub fn pgbouncer_url(db: &str) -> String {
+    let port = bouncer().port;
+    format!("postgres://postgres:{PGBOUNCER_PASSWORD}@127.0.0.1:{port}/{db}")
+}
+
+/// Server connections PgBouncer holds to database `db` right now.
+pub async fn pgbouncer_server_connections(db: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2")
+        .bind(db)
+        .bind(PGBOUNCER_SERVER_ROLE)
+        .fetch_one(
+            &PgPoolOptions::new()
+                .connect_with(pg_options(db))
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+/// The database name in a URL from [`fresh_database`].
+pub fn db_name(url: &str) -> &str {
+    let base = url.split('?').next().unwrap_or(url);
+    base.rsplit_once('/').map_or(base, |(_, name)| name)
+}
+
 pub fn redis_url() -> String {
     format!("redis+unix://{}", infra().dir.join("redis.sock").display())
 }
@@ -193,6 +343,18 @@ pub async fn fresh_database() -> String {
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create database");
+    // Idempotent, and cheap enough to run for every database: the role PgBouncer's
+    // server connections use (a superuser, like `postgres`, so it sees every table).
+    admin
+        .execute(
+            format!(
+                "DO $$ BEGIN CREATE ROLE {PGBOUNCER_SERVER_ROLE} LOGIN SUPERUSER;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            )
+            .as_str(),
+        )
+        .await
+        .expect("create the pgbouncer role");
     admin.close().await.ok();
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -211,6 +373,9 @@ pub struct Options {
     pub roles: shop::Roles,
     pub read_database_url: Option<String>,
     pub unsafe_non_idempotent_checkout: bool,
+    /// The shop reaches the primary through the test PgBouncer (transaction mode) with
+    /// `db_pooler = transaction`; fixtures and assertions still go straight to PostgreSQL.
+    pub through_pgbouncer: bool,
 }
 
 impl Default for Options {
@@ -222,6 +387,7 @@ impl Default for Options {
             roles: shop::Roles::all(),
             read_database_url: None,
             unsafe_non_idempotent_checkout: false,
+            through_pgbouncer: false,
         }
     }
 }
@@ -272,7 +438,13 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 /// Starts the shop on 127.0.0.1:0 against an existing database.
 pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     let redis_prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let mut settings = Settings::new(db_url.clone());
+    let mut settings = if opts.through_pgbouncer {
+        let mut s = Settings::new(pgbouncer_url(db_name(&db_url)));
+        s.db_pooler = shop::db::Pooler::Transaction;
+        s
+    } else {
+        Settings::new(db_url.clone())
+    };
     settings.redis_url = opts.redis.then(redis_url);
     settings.redis_prefix = redis_prefix.clone();
     settings.rate_limits = opts.rate_limits;
@@ -436,6 +608,11 @@ impl TestApp {
             .fetch_one(&self.db)
             .await
             .unwrap()
+    }
+
+    /// The fixture pool as the worker sees a database: directly, no pooler.
+    pub fn worker_db(&self) -> shop::db::Db {
+        shop::db::Db::new(self.db.clone(), shop::db::Pooler::None)
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
