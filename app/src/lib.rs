@@ -15,7 +15,9 @@
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
-//! - [`db`]: embedded migrations; [`openapi`]: the generated OpenAPI document
+//! - [`db`]: `Db`/`Tx` (pools that work behind a transaction pooler, statement
+//!   counts), embedded migrations; [`partitions`]: orders partitioned by month
+//! - [`openapi`]: the generated OpenAPI document
 
 pub mod auth;
 pub mod cache;
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod outbox;
+pub mod partitions;
 pub mod ratelimit;
 pub mod state;
 

@@ -1,4 +1,5 @@
-//! The `shop` binary: `serve` (HTTP API), `worker` (outbox drain), `migrate`.
+//! The `shop` binary: `serve` (HTTP API), `worker` (outbox drain, order partitions),
+//! `migrate`, `partition-orders`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use shop::config::{RateLimits, RateSpec, Roles, Settings};
 use shop::db::{Db, Pooler};
 use shop::outbox::WorkerConfig;
+use shop::partitions::{self, PartitionConfig};
 use sqlx::postgres::PgPoolOptions;
 
 #[derive(Parser)]
@@ -106,6 +108,20 @@ enum Command {
         /// First retry delay; doubles per attempt up to 5 minutes
         #[arg(long, env = "SHOP_WORKER_BACKOFF_MS", default_value_t = 1000)]
         base_backoff_ms: u64,
+        /// Keep monthly order partitions this many months ahead (at start, then
+        /// hourly); needs orders converted by `shop partition-orders`
+        #[arg(long, env = "SHOP_ORDER_PARTITIONS_PREMAKE")]
+        order_partitions_premake: Option<u32>,
+    },
+    /// Partition orders by month (converting the plain table once) and create the
+    /// partitions up to --premake months ahead; idempotent. Connects to PostgreSQL
+    /// directly, never through a transaction pooler
+    PartitionOrders {
+        #[command(flatten)]
+        common: Common,
+        /// Months after the current one that get a partition now
+        #[arg(long, default_value_t = 3)]
+        premake: u32,
     },
     /// Apply the embedded migrations and exit
     Migrate {
@@ -176,6 +192,16 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// One connection straight to PostgreSQL, for the one-shot commands.
+async fn direct_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("cannot connect to the database")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -235,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_attempts,
             poll_interval_ms,
             base_backoff_ms,
+            order_partitions_premake,
         } => {
             init_logging(common.log_format);
             let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler)
@@ -246,18 +273,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_backoff: Duration::from_secs(300),
                 poll_interval: Duration::from_millis(poll_interval_ms),
             };
+            let keeper = order_partitions_premake.map(|premake| {
+                tokio::spawn(partitions::keep_ahead_forever(
+                    db.clone(),
+                    premake,
+                    Duration::from_secs(3600),
+                ))
+            });
             tracing::info!("outbox worker started");
             shop::outbox::run(db, config, shutdown_signal()).await;
+            if let Some(keeper) = keeper {
+                keeper.abort();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PartitionOrders { common, premake } => {
+            init_logging(common.log_format);
+            let db = Db::new(direct_pool(&common.database_url).await?, Pooler::None);
+            let config = PartitionConfig {
+                premake,
+                today: None,
+            };
+            let report = partitions::partition_orders(&db, config)
+                .await
+                .context("partitioning orders failed")?;
+            tracing::info!(
+                converted = report.converted,
+                created = ?report.created,
+                moved = report.moved,
+                "orders partitioned by month"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { common } => {
             init_logging(common.log_format);
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&common.database_url)
-                .await
-                .context("cannot connect to the database")?;
+            let pool = direct_pool(&common.database_url).await?;
             shop::db::migrate(&pool).await.context("migration failed")?;
             tracing::info!("migrations applied");
             Ok(ExitCode::SUCCESS)

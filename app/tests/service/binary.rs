@@ -4,16 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Kills the child on drop, so a failed assertion leaves no process behind.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What scalectl does: `shop migrate`, then `shop serve` on port 0, read the port from
 /// the `listening on` log line, poll /readyz; `shop worker` drains the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

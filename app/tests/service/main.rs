@@ -12,4 +12,5 @@ mod flash;
 mod input;
 mod ops;
 mod outbox;
+mod partitions;
 mod pgbouncer;

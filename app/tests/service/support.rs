@@ -333,8 +333,33 @@ fn pg_url(db: &str) -> String {
     )
 }
 
-/// A fresh, migrated database; returns its URL.
+/// A fresh, migrated database; returns its URL. With `SHOP_TEST_PARTITIONED=1` its
+/// orders are partitioned by month, so every test can run against that layout.
 pub async fn fresh_database() -> String {
+    let url = fresh_plain_database().await;
+    if std::env::var_os("SHOP_TEST_PARTITIONED").is_some_and(|v| v == "1") {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(pg_options(db_name(&url)))
+            .await
+            .unwrap();
+        let config = shop::partitions::PartitionConfig {
+            premake: 1,
+            today: None,
+        };
+        shop::partitions::partition_orders(
+            &shop::db::Db::new(pool.clone(), Default::default()),
+            config,
+        )
+        .await
+        .expect("partition orders");
+        pool.close().await;
+    }
+    url
+}
+
+/// A fresh, migrated database with the plain (unpartitioned) orders table.
+pub async fn fresh_plain_database() -> String {
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect_with(&pg_options("postgres"))
         .await
@@ -625,6 +650,16 @@ impl TestApp {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
+    }
+}
+
+/// Kills the child on drop, so a failed assertion leaves no process behind.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
