@@ -58,7 +58,7 @@ fn level_2_serves_checkouts_through_haproxy_and_pgbouncer_and_finds_slow_queries
     let jobs = eventually(Duration::from_secs(30), "every scrape target up", || {
         let t: Value = reqwest::blocking::get(format!("{prometheus}/api/v1/targets")).ok()?.json().ok()?;
         let targets = t["data"]["activeTargets"].as_array()?.clone();
-        targets.iter().all(|t| t["health"] == "up").then(|| targets.iter().map(|t| t["labels"]["job"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+        (!targets.is_empty() && targets.iter().all(|t| t["health"] == "up")).then(|| targets.iter().map(|t| t["labels"]["job"].as_str().unwrap().to_string()).collect::<Vec<_>>())
     });
     for job in ["shop", "postgres", "haproxy", "node"] {
         assert!(jobs.iter().any(|j| j == job), "{job} is scraped: {jobs:?}");

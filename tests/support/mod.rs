@@ -65,6 +65,13 @@ impl Home {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
     }
 
+    /// `status -o json`, which exits 1 (and still reports) when something is down.
+    pub fn status(&self, env: &str) -> Value {
+        let out = self.run(&["status", "--env", env, "-o", "json"]);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "status: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+    }
+
     pub fn env_dir(&self, name: &str) -> PathBuf {
         self.root.join("envs").join(name)
     }
@@ -126,14 +133,31 @@ fn find_pg_program(name: &str) -> PathBuf {
     dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// SIGKILLs every process that runs from `dir` (a node's directory): the abrupt loss of
-/// a node. Returns how many there were.
+/// SIGKILLs every process that runs from `dir` (a node's directory) and their children
+/// (PostgreSQL's backends do not name the data directory): the abrupt loss of a node.
+/// Returns how many processes there were.
 pub fn kill_everything_in(dir: &Path) -> usize {
-    let pids = processes_mentioning(dir);
+    let mut pids = processes_mentioning(dir);
+    loop {
+        let children: Vec<u32> = all_pids().into_iter().filter(|p| !pids.contains(p) && parent(*p).is_some_and(|pp| pids.contains(&pp))).collect();
+        if children.is_empty() {
+            break;
+        }
+        pids.extend(children);
+    }
     for pid in &pids {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     pids.len()
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Polls `f` every 100 ms until it returns Some, or panics after `timeout` saying `what`.

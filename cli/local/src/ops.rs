@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::{Value, json};
 
-use crate::{Env, patroni, pgbouncer, postgres, redis};
+use crate::{Env, health, patroni, pgbouncer, postgres, redis};
 
 fn of_kind(env: &Env, kind: ResourceKind) -> Vec<&Resource> {
     env.graph.resources.iter().filter(|r| r.kind == kind).collect()
@@ -127,12 +127,21 @@ pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
     Ok(json!({"server": node.id, "by_total": by_total, "by_mean": by_mean}))
 }
 
-/// Whether a write through the pooler (the shop's own path) succeeds now: assigning a
-/// transaction id fails on a standby.
+/// Whether the shop can write now: a write through the pooler (the shop's own path;
+/// assigning a transaction id fails on a standby) succeeds, and the shop answers ready
+/// through its balancer (which takes shops out while their database is unreachable).
 fn write_probe(env: &Env) -> Result<()> {
     let pooler = of_kind(env, ResourceKind::Pgbouncer);
     let pooler = pooler.first().context("no pooler")?;
-    pgbouncer::client(env, pooler)?.query("shop", "SELECT txid_current()").map(drop)
+    pgbouncer::client(env, pooler)?.query("shop", "SELECT txid_current()")?;
+    for edge in of_kind(env, ResourceKind::Haproxy).into_iter().filter(|h| h.prop("role") != Some("db")) {
+        let addr = std::net::SocketAddr::from((edge.address.context("balancer without an address")?, edge.port.unwrap_or(8000)));
+        match health::http_status(addr, "/readyz", Duration::from_secs(2)) {
+            Ok(200) => {}
+            other => bail!("the shop is not ready behind {}: {other:?}", edge.id),
+        }
+    }
+    Ok(())
 }
 
 pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {

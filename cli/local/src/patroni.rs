@@ -189,10 +189,16 @@ pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
             return Err("the cluster has no leader yet".into());
         }
         let me = members.iter().find(|m| m["name"] == member_name(r)).ok_or("not a member of the cluster yet")?;
-        match me["state"].as_str() {
-            Some("running") | Some("streaming") => Ok(()),
-            other => Err(format!("state {}", other.unwrap_or("unknown"))),
+        if !matches!(me["state"].as_str(), Some("running") | Some("streaming")) {
+            return Err(format!("state {}", me["state"].as_str().unwrap_or("unknown")));
         }
+        // A standby that may be synchronous is ready once the leader waits for a
+        // synchronous standby: only then does an acknowledged commit survive the leader.
+        let may_be_sync = r.prop("synchronous_mode") == Some("true") && r.prop("nosync") != Some("true");
+        if may_be_sync && me["role"] != "leader" && !members.iter().any(|m| m["role"] == "sync_standby") {
+            return Err("no synchronous standby yet".into());
+        }
+        Ok(())
     })
 }
 
