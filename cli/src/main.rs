@@ -61,6 +61,10 @@ enum Command {
     /// Planned switchover of the PostgreSQL leader (level 3 and up); waits until the shop
     /// can write again and reports how long writes paused.
     Switchover(SwitchoverArgs),
+    /// Traffic at an environment's shop on a fixed schedule (open model), latency from
+    /// each request's scheduled start, judged against the level's SLOs; or a flash sale,
+    /// checked through the shop and the database. Exit 1 names each missed SLO or check.
+    Load(commands::load::LoadArgs),
     /// Environments on this machine with level, target, age and TTL.
     List,
     /// Destroy environments whose --ttl has passed.
@@ -255,6 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => commands::env::status(&g, &a.env),
         Command::Db(DbCommand::SlowQueries(a)) => commands::data::slow_queries(&g, &a.env, a.limit),
         Command::Switchover(a) => commands::data::switchover(&g, &a.env, a.to.as_deref()),
+        Command::Load(a) => commands::load::load(&g, &a, cli.global.quiet),
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
         Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),

@@ -309,17 +309,6 @@ struct DataTier {
     scrape: Vec<(String, String)>,
 }
 
-/// Patroni's timing: the leader lock lives `ttl` seconds, each node's loop runs every
-/// `loop_wait`, and DCS or PostgreSQL calls are retried for `retry_timeout`. Patroni needs
-/// `loop_wait + 2 * retry_timeout <= ttl`, or a slow loop could outlive the lock and let
-/// two nodes believe they lead. These values make failover several times faster than
-/// Patroni's defaults (30/10/10) and still keep that margin.
-pub mod patroni_timing {
-    pub const TTL: u32 = 8;
-    pub const LOOP_WAIT: u32 = 1;
-    pub const RETRY_TIMEOUT: u32 = 3;
-}
-
 fn data_tier(
     manifest: &Manifest,
     placement: Placement,
@@ -390,9 +379,9 @@ fn data_tier(
             // An asynchronous replica must never be picked as the synchronous standby.
             p.insert("nosync".into(), (role == "async-replica").to_string());
             p.insert("patroni_port".into(), ports::PATRONI.to_string());
-            p.insert("ttl".into(), patroni_timing::TTL.to_string());
-            p.insert("loop_wait".into(), patroni_timing::LOOP_WAIT.to_string());
-            p.insert("retry_timeout".into(), patroni_timing::RETRY_TIMEOUT.to_string());
+            p.insert("ttl".into(), pg.failover.ttl.to_string());
+            p.insert("loop_wait".into(), pg.failover.loop_wait.to_string());
+            p.insert("retry_timeout".into(), pg.failover.retry_timeout.to_string());
             p.insert("etcd".into(), etcd_id.clone());
             scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
             // The first node bootstraps the cluster (or adopts a standalone server's data);

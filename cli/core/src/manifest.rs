@@ -130,6 +130,44 @@ pub struct Postgres {
     pub extensions: Vec<String>,
     #[serde(default)]
     pub citus: Citus,
+    /// Patroni's timing, when `ha: patroni`.
+    #[serde(default)]
+    pub failover: Failover,
+}
+
+/// How fast Patroni replaces a lost leader. The leader lock lives `ttl` seconds; each
+/// node's loop runs every `loopWait`; calls to etcd and PostgreSQL are retried for
+/// `retryTimeout`. Patroni needs `loopWait + 2 × retryTimeout ≤ ttl`, or a slow loop could
+/// outlive the lock. A failover takes about `ttl` plus a second or two; Patroni's own
+/// defaults are 30/10/10.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Failover {
+    #[serde(default = "failover_ttl")]
+    #[schemars(range(min = 2, max = 300))]
+    pub ttl: u32,
+    #[serde(default = "failover_loop_wait")]
+    #[schemars(range(min = 1, max = 60))]
+    pub loop_wait: u32,
+    #[serde(default = "failover_retry_timeout")]
+    #[schemars(range(min = 1, max = 120))]
+    pub retry_timeout: u32,
+}
+
+fn failover_ttl() -> u32 {
+    8
+}
+fn failover_loop_wait() -> u32 {
+    1
+}
+fn failover_retry_timeout() -> u32 {
+    3
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover { ttl: failover_ttl(), loop_wait: failover_loop_wait(), retry_timeout: failover_retry_timeout() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -838,6 +876,21 @@ mod tests {
         assert_eq!(errs[0].path, "spec.edge.loadBalancer");
         assert!(errs[0].message.contains("3 shop processes need a load balancer"), "{}", errs[0]);
         assert_eq!(errs[0].loc.line, pos(&text, "loadBalancer: none").0);
+    }
+
+    #[test]
+    fn patroni_timing_that_could_outlive_the_leader_lock_is_refused_at_its_line() {
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.overlay("fast.yaml", "spec:\n  postgres:\n    failover:\n      ttl: 4\n      retryTimeout: 2\n");
+        let errs = errors(s);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.postgres.failover.ttl");
+        assert_eq!((&*errs[0].loc.file, errs[0].loc.line), ("fast.yaml", 4));
+        assert!(errs[0].message.contains("loopWait 1 + 2 × retryTimeout 2 = 5 s"), "{}", errs[0]);
+
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.set("spec.postgres.failover.ttl=5").set("spec.postgres.failover.retryTimeout=2");
+        assert_eq!(s.load().unwrap().spec.postgres.failover.ttl, 5, "1 + 2 × 2 fits in 5");
     }
 
     #[test]

@@ -42,6 +42,19 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
     if pg.ha == HaMode::Patroni && pg.replicas.synchronous == 0 && pg.replicas.asynchronous == 0 {
         bad("spec.postgres.replicas", "`ha: patroni` needs at least one replica to fail over to".into());
     }
+    let f = &pg.failover;
+    if f.loop_wait + 2 * f.retry_timeout > f.ttl {
+        bad(
+            "spec.postgres.failover.ttl",
+            format!(
+                "{} s is too short for loopWait {} + 2 × retryTimeout {} = {} s: a slow Patroni loop could outlive the leader lock",
+                f.ttl,
+                f.loop_wait,
+                f.retry_timeout,
+                f.loop_wait + 2 * f.retry_timeout
+            ),
+        );
+    }
     if pg.pooler.default_pool_size > pg.pooler.max_client_conn {
         bad(
             "spec.postgres.pooler.defaultPoolSize",

@@ -39,19 +39,13 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
             "patroni_port": b.prop("patroni_port").unwrap_or("8008"),
         }));
     }
-    let ctx = json!({
-        "env": env.name,
-        "id": r.id,
+    let extra = json!({
         "role": if is_router(r) { "db" } else { "edge" },
-        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
-        "port": r.port,
         "read_port": r.prop("read_port").unwrap_or("5001"),
         "metrics_port": ports::HAPROXY_METRICS,
-        "dir": env.node_dir(r),
-        "p": r.props,
         "backends": backends,
     });
-    Ok(vec![("haproxy.cfg".into(), templates::render("haproxy.cfg", templates::HAPROXY_CFG, &ctx)?)])
+    Ok(vec![templates::render_for(env, r, "haproxy.cfg", templates::HAPROXY_CFG, extra)?])
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

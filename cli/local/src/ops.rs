@@ -172,3 +172,9 @@ pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {
         "writes_resumed_after_seconds": writes_after.as_secs_f64(),
     }))
 }
+
+/// Runs `sql` in the shop's database on the server that takes writes, as the superuser,
+/// and returns psql's unaligned rows: how `scalectl load` checks a flash sale's outcome.
+pub fn shop_sql(env: &Env, sql: &str) -> Result<String> {
+    postgres::psql(env, primary(env)?, "shop", sql)
+}

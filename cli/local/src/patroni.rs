@@ -58,21 +58,15 @@ fn cluster_parameters(r: &Resource) -> BTreeMap<&'static str, String> {
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
     let etcd = env.resource(r.prop("etcd").context("patroni node without etcd")?)?;
     let etcd_addr = format!("{}:{}", etcd.address.context("etcd without an address")?, etcd.port.unwrap_or(2379));
-    let ctx = json!({
-        "env": env.name,
-        "id": r.id,
+    let extra = json!({
         "scope": format!("{}-{}", env.name, r.prop("cluster").unwrap_or("r1")),
         "name": member_name(r),
-        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
         "port": r.port.unwrap_or(5432),
-        "dir": env.node_dir(r),
         "bindir": tools::pg_bindir().context("PostgreSQL's server programs not found; install postgresql")?,
         "etcd": etcd_addr,
-        "block": env.block(),
-        "p": r.props,
         "cluster_parameters": cluster_parameters(r),
     });
-    Ok(vec![("patroni.yml".into(), templates::render("patroni.yml", templates::PATRONI_YML, &ctx)?)])
+    Ok(vec![templates::render_for(env, r, "patroni.yml", templates::PATRONI_YML, extra)?])
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

@@ -37,16 +37,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         let (host, port) = upstream_endpoint(env, read, true)?;
         databases.push(json!({"name": "shop_ro", "host": host, "port": port}));
     }
-    let ctx = json!({
-        "env": env.name,
-        "id": r.id,
-        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
-        "port": r.port,
-        "dir": env.node_dir(r),
-        "p": r.props,
-        "databases": databases,
-    });
-    Ok(vec![("pgbouncer.ini".into(), templates::render("pgbouncer.ini", templates::PGBOUNCER_INI, &ctx)?)])
+    Ok(vec![templates::render_for(env, r, "pgbouncer.ini", templates::PGBOUNCER_INI, json!({"databases": databases}))?])
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

@@ -17,15 +17,7 @@ fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
 }
 
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
-    let ctx = json!({
-        "env": env.name,
-        "id": r.id,
-        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
-        "port": r.port,
-        "dir": env.node_dir(r),
-        "p": r.props,
-    });
-    Ok(vec![("redis.conf".into(), templates::render("redis.conf", templates::REDIS_CONF, &ctx)?)])
+    Ok(vec![templates::render_for(env, r, "redis.conf", templates::REDIS_CONF, json!({}))?])
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

@@ -13,6 +13,25 @@ pub const HAPROXY_CFG: &str = include_str!("../../../templates/haproxy.cfg.tera"
 pub const PATRONI_YML: &str = include_str!("../../../templates/patroni.yml.tera");
 pub const REDIS_CONF: &str = include_str!("../../../templates/redis.conf.tera");
 
+/// Renders config file `name` of resource `r` from `template`: the context has the
+/// environment (`env`), the resource's `id`, `address`, `port`, directory (`dir`), the
+/// environment's loopback `block` and its props (`p`), plus `extra`.
+pub fn render_for(env: &crate::Env, r: &scalectl_core::Resource, name: &str, template: &str, extra: serde_json::Value) -> Result<(String, String)> {
+    let mut ctx = serde_json::json!({
+        "env": env.name,
+        "id": r.id,
+        "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
+        "port": r.port,
+        "dir": env.node_dir(r),
+        "block": env.block(),
+        "p": r.props,
+    });
+    if let (Some(base), serde_json::Value::Object(more)) = (ctx.as_object_mut(), extra) {
+        base.extend(more);
+    }
+    Ok((name.to_string(), render(name, template, &ctx)?))
+}
+
 /// Renders `template` (named `name` in errors) with `context`.
 pub fn render(name: &str, template: &str, context: &serde_json::Value) -> Result<String> {
     let ctx = tera::Context::from_value(context.clone()).context("template context")?;

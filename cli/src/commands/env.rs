@@ -132,7 +132,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
 
 /// The addresses a user needs: the shop (through its balancer when there is one), the
 /// database without its password, Prometheus.
-fn endpoints(graph: &Graph, provider: &dyn Provider) -> BTreeMap<&'static str, String> {
+pub(crate) fn endpoints(graph: &Graph, provider: &dyn Provider) -> BTreeMap<&'static str, String> {
     let mut out = BTreeMap::new();
     let first = |kind: ResourceKind| graph.resources.iter().find(|r| r.kind == kind);
     let edge = graph.resources.iter().find(|r| r.kind == ResourceKind::Haproxy && r.prop("role") != Some("db"));

@@ -6,6 +6,7 @@ pub mod data;
 pub mod env;
 pub mod fleet;
 pub mod info;
+pub mod load;
 
 use std::collections::BTreeMap;
 
