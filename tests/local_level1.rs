@@ -8,43 +8,15 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::shop::Shopper;
 use support::{Home, alive, processes_mentioning, text};
 
 /// A buyer and a seller doing what shoppers do, through the URL `up` printed.
 fn shop_checkout(base: &str) {
-    let http = reqwest::blocking::Client::new();
-    let post = |path: &str, token: Option<&str>, body: Value| {
-        let mut req = http.post(format!("{base}{path}")).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req
-    };
-    for (email, roles) in [("seller@example.com", "seller"), ("buyer@example.com", "buyer")] {
-        let r = post("/register", None, json!({"email": email, "password": "correct horse battery", "roles": roles})).send().unwrap();
-        assert_eq!(r.status(), 201, "register {email}: {}", r.text().unwrap());
-    }
-    let login = |email: &str| -> String {
-        let r = post("/login", None, json!({"email": email, "password": "correct horse battery"})).send().unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
-    };
-    let (seller, buyer) = (login("seller@example.com"), login("buyer@example.com"));
-    let shop: Value = post("/shops", Some(&seller), json!({"name": "Gadgets"})).send().unwrap().json().unwrap();
-    let r = post("/products", Some(&seller), json!({"shop_id": shop["id"], "name": "Phone", "description": "a phone", "price_cents": 49_900, "stock": 5}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let product: Value = r.json().unwrap();
-    let r = post("/cart/items", Some(&buyer), json!({"product_id": product["id"], "quantity": 2})).send().unwrap();
-    assert!(r.status().is_success(), "add to cart: {}", r.status());
-    let r = post("/checkout", Some(&buyer), json!({})).header("Idempotency-Key", "order-1").send().unwrap();
-    assert_eq!(r.status(), 201, "checkout");
-    let order: Value = r.json().unwrap();
-    let p: Value = http.get(format!("{base}/products/{}", product["id"])).send().unwrap().json().unwrap();
-    assert_eq!(p["stock"], 3, "stock went down by what was bought");
-    let r = http.get(format!("{base}/orders/{}", order["id"])).bearer_auth(&buyer).send().unwrap();
-    assert_eq!(r.status(), 200);
+    let s = Shopper::new(base, 5);
+    let order = s.order("order-1");
+    assert_eq!(s.stock(), 4, "stock went down by what was bought");
+    assert_eq!(s.order_ids(), vec![order]);
 }
 
 fn component_pids(status: &Value) -> Vec<u32> {

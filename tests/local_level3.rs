@@ -102,6 +102,10 @@ fn level_3_keeps_every_acknowledged_order_through_failover_and_switchover() {
     let mut want: Vec<i64> = acknowledged.iter().map(|(_, id)| *id).collect();
     want.sort();
     assert_eq!(listed, want, "the shop lists exactly the acknowledged orders");
+
+    let dir = home.env_dir(&env);
+    home.expect(0, &["down", "--env", &env, "-q"]);
+    assert!(support::processes_mentioning(&dir).is_empty(), "no Patroni, PostgreSQL or etcd process outlives `down`");
 }
 
 #[test]

@@ -40,9 +40,10 @@ fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
     cmd.args(args).env("SHOP_LOG_FORMAT", "json");
     if let Some(via) = r.prop("writes_via") {
         cmd.env("DATABASE_URL", url_via(env, via, "shop", false)?);
-        if env.resource(via)?.kind == ResourceKind::Pgbouncer {
+        let pooler = env.resource(via)?;
+        if pooler.kind == ResourceKind::Pgbouncer && pooler.prop("pool_mode") != Some("session") {
             // Transaction pooling cannot keep prepared statements; the shop adapts.
-            cmd.env("SHOP_DB_POOLER", env.resource(via)?.prop("pool_mode").unwrap_or("transaction"));
+            cmd.env("SHOP_DB_POOLER", "transaction");
         }
     }
     let read_db = r.prop("read_database").unwrap_or("shop");
