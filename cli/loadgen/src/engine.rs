@@ -73,6 +73,10 @@ pub struct Config {
     pub progress: bool,
     /// Stop scheduling on Ctrl-C and report what ran.
     pub interruptible: bool,
+    /// Operations still not started this long after the schedule's last due time are
+    /// abandoned and reported as not started (a run cannot queue forever behind a
+    /// server that is too slow). None: wait for every one (a flash sale's buyers).
+    pub grace: Option<Duration>,
 }
 
 impl Config {
@@ -85,6 +89,7 @@ impl Config {
             max_attempts: 1,
             progress: false,
             interruptible: false,
+            grace: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -97,6 +102,9 @@ pub struct Run {
     pub target_rate: Option<f64>,
     pub scheduled: u64,
     pub started: u64,
+    /// Scheduled operations never started: the run ended (`grace` after the schedule,
+    /// or Ctrl-C) while they still waited for a connection.
+    pub not_started: u64,
     /// Operations started per second, from the first due time to the last start.
     pub offered_rate: f64,
     /// Requests completed per second over the whole run.
@@ -145,6 +153,8 @@ struct Shared<W> {
     workload: W,
     schedule: Schedule,
     t0: Instant,
+    /// No operation starts after this.
+    deadline: Option<Instant>,
     next: AtomicU64,
     stop: AtomicBool,
     shards: Vec<Mutex<Window>>,
@@ -177,6 +187,7 @@ pub async fn run<W: Workload>(target: &Target, config: &Config, workload: W, sta
         workload,
         schedule: config.schedule.clone(),
         t0,
+        deadline: config.grace.map(|g| t0 + config.schedule.span() + g),
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         shards: (0..shards).map(|_| Mutex::new(Window::new(rows.len()))).collect(),
@@ -229,6 +240,9 @@ async fn worker<W: Workload>(id: usize, shared: Arc<Shared<W>>, mut conn: Conn) 
             tokio::time::sleep_until(due.into()).await;
         }
         let started = Instant::now();
+        if shared.deadline.is_some_and(|d| started > d) {
+            break;
+        }
         let delay = started.saturating_duration_since(due);
         {
             let mut w = lock(shard);
@@ -372,6 +386,7 @@ impl Totals {
             target_rate,
             scheduled: config.schedule.count,
             started: self.started,
+            not_started: config.schedule.count.saturating_sub(self.started),
             offered_rate,
             throughput: total.rate,
             seconds,

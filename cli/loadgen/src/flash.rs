@@ -132,6 +132,7 @@ pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Resul
     config.timeout = cfg.timeout;
     config.max_attempts = cfg.max_attempts;
     config.progress = cfg.progress;
+    config.grace = None;
     let run = engine::run(target, &config, Buyers { setup, sale_id }, Some(start)).await?;
     let sale = call_json(&mut conn, &Request::get(format!("/flash-sales/{sale_id}")), "read the flash sale", &[200]).await?;
     let count = |row: usize| run.rows[row].count;

@@ -79,9 +79,10 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
     };
     writeln!(
         out,
-        "{target}; {} scheduled, {} started, {} late (> {} ms after their due time; start delay p50 {:.2} / p99 {:.2} / max {:.2} ms); {} retries; {} connections; {:.1} s{}",
+        "{target}; {} scheduled, {} started, {} never started, {} late (> {} ms after their due time; start delay p50 {:.2} / p99 {:.2} / max {:.2} ms); {} retries; {} connections; {:.1} s{}",
         run.scheduled,
         run.started,
+        run.not_started,
         run.late,
         num(run.late_after_ms),
         run.start_delay_ms.p50,

@@ -96,6 +96,7 @@ mod tests {
             target_rate: Some(100.0),
             scheduled: t.count(),
             started: t.count(),
+            not_started: 0,
             offered_rate,
             throughput: total.rate,
             seconds: 10.0,

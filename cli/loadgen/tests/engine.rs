@@ -110,7 +110,8 @@ async fn a_one_second_stall_shows_in_the_percentiles() {
     assert!(q.p99 >= 800.0, "{q:?}");
     assert!(q.p90 >= 300.0, "the stall must show beyond a handful of requests: {q:?}");
     assert!(q.p50 < 100.0, "{q:?}");
-    assert!((150..=220).contains(&run.late), "the requests due during the stall started late and are counted: {}", run.late);
+    // At least those due during the stall; more when a busy machine drains the backlog slowly.
+    assert!(run.late >= 150, "the requests due during the stall started late and are counted: {}", run.late);
     assert!(run.timeline.iter().any(|t| t.max_ms >= 950.0), "the timeline shows the stall");
 }
 
