@@ -1,5 +1,6 @@
 //! Prometheus exporters from the distribution's packages: one for each PostgreSQL node,
-//! PgBouncer, Redis, and the machine itself. Optional like Prometheus: a missing
+//! Redis, and the machine itself. (Debian's PgBouncer exporter, 1.7, cannot read
+//! PgBouncer 1.18's statistics, so pools are reported by `status` and the shop.) Optional like Prometheus: a missing
 //! exporter is reported and skipped, not fatal. (HAProxy and Patroni serve their own
 //! metrics.)
 
@@ -11,13 +12,12 @@ use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
 use crate::daemon::Daemon;
-use crate::{Env, pgbouncer, postgres, tools};
+use crate::{Env, postgres, tools};
 
 /// The package's program for what `r` exports.
 fn program(r: &Resource) -> Result<&'static str> {
     Ok(match r.prop("exports").unwrap_or("") {
         "postgres" => "prometheus-postgres-exporter",
-        "pgbouncer" => "prometheus-pgbouncer-exporter",
         "redis" => "prometheus-redis-exporter",
         "node" => "prometheus-node-exporter",
         other => bail!("no exporter for `{other}`"),
@@ -55,12 +55,6 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
                 format!("host={} port={} user=postgres dbname=postgres sslmode=disable", socket.display(), node.port.unwrap_or(5432)),
             );
             unprivileged = true;
-        }
-        Some("pgbouncer") => {
-            let c = pgbouncer::client(env, of.context("pgbouncer exporter without its pooler")?)?;
-            cmd.args(["--host", &listen.ip().to_string(), "--port", &listen.port().to_string()])
-                .args(["--pgbouncer-host", &c.host, "--pgbouncer-port", &c.port.to_string(), "--pgbouncer-user", &c.user])
-                .env("PGPASSWORD", &c.password);
         }
         Some("redis") => {
             let redis = of.context("redis exporter without its server")?;

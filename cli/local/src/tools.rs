@@ -32,7 +32,7 @@ pub fn requirements(kind: ResourceKind) -> Vec<Program> {
         ResourceKind::Haproxy => vec![prog("haproxy", "haproxy")],
         ResourceKind::Etcd => vec![prog("etcd", "etcd-server")],
         ResourceKind::PatroniNode => vec![prog("patroni", "patroni"), prog("postgres", "postgresql")],
-        ResourceKind::Exporter => ["prometheus-postgres-exporter", "prometheus-pgbouncer-exporter", "prometheus-redis-exporter", "prometheus-node-exporter"]
+        ResourceKind::Exporter => ["prometheus-postgres-exporter", "prometheus-redis-exporter", "prometheus-node-exporter"]
             .into_iter()
             .map(|name| Program { name, install: name, optional: true })
             .collect(),
