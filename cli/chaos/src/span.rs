@@ -1,0 +1,68 @@
+//! A duration written the way people write them (`500ms`, `30s`, `2m`), so that experiment
+//! files read naturally; parsed once, at load, into a `std::time::Duration`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub const fn secs(s: u64) -> Span {
+        Span(Duration::from_secs(s))
+    }
+
+    /// Reads `500ms`, `30s`, `1m 30s`; a bare number is refused because its unit would
+    /// be a guess.
+    pub fn parse(text: &str) -> Result<Span, String> {
+        humantime::parse_duration(text.trim())
+            .map(Span)
+            .map_err(|e| format!("`{text}` is not a duration such as 500ms, 30s or 2m ({e})"))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        let text = String::deserialize(d)?;
+        Span::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "A duration such as 500ms, 30s or 2m." })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written_and_bare_numbers_are_refused() {
+        assert_eq!(Span::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(Span::parse("1m 30s").unwrap().0, Duration::from_secs(90));
+        assert!(Span::parse("30").unwrap_err().contains("not a duration"));
+        assert_eq!(Span::secs(90).to_string(), "1m 30s");
+    }
+}
