@@ -85,6 +85,11 @@ impl Shopper {
         ids
     }
 
+    /// Whether the buyer's order history answers now (a read the database serves).
+    pub fn history_answers(&self) -> bool {
+        with_token(self.http.get(format!("{}/orders?limit=1", self.base)), Some(&self.buyer)).send().is_ok_and(|r| r.status().is_success())
+    }
+
     pub fn stock(&self) -> i64 {
         let p: Value = self.http.get(format!("{}/products/{}", self.base, self.product)).send().unwrap().json().unwrap();
         p["stock"].as_i64().unwrap()

@@ -174,6 +174,11 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
                 deps.extend(redis.clone());
+                // Instances of a role start one after another, so an update restarts them
+                // one at a time and the balancer always has one to send requests to.
+                if i > 1 {
+                    deps.push(format!("shop/{}-{}-{}", region.name, role.name.as_str(), i - 1));
+                }
                 let address = placement.address(ri, host);
                 host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
                 scrape.push(("shop".into(), format!("{address}:{}", ports::SHOP)));
