@@ -9,15 +9,28 @@
 //! - [`load`]: text to [`Experiment`] or every located problem; [`rules`] are the rules
 //!   across fields.
 //! - [`library`]: the shipped experiments, compiled in.
+//! - [`history`]: the operations a workload recorded (JSON lines); [`snapshot`]: what
+//!   the database holds afterwards, as plain data.
+//! - [`check`]: history + snapshot + fault windows → a [`Report`] with a verdict per
+//!   check; [`render`] writes it as text.
+//! - [`time`]: how durations are serialized.
 
+pub mod check;
 pub mod expect;
 pub mod experiment;
+pub mod history;
 pub mod library;
 pub mod load;
+pub mod render;
 pub mod rules;
+pub mod snapshot;
 pub mod span;
+pub mod time;
 
+pub use check::{CheckName, CheckResult, FaultWindow, Finding, Report, Verdict, check};
 pub use experiment::{Checks, Experiment, Fault, FaultKind, Probe, ProbeCheck, Rollback, Scenario, Target};
+pub use history::{History, IntentKey, Line, Op, Operation, Outcome};
 pub use library::{SHIPPED, Shipped};
 pub use load::load;
+pub use snapshot::{DbSnapshot, FlashSaleRow, OrderRow, OutboxRow, ProductRow};
 pub use span::Span;

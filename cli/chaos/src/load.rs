@@ -39,7 +39,7 @@ fn deserialize(tree: &Node) -> Result<Experiment, Vec<Diagnostic>> {
             Err(e) => {
                 let path = dotted(e.path());
                 let diagnostic = Diagnostic::new(tree.locate(&path), &path, e.inner().to_string());
-                let replaced = pointer(&mut json, &path).filter(|v| **v != J::from(PLACEHOLDER));
+                let replaced = pointer(&mut json, &path).filter(|v| v.as_str() != Some(PLACEHOLDER));
                 problems.push(diagnostic);
                 match replaced {
                     Some(v) => *v = J::from(PLACEHOLDER),

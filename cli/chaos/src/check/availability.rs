@@ -1,0 +1,242 @@
+//! Availability under each fault: RTO (injection to the first acknowledged write after
+//! it), recovery (injection to the moment from which the error ratio in every sliding
+//! window stays within the threshold), and errors and latency while the fault lasted.
+//! Operations count at the time they were due (open model): an outage shows when users
+//! arrived, not when their timeouts fired.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CheckName, CheckResult, FaultWindow, Finding};
+use crate::experiment::{AvailabilityCheck, FaultKind};
+use crate::history::History;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultStats {
+    pub kind: FaultKind,
+    pub target: String,
+    #[serde(rename = "start_s", with = "crate::time::secs")]
+    pub start: Duration,
+    #[serde(rename = "end_s", with = "crate::time::secs")]
+    pub end: Duration,
+    /// Injection to the first acknowledged write that started after it.
+    #[serde(rename = "rto_s", with = "crate::time::secs_opt")]
+    pub rto: Option<Duration>,
+    /// Injection to steady state again; `None` if the run ended (or the next fault came)
+    /// before the error ratio settled.
+    #[serde(rename = "recovery_s", with = "crate::time::secs_opt")]
+    pub recovery: Option<Duration>,
+    /// Operations due while the fault lasted, and how many of them failed.
+    pub ops: usize,
+    pub errors: usize,
+    pub error_ratio: f64,
+    pub latency: Percentiles,
+}
+
+/// Latency from when each operation was due, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles (exact: histories are small enough to sort).
+    pub fn of(mut latencies: Vec<Duration>) -> Percentiles {
+        if latencies.is_empty() {
+            return Percentiles::default();
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let rank = (q * latencies.len() as f64).ceil() as usize;
+            latencies[rank.clamp(1, latencies.len()) - 1].as_secs_f64()
+        };
+        Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0) }
+    }
+}
+
+pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityCheck) -> Vec<FaultStats> {
+    let mut due: Vec<(Duration, bool)> = history.ops.iter().map(|o| (o.scheduled, o.is_error())).collect();
+    due.sort_by_key(|d| d.0);
+    let mut starts: Vec<Duration> = faults.iter().map(|f| f.start).collect();
+    starts.sort();
+    faults
+        .iter()
+        .map(|f| {
+            let horizon = starts.iter().copied().find(|s| *s > f.start);
+            let during: Vec<_> = history.ops.iter().filter(|o| o.scheduled >= f.start && o.scheduled < f.end).collect();
+            let errors = during.iter().filter(|o| o.is_error()).count();
+            let rto = history
+                .ops
+                .iter()
+                .filter(|o| o.is_write() && o.is_ok() && o.started >= f.start)
+                .map(|o| o.ended - f.start)
+                .min();
+            FaultStats {
+                kind: f.kind,
+                target: f.target.clone(),
+                start: f.start,
+                end: f.end,
+                rto,
+                recovery: recovery(&due, f.start, horizon, config),
+                ops: during.len(),
+                errors,
+                error_ratio: if during.is_empty() { 0.0 } else { errors as f64 / during.len() as f64 },
+                latency: Percentiles::of(during.iter().map(|o| o.latency()).collect()),
+            }
+        })
+        .collect()
+}
+
+/// Slides a window of `config.window` over `due` (sorted by time), evaluated at each
+/// distinct due time in [start, horizon). Steady state is regained at the last window
+/// whose error ratio is above the threshold; `None` when the last window is still above
+/// it, or no operation was due in the range.
+fn recovery(due: &[(Duration, bool)], start: Duration, horizon: Option<Duration>, config: &AvailabilityCheck) -> Option<Duration> {
+    let width = config.window.0;
+    let (mut lo, mut errors) = (0, 0usize);
+    let (mut last_bad, mut settled, mut seen) = (None, true, false);
+    for hi in 0..due.len() {
+        let t = due[hi].0;
+        errors += usize::from(due[hi].1);
+        while due[lo].0 + width <= t {
+            errors -= usize::from(due[lo].1);
+            lo += 1;
+        }
+        if due.get(hi + 1).is_some_and(|next| next.0 == t) || t < start {
+            continue;
+        }
+        if horizon.is_some_and(|h| t >= h) {
+            break;
+        }
+        seen = true;
+        let ratio = errors as f64 / (hi - lo + 1) as f64;
+        settled = ratio <= config.max_error_ratio;
+        if !settled {
+            last_bad = Some(t);
+        }
+    }
+    (seen && settled).then(|| last_bad.map_or(Duration::ZERO, |t| t - start))
+}
+
+pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult {
+    let mut findings = Vec::new();
+    for s in stats {
+        let (fault, target) = (s.kind, s.target.clone());
+        if let Some(max) = config.max_rto {
+            match s.rto {
+                None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
+                Some(rto) if rto > max.0 => findings.push(Finding::RtoExceeded { fault, target: target.clone(), rto, max: max.0 }),
+                Some(_) => {}
+            }
+        }
+        match (s.recovery, config.max_recovery) {
+            (None, _) => findings.push(Finding::NotRecovered { fault, target }),
+            (Some(recovery), Some(max)) if recovery > max.0 => {
+                findings.push(Finding::RecoveryExceeded { fault, target, recovery, max: max.0 })
+            }
+            _ => {}
+        }
+    }
+    let summary = stats
+        .iter()
+        .map(|s| format!("{} on {}: RTO {}, recovery {}, {:.1}% errors", s.kind, s.target, secs(s.rto), secs(s.recovery), s.error_ratio * 100.0))
+        .collect::<Vec<_>>()
+        .join("; ");
+    CheckResult::new(CheckName::Availability, !findings.is_empty(), summary, findings)
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(|| "never".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::check::fixtures::*;
+    use crate::span::Span;
+
+    /// A checkout every 100 ms for 60 s; those due in [20 s, 30 s) break.
+    fn outage() -> History {
+        history(
+            (0..600u64)
+                .map(|i| {
+                    let ms = i * 100;
+                    let outcome = if (20_000..30_000).contains(&ms) { unknown() } else { ok(i as i64) };
+                    checkout(1, &format!("k{i}"), ms, outcome)
+                })
+                .collect(),
+        )
+    }
+
+    fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
+        FaultWindow {
+            kind: FaultKind::NodeLoss,
+            target: "leader".into(),
+            start: Duration::from_millis(start_ms),
+            end: Duration::from_millis(end_ms),
+        }
+    }
+
+    fn config() -> AvailabilityCheck {
+        AvailabilityCheck { window: Span(Duration::from_secs(1)), max_error_ratio: 0.15, ..AvailabilityCheck::default() }
+    }
+
+    #[test]
+    fn rto_and_recovery_are_measured_on_a_synthetic_timeline() {
+        let stats = analyse(&outage(), &[window(20_000, 25_000)], &config());
+        let s = &stats[0];
+        // The first write due after injection that was acknowledged: due at 30.0 s, 10 ms.
+        assert_eq!(s.rto, Some(Duration::from_millis(10_010)));
+        // The window (29.7 s, 30.7 s] still holds two failures of ten (20 % > 15 %);
+        // from (29.8 s, 30.8 s] on, at most one (10 %).
+        assert_eq!(s.recovery, Some(Duration::from_millis(10_700)));
+        assert_eq!((s.ops, s.errors, s.error_ratio), (50, 50, 1.0));
+        assert_eq!(s.latency.p50, 0.01);
+    }
+
+    #[test]
+    fn a_fault_without_errors_recovers_at_once_and_one_that_never_settles_is_named() {
+        let clean = history((0..100u64).map(|i| checkout(1, &format!("k{i}"), i * 100, ok(i as i64))).collect());
+        let s = &analyse(&clean, &[window(2_000, 3_000)], &config())[0];
+        assert_eq!((s.rto, s.recovery), (Some(Duration::from_millis(10)), Some(Duration::ZERO)));
+
+        let mut broken = outage();
+        broken.ops.retain(|o| o.scheduled < Duration::from_secs(30));
+        let stats = analyse(&broken, &[window(20_000, 25_000)], &config());
+        assert_eq!((stats[0].rto, stats[0].recovery), (None, None));
+        let r = verdict(&stats, &AvailabilityCheck { max_rto: Some(Span::secs(30)), ..config() });
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(
+            r.findings,
+            [
+                Finding::NoAcknowledgedWrite { fault: FaultKind::NodeLoss, target: "leader".into() },
+                Finding::NotRecovered { fault: FaultKind::NodeLoss, target: "leader".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn thresholds_judge_rto_and_recovery() {
+        let stats = analyse(&outage(), &[window(20_000, 25_000)], &config());
+        let tight = AvailabilityCheck { max_rto: Some(Span::secs(5)), max_recovery: Some(Span::secs(10)), ..config() };
+        let r = verdict(&stats, &tight);
+        assert_eq!(r.findings.len(), 2, "{r:?}");
+        assert_eq!(r.findings[0].to_string(), "node-loss on leader: first acknowledged write after 10.0s (max 5.0s)");
+        assert_eq!(r.findings[1].to_string(), "node-loss on leader: steady state after 10.7s (max 10.0s)");
+        let loose = AvailabilityCheck { max_rto: Some(Span::secs(15)), max_recovery: Some(Span::secs(15)), ..config() };
+        let r = verdict(&stats, &loose);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, recovery 10.7s, 100.0% errors");
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let p = Percentiles::of((1..=100).map(Duration::from_millis).collect());
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (0.05, 0.09, 0.099, 0.1));
+    }
+}
