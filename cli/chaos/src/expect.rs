@@ -1,11 +1,7 @@
 //! What a SQL or Prometheus probe's value must be: `== 1`, `< 0.01`, `>= 2`, or a bare
 //! value meaning equality. Parsed at load so a typo fails validation, not the run.
 
-use std::borrow::Cow;
 use std::fmt;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
@@ -86,28 +82,7 @@ impl fmt::Display for Expect {
     }
 }
 
-impl Serialize for Expect {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Expect {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Expect, D::Error> {
-        let text = String::deserialize(d)?;
-        Expect::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for Expect {
-    fn schema_name() -> Cow<'static, str> {
-        "Expect".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "description": "A comparison such as `== 1`, `< 0.01` or `>= 2`." })
-    }
-}
+crate::text_value::text_value!(Expect, "Expect", "A comparison such as `== 1`, `< 0.01` or `>= 2`.");
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,8 @@
 //! - [`history`]: the operations a workload recorded (JSON lines); [`snapshot`]: what
 //!   the database holds afterwards, as plain data.
 //! - [`check`]: history + snapshot + fault windows → a [`Report`] with a verdict per
-//!   check; [`render`] writes it as text.
-//! - [`time`]: how durations are serialized.
+//!   check; [`render`] writes it as text, [`svg`] as a timeline.
+//! - [`time`]: how durations are serialized; `text_value` how parsed text values are.
 
 pub mod check;
 pub mod expect;
@@ -25,6 +25,8 @@ pub mod render;
 pub mod rules;
 pub mod snapshot;
 pub mod span;
+pub mod svg;
+mod text_value;
 pub mod time;
 
 pub use check::{CheckName, CheckResult, FaultWindow, Finding, Report, Verdict, check};

@@ -198,6 +198,11 @@ mod tests {
         assert_eq!(errs[0].path, "rollbacks");
         assert!(errs[0].message.contains("`freeze` faults need the `resume` rollback"), "{}", errs[0]);
 
+        let text = shipped("replica-loss").unwrap().text.replace("scenario: mixed", "scenario: browse").replace("  orders: {}\n  stock: {}\n  outbox: {}\n", "");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].path.as_str(), errs[0].loc.line), ("checks.availability.maxRto", pos(&text, "maxRto").0));
+
         let text = primary_loss().replace("kind: node-loss", "kind: redis-loss");
         assert!(errors(&text)[0].message.contains("`redis-loss` cannot target `leader`; use one of: redis"));
     }

@@ -89,10 +89,13 @@ pub fn check(e: &Experiment) -> Vec<(String, String)> {
             }
         }
     }
-    if let Some(a) = &c.availability
-        && a.window.0.is_zero()
-    {
-        bad("checks.availability.window".into(), "the error-ratio window must be longer than 0".into());
+    if let Some(a) = &c.availability {
+        if a.window.0.is_zero() {
+            bad("checks.availability.window".into(), "the error-ratio window must be longer than 0".into());
+        }
+        if a.max_rto.is_some() && scenario == Scenario::Browse {
+            bad("checks.availability.maxRto".into(), "RTO runs to the first acknowledged write, and `browse` writes nothing; use maxRecovery".into());
+        }
     }
     out
 }

@@ -1,12 +1,8 @@
 //! A duration written the way people write them (`500ms`, `30s`, `2m`), so that experiment
 //! files read naturally; parsed once, at load, into a `std::time::Duration`.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Span(pub Duration);
@@ -31,28 +27,7 @@ impl fmt::Display for Span {
     }
 }
 
-impl Serialize for Span {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
-        let text = String::deserialize(d)?;
-        Span::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for Span {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "description": "A duration such as 500ms, 30s or 2m." })
-    }
-}
+crate::text_value::text_value!(Span, "Duration", "A duration such as 500ms, 30s or 2m.");
 
 #[cfg(test)]
 mod tests {

@@ -9,17 +9,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{CheckName, CheckResult, FaultWindow, Finding};
-use crate::experiment::{AvailabilityCheck, FaultKind};
+use crate::experiment::AvailabilityCheck;
 use crate::history::History;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultStats {
-    pub kind: FaultKind,
-    pub target: String,
-    #[serde(rename = "start_s", with = "crate::time::secs")]
-    pub start: Duration,
-    #[serde(rename = "end_s", with = "crate::time::secs")]
-    pub end: Duration,
+    #[serde(flatten)]
+    pub fault: FaultWindow,
     /// Injection to the first acknowledged write that started after it.
     #[serde(rename = "rto_s", with = "crate::time::secs_opt")]
     pub rto: Option<Duration>,
@@ -76,10 +72,7 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
                 .map(|o| o.ended - f.start)
                 .min();
             FaultStats {
-                kind: f.kind,
-                target: f.target.clone(),
-                start: f.start,
-                end: f.end,
+                fault: f.clone(),
                 rto,
                 recovery: recovery(&due, f.start, horizon, config),
                 ops: during.len(),
@@ -125,7 +118,7 @@ fn recovery(due: &[(Duration, bool)], start: Duration, horizon: Option<Duration>
 pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult {
     let mut findings = Vec::new();
     for s in stats {
-        let (fault, target) = (s.kind, s.target.clone());
+        let (fault, target) = (s.fault.kind, s.fault.target.clone());
         if let Some(max) = config.max_rto {
             match s.rto {
                 None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
@@ -143,7 +136,7 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
     }
     let summary = stats
         .iter()
-        .map(|s| format!("{} on {}: RTO {}, recovery {}, {:.1}% errors", s.kind, s.target, secs(s.rto), secs(s.recovery), s.error_ratio * 100.0))
+        .map(|s| format!("{} on {}: RTO {}, recovery {}, {:.1}% errors", s.fault.kind, s.fault.target, secs(s.rto), secs(s.recovery), s.error_ratio * 100.0))
         .collect::<Vec<_>>()
         .join("; ");
     CheckResult::new(CheckName::Availability, !findings.is_empty(), summary, findings)
@@ -158,6 +151,7 @@ mod tests {
     use super::*;
     use crate::check::Verdict;
     use crate::check::fixtures::*;
+    use crate::experiment::FaultKind;
     use crate::span::Span;
 
     /// A checkout every 100 ms for 60 s; those due in [20 s, 30 s) break.

@@ -9,7 +9,7 @@
 
 pub mod availability;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod finding;
 pub mod inventory;
 pub mod orders;
