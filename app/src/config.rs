@@ -164,6 +164,8 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// How long a user's reads stay on the primary after that user wrote.
     pub read_your_writes_window: Duration,
+    /// Requests taking at least this long are logged at info (others at debug).
+    pub slow_request: Duration,
     /// Test-only: checkout ignores the Idempotency-Key (see README).
     pub unsafe_non_idempotent_checkout: bool,
 }
@@ -181,6 +183,7 @@ impl Settings {
             token_ttl: Duration::from_secs(24 * 3600),
             rate_limits: RateLimits::default(),
             read_your_writes_window: Duration::from_secs(5),
+            slow_request: Duration::from_millis(500),
             unsafe_non_idempotent_checkout: false,
         }
     }

@@ -30,7 +30,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
 };
-use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres, Transaction};
+use sqlx::{Connection, Describe, Either, Execute, Executor, PgPool, Postgres, Transaction};
 
 /// The migrations in `app/migrations`, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -40,6 +40,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// Pool connections idle at least this long are pinged before use.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// What sits between the shop and PostgreSQL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,6 +99,18 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(size.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it takes from the pool: one more round trip
+            // per acquire, five per order. A connection that was busy a moment ago is
+            // alive; only one that sat idle (through a restart, say) is worth a ping.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Db::new(pool, pooler))
     }

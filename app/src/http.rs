@@ -117,6 +117,15 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
+/// A random (v4) UUID from the thread-local generator: no system call per request.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 fn valid_request_id(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?;
     (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then_some(s)
@@ -131,7 +140,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get(&REQUEST_ID)
         .and_then(valid_request_id)
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -167,12 +176,26 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         status.as_u16(),
         elapsed,
     );
+    // One line per request would cost more than the request itself on the hot
+    // paths: ordinary requests log at debug, slow ones at info, failures at warn.
+    macro_rules! finished {
+        ($level:expr, $message:literal) => {
+            tracing::event!(
+                $level,
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                $message
+            )
+        };
+    }
     span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_ms = elapsed.as_secs_f64() * 1e3,
-            "request finished"
-        )
+        if status.is_server_error() {
+            finished!(tracing::Level::WARN, "request failed");
+        } else if elapsed >= state.settings.slow_request {
+            finished!(tracing::Level::INFO, "slow request");
+        } else {
+            finished!(tracing::Level::DEBUG, "request finished");
+        }
     });
     response
 }

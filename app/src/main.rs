@@ -87,6 +87,9 @@ enum Command {
         /// Seconds a user's reads stay on the primary after they wrote
         #[arg(long, env = "SHOP_READ_YOUR_WRITES_SECS", default_value_t = 5)]
         read_your_writes_secs: u64,
+        /// Requests slower than this are logged at info; others at debug (5xx at warn)
+        #[arg(long, env = "SHOP_SLOW_REQUEST_MS", default_value_t = 500)]
+        slow_request_ms: u64,
         /// TEST ONLY: checkout ignores Idempotency-Key (duplicates orders on retry)
         #[arg(long, env = "SHOP_UNSAFE_NON_IDEMPOTENT_CHECKOUT", hide = true, default_value_t = false,
               value_parser = clap::builder::BoolishValueParser::new())]
@@ -217,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate_register,
             rate_search,
             read_your_writes_secs,
+            slow_request_ms,
             unsafe_non_idempotent_checkout,
         } => {
             init_logging(common.log_format);
@@ -235,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     search: rate_search,
                 },
                 read_your_writes_window: Duration::from_secs(read_your_writes_secs),
+                slow_request: Duration::from_millis(slow_request_ms),
                 unsafe_non_idempotent_checkout,
             };
             // Bind before anything slow, then report the real port: scalectl and tests
