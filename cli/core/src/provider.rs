@@ -38,6 +38,13 @@ pub trait Provider: Sync {
     /// Every configuration file generated for `resource`, as (file name, contents).
     fn config_files(&self, resource: &Resource) -> Result<Vec<(String, String)>, ProviderError>;
 
+    /// Undoes what a chaos fault may have left behind (network rules, stopped
+    /// processes), for instance after an interrupted `chaos run`. Every command on an
+    /// environment calls it first; returns a note when it undid something.
+    fn heal(&self) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
+
     /// What an operator asks beyond up or down: the database leader and each replica's
     /// lag, pool use, cache hit ratio. Best effort: what cannot be read is left out.
     fn insights(&self) -> serde_json::Value {

@@ -13,7 +13,7 @@ use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
 use crate::process::{self, Paths};
-use crate::user::as_user;
+use crate::user::launch;
 use crate::{Env, fsutil, health};
 
 /// One server process of one resource.
@@ -70,7 +70,7 @@ impl<'a> Daemon<'a> {
                 bail!("{addr} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
             }
         }
-        process::spawn_detached(as_user(cmd, who), &p.log(), &p.pid())
+        process::spawn_detached(launch(cmd, who, crate::cgroup::procs_file(self.env, self.r)), &p.log(), &p.pid())
     }
 
     /// Rewrites `files` and asks the running process to reload them with SIGHUP, for
@@ -116,6 +116,8 @@ impl<'a> Daemon<'a> {
     }
 
     pub fn destroy(&self, keep_data: bool) -> Result<()> {
-        self.paths().destroy(self.program, keep_data)
+        self.paths().destroy(self.program, keep_data)?;
+        crate::cgroup::remove(self.env, self.r);
+        Ok(())
     }
 }

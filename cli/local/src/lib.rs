@@ -12,9 +12,11 @@
 //! - [`user`]: running servers unprivileged when we are root. [`tools`]: finding programs.
 //! - [`secrets`]: generated passwords in 0600 files. [`templates`]: config files.
 
+pub mod cgroup;
 pub mod daemon;
 pub mod etcd;
 pub mod exporter;
+pub mod faults;
 pub mod fsutil;
 pub mod haproxy;
 pub mod health;
@@ -190,6 +192,16 @@ impl Provider for LocalProvider {
             _ => Ok(Vec::new()),
         }
         .map_err(boxed)
+    }
+
+    fn heal(&self) -> Result<Option<String>, ProviderError> {
+        let h = faults::heal(&self.env).map_err(boxed)?;
+        Ok((h.rules_removed + h.processes_resumed > 0).then(|| {
+            format!(
+                "undid what an interrupted chaos run left: {} network rule(s) removed, {} stopped process(es) resumed",
+                h.rules_removed, h.processes_resumed
+            )
+        }))
     }
 
     fn insights(&self) -> serde_json::Value {

@@ -124,7 +124,9 @@ fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
     let p = paths(env, r);
     let mut cmd = Command::new(bin("pg_ctl")?);
     cmd.args(args).arg("-D").arg(&p.data).arg("-l").arg(&p.log).args(["-w", "-t", "60", "-s"]);
-    process::run(as_user(cmd, env.run_as.as_ref()), &format!("pg_ctl {}", args[0])).map_err(|e| {
+    // The server pg_ctl starts inherits pg_ctl's cgroup.
+    let cmd = crate::user::launch(cmd, env.run_as.as_ref(), crate::cgroup::procs_file(env, r));
+    process::run(cmd, &format!("pg_ctl {}", args[0])).map_err(|e| {
         let log = process::tail(&p.log, 10).unwrap_or_default();
         e.context(format!("last lines of {}:\n{log}", p.log.display()))
     })?;
@@ -153,6 +155,7 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
             process::stop(pid, "postgres", Duration::from_secs(10))?;
         }
     }
+    crate::cgroup::remove(env, r);
     if !keep_data {
         fsutil::remove_dir(&p.dir)?;
     }

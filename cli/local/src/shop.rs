@@ -115,6 +115,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
             cmd
         }
     };
+    let cmd = crate::user::launch(cmd, None, crate::cgroup::procs_file(env, r));
     process::spawn_detached(cmd, &p.log(), &p.pid())?;
     Ok(())
 }
@@ -154,5 +155,7 @@ fn started_ago(pid_file: &std::path::Path) -> Option<Duration> {
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
-    paths(env, r).destroy("shop", keep_data)
+    paths(env, r).destroy("shop", keep_data)?;
+    crate::cgroup::remove(env, r);
+    Ok(())
 }

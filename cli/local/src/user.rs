@@ -82,3 +82,29 @@ pub fn as_user(mut cmd: Command, who: Option<&RunAs>) -> Command {
     }
     cmd
 }
+
+/// The command that runs `cmd` as `who` (when given) inside the cgroup whose
+/// `cgroup.procs` is `procs` (when given). Joining a cgroup needs root, so a small shell
+/// joins it first and then becomes the program, dropping to `who` with `setpriv`; the
+/// pid stays the same through both execs, so pid files still name the server.
+pub fn launch(cmd: Command, who: Option<&RunAs>, procs: Option<std::path::PathBuf>) -> Command {
+    let Some(procs) = procs else { return as_user(cmd, who) };
+    let mut w = Command::new("/bin/sh");
+    // "0" moves the writing process itself.
+    w.arg("-c").arg(r#"echo 0 > "$0" && exec "$@""#).arg(procs);
+    if let Some(u) = who {
+        w.arg("setpriv").arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).args(["--clear-groups", "--"]);
+        w.env("HOME", "/tmp").env("USER", &u.name);
+    }
+    w.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        w.current_dir(d);
+    }
+    w
+}

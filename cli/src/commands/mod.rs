@@ -44,7 +44,16 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<(State, Box<dyn Provider>)> {
     let state = ctx.home.load(name)?.with_context(|| format!("there is no environment `{name}`; `scalectl list` shows the ones there are"))?;
     let graph = Graph::new(state.resources.values().cloned().collect())?;
     let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
+    heal(ctx, provider.as_ref())?;
     Ok((state, provider))
+}
+
+/// Finishes any rollback a chaos run left pending, and says so.
+pub fn heal(ctx: &Ctx, provider: &dyn Provider) -> Result<()> {
+    if let Some(note) = provider.heal().map_err(|e| anyhow::anyhow!("undoing chaos faults: {e}"))? {
+        ctx.progress.say(&note);
+    }
+    Ok(())
 }
 
 /// Adds to each resource a digest of its generated config files, so that a change in a

@@ -1,0 +1,226 @@
+//! Faults for the chaos runner on the local target, and undoing them. They act only on
+//! this environment's processes (found through its cgroups, or its directories) and its
+//! loopback addresses. Whatever a fault leaves behind — a stopped process, an iptables
+//! rule — is undone by [`heal`], which the runner's rollbacks call and which every later
+//! scalectl command on the environment calls too, so an interrupted run leaves nothing.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use scalectl_core::{Resource, ResourceKind};
+use serde::Serialize;
+
+use crate::{Env, cgroup, process};
+
+/// Every process of a node: its cgroup when there is one; else every process whose
+/// command line names the node's directory, and their descendants.
+pub fn node_pids(env: &Env, r: &Resource) -> Vec<u32> {
+    let mut pids: BTreeSet<u32> = cgroup::pids(env, r).into_iter().collect();
+    let dir = env.node_dir(r).to_string_lossy().to_string();
+    let all = all_processes();
+    pids.extend(all.iter().filter(|(_, _, cmd)| cmd.contains(&dir)).map(|(p, _, _)| *p));
+    loop {
+        let children: Vec<u32> = all.iter().filter(|(p, pp, _)| !pids.contains(p) && pids.contains(pp)).map(|(p, _, _)| *p).collect();
+        if children.is_empty() {
+            break;
+        }
+        pids.extend(children);
+    }
+    pids.into_iter().collect()
+}
+
+/// (pid, parent pid, command line) of every process.
+fn all_processes() -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(ppid) = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()) else { continue };
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        out.push((pid, ppid, cmd));
+    }
+    out
+}
+
+fn signal_all(pids: &[u32], sig: Signal) -> usize {
+    pids.iter().filter(|p| kill(Pid::from_raw(**p as i32), sig).is_ok()).count()
+}
+
+/// The abrupt loss of a node: SIGKILL to every process of it.
+pub fn kill_node(env: &Env, r: &Resource) -> Result<usize> {
+    // Stopped processes die of SIGKILL too; no SIGCONT needed.
+    let n = signal_all(&node_pids(env, r), Signal::SIGKILL);
+    if n == 0 {
+        bail!("{} has no running process to kill", r.id);
+    }
+    Ok(n)
+}
+
+/// A node that hangs: SIGSTOP to every process of it, until [`thaw`] or [`heal`].
+pub fn freeze(env: &Env, r: &Resource) -> Result<usize> {
+    let n = signal_all(&node_pids(env, r), Signal::SIGSTOP);
+    if n == 0 {
+        bail!("{} has no running process to freeze", r.id);
+    }
+    Ok(n)
+}
+
+pub fn thaw(env: &Env, r: &Resource) -> usize {
+    signal_all(&node_pids(env, r), Signal::SIGCONT)
+}
+
+/// The comment that marks this environment's iptables rules, so `heal` finds them all.
+fn rule_tag(env: &Env) -> String {
+    format!("scalectl:{}", env.name)
+}
+
+fn iptables(args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(crate::tools::find("iptables").context("partitions need iptables; install it with `apt-get install iptables`")?);
+    cmd.arg("-w").args(args);
+    process::run(cmd, "iptables")
+}
+
+/// Cuts the network between two sides: packets from one side's processes (matched by
+/// cgroup, since on loopback every connection leaves from 127.0.0.1) to the other
+/// side's addresses are dropped, both ways. Needs root and cgroup v2, and says so.
+pub fn partition(env: &Env, a: &[&Resource], b: &[&Resource]) -> Result<usize> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("a network partition needs root (iptables); run scalectl as root or choose another experiment");
+    }
+    if cgroup::root().is_none() {
+        bail!("a network partition on loopback needs cgroup v2 to tell nodes apart, and this machine has none mounted");
+    }
+    let mut rules = 0;
+    for (from, to) in [(a, b), (b, a)] {
+        let addrs: BTreeSet<Ipv4Addr> = to.iter().filter_map(|r| r.address).collect();
+        for r in from.iter() {
+            for addr in &addrs {
+                let path = cgroup::relative(env, r);
+                let dst = format!("{addr}/32");
+                let tag = rule_tag(env);
+                iptables(&["-I", "OUTPUT", "-m", "cgroup", "--path", &path, "-d", &dst, "-m", "comment", "--comment", &tag, "-j", "DROP"])?;
+                rules += 1;
+            }
+        }
+    }
+    Ok(rules)
+}
+
+/// What [`heal`] undid.
+#[derive(Debug, Default, Serialize)]
+pub struct Healed {
+    pub rules_removed: usize,
+    pub processes_resumed: usize,
+}
+
+/// Undoes every fault that can linger: removes the environment's iptables rules and
+/// resumes its stopped processes. Safe to call at any time; cheap when there is nothing.
+pub fn heal(env: &Env) -> Result<Healed> {
+    let mut healed = Healed::default();
+    if nix::unistd::Uid::effective().is_root() && crate::tools::find("iptables").is_some() {
+        let tag = rule_tag(env);
+        let listing = iptables(&["-S", "OUTPUT"])?;
+        for rule in listing.lines().filter(|l| l.contains(&format!("\"{tag}\"")) || l.contains(&format!("--comment {tag} "))) {
+            let spec: Vec<String> = shell_words(rule.trim_start_matches("-A ").trim());
+            let mut args = vec!["-D".to_string()];
+            args.extend(spec);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            iptables(&args)?;
+            healed.rules_removed += 1;
+        }
+    }
+    let mut pids: BTreeSet<u32> = cgroup::env_pids(env).into_iter().collect();
+    for r in &env.graph.resources {
+        pids.extend(node_pids(env, r));
+    }
+    let stopped: Vec<u32> = pids.into_iter().filter(|p| state(*p) == Some('T')).collect();
+    healed.processes_resumed = signal_all(&stopped, Signal::SIGCONT);
+    Ok(healed)
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Splits an `iptables -S` line into arguments, keeping quoted comments whole.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The resources a chaos target names, found now (roles move with failovers).
+pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
+    let of = |k: ResourceKind| env.graph.resources.iter().filter(move |r| r.kind == k);
+    let nodes: Vec<&Resource> = of(ResourceKind::PatroniNode).chain(of(ResourceKind::Postgres)).collect();
+    let role_of = |role: &str| -> Result<Vec<&'a Resource>> {
+        let cluster = crate::patroni::cluster(of(ResourceKind::PatroniNode))?;
+        let names: Vec<String> =
+            cluster["members"].as_array().into_iter().flatten().filter(|m| m["role"] == role).filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
+        Ok(of(ResourceKind::PatroniNode).filter(|n| names.contains(&crate::patroni::member_name(n))).collect())
+    };
+    let found: Vec<&Resource> = match target {
+        "leader" => vec![crate::postgres::primary(env, &nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())?],
+        "sync-standby" => role_of("sync_standby")?,
+        "replica" => {
+            let mut r = role_of("replica")?;
+            if r.is_empty() {
+                r = role_of("sync_standby")?;
+            }
+            r.into_iter().take(1).collect()
+        }
+        "replicas" => {
+            let mut r = role_of("replica")?;
+            r.extend(role_of("sync_standby")?);
+            r
+        }
+        "db" => {
+            let mut r = nodes.clone();
+            r.extend(of(ResourceKind::Pgbouncer));
+            r.extend(env.graph.resources.iter().filter(|r| r.kind == ResourceKind::Haproxy && r.prop("role") == Some("db")));
+            r
+        }
+        "redis" => of(ResourceKind::Redis).collect(),
+        "shop:any" => of(ResourceKind::Shop).take(1).collect(),
+        "shops" => of(ResourceKind::Shop).collect(),
+        other => bail!("unknown chaos target `{other}`"),
+    };
+    if found.is_empty() {
+        bail!("this environment has nothing that is `{target}` now");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn iptables_rules_split_with_their_quoted_comment() {
+        let rule = r#"OUTPUT -d 127.5.1.1/32 -m cgroup --path scalectl/x/postgres-r1-pg-1 -m comment --comment "scalectl:x" -j DROP"#;
+        let w = shell_words(rule);
+        assert_eq!(w[0], "OUTPUT");
+        assert!(w.contains(&"scalectl:x".to_string()));
+        assert_eq!(w.last().unwrap(), "DROP");
+    }
+}
