@@ -65,6 +65,9 @@ enum Command {
     /// each request's scheduled start, judged against the level's SLOs; or a flash sale,
     /// checked through the shop and the database. Exit 1 names each missed SLO or check.
     Load(commands::load::LoadArgs),
+    /// Faults and experiments: list, validate, inject by hand, heal.
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Environments on this machine with level, target, age and TTL.
     List,
     /// Destroy environments whose --ttl has passed.
@@ -87,6 +90,37 @@ enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChaosCommand {
+    /// The shipped experiments, with the levels they apply to and their faults.
+    List,
+    /// Check experiment files (or shipped names); every problem with file:line:column.
+    Validate {
+        #[arg(required = true, value_name = "FILE|NAME")]
+        files: Vec<String>,
+    },
+    /// Inject one fault by hand: node-loss, freeze, restart, partition, switchover,
+    /// redis-loss, shop-instance-loss. Targets: leader, sync-standby, replica, replicas,
+    /// db, redis, shop:any, shops (two, comma-separated, for a partition).
+    Inject {
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
+        #[arg(long, value_name = "KIND")]
+        fault: String,
+        /// What it hits; `--target leader,replicas` for a partition's two sides.
+        #[arg(long, value_delimiter = ',', required = true)]
+        target: Vec<String>,
+        /// Undo it after this long (freeze, partition); without, it stays until `chaos heal`.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        hold: Option<std::time::Duration>,
+    },
+    /// Undo every lingering fault on an environment: network rules, frozen processes.
+    Heal {
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
     },
 }
 
@@ -260,6 +294,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(DbCommand::SlowQueries(a)) => commands::data::slow_queries(&g, &a.env, a.limit),
         Command::Switchover(a) => commands::data::switchover(&g, &a.env, a.to.as_deref()),
         Command::Load(a) => commands::load::load(&g, &a, cli.global.quiet),
+        Command::Chaos(ChaosCommand::List) => commands::chaos::list(&g),
+        Command::Chaos(ChaosCommand::Validate { files }) => commands::chaos::validate(&g, &files),
+        Command::Chaos(ChaosCommand::Inject { env, fault, target, hold }) => commands::chaos::inject(&g, &env, &fault, &target, hold),
+        Command::Chaos(ChaosCommand::Heal { env }) => commands::chaos::heal(&g, &env),
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
         Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),

@@ -45,6 +45,13 @@ pub trait Provider: Sync {
         Ok(None)
     }
 
+    /// Injects one chaos fault (`kind` as in experiment files: node-loss, freeze,
+    /// restart, partition, switchover, redis-loss, shop-instance-loss) on `targets`
+    /// (one selector, or two sides for a partition); returns what it did.
+    fn inject(&self, _kind: &str, _targets: &[&str]) -> Result<String, ProviderError> {
+        Err(format!("chaos faults are not available on the {} target", self.target()).into())
+    }
+
     /// What an operator asks beyond up or down: the database leader and each replica's
     /// lag, pool use, cache hit ratio. Best effort: what cannot be read is left out.
     fn insights(&self) -> serde_json::Value {

@@ -92,7 +92,7 @@ impl<'a> Daemon<'a> {
     pub fn wait(&self, deadline: Instant, mut probe: impl FnMut() -> Result<(), String>) -> Result<()> {
         let p = self.paths();
         loop {
-            if self.pid().is_none() {
+            if !process::recorded_alive(&p.pid()) {
                 let log = process::tail(&p.log(), 15).unwrap_or_default();
                 bail!("{} exited; last lines of {}:\n{log}", self.r.id, p.log().display());
             }

@@ -211,6 +211,42 @@ pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
     Ok(found)
 }
 
+/// One fault, by its name in experiment files, on what `targets` select now.
+pub fn inject(env: &Env, kind: &str, targets: &[&str]) -> Result<String> {
+    let one = |i: usize| -> Result<Vec<&Resource>> { resolve(env, targets.get(i).context("the fault needs a target")?) };
+    let names = |rs: &[&Resource]| rs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
+    Ok(match kind {
+        "node-loss" | "redis-loss" | "shop-instance-loss" => {
+            let rs = one(0)?;
+            let n: usize = rs.iter().map(|r| kill_node(env, r)).sum::<Result<usize>>()?;
+            format!("killed {n} process(es) of {}", names(&rs))
+        }
+        "freeze" => {
+            let rs = one(0)?;
+            let n: usize = rs.iter().map(|r| freeze(env, r)).sum::<Result<usize>>()?;
+            format!("froze {n} process(es) of {}", names(&rs))
+        }
+        "restart" => {
+            let rs = one(0)?;
+            for r in &rs {
+                kill_node(env, r)?;
+            }
+            format!("killed {}; `scalectl up` (or the experiment's restart rollback) starts it again", names(&rs))
+        }
+        "partition" => {
+            let (a, b) = (one(0)?, one(1)?);
+            let n = partition(env, &a, &b)?;
+            format!("cut {} from {} ({n} rules)", names(&a), names(&b))
+        }
+        "switchover" => {
+            let to = one(0)?.first().map(|r| r.id.clone());
+            let report = crate::ops::switchover(env, to.as_deref())?;
+            format!("switched over from {} to {}", report["from"], report["to"])
+        }
+        other => bail!("unknown fault `{other}`"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::shell_words;

@@ -198,10 +198,14 @@ impl Provider for LocalProvider {
         let h = faults::heal(&self.env).map_err(boxed)?;
         Ok((h.rules_removed + h.processes_resumed > 0).then(|| {
             format!(
-                "undid what an interrupted chaos run left: {} network rule(s) removed, {} stopped process(es) resumed",
+                "undid lingering chaos faults: {} network rule(s) removed, {} stopped process(es) resumed",
                 h.rules_removed, h.processes_resumed
             )
         }))
+    }
+
+    fn inject(&self, kind: &str, targets: &[&str]) -> Result<String, ProviderError> {
+        faults::inject(&self.env, kind, targets).map_err(boxed)
     }
 
     fn insights(&self) -> serde_json::Value {

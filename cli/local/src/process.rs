@@ -34,6 +34,15 @@ pub fn running_pid(pid_file: &Path, program: &str) -> Option<u32> {
     is_alive(pid, program).then_some(pid)
 }
 
+/// Whether the process recorded in `pid_file` still exists (not a zombie), whatever it
+/// runs: right after a start its command line may still be the launcher's, or empty
+/// while it execs.
+pub fn recorded_alive(pid_file: &Path) -> bool {
+    let Some(pid) = fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<u32>().ok()) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z') | Some('X') | None)
+}
+
 /// Whether `pid` is a live (not zombie) process whose command line mentions `program`;
 /// the second check guards against a recycled pid.
 pub fn is_alive(pid: u32, program: &str) -> bool {

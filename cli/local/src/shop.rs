@@ -128,7 +128,7 @@ pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
     let p = paths(env, r);
     let mut last = String::from("not started");
     loop {
-        if process::running_pid(&p.pid(), "shop").is_none() {
+        if !process::recorded_alive(&p.pid()) {
             let log = process::tail(&p.log(), 10).unwrap_or_default();
             bail!("{} exited; last lines of {}:\n{log}", r.id, p.log().display());
         }

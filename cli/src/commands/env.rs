@@ -81,7 +81,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     ctx.home.save(&state)?;
 
     let provider = provider(ctx, &name, target, placement, graph.clone())?;
-    super::heal(ctx, provider.as_ref())?;
+    super::heal(ctx, &name, provider.as_ref())?;
     let graph = with_config_digests(provider.as_ref(), graph)?;
     let observed = observe_all(provider.as_ref(), &graph, Some(&state));
     let plan = make_plan(&graph, &state.resources, &observed);
@@ -184,7 +184,9 @@ pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
     let ordered = Graph::new(all.clone()).map(|g| g.resources).unwrap_or(all);
     let provider = provider(ctx, name, state.target, placement, Graph { resources: ordered.clone() })?;
     // Frozen processes would not stop, and rules would outlive the environment.
-    super::heal(ctx, provider.as_ref())?;
+    if provider.heal().is_ok() {
+        super::chaos::journal_clear(ctx, name);
+    }
     for r in ordered.iter().rev() {
         let t = ctx.progress.start(&r.id, if keep_data { "stopping" } else { "destroying" });
         provider.destroy(r, keep_data).map_err(|e| anyhow::anyhow!("destroying {}: {e}", r.id))?;

@@ -2,6 +2,7 @@
 //! operates its database tier, `fleet` acts on all of them, `info` reads manifests and
 //! the machine without touching any environment.
 
+pub mod chaos;
 pub mod data;
 pub mod env;
 pub mod fleet;
@@ -44,15 +45,21 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<(State, Box<dyn Provider>)> {
     let state = ctx.home.load(name)?.with_context(|| format!("there is no environment `{name}`; `scalectl list` shows the ones there are"))?;
     let graph = Graph::new(state.resources.values().cloned().collect())?;
     let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
-    heal(ctx, provider.as_ref())?;
+    heal(ctx, name, provider.as_ref())?;
     Ok((state, provider))
 }
 
-/// Finishes any rollback a chaos run left pending, and says so.
-pub fn heal(ctx: &Ctx, provider: &dyn Provider) -> Result<()> {
+/// Finishes any rollback a chaos run left pending, and says so. Faults that someone
+/// injected on purpose (`chaos inject` without `--for`), or that a live `chaos run`
+/// holds, are left alone: only those whose owner is gone are undone.
+pub fn heal(ctx: &Ctx, name: &str, provider: &dyn Provider) -> Result<()> {
+    if chaos::journal_holds(ctx, name) {
+        return Ok(());
+    }
     if let Some(note) = provider.heal().map_err(|e| anyhow::anyhow!("undoing chaos faults: {e}"))? {
         ctx.progress.say(&note);
     }
+    chaos::journal_clear(ctx, name);
     Ok(())
 }
 
