@@ -141,13 +141,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .and_then(valid_request_id)
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method,
-        route = route.as_deref().unwrap_or("unmatched"));
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str));
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
     if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
@@ -171,7 +168,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
     let elapsed = start.elapsed();
     state.metrics.observe(
-        route.as_deref().unwrap_or("unmatched"),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method.as_str(),
         status.as_u16(),
         elapsed,
