@@ -2,16 +2,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-async fn cart_with(app: &TestApp, token: &str, product: i64, quantity: i32) {
-    app.post(
-        "/cart/items",
-        Some(token),
-        json!({"product_id": product, "quantity": quantity}),
-    )
-    .await
-    .expect(201);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cart_checkout_orders_invoice_delivery_and_returns() {
     let app = spawn_app().await;
@@ -37,7 +27,7 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
         .expect(201);
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["quantity"], 3, "adding the same product increments");
-    cart_with(&app, &buyer, p2, 1).await;
+    app.add_to_cart(&buyer, p2, 1).await;
     let extra = app
         .post(
             "/cart/items",
@@ -63,7 +53,7 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
             .status,
         204
     );
-    cart_with(&app, &buyer, p2, 1).await;
+    app.add_to_cart(&buyer, p2, 1).await;
 
     let missing_key = app
         .send(reqwest::Method::POST, "/checkout", Some(&buyer), None)
@@ -179,7 +169,7 @@ async fn idempotent_replay_and_key_reuse() {
     let app = spawn_app().await;
     let (_, _, product) = app.seller_product(100, 10).await;
     let (_, buyer) = app.user("buyer").await;
-    cart_with(&app, &buyer, product, 2).await;
+    app.add_to_cart(&buyer, product, 2).await;
     let k = key();
     let first = app.checkout(&buyer, &k).await.expect(201);
     let replay = app.checkout(&buyer, &k).await.expect(200);
@@ -187,7 +177,7 @@ async fn idempotent_replay_and_key_reuse() {
     assert_eq!(replay, first, "a replay returns the stored response");
     assert_eq!(app.stock(product).await, 8, "stock taken once");
 
-    cart_with(&app, &buyer, product, 1).await;
+    app.add_to_cart(&buyer, product, 1).await;
     let reused = app.checkout(&buyer, &k).await;
     assert_eq!(reused.status, 409);
     assert_eq!(reused.field(), "Idempotency-Key");
@@ -195,7 +185,7 @@ async fn idempotent_replay_and_key_reuse() {
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     // The same key of another user is a different key.
     let (_, other) = app.user("buyer").await;
-    cart_with(&app, &other, product, 1).await;
+    app.add_to_cart(&other, product, 1).await;
     app.checkout(&other, &k).await.expect(201);
 }
 
@@ -204,7 +194,7 @@ async fn concurrent_requests_with_one_key_make_one_order() {
     let app = spawn_app().await;
     let (_, _, product) = app.seller_product(100, 50).await;
     let (_, buyer) = app.user("buyer").await;
-    cart_with(&app, &buyer, product, 3).await;
+    app.add_to_cart(&buyer, product, 3).await;
     let k = key();
     let results = futures::future::join_all((0..8).map(|_| app.checkout(&buyer, &k))).await;
     let ids: Vec<i64> = results
@@ -235,8 +225,8 @@ async fn two_buyers_race_for_the_last_unit() {
     let (_, _, product) = app.seller_product(100, 1).await;
     let (_, a) = app.user("buyer").await;
     let (_, b) = app.user("buyer").await;
-    cart_with(&app, &a, product, 1).await;
-    cart_with(&app, &b, product, 1).await;
+    app.add_to_cart(&a, product, 1).await;
+    app.add_to_cart(&b, product, 1).await;
     let (ka, kb) = (key(), key());
     let (ra, rb) = tokio::join!(app.checkout(&a, &ka), app.checkout(&b, &kb));
     let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
@@ -307,7 +297,7 @@ async fn whole_flow_works_without_redis() {
         .expect(201);
     let pid = product["id"].as_i64().unwrap();
     app.get(&format!("/products/{pid}"), None).await.expect(200);
-    cart_with(&app, &buyer, pid, 2).await;
+    app.add_to_cart(&buyer, pid, 2).await;
     let k = key();
     let order = app.checkout(&buyer, &k).await.expect(201);
     assert_eq!(
@@ -320,7 +310,7 @@ async fn whole_flow_works_without_redis() {
         0,
         "checkout invalidates the cache"
     );
-    cart_with(&app, &buyer, pid, 1).await;
+    app.add_to_cart(&buyer, pid, 1).await;
     assert_eq!(app.checkout(&buyer, &key()).await.status, 409);
     app.get(&format!("/orders/{}/invoice", order["id"]), Some(&buyer))
         .await
@@ -337,9 +327,9 @@ async fn unsafe_switch_ignores_the_idempotency_key() {
     let (_, _, product) = app.seller_product(100, 10).await;
     let (_, buyer) = app.user("buyer").await;
     let k = key();
-    cart_with(&app, &buyer, product, 1).await;
+    app.add_to_cart(&buyer, product, 1).await;
     app.checkout(&buyer, &k).await.expect(201);
-    cart_with(&app, &buyer, product, 1).await;
+    app.add_to_cart(&buyer, product, 1).await;
     app.checkout(&buyer, &k).await.expect(201);
     assert_eq!(
         app.count("SELECT count(*) FROM orders").await,

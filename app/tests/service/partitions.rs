@@ -37,13 +37,7 @@ async fn run(app: &TestApp, premake: u32, today: Option<Date>) -> PartitionRepor
 }
 
 async fn buy(app: &TestApp, token: &str, product: i64, key: &str) -> serde_json::Value {
-    app.post(
-        "/cart/items",
-        Some(token),
-        json!({"product_id": product, "quantity": 1}),
-    )
-    .await
-    .expect(201);
+    app.add_to_cart(token, product, 1).await;
     app.checkout(token, key).await.expect(201)
 }
 
@@ -82,13 +76,7 @@ async fn converting_keeps_orders_replays_returns_and_history() {
 
     // Replays of orders placed before the conversion, and key reuse.
     assert_eq!(app.checkout(&buyer, &this_key).await.expect(200), recent);
-    app.post(
-        "/cart/items",
-        Some(&buyer),
-        json!({"product_id": product, "quantity": 2}),
-    )
-    .await
-    .expect(201);
+    app.add_to_cart(&buyer, product, 2).await;
     assert_eq!(app.checkout(&buyer, &old_key).await.status, 409);
     // New orders continue the ids and land in this month's partition; concurrent
     // requests with one key still make one order.

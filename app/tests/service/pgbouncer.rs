@@ -29,16 +29,6 @@ fn tally(results: &[Resp], allowed: &[u16]) -> HashMap<u16, usize> {
     counts
 }
 
-async fn add_to_cart(app: &TestApp, token: &str, product: i64, quantity: i32) {
-    app.post(
-        "/cart/items",
-        Some(token),
-        json!({"product_id": product, "quantity": quantity}),
-    )
-    .await
-    .expect(201);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_works_through_pgbouncer_in_transaction_mode() {
     let db_url = fresh_database().await;
@@ -116,7 +106,7 @@ async fn the_shop_works_through_pgbouncer_in_transaction_mode() {
     // 40 buyers check out at once, each sending the same request twice with one key.
     let buyers = app.bulk_buyers(40, &format!("pbb{roomy}")).await;
     for t in &buyers {
-        add_to_cart(app, t, roomy, 2).await;
+        app.add_to_cart(t, roomy, 2).await;
     }
     let keys: Vec<String> = buyers.iter().map(|_| key()).collect();
     let checkouts = join_all(
@@ -136,7 +126,7 @@ async fn the_shop_works_through_pgbouncer_in_transaction_mode() {
     // 20 buyers race for 5 units: the row locks wait on shared server connections.
     let racers = app.bulk_buyers(20, &format!("pbr{scarce}")).await;
     for t in &racers {
-        add_to_cart(app, t, scarce, 1).await;
+        app.add_to_cart(t, scarce, 1).await;
     }
     let race = join_all(
         racers

@@ -557,6 +557,17 @@ impl TestApp {
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.send(reqwest::Method::DELETE, path, token, None).await
     }
+    /// Puts `quantity` of `product` in the buyer's cart (201 expected).
+    pub async fn add_to_cart(&self, token: &str, product: i64, quantity: i32) {
+        self.post(
+            "/cart/items",
+            Some(token),
+            json!({"product_id": product, "quantity": quantity}),
+        )
+        .await
+        .expect(201);
+    }
+
     pub async fn checkout(&self, token: &str, key: &str) -> Resp {
         self.send_with(
             reqwest::Method::POST,
