@@ -256,6 +256,15 @@ async fn reads_use_the_replica_except_right_after_own_writes() {
             .len(),
         0
     );
+    // ... which /metrics counts per pool: the two anonymous reads went to the replica.
+    let metrics = app.get("/metrics", None).await.expect(200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("shop_db_queries_total{pool=\"replica\"} 2"),
+        "{metrics}"
+    );
     // Right after their checkout, a buyer reads their own order from the primary.
     let (_, buyer) = app.user("buyer").await;
     app.post(
