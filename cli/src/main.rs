@@ -117,6 +117,24 @@ enum ChaosCommand {
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         hold: Option<std::time::Duration>,
     },
+    /// Run an experiment (a file or a shipped name) on an environment under load, and
+    /// check the recorded history against the database: exit 1 when a check fails.
+    Run {
+        #[arg(value_name = "FILE|NAME")]
+        experiment: String,
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
+        /// Run it this many times (each with its own report).
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        /// Seed for the buyers and products the workload uses.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the SVG timeline (the history goes beside it as .jsonl)
+        /// [default: in the environment's directory].
+        #[arg(long, value_name = "FILE.svg")]
+        report: Option<std::path::PathBuf>,
+    },
     /// Undo every lingering fault on an environment: network rules, frozen processes.
     Heal {
         #[arg(long, short = 'e', value_name = "NAME")]
@@ -298,6 +316,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chaos(ChaosCommand::Validate { files }) => commands::chaos::validate(&g, &files),
         Command::Chaos(ChaosCommand::Inject { env, fault, target, hold }) => commands::chaos::inject(&g, &env, &fault, &target, hold),
         Command::Chaos(ChaosCommand::Heal { env }) => commands::chaos::heal(&g, &env),
+        Command::Chaos(ChaosCommand::Run { experiment, env, runs, seed, report }) => {
+            commands::chaos_run::run(&g, &commands::chaos_run::RunArgs { experiment, env, runs, seed, report })
+        }
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
         Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),

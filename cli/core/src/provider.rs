@@ -45,6 +45,11 @@ pub trait Provider: Sync {
         Ok(None)
     }
 
+    /// Runs SQL on the primary's shop database as the superuser; psql's unaligned output.
+    fn query(&self, _sql: &str) -> Result<String, ProviderError> {
+        Err(format!("SQL is not available on the {} target", self.target()).into())
+    }
+
     /// Injects one chaos fault (`kind` as in experiment files: node-loss, freeze,
     /// restart, partition, switchover, redis-loss, shop-instance-loss) on `targets`
     /// (one selector, or two sides for a partition); returns what it did.

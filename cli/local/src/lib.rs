@@ -204,6 +204,10 @@ impl Provider for LocalProvider {
         }))
     }
 
+    fn query(&self, sql: &str) -> Result<String, ProviderError> {
+        ops::query(&self.env, sql).map_err(boxed)
+    }
+
     fn inject(&self, kind: &str, targets: &[&str]) -> Result<String, ProviderError> {
         faults::inject(&self.env, kind, targets).map_err(boxed)
     }

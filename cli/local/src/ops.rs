@@ -105,6 +105,11 @@ fn primary(env: &Env) -> Result<&Resource> {
     postgres::primary(env, &ids)
 }
 
+/// SQL on the primary's shop database, as the superuser.
+pub fn query(env: &Env, sql: &str) -> Result<String> {
+    postgres::psql(env, primary(env)?, "shop", sql)
+}
+
 pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
     let node = primary(env)?;
     let installed = postgres::psql(env, node, "shop", "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")?;

@@ -45,7 +45,7 @@ pub fn journal_clear(ctx: &Ctx, name: &str) {
     let _ = std::fs::remove_file(journal_path(ctx, name));
 }
 
-fn journal_add(ctx: &Ctx, name: &str, owner_pid: Option<u32>, fault: String) -> Result<()> {
+pub fn journal_add(ctx: &Ctx, name: &str, owner_pid: Option<u32>, fault: String) -> Result<()> {
     let path = journal_path(ctx, name);
     let mut j = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Journal>(&t).ok()).unwrap_or(Journal { owner_pid, faults: vec![] });
     j.owner_pid = owner_pid;

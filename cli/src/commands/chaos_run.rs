@@ -1,0 +1,434 @@
+//! `scalectl chaos run`: an experiment against a live environment. The steady state is
+//! probed first; then a workload runs on an open schedule, recording every operation it
+//! makes (the history), while the faults are injected at their offsets; the rollbacks
+//! always run; the steady state must return; and the history is checked against what
+//! the database holds afterwards (`scalectl_chaos::check`).
+//!
+//! While a run holds faults, the environment's fault journal names this process, so a
+//! run that is killed is undone by the next scalectl command on the environment.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use scalectl_chaos::experiment::{Component, Experiment, Probe, Rollback, Scenario};
+use scalectl_chaos::{DbSnapshot, FaultWindow, History, Line, Op, Operation, Outcome};
+use scalectl_core::plan::{Action, Observed};
+use scalectl_core::{Graph, Provider, ResourceKind};
+use scalectl_loadgen::http::{Conn, Reply, Request, Target};
+use scalectl_loadgen::shop::{Setup, SetupConfig, prepare};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::output::{Format, json as print_json};
+
+pub struct RunArgs {
+    pub experiment: String,
+    pub env: String,
+    pub runs: u32,
+    pub seed: u64,
+    /// Where to write the SVG timeline (and the history beside it, `.jsonl`).
+    pub report: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
+    let (label, text) = super::chaos::read(&a.experiment)?;
+    let e = scalectl_chaos::load(&label, &text).map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let mut reports = Vec::new();
+    let mut passed = true;
+    for n in 1..=a.runs.max(1) {
+        ctx.progress.say(&format!("chaos: {} on `{}`, run {n} of {}", e.metadata.name, a.env, a.runs.max(1)));
+        let report = one_run(ctx, a, &e, n)?;
+        passed &= report["passed"].as_bool().unwrap_or(false);
+        reports.push(report);
+    }
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(&json!({"experiment": e.metadata.name, "environment": a.env, "passed": passed, "runs": reports}), &mut out)?,
+        Format::Text => {
+            for (i, r) in reports.iter().enumerate() {
+                writeln!(out, "Run {} of {}:\n{}", i + 1, reports.len(), r["text"].as_str().unwrap_or(""))?;
+            }
+            writeln!(out, "{}: {}", e.metadata.name, if passed { "PASSED" } else { "FAILED" })?;
+        }
+    }
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
+    let (state, provider) = super::open(ctx, &a.env)?;
+    if !e.levels.contains(&state.level) {
+        bail!("{} applies to levels {:?}; `{}` is level {}", e.metadata.name, e.levels, a.env, state.level);
+    }
+    let graph = Graph::new(state.resources.values().cloned().collect())?;
+    let endpoints = super::env::endpoints(&graph, provider.as_ref());
+    let shop = endpoints.get("shop").cloned().context("the environment has no shop endpoint")?;
+    let prometheus = endpoints.get("prometheus").cloned();
+    let provider: &dyn Provider = provider.as_ref();
+
+    let probes = |when: &str| -> Result<()> {
+        let failed = probe_all(provider, &graph, &shop, prometheus.as_deref(), &e.steady_state.probes);
+        if failed.is_empty() { Ok(()) } else { bail!("steady state not met {when}: {}", failed.join("; ")) }
+    };
+    probes("before the faults").context("nothing was injected")?;
+
+    let rt = scalectl_loadgen::runtime()?;
+    let target = Target::parse(&shop)?;
+    let run_id = format!("{}-{n}-{}", std::process::id(), crate::home::now());
+    let rate = f64::from(e.workload.rate);
+    let buyers = (e.workload.rate as usize * 2).clamp(10, 200);
+    let cache = ctx.home.env_dir(&a.env).join("chaos-setup.json");
+    let t = ctx.progress.start("setup", "creating buyers and products");
+    let setup = rt.block_on(prepare(&target, &shop, &SetupConfig { seed: a.seed, buyers, products: 3, concurrency: 4, cache: Some(cache), progress: false }))?;
+    ctx.progress.done("setup", "ready", t);
+    let user_ids = user_ids(provider, &setup)?;
+    let initial = stocks(provider, &setup.products)?;
+
+    // Faults that linger are recorded before the first one, under this process.
+    super::chaos::journal_add(ctx, &a.env, Some(std::process::id()), format!("chaos run {}", e.metadata.name))?;
+    let history = Arc::new(Mutex::new(History::default()));
+    let windows = Arc::new(Mutex::new(Vec::<FaultWindow>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let duration = e.workload.duration.0;
+    let t0 = Instant::now() + Duration::from_millis(200);
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let faults = scope.spawn(|| inject_faults(ctx, provider, &graph, e, t0, duration, &windows, &stop));
+        let workload = Workload { scenario: e.workload.scenario, setup: &setup, user_ids: &user_ids, run_id: &run_id };
+        rt.block_on(workload.run(&target, rate, duration, t0, &history, &stop));
+        stop.store(true, Ordering::Relaxed);
+        faults.join().map_err(|_| anyhow!("the fault thread panicked"))?
+    });
+    // Rollbacks always run, whatever happened above.
+    let rolled = rollbacks(ctx, provider, &graph, &e.rollbacks);
+    super::chaos::journal_clear(ctx, &a.env);
+    outcome?;
+    rolled?;
+    let recovery = Instant::now() + e.steady_state.recovery_timeout.0;
+    let steady_again = loop {
+        match probes("after recovery") {
+            Ok(()) => break None,
+            Err(err) if Instant::now() >= recovery => break Some(format!("{err:#}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    if let Some(settle) = e.checks.outbox.as_ref().map(|o| o.settle.0) {
+        std::thread::sleep(settle);
+    }
+
+    let snapshot = snapshot(provider, &run_id, &setup.products, &initial)?;
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let windows = std::mem::take(&mut *windows.lock().unwrap());
+    let report = scalectl_chaos::check(&history, &snapshot, &windows, &e.checks);
+    let mut text = scalectl_chaos::render::text(&report);
+    if let Some(err) = &steady_again {
+        text.push_str(&format!("\nsteady state: FAILED, {err}\n"));
+    }
+    let svg = a.report.clone().unwrap_or_else(|| ctx.home.env_dir(&a.env).join(format!("chaos-{}-{run_id}.svg", e.metadata.name)));
+    let svg = if a.runs > 1 { svg.with_file_name(format!("{}-run{n}.svg", svg.file_stem().and_then(|s| s.to_str()).unwrap_or("chaos"))) } else { svg };
+    std::fs::write(&svg, scalectl_chaos::svg::timeline(&report, &history)).with_context(|| format!("writing {}", svg.display()))?;
+    std::fs::write(svg.with_extension("jsonl"), history.to_json_lines())?;
+    text.push_str(&format!("timeline: {}\nhistory: {}\n", svg.display(), svg.with_extension("jsonl").display()));
+    let mut value = serde_json::to_value(&report)?;
+    value["passed"] = json!(report.passed && steady_again.is_none());
+    value["steady_state_after"] = json!(steady_again.is_none());
+    value["operations"] = json!(history.ops.len());
+    value["timeline"] = json!(svg);
+    value["text"] = json!(text);
+    Ok(value)
+}
+
+/// Every probe that fails now, with why.
+fn probe_all(provider: &dyn Provider, graph: &Graph, shop: &str, prometheus: Option<&str>, probes: &[Probe]) -> Vec<String> {
+    let mut failed = Vec::new();
+    for p in probes {
+        let result: Result<(), String> = if let Some(h) = &p.http {
+            let started = Instant::now();
+            match http_get(&format!("{shop}{}", h.route)) {
+                Ok((status, _)) if status != h.status => Err(format!("answered {status}, expected {}", h.status)),
+                Ok(_) if started.elapsed() > h.max_latency.0 => Err(format!("took {:?}", started.elapsed())),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else if let Some(q) = &p.sql {
+            match provider.query(&q.query) {
+                Ok(v) if q.expect.holds(v.lines().next().unwrap_or("")) => Ok(()),
+                Ok(v) => Err(format!("returned {}", v.trim())),
+                Err(e) => Err(e.to_string()),
+            }
+        } else if let Some(q) = &p.prometheus {
+            match prometheus.map(|base| http_get(&format!("{base}/api/v1/query?query={}", urlencode(&q.query)))) {
+                Some(Ok((200, body))) => {
+                    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                    let value = v["data"]["result"][0]["value"][1].as_str().unwrap_or("").to_string();
+                    // No series, or 0/0, means no traffic to judge yet: nothing is wrong.
+                    if value.is_empty() || value == "NaN" || q.expect.holds(&value) { Ok(()) } else { Err(format!("returned `{value}`")) }
+                }
+                Some(Ok((status, _))) => Err(format!("Prometheus answered {status}")),
+                Some(Err(e)) => Err(e),
+                None => Err("the environment has no Prometheus".into()),
+            }
+        } else if let Some(pr) = &p.process {
+            let kinds = component_kinds(pr.component);
+            let up = graph.resources.iter().filter(|r| kinds.contains(&r.kind) && matches!(provider.observe(r), Observed::Running { .. })).count();
+            if up as u32 >= pr.min { Ok(()) } else { Err(format!("{up} of {} running", pr.min)) }
+        } else {
+            Ok(())
+        };
+        if let Err(why) = result {
+            failed.push(format!("{}: {why}", p.name));
+        }
+    }
+    failed
+}
+
+fn component_kinds(c: Component) -> Vec<ResourceKind> {
+    match c {
+        Component::Postgres => vec![ResourceKind::Postgres, ResourceKind::PatroniNode],
+        Component::Patroni => vec![ResourceKind::PatroniNode],
+        Component::Etcd => vec![ResourceKind::Etcd],
+        Component::Pgbouncer => vec![ResourceKind::Pgbouncer],
+        Component::Haproxy => vec![ResourceKind::Haproxy],
+        Component::Redis => vec![ResourceKind::Redis],
+        Component::Shop => vec![ResourceKind::Shop],
+        Component::Worker => vec![ResourceKind::Worker],
+        Component::Prometheus => vec![ResourceKind::Prometheus],
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// A blocking GET for probes: status and body.
+fn http_get(url: &str) -> Result<(u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr: std::net::SocketAddr = host.parse().map_err(|e| format!("{host}: {e}"))?;
+    scalectl_local::health::http(addr, "GET", &path, None, Duration::from_secs(5))
+}
+
+/// The database ids of the buyers setup made, by email.
+fn user_ids(provider: &dyn Provider, setup: &Setup) -> Result<Vec<i64>> {
+    let emails: Vec<String> = setup.buyers.iter().map(|b| format!("'{}'", b.email.replace('\'', "''"))).collect();
+    let text = provider
+        .query(&format!("SELECT coalesce(json_object_agg(email, id), '{{}}') FROM users WHERE email IN ({})", emails.join(",")))
+        .map_err(|e| anyhow!("{e}"))?;
+    let map: BTreeMap<String, i64> = serde_json::from_str(text.trim()).context("reading user ids")?;
+    setup.buyers.iter().map(|b| map.get(&b.email).copied().with_context(|| format!("buyer {} has no user row", b.email))).collect()
+}
+
+fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64>> {
+    let ids: Vec<String> = products.iter().map(i64::to_string).collect();
+    let text = provider.query(&format!("SELECT coalesce(json_object_agg(id, stock), '{{}}') FROM products WHERE id IN ({})", ids.join(","))).map_err(|e| anyhow!("{e}"))?;
+    let map: BTreeMap<String, i64> = serde_json::from_str(text.trim()).context("reading stock")?;
+    Ok(map.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect())
+}
+
+/// What the checker compares the history with: this run's orders (by their keys), the
+/// products' stock, and the outbox events of those orders.
+fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &BTreeMap<i64, i64>) -> Result<DbSnapshot> {
+    let ids: Vec<String> = products.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "WITH o AS (SELECT * FROM orders WHERE idempotency_key LIKE 'chaos-{run_id}-%') \
+         SELECT json_build_object( \
+           'orders', coalesce((SELECT json_agg(json_build_object('id', o.id, 'user_id', o.user_id, 'idempotency_key', o.idempotency_key, \
+               'items', (SELECT count(*) FROM order_items i WHERE i.order_id = o.id), \
+               'payment', EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id))) FROM o), '[]'), \
+           'products', coalesce((SELECT json_agg(json_build_object('id', p.id, 'stock', p.stock, \
+               'units_sold', coalesce((SELECT sum(i.quantity) FROM order_items i JOIN o ON o.id = i.order_id WHERE i.product_id = p.id), 0))) \
+               FROM products p WHERE p.id IN ({ids})), '[]'), \
+           'outbox', coalesce((SELECT json_agg(json_build_object('id', x.id, 'order_id', (x.payload->>'order_id')::bigint, \
+               'processed', x.processed_at IS NOT NULL, \
+               'notifications', (SELECT count(*) FROM notifications n WHERE n.outbox_id = x.id), \
+               'dead_lettered', EXISTS (SELECT 1 FROM dead_letters d WHERE d.outbox_id = x.id))) \
+               FROM outbox x WHERE x.topic = 'order.placed' AND (x.payload->>'order_id')::bigint IN (SELECT id FROM o)), '[]'))",
+        ids = ids.join(",")
+    );
+    let text = provider.query(&sql).map_err(|e| anyhow!("{e}"))?;
+    let mut v: Value = serde_json::from_str(text.trim()).context("reading the snapshot")?;
+    for p in v["products"].as_array_mut().into_iter().flatten() {
+        let id = p["id"].as_i64().unwrap_or(0);
+        p["initial_stock"] = json!(initial.get(&id).copied().unwrap_or(0));
+    }
+    v["flash_sales"] = json!([]);
+    serde_json::from_value(v).context("reading the snapshot")
+}
+
+/// Injects each fault at its offset; a fault with a duration is undone when it is over.
+fn inject_faults(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, e: &Experiment, t0: Instant, duration: Duration, windows: &Mutex<Vec<FaultWindow>>, stop: &AtomicBool) -> Result<()> {
+    let mut faults: Vec<_> = e.method.iter().collect();
+    faults.sort_by_key(|f| f.at.0);
+    for f in faults {
+        let at = t0 + f.at.0;
+        while Instant::now() < at {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20).min(at.saturating_duration_since(Instant::now())));
+        }
+        let targets: Vec<String> = match (&f.target, &f.between) {
+            (Some(t), _) => vec![t.as_str().to_string()],
+            (None, Some(sides)) => sides.iter().map(|t| t.as_str().to_string()).collect(),
+            _ => bail!("a {} fault without a target", f.kind.as_str()),
+        };
+        let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let start = t0.elapsed();
+        let did = provider.inject(f.kind.as_str(), &refs).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
+        ctx.progress.say(&format!("chaos: {:.1} s: {did}", start.as_secs_f64()));
+        let end = match f.duration {
+            Some(d) => {
+                std::thread::sleep(d.0);
+                // Lingering faults are undone; lost processes are started again.
+                if let Some(note) = provider.heal().map_err(|err| anyhow!("{err}"))? {
+                    ctx.progress.say(&format!("chaos: {:.1} s: {note}", t0.elapsed().as_secs_f64()));
+                }
+                restart_down(ctx, provider, graph)?;
+                t0.elapsed()
+            }
+            None => t0.elapsed().max(start),
+        };
+        windows.lock().unwrap().push(FaultWindow { kind: f.kind, target: did, start, end: if f.duration.is_some() { end } else { duration.max(start) } });
+    }
+    Ok(())
+}
+
+/// The experiment's rollbacks: heal and resume (both undo lingering faults), and
+/// restart every recorded process that is not running.
+fn rollbacks(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, rollbacks: &[Rollback]) -> Result<()> {
+    if let Some(note) = provider.heal().map_err(|e| anyhow!("{e}"))? {
+        ctx.progress.say(&format!("chaos: rollback: {note}"));
+    }
+    if rollbacks.contains(&Rollback::Restart) {
+        restart_down(ctx, provider, graph)?;
+    }
+    Ok(())
+}
+
+/// Starts every recorded process that is not running, in dependency order.
+fn restart_down(ctx: &Ctx, provider: &dyn Provider, graph: &Graph) -> Result<()> {
+    for r in &graph.resources {
+        if matches!(provider.observe(r), Observed::Down { .. }) {
+            let t = ctx.progress.start(&r.id, "restarting");
+            provider.apply(r, &Action::Start).map_err(|e| anyhow!("restarting {}: {e}", r.id))?;
+            provider.wait_healthy(r, Instant::now() + Duration::from_secs(90)).map_err(|e| anyhow!("{e}"))?;
+            ctx.progress.done(&r.id, "restarted", t);
+        }
+    }
+    Ok(())
+}
+
+/// The traffic of a run, recording every attempt in the history.
+struct Workload<'a> {
+    scenario: Scenario,
+    setup: &'a Setup,
+    user_ids: &'a [i64],
+    run_id: &'a str,
+}
+
+/// How many connections the workload keeps; each carries one operation at a time.
+const CONNECTIONS: usize = 32;
+/// Attempts per checkout whose outcome is unknown (same idempotency key each time).
+const ATTEMPTS: u32 = 3;
+
+impl Workload<'_> {
+    async fn run(&self, target: &Target, rate: f64, duration: Duration, t0: Instant, history: &Mutex<History>, stop: &AtomicBool) {
+        let total = (rate * duration.as_secs_f64()).round() as u64;
+        let next = AtomicU64::new(0);
+        let work = |client: u32| {
+            let next = &next;
+            async move {
+                let mut conn = Conn::new(target.clone());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    for op in self.op(&mut conn, i, client, t0, due).await {
+                        history.lock().unwrap().ops.push(op);
+                    }
+                }
+            }
+        };
+        futures_join_all((0..CONNECTIONS as u32).map(work)).await;
+    }
+
+    /// Operation `i`: a read, or a checkout (cart add, then checkout with the run's key,
+    /// retried with the same key while its outcome is unknown). Returns every attempt.
+    async fn op(&self, conn: &mut Conn, i: u64, client: u32, t0: Instant, due: Instant) -> Vec<Op> {
+        let b = (i as usize) % self.setup.buyers.len();
+        let buyer = &self.setup.buyers[b];
+        let product = self.setup.products[(i as usize / self.setup.buyers.len()) % self.setup.products.len()];
+        let read = match self.scenario {
+            Scenario::Browse => true,
+            Scenario::Mixed => i % 10 >= 3,
+            Scenario::Checkout | Scenario::FlashSale => false,
+        };
+        let timeout = Duration::from_secs(5);
+        let since = |t: Instant| t.saturating_duration_since(t0);
+        if read {
+            let started = Instant::now();
+            let route = format!("/products/{product}");
+            let reply = conn.send(&Request::get(route.clone()).client(&buyer.client), timeout).await;
+            return vec![Op { client, op: Operation::Read { route }, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: outcome(&reply) }];
+        }
+        let key = format!("chaos-{}-{i}", self.run_id);
+        let op = Operation::Checkout { user_id: self.user_ids[b], idempotency_key: key.clone(), cart: vec![Line { product_id: product, quantity: 1 }] };
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let add = Request::post("/cart/items", format!("{{\"product_id\":{product},\"quantity\":1}}")).token(Some(&buyer.auth)).client(&buyer.client);
+        let added = conn.send(&add, timeout).await;
+        if !matches!(added.status(), 200 | 201) {
+            // Nothing was ordered: the cart never held the item.
+            let o = match &added {
+                Reply::Response { status, .. } => Outcome::Failed { status: *status, definitive: true },
+                _ => Outcome::Failed { status: 0, definitive: true },
+            };
+            attempts.push(Op { client, op, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: o });
+            return attempts;
+        }
+        for attempt in 0..ATTEMPTS {
+            let began = if attempt == 0 { started } else { Instant::now() };
+            let checkout = Request::post("/checkout", "").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
+            let reply = conn.send(&checkout, timeout).await;
+            let o = outcome(&reply);
+            let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
+            attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o });
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        attempts
+    }
+}
+
+/// How one reply counts: 2xx ok (with the order id when there is one), 4xx a definitive
+/// refusal, 5xx a failure whose effect is unknown, no reply unknown.
+fn outcome(reply: &Reply) -> Outcome {
+    match reply {
+        Reply::Response { status, body } if (200..300).contains(status) => {
+            let order_id = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["id"].as_i64());
+            Outcome::Ok { order_id }
+        }
+        Reply::Response { status, .. } => Outcome::Failed { status: *status, definitive: *status < 500 },
+        Reply::Io => Outcome::Unknown { error: "connection failed".into() },
+        Reply::Timeout => Outcome::Unknown { error: "no answer in time".into() },
+    }
+}
+
+/// Runs futures concurrently on the current task and waits for all of them.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+}
