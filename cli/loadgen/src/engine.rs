@@ -133,7 +133,8 @@ impl Run {
     }
 }
 
-/// What one shard of workers recorded since the collector last drained it.
+/// What one shard of workers recorded since the collector last drained it, or (in
+/// [`Totals`]) everything drained so far.
 struct Window {
     rows: Vec<Tally>,
     delay: Histogram<u64>,
@@ -146,6 +147,17 @@ struct Window {
 impl Window {
     fn new(rows: usize) -> Window {
         Window { rows: (0..rows).map(|_| Tally::default()).collect(), delay: histogram(), late: 0, started: 0, retries: 0, last_start: None }
+    }
+
+    fn add(&mut self, w: &Window) {
+        for (total, got) in self.rows.iter_mut().zip(&w.rows) {
+            total.add(got);
+        }
+        let _ = self.delay.add(&w.delay);
+        self.late += w.late;
+        self.started += w.started;
+        self.retries += w.retries;
+        self.last_start = self.last_start.max(w.last_start);
     }
 }
 
@@ -309,28 +321,14 @@ fn micros(d: Duration) -> u64 {
 
 /// Everything drained so far, and the timeline.
 struct Totals {
-    rows: Vec<Tally>,
-    delay: Histogram<u64>,
-    late: u64,
-    started: u64,
-    retries: u64,
-    last_start: Option<Instant>,
+    all: Window,
     timeline: Vec<Tick>,
     last_end: Instant,
 }
 
 impl Totals {
     fn new(rows: usize) -> Totals {
-        Totals {
-            rows: (0..rows).map(|_| Tally::default()).collect(),
-            delay: histogram(),
-            late: 0,
-            started: 0,
-            retries: 0,
-            last_start: None,
-            timeline: Vec::new(),
-            last_end: Instant::now(),
-        }
+        Totals { all: Window::new(rows), timeline: Vec::new(), last_end: Instant::now() }
     }
 
     /// Moves what the workers recorded since the last call into the totals and adds a
@@ -339,15 +337,10 @@ impl Totals {
         let mut second = Tally::default();
         for shard in &shared.shards {
             let w = std::mem::replace(&mut *lock(shard), Window::new(rows.len()));
-            for (total, got) in self.rows.iter_mut().zip(&w.rows) {
-                total.add(got);
+            for got in &w.rows {
                 second.add(got);
             }
-            let _ = self.delay.add(&w.delay);
-            self.late += w.late;
-            self.started += w.started;
-            self.retries += w.retries;
-            self.last_start = self.last_start.max(w.last_start);
+            self.all.add(&w);
         }
         self.last_end = Instant::now();
         let q = Quantiles::of(&second.latency);
@@ -360,21 +353,22 @@ impl Totals {
         let target = if rate.is_finite() { format!(" (target {rate:.0}/s)") } else { String::new() };
         eprintln!(
             "{:>5}s  {:>8} req/s{target}  p99 {:>9.2} ms  errors {:>6}  late starts {}",
-            last.t, last.count, last.p99_ms, last.errors, self.late
+            last.t, last.count, last.p99_ms, last.errors, self.all.late
         );
     }
 
     fn finish<W>(self, shared: &Shared<W>, rows: &[Row], config: &Config) -> Run {
         let t0 = shared.t0;
         let seconds = self.last_end.saturating_duration_since(t0).as_secs_f64().max(1e-3);
-        let start_span = self.last_start.map_or(0.0, |l| l.saturating_duration_since(t0).as_secs_f64());
+        let all_rows = &self.all;
+        let start_span = all_rows.last_start.map_or(0.0, |l| l.saturating_duration_since(t0).as_secs_f64());
         let target_rate = config.schedule.rate.is_finite().then_some(config.schedule.rate);
         // n starts spread over (n - 1) gaps; a single start has no rate to speak of.
-        let offered_rate = if self.started > 1 && start_span > 0.0 { (self.started - 1) as f64 / start_span } else { 0.0 };
+        let offered_rate = if all_rows.started > 1 && start_span > 0.0 { (all_rows.started - 1) as f64 / start_span } else { 0.0 };
         let mut all = Tally::default();
         let reports: Vec<RowReport> = rows
             .iter()
-            .zip(&self.rows)
+            .zip(&all_rows.rows)
             .map(|(row, t)| {
                 all.add(t);
                 RowReport::new(&row.name, t, seconds, target_rate.zip(row.share).map(|(r, s)| r * s))
@@ -385,16 +379,16 @@ impl Totals {
             arrivals: config.schedule.arrivals,
             target_rate,
             scheduled: config.schedule.count,
-            started: self.started,
-            not_started: config.schedule.count.saturating_sub(self.started),
+            started: all_rows.started,
+            not_started: config.schedule.count.saturating_sub(all_rows.started),
             offered_rate,
             throughput: total.rate,
             seconds,
             connections: config.connections,
-            late: self.late,
+            late: all_rows.late,
             late_after_ms: config.late_after.as_secs_f64() * 1000.0,
-            start_delay_ms: Quantiles::of(&self.delay),
-            retries: self.retries,
+            start_delay_ms: Quantiles::of(&all_rows.delay),
+            retries: all_rows.retries,
             interrupted: shared.stop.load(Ordering::Relaxed),
             rows: reports,
             total,

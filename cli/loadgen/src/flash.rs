@@ -49,7 +49,6 @@ pub struct FlashOutcome {
     pub unknown: u64,
     /// `remaining` as `GET /flash-sales/{id}` reports it afterwards.
     pub remaining: i64,
-    pub run: Run,
 }
 
 /// What the database says about the sale (from the caller, which can reach it).
@@ -112,7 +111,7 @@ impl Workload for Buyers {
 
 /// Creates a product of `units` and a sale of all of them starting `lead` from now, then
 /// sends every buyer's purchase at the start.
-pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Result<FlashOutcome, Error> {
+pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Result<(FlashOutcome, Run), Error> {
     let mut conn = Conn::new(target.clone());
     let name = format!("flash {} units {}", cfg.units, OffsetDateTime::now_utc().unix_timestamp());
     let product_id = create_product(&mut conn, &setup.seller, setup.shop_id, &name, cfg.units).await?;
@@ -136,7 +135,7 @@ pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Resul
     let run = engine::run(target, &config, Buyers { setup, sale_id }, Some(start)).await?;
     let sale = call_json(&mut conn, &Request::get(format!("/flash-sales/{sale_id}")), "read the flash sale", &[200]).await?;
     let count = |row: usize| run.rows[row].count;
-    Ok(FlashOutcome {
+    let outcome = FlashOutcome {
         sale_id,
         product_id,
         units: cfg.units,
@@ -145,8 +144,8 @@ pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Resul
         sold_out: count(SOLD_OUT),
         unknown: run.rows[PURCHASE].errors,
         remaining: sale["remaining"].as_i64().unwrap_or(-1),
-        run,
-    })
+    };
+    Ok((outcome, run))
 }
 
 /// Every check of the sale: through the shop, and through the database when `db` is given.

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::engine::Run;
-use crate::flash::Check;
+use crate::flash::{Check, FlashOutcome};
 use crate::shop::SetupStats;
 use crate::slo::{Verdict, num};
 use crate::stats::RowReport;
@@ -30,14 +30,8 @@ pub struct Report {
 /// A flash sale's outcome and its checks.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlashSummary {
-    pub sale_id: i64,
-    pub product_id: i64,
-    pub units: u32,
-    pub buyers: usize,
-    pub won: u64,
-    pub sold_out: u64,
-    pub unknown: u64,
-    pub remaining: i64,
+    #[serde(flatten)]
+    pub outcome: FlashOutcome,
     pub database_checked: bool,
     pub checks: Vec<Check>,
     pub passed: bool,
@@ -93,33 +87,22 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
         run.seconds,
         if run.interrupted { " (interrupted)" } else { "" }
     )?;
-    writeln!(out, "latency is measured from each request's scheduled start (ms)\n")?;
+    writeln!(out, "latency in ms, measured from each request's scheduled start\n")?;
     let w = run.rows.iter().map(|row| row.name.len()).max().unwrap_or(0).max(8);
-    writeln!(out, "{:<w$} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}", "endpoint", "count", "errors", "rate/s", "target/s", "p50", "p90", "p99", "p99.9", "max", "mean")?;
-    for row in run.rows.iter().filter(|row| row.count > 0 || row.target_rate.is_some_and(|t| t > 0.0)).chain([&run.total]) {
-        let q = row.latency_ms;
-        writeln!(
-            out,
-            "{:<w$} {:>8} {:>7} {:>9.1} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-            row.name,
-            row.count,
-            row.errors,
-            row.rate,
-            opt_rate(row.target_rate),
-            q.p50,
-            q.p90,
-            q.p99,
-            q.p999,
-            q.max,
-            q.mean
-        )?;
+    write!(out, "{:<w$}", HEADERS[0])?;
+    for h in &HEADERS[1..HEADERS.len() - 1] {
+        write!(out, " {h:>8}")?;
     }
-    let errors: Vec<String> = run
-        .rows
-        .iter()
-        .filter(|row| !row.error_statuses.is_empty())
-        .map(|row| format!("{}: {}", row.name, row.error_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", ")))
-        .collect();
+    writeln!(out)?;
+    for row in shown(run) {
+        let cells = cells(row);
+        write!(out, "{:<w$}", cells[0])?;
+        for c in &cells[1..] {
+            write!(out, " {c:>8}")?;
+        }
+        writeln!(out)?;
+    }
+    let errors: Vec<String> = run.rows.iter().filter(|row| !row.error_statuses.is_empty()).map(|row| format!("{}: {}", row.name, errors_by_status(row))).collect();
     if !errors.is_empty() {
         writeln!(out, "\nerrors by status:")?;
         for e in errors {
@@ -127,10 +110,11 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
         }
     }
     if let Some(f) = &r.flash {
+        let o = &f.outcome;
         writeln!(
             out,
             "\nflash sale {}: {} units, {} buyers: {} won, {} sold out, {} without an answer; {} remaining",
-            f.sale_id, f.units, f.buyers, f.won, f.sold_out, f.unknown, f.remaining
+            o.sale_id, o.units, o.buyers, o.won, o.sold_out, o.unknown, o.remaining
         )?;
         if !f.database_checked {
             writeln!(out, "  (the database was not reachable from here; checked through the shop only)")?;
@@ -190,23 +174,29 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn table_row(row: &RowReport) -> String {
+fn errors_by_status(row: &RowReport) -> String {
+    row.error_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+const HEADERS: [&str; 11] = ["endpoint", "count", "errors", "rate/s", "target/s", "p50", "p90", "p99", "p99.9", "max", "errors by status"];
+
+/// A row of the summary table, as text cells in the order of [`HEADERS`] minus the last.
+fn cells(row: &RowReport) -> Vec<String> {
     let q = row.latency_ms;
-    let errors = row.error_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", ");
-    format!(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>",
-        esc(&row.name),
-        row.count,
-        row.errors,
-        row.rate,
-        opt_rate(row.target_rate),
-        q.p50,
-        q.p90,
-        q.p99,
-        q.p999,
-        q.max,
-        esc(&errors)
-    )
+    let mut c = vec![row.name.clone(), row.count.to_string(), row.errors.to_string(), format!("{:.1}", row.rate), opt_rate(row.target_rate)];
+    c.extend([q.p50, q.p90, q.p99, q.p999, q.max].map(|v| format!("{v:.2}")));
+    c
+}
+
+/// The rows worth a line: those that saw requests or were meant to, then the total.
+fn shown(run: &Run) -> impl Iterator<Item = &RowReport> {
+    run.rows.iter().filter(|row| row.count > 0 || row.target_rate.is_some_and(|t| t > 0.0)).chain([&run.total])
+}
+
+fn table_row(row: &RowReport) -> String {
+    let mut cells = cells(row);
+    cells.push(errors_by_status(row));
+    format!("<tr>{}</tr>", cells.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>())
 }
 
 /// A self-contained HTML page (no scripts, no external files).
@@ -253,17 +243,15 @@ pub fn html(r: &Report) -> String {
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="760" height="150" font-family="sans-serif" font-size="11"><text x="60" y="18" font-size="13" font-weight="bold">Completed requests per second (red: errors), peak {max}</text>{bars}</svg>"#
         )
     };
-    let mut rows = String::new();
-    for row in run.rows.iter().filter(|row| row.count > 0).chain([&run.total]) {
-        rows.push_str(&table_row(row));
-    }
+    let rows: String = shown(run).map(table_row).collect();
+    let headers: String = HEADERS.iter().map(|h| format!("<th>{h}</th>")).collect();
     let verdict = if r.passed() { "<p class=ok>Every SLO and check met.</p>".to_owned() } else { format!("<p class=bad>{}</p>", r.failures().iter().map(|f| esc(f)).collect::<Vec<_>>().join("<br>")) };
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>scalectl load: {scenario}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}.ok{{color:#2ca02c}}.bad{{color:#d62728}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>
 <h1>scalectl load: {scenario}</h1>
 {verdict}
-<table><tr><th>endpoint</th><th>count</th><th>errors</th><th>rate/s</th><th>target/s</th><th>p50 ms</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>errors by status</th></tr>{rows}</table>
+<table><tr>{headers}</tr>{rows}</table>
 <p>Latency is measured from each request's scheduled start (open model, no coordinated omission).</p>
 {over_time}
 {throughput}

@@ -196,7 +196,7 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
         (Scenario::FlashSale, Some(setup)) => {
             let cfg = FlashConfig { units: args.units, lead: Duration::from_secs(3), connections, timeout: args.timeout, max_attempts: 10, progress };
             say(&format!("flash sale: {} units for {users} buyers, starting in {} s…", args.units, cfg.lead.as_secs()));
-            let outcome = rt.block_on(flash::run(&target, setup, &cfg))?;
+            let (outcome, run) = rt.block_on(flash::run(&target, setup, &cfg))?;
             let db = match &site.env {
                 Some(env) => match flash_db_view(ctx, env, outcome.sale_id) {
                     Ok(v) => Some(v),
@@ -208,20 +208,8 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
                 None => None,
             };
             let checks = flash::checks(&outcome, db.as_ref());
-            let summary = FlashSummary {
-                sale_id: outcome.sale_id,
-                product_id: outcome.product_id,
-                units: outcome.units,
-                buyers: outcome.buyers,
-                won: outcome.won,
-                sold_out: outcome.sold_out,
-                unknown: outcome.unknown,
-                remaining: outcome.remaining,
-                database_checked: db.is_some(),
-                passed: checks.iter().all(|c| c.met),
-                checks,
-            };
-            (outcome.run, Some(summary))
+            let summary = FlashSummary { outcome, database_checked: db.is_some(), passed: checks.iter().all(|c| c.met), checks };
+            (run, Some(summary))
         }
         (scenario, Some(setup)) => {
             let mix = match scenario {
