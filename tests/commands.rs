@@ -30,10 +30,10 @@ fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
 #[test]
 fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
     let home = Home::new();
-    let env = home.env("l3");
-    let out = home.expect(2, &["up", "--level", "3", "--env", &env]);
+    let env = home.env("l4");
+    let out = home.expect(2, &["up", "--level", "4", "--env", &env]);
     let err = text(&out.stderr);
-    assert!(err.contains("level 3 needs") && err.contains("patroni-node"), "{err}");
+    assert!(err.contains("level 4 does not run on the local target") && err.contains("routing by shop role"), "{err}");
     assert!(!home.env_dir(&env).exists(), "nothing was created");
 }
 

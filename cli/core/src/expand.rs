@@ -412,6 +412,18 @@ fn data_tier(
         let id = format!("postgres/{}-pg-1", other.name);
         let mut p = settings("async-replica");
         p.insert("follows".into(), nodes[0].clone());
+        if ha {
+            // A member of the primary region's cluster that never leads or confirms commits.
+            p.insert("cluster".into(), region.name.clone());
+            p.insert("synchronous_mode".into(), (pg.replicas.synchronous > 0).to_string());
+            p.insert("synchronous_node_count".into(), pg.replicas.synchronous.max(1).to_string());
+            p.insert("nosync".into(), "true".into());
+            p.insert("patroni_port".into(), ports::PATRONI.to_string());
+            p.insert("ttl".into(), pg.failover.ttl.to_string());
+            p.insert("loop_wait".into(), pg.failover.loop_wait.to_string());
+            p.insert("retry_timeout".into(), pg.failover.retry_timeout.to_string());
+            p.insert("etcd".into(), etcd_id.clone());
+        }
         out.push(Resource {
             id: id.clone(),
             kind: if ha { ResourceKind::PatroniNode } else { ResourceKind::Postgres },

@@ -103,6 +103,13 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
     unsupported.dedup();
     unsupported.sort();
     unsupported.dedup();
+    if provider.target() == Target::Local && level > 3 {
+        bail!(
+            "level {level} does not run on the local target yet: it needs routing by shop role, Redis replicas{}; \
+             levels 1 to 3 run locally, and `scalectl plan --level {level}` shows the whole topology",
+            if level >= 5 { ", several regions and Citus shards" } else { "" }
+        );
+    }
     if !unsupported.is_empty() {
         let names: Vec<_> = unsupported.iter().map(|k| k.as_str()).collect();
         bail!(
