@@ -334,6 +334,8 @@ struct Workload<'a> {
 const CONNECTIONS: usize = 32;
 /// Attempts per checkout whose outcome is unknown (same idempotency key each time).
 const ATTEMPTS: u32 = 3;
+/// One checkout in this many is submitted twice, cart and all, under one key.
+const REPLAY_EVERY: u64 = 10;
 
 impl Workload<'_> {
     async fn run(&self, target: &Target, rate: f64, duration: Duration, t0: Instant, history: &Mutex<History>, stop: &AtomicBool) {
@@ -399,8 +401,17 @@ impl Workload<'_> {
             let reply = conn.send(&checkout, timeout).await;
             let o = outcome(&reply);
             let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
+            let acknowledged = matches!(o, Outcome::Ok { .. });
             attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o });
             if settled {
+                if acknowledged && i % REPLAY_EVERY == REPLAY_EVERY / 2 {
+                    // A client that lost the answer does it all again under the same key;
+                    // the shop must answer with the same order.
+                    let began = Instant::now();
+                    let _ = conn.send(&add, timeout).await;
+                    let reply = conn.send(&checkout, timeout).await;
+                    attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: outcome(&reply) });
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

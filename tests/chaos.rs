@@ -1,0 +1,113 @@
+//! System tests of `scalectl chaos`: faults by hand and their undoing (also after the
+//! injecting process was killed), an experiment on level 3 that must pass, and a broken
+//! shop the checker must catch.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Home, eventually, text};
+
+fn rules_of(env: &str) -> usize {
+    let out = std::process::Command::new("iptables").args(["-w", "-S", "OUTPUT"]).output().expect("iptables");
+    text(&out.stdout).lines().filter(|l| l.contains(&format!("scalectl:{env}"))).count()
+}
+
+/// A shipped experiment, shortened so that a test can afford it.
+fn short(home: &Home, name: &str, workload: &str, fault_at: &str, fault_for: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}/chaos/{name}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = text
+        .replace("duration: 90s", &format!("duration: {workload}"))
+        .replace("duration: 60s", &format!("duration: {workload}"))
+        .replace("at: 20s", &format!("at: {fault_at}"))
+        .replace("at: 15s", &format!("at: {fault_at}"))
+        .replace("duration: 40s", &format!("duration: {fault_for}"));
+    let path = home.root.parent().unwrap().join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[test]
+fn shipped_experiments_list_and_validate_and_a_bad_one_is_located() {
+    let home = Home::new();
+    let list = home.json(&["chaos", "list"]);
+    let names: Vec<&str> = list["experiments"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    for want in ["primary-loss", "partition-primary-from-replicas", "flash-sale-under-failover", "switchover", "redis-loss"] {
+        assert!(names.contains(&want), "{want} is shipped: {names:?}");
+    }
+    home.expect(0, &["chaos", "validate", "primary-loss", "switchover"]);
+    let bad = home.root.parent().unwrap().join("bad.yaml");
+    let text = std::fs::read_to_string(format!("{}/chaos/primary-loss.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap().replace("kind: node-loss", "kind: node-los");
+    std::fs::write(&bad, &text).unwrap();
+    let out = home.expect(1, &["chaos", "validate", bad.to_str().unwrap()]);
+    let report = support::text(&out.stdout);
+    assert!(report.contains("method.0.kind") && report.contains("node-loss"), "located, with the nearest kind: {report}");
+}
+
+#[test]
+fn a_partition_is_undone_by_heal_and_by_the_next_command_when_its_injector_dies() {
+    if !nix_is_root() {
+        eprintln!("skipped: partitions need root");
+        return;
+    }
+    let home = Home::new();
+    let env = home.env("part");
+    home.expect(0, &["up", "--level", "1", "--env", &env, "-q"]);
+    home.expect(0, &["chaos", "inject", "--env", &env, "--fault", "partition", "--target", "shops,db", "-q"]);
+    assert!(rules_of(&env) > 0, "the partition is in place");
+    let status = home.run(&["status", "--env", &env, "-o", "json"]);
+    assert!(rules_of(&env) > 0, "a fault injected on purpose survives other commands ({})", status.status);
+    let healed = home.json(&["chaos", "heal", "--env", &env]);
+    assert!(healed["undone"].as_str().unwrap_or("").contains("network rule"), "{healed}");
+    assert_eq!(rules_of(&env), 0);
+
+    // An injector that holds the fault and is killed leaves it to the next command.
+    let mut held = home
+        .cmd(&["chaos", "inject", "--env", &env, "--fault", "partition", "--target", "shops,db", "--for", "10m", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the partition", || (rules_of(&env) > 0).then_some(()));
+    held.kill().unwrap();
+    held.wait().unwrap();
+    assert!(rules_of(&env) > 0, "killed in the middle, the rules are still there");
+    let status = home.status(&env);
+    assert_eq!(rules_of(&env), 0, "the next command undid them: {status}");
+    eventually(Duration::from_secs(10), "a healthy environment again", || (home.status(&env)["healthy"] == true).then_some(()));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+#[test]
+fn primary_loss_on_level_3_passes_and_a_non_idempotent_shop_is_caught() {
+    let home = Home::new();
+    let env = home.env("chaos3");
+    home.expect(0, &["up", "--level", "3", "--env", &env, "-q"]);
+    let experiment = short(&home, "primary-loss", "25s", "6s", "10s");
+    let out = home.run(&["chaos", "run", &experiment, "--env", &env, "-q", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "primary-loss passes: {report:#}\n{}", text(&out.stderr));
+    let run = &report["runs"][0];
+    assert_eq!(run["rpo"], 0, "{run:#}");
+    let rto = run["faults"][0]["rto_s"].as_f64().or_else(|| run["faults"][0]["rto"].as_f64());
+    assert!(rto.is_some_and(|s| s > 0.0 && s < 60.0), "RTO is reported: {run:#}");
+    assert!(std::path::Path::new(run["timeline"].as_str().unwrap()).exists(), "the SVG timeline is written");
+    eprintln!("primary-loss: {}", run["text"].as_str().unwrap_or(""));
+
+    // The same experiment against shops that do not honour idempotency keys: replays make
+    // second orders, and the checker names them.
+    home.expect(0, &["chaos", "inject", "--env", &env, "--fault", "shop-instance-loss", "--target", "shops", "-q"]);
+    let up = home.cmd(&["up", "--env", &env, "-q"]).env("SHOP_UNSAFE_NON_IDEMPOTENT_CHECKOUT", "1").output().unwrap();
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let experiment = short(&home, "primary-loss", "12s", "4s", "4s");
+    let out = home.run(&["chaos", "run", &experiment, "--env", &env, "-q", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "the broken shop fails the experiment: {}", text(&out.stdout));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["runs"][0]["checks"].to_string();
+    assert!(findings.contains("duplicate") || findings.contains("lost"), "the lost or duplicated orders are named: {findings}");
+}
