@@ -185,7 +185,7 @@ pub async fn list_shops(
         sqlx::query_as("SELECT id, owner_id, name FROM shops WHERE id > $1 ORDER BY id LIMIT $2")
             .bind(after)
             .bind(limit + 1)
-            .fetch_all(state.read_pool(user.map(|u| u.id)))
+            .fetch_all(state.read_pool(user.map(|u| u.id)).await)
             .await?;
     Ok(axum::Json(paginate(rows, limit, |s| s.id)))
 }
@@ -306,7 +306,7 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
         "SELECT id, shop_id, name, description, price_cents, stock FROM products WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(state.read_pool(user_id))
+    .fetch_optional(state.read_pool(user_id).await)
     .await?
     .ok_or(AppError::not_found("product"))?;
     if let Some(redis) = state.redis() {
@@ -383,7 +383,7 @@ pub async fn list_products(
     .bind(q.min_price)
     .bind(q.max_price)
     .bind(limit + 1)
-    .fetch_all(state.read_pool(user.map(|u| u.id)))
+    .fetch_all(state.read_pool(user.map(|u| u.id)).await)
     .await?;
     Ok(axum::Json(paginate(rows, limit, |p| p.id)))
 }
@@ -451,7 +451,7 @@ pub async fn list_reviews(
 ) -> AppResult<axum::Json<Page<Review>>> {
     let after = decode_cursor(q.cursor.as_deref())?;
     let limit = page_limit(q.limit)?;
-    let pool = state.read_pool(user.map(|u| u.id));
+    let pool = state.read_pool(user.map(|u| u.id)).await;
     let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)

@@ -206,7 +206,7 @@ impl FromRequestParts<AppState> for AuthUser {
         // Marked before the write happens: conservative, and it cannot be forgotten
         // by a handler.
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            state.mark_write(user.id);
+            state.mark_write(user.id).await;
         }
         Ok(user)
     }

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub sold_out_rejections: AtomicU64,
+    /// Users' reads sent to the primary because Redis could not say whether they
+    /// wrote recently (read-your-writes fails safe).
+    pub ryw_fallbacks: AtomicU64,
+    /// Writes whose read-your-writes mark could not be recorded in Redis.
+    pub ryw_mark_failures: AtomicU64,
 }
 
 /// One database pool at scrape time.
@@ -206,6 +211,16 @@ impl Metrics {
                 "shop_sold_out_rejections_total",
                 "Flash-sale purchases rejected as sold out.",
                 &self.sold_out_rejections,
+            ),
+            (
+                "shop_read_your_writes_fallbacks_total",
+                "Reads sent to the primary because Redis could not tell whether the user wrote recently.",
+                &self.ryw_fallbacks,
+            ),
+            (
+                "shop_read_your_writes_mark_failures_total",
+                "Writes whose read-your-writes mark could not be recorded in Redis.",
+                &self.ryw_mark_failures,
             ),
         ] {
             let _ = writeln!(

@@ -268,13 +268,13 @@ pub async fn list_orders(
     .bind(user.id)
     .bind(before)
     .bind(limit + 1)
-    .fetch_all(state.read_pool(Some(user.id)))
+    .fetch_all(state.read_pool(Some(user.id)).await)
     .await?;
     Ok(axum::Json(crate::catalog::paginate(rows, limit, |o| o.id)))
 }
 
 async fn load_order(state: &AppState, user: &AuthUser, id: i64) -> AppResult<Order> {
-    let pool = state.read_pool(Some(user.id));
+    let pool = state.read_pool(Some(user.id)).await;
     let row: Option<(i64, String, String, i64, OffsetDateTime)> = sqlx::query_as(
         "SELECT id, kind, status, total_cents, created_at FROM orders WHERE id = $1 AND user_id = $2",
     )
@@ -328,7 +328,7 @@ pub async fn get_invoice(
     )
     .bind(id)
     .bind(user.id)
-    .fetch_optional(state.read_pool(Some(user.id)))
+    .fetch_optional(state.read_pool(Some(user.id)).await)
     .await?;
     invoice.map(axum::Json).ok_or(AppError::not_found("order"))
 }
@@ -347,7 +347,7 @@ pub async fn get_delivery(
     )
     .bind(id)
     .bind(user.id)
-    .fetch_optional(state.read_pool(Some(user.id)))
+    .fetch_optional(state.read_pool(Some(user.id)).await)
     .await?;
     delivery.map(axum::Json).ok_or(AppError::not_found("order"))
 }

@@ -2,6 +2,7 @@
 //! (caches, rate buckets, read-your-writes tracker, metrics) shared by all handlers.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,12 @@ pub struct Inner {
     /// Bounds concurrent argon2 work to the number of cores, so a login storm queues
     /// here instead of starving the async runtime's blocking pool and other routes.
     pub hasher: Semaphore,
+    /// Users who wrote through this process, and when (read-your-writes, local half).
     pub recent_writers: Mutex<HashMap<i64, Instant>>,
+    /// When read-your-writes last failed to reach Redis here. For one window after it,
+    /// users' reads go to the primary without asking Redis: a mark made meanwhile may
+    /// be missing there, and a Redis that is down is not asked on every read.
+    ryw_redis_failed_at: Mutex<Option<Instant>>,
     pub product_cache: LocalCache,
     pub buckets: LocalBuckets,
     pub flash: FlashLocal,
@@ -99,6 +105,7 @@ impl AppState {
             metrics: Metrics::default(),
             hasher: Semaphore::new(cores),
             recent_writers: Mutex::new(HashMap::new()),
+            ryw_redis_failed_at: Mutex::new(None),
             product_cache: LocalCache::new(Duration::from_millis(1500), 10_000),
             buckets: LocalBuckets::default(),
             flash: FlashLocal::default(),
@@ -143,41 +150,123 @@ impl AppState {
         self.redis.get()
     }
 
-    /// Records that `user_id` wrote, so their reads stay on the primary for a while.
-    pub fn mark_write(&self, user_id: i64) {
+    /// Records that `user_id` wrote, so their reads stay on the primary for the
+    /// read-your-writes window: in this process, and with Redis configured also as
+    /// `{prefix}ryw:{user}` (expiring with the window) so that every instance behind the
+    /// load balancer sees it. A mark that cannot reach Redis is counted and logged;
+    /// this process then keeps every user's reads on the primary for a window.
+    pub async fn mark_write(&self, user_id: i64) {
         if self.replica.is_none() {
             return;
         }
         let now = Instant::now();
         let window = self.settings.read_your_writes_window;
-        let mut map = self
-            .recent_writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, at| now.duration_since(*at) < window);
-        }
-        map.insert(user_id, now);
-    }
-
-    /// The pool for a read: the replica, unless this user wrote within the window
-    /// (they must see their own writes) or there is no replica.
-    pub fn read_pool(&self, user_id: Option<i64>) -> &Db {
-        let Some(replica) = &self.replica else {
-            return &self.primary;
-        };
-        if let Some(uid) = user_id {
-            let map = self
+        {
+            let mut map = self
                 .recent_writers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if map
-                .get(&uid)
-                .is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window)
-            {
-                return &self.primary;
+            if map.len() > 100_000 {
+                map.retain(|_, at| now.duration_since(*at) < window);
+            }
+            map.insert(user_id, now);
+        }
+        if !self.shares_read_your_writes() {
+            return;
+        }
+        let result = match self.redis() {
+            Some(redis) => {
+                let mut conn = redis.conn.clone();
+                let key = redis.key(format_args!("ryw:{user_id}"));
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(window.as_millis().max(1) as u64)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("redis not connected".to_owned()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, user_id, "read-your-writes mark not recorded in redis");
+            self.metrics
+                .ryw_mark_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.ryw_redis_failed();
+        }
+    }
+
+    /// The pool for a read: the replica, unless this user wrote within the window
+    /// through any instance (they must see their own writes) or there is no replica.
+    /// Anonymous reads never ask Redis. When Redis is configured but cannot answer,
+    /// the read goes to the primary (never a possibly stale replica) and is counted.
+    pub async fn read_pool(&self, user_id: Option<i64>) -> &Db {
+        let Some(replica) = &self.replica else {
+            return &self.primary;
+        };
+        let Some(uid) = user_id else {
+            return replica;
+        };
+        if self.wrote_here_recently(uid) {
+            return &self.primary;
+        }
+        if !self.shares_read_your_writes() {
+            return replica;
+        }
+        match self.wrote_anywhere_recently(uid).await {
+            Some(true) => &self.primary,
+            Some(false) => replica,
+            None => {
+                self.metrics.ryw_fallbacks.fetch_add(1, Ordering::Relaxed);
+                &self.primary
             }
         }
-        replica
+    }
+
+    /// Whether writes are tracked in Redis too (without it: this process only).
+    fn shares_read_your_writes(&self) -> bool {
+        self.settings.redis_url.is_some() && !self.settings.read_your_writes_window.is_zero()
+    }
+
+    fn wrote_here_recently(&self, user_id: i64) -> bool {
+        let map = self
+            .recent_writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(&user_id)
+            .is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window)
+    }
+
+    /// Redis's answer to "did this user write within the window, through any
+    /// instance?"; `None` when Redis cannot tell (not connected, failing, or failed
+    /// here within the last window).
+    async fn wrote_anywhere_recently(&self, user_id: i64) -> Option<bool> {
+        let failed_at = *self
+            .ryw_redis_failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failed_at.is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window) {
+            return None;
+        }
+        let redis = self.redis()?;
+        let mut conn = redis.conn.clone();
+        let key = redis.key(format_args!("ryw:{user_id}"));
+        match redis::AsyncCommands::exists::<_, bool>(&mut conn, key).await {
+            Ok(wrote) => Some(wrote),
+            Err(e) => {
+                tracing::warn!(error = %e, user_id, "read-your-writes check failed; reading from the primary");
+                self.ryw_redis_failed();
+                None
+            }
+        }
+    }
+
+    fn ryw_redis_failed(&self) {
+        *self
+            .ryw_redis_failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 }
