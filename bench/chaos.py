@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""RTO and RPO of shipped chaos experiments on a fresh level-3 environment.
+
+Usage: bench/chaos.py [--runs 5] [--bin target/release/scalectl] [EXPERIMENT ...]
+Default: every shipped experiment that `chaos run` supports. Prints one row per
+experiment: RTO (fault to first acknowledged write) median and worst, recovery median,
+RPO (acknowledged writes lost) worst, and whether every run passed.
+Needs a release build (cargo build --release --workspace) and root for partitions.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def sc(binary, home, *args):
+    return subprocess.run([binary, "--home", home, *args], capture_output=True, text=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--bin", default="target/release/scalectl")
+    ap.add_argument("experiments", nargs="*")
+    a = ap.parse_args()
+    names = a.experiments or [e["name"] for e in json.loads(sc(a.bin, "/tmp", "chaos", "list", "-o", "json").stdout)["experiments"] if e["name"] != "flash-sale-under-failover"]
+    print("| experiment | runs passed | RTO median | RTO worst | recovery median | RPO worst |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        home = tempfile.mkdtemp(prefix="scalectl-chaos-bench-")
+        os.chmod(home, 0o755)
+        env = f"bench-{os.getpid()}"
+        try:
+            up = sc(a.bin, home, "up", "--level", "3", "--env", env, "-q")
+            if up.returncode != 0:
+                sys.exit(f"up failed: {up.stderr}")
+            out = sc(a.bin, home, "chaos", "run", name, "--env", env, "--runs", str(a.runs), "-q", "-o", "json")
+            try:
+                report = json.loads(out.stdout)
+            except json.JSONDecodeError:
+                print(f"| {name} | error: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'no output'} | | | | |", flush=True)
+                continue
+            runs = report["runs"]
+            rtos = [f["rto_s"] for r in runs for f in r["faults"] if f.get("rto_s") is not None]
+            recs = [f["recovery_s"] for r in runs for f in r["faults"] if f.get("recovery_s") is not None]
+            rpo = max((r["rpo"] for r in runs), default=0)
+            passed = sum(1 for r in runs if r["passed"])
+            fmt = lambda xs, f: f"{f(xs):.1f} s" if xs else "–"
+            print(f"| {name} | {passed}/{len(runs)} | {fmt(rtos, statistics.median)} | {fmt(rtos, max)} | {fmt(recs, statistics.median)} | {rpo} |", flush=True)
+        finally:
+            sc(a.bin, home, "down", "--env", env, "-q")
+
+
+if __name__ == "__main__":
+    main()
