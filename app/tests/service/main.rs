@@ -14,3 +14,4 @@ mod ops;
 mod outbox;
 mod partitions;
 mod pgbouncer;
+mod read_your_writes;

@@ -401,6 +401,12 @@ pub struct Options {
     /// The shop reaches the primary through the test PgBouncer (transaction mode) with
     /// `db_pooler = transaction`; fixtures and assertions still go straight to PostgreSQL.
     pub through_pgbouncer: bool,
+    /// A Redis URL other than the test Redis (e.g. a [`RedisProxy`]); the shop is then
+    /// not required to have connected at start.
+    pub redis_url: Option<String>,
+    /// The Redis key prefix; instances given the same one share their Redis state.
+    pub redis_prefix: Option<String>,
+    pub read_your_writes_window: Duration,
 }
 
 impl Default for Options {
@@ -413,6 +419,9 @@ impl Default for Options {
             read_database_url: None,
             unsafe_non_idempotent_checkout: false,
             through_pgbouncer: false,
+            redis_url: None,
+            redis_prefix: None,
+            read_your_writes_window: Duration::from_secs(5),
         }
     }
 }
@@ -462,7 +471,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 
 /// Starts the shop on 127.0.0.1:0 against an existing database.
 pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
-    let redis_prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let redis_prefix = opts
+        .redis_prefix
+        .unwrap_or_else(|| format!("t{}:", uuid::Uuid::new_v4().simple()));
     let mut settings = if opts.through_pgbouncer {
         let mut s = Settings::new(pgbouncer_url(db_name(&db_url)));
         s.db_pooler = shop::db::Pooler::Transaction;
@@ -470,15 +481,17 @@ pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     } else {
         Settings::new(db_url.clone())
     };
-    settings.redis_url = opts.redis.then(redis_url);
+    let must_connect = opts.redis && opts.redis_url.is_none();
+    settings.redis_url = opts.redis_url.or_else(|| opts.redis.then(redis_url));
     settings.redis_prefix = redis_prefix.clone();
     settings.rate_limits = opts.rate_limits;
     settings.db_pool_size = opts.pool_size;
     settings.roles = opts.roles;
     settings.read_database_url = opts.read_database_url;
     settings.unsafe_non_idempotent_checkout = opts.unsafe_non_idempotent_checkout;
+    settings.read_your_writes_window = opts.read_your_writes_window;
     let state = AppState::connect(settings).await.expect("state");
-    if opts.redis {
+    if must_connect {
         assert!(state.redis().is_some(), "redis did not connect");
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -661,6 +674,58 @@ impl TestApp {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
+    }
+}
+
+/// A TCP proxy in front of the test Redis that a test can cut, taking Redis away from a
+/// running shop without stopping the server other tests share.
+pub struct RedisProxy {
+    pub url: String,
+    /// The accept loop and every proxied connection; `None` once cut.
+    tasks: std::sync::Arc<Mutex<Option<Vec<tokio::task::AbortHandle>>>>,
+}
+
+impl RedisProxy {
+    pub async fn start() -> RedisProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let socket = infra().dir.join("redis.sock");
+        let tasks = std::sync::Arc::new(Mutex::new(Some(Vec::new())));
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let socket = socket.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::UnixStream::connect(&socket).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                match registry.lock().unwrap().as_mut() {
+                    Some(list) => list.push(conn.abort_handle()),
+                    None => conn.abort(),
+                }
+            }
+        });
+        tasks
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .push(accept.abort_handle());
+        RedisProxy { url, tasks }
+    }
+
+    /// Closes the port and every connection through it: Redis is down for its clients.
+    pub fn cut(&self) {
+        for task in self.tasks.lock().unwrap().take().into_iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.cut();
     }
 }
 
