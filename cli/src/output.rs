@@ -122,3 +122,32 @@ pub fn json(value: &impl serde::Serialize, out: &mut impl Write) -> std::io::Res
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)
 }
+
+/// The results of validating several sources (manifests, experiments): each one's
+/// problems with their locations, or `valid`. Returns the exit code: 1 when any has one.
+pub fn print_validation(results: &[(String, Vec<scalectl_core::Diagnostic>)], format: Format, out: &mut impl Write) -> std::io::Result<std::process::ExitCode> {
+    let problems: usize = results.iter().map(|(_, d)| d.len()).sum();
+    match format {
+        Format::Json => {
+            let items: Vec<_> = results
+                .iter()
+                .map(|(name, d)| serde_json::json!({"source": name, "valid": d.is_empty(), "errors": d.iter().map(scalectl_core::Diagnostic::to_json).collect::<Vec<_>>()}))
+                .collect();
+            json(&serde_json::json!({"valid": problems == 0, "results": items}), out)?;
+        }
+        Format::Text => {
+            for (name, d) in results {
+                if d.is_empty() {
+                    writeln!(out, "{name}: valid")?;
+                }
+                for e in d {
+                    writeln!(out, "{e}")?;
+                }
+            }
+            if problems > 0 {
+                writeln!(out, "{problems} problem{} found", if problems == 1 { "" } else { "s" })?;
+            }
+        }
+    }
+    Ok(if problems == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}

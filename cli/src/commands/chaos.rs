@@ -4,7 +4,6 @@
 //! owner is gone (an interrupted run) is undone by the next command on the environment,
 //! one injected on purpose stays until `chaos heal`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,31 +89,7 @@ pub fn validate(ctx: &Ctx, files: &[String]) -> Result<ExitCode> {
         let (label, text) = read(f)?;
         results.push((label.clone(), scalectl_chaos::load(&label, &text).err().unwrap_or_default()));
     }
-    let problems: usize = results.iter().map(|(_, d)| d.len()).sum();
-    let mut out = std::io::stdout().lock();
-    match ctx.format {
-        Format::Json => {
-            let items: Vec<_> = results
-                .iter()
-                .map(|(name, d)| json!({"source": name, "valid": d.is_empty(), "errors": d.iter().map(scalectl_core::Diagnostic::to_json).collect::<Vec<_>>()}))
-                .collect();
-            print_json(&json!({"valid": problems == 0, "results": items}), &mut out)?;
-        }
-        Format::Text => {
-            for (name, d) in &results {
-                if d.is_empty() {
-                    writeln!(out, "{name}: valid")?;
-                }
-                for e in d {
-                    writeln!(out, "{e}")?;
-                }
-            }
-            if problems > 0 {
-                writeln!(out, "{problems} problem{} found", if problems == 1 { "" } else { "s" })?;
-            }
-        }
-    }
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(crate::output::print_validation(&results, ctx.format, &mut std::io::stdout().lock())?)
 }
 
 /// One fault by hand. With `hold`, it is undone after that long (and by the next

@@ -127,31 +127,7 @@ pub fn validate(ctx: &Ctx, files: &[PathBuf], args: &ManifestArgs) -> Result<Exi
         let d = load_file(f)?.err().unwrap_or_default();
         results.push((f.display().to_string(), d));
     }
-    let problems: usize = results.iter().map(|(_, d)| d.len()).sum();
-    let mut out = std::io::stdout().lock();
-    match ctx.format {
-        Format::Json => {
-            let items: Vec<_> = results
-                .iter()
-                .map(|(name, d)| json!({"source": name, "valid": d.is_empty(), "errors": d.iter().map(Diagnostic::to_json).collect::<Vec<_>>()}))
-                .collect();
-            print_json(&json!({"valid": problems == 0, "results": items}), &mut out)?;
-        }
-        Format::Text => {
-            for (name, d) in &results {
-                if d.is_empty() {
-                    writeln!(out, "{name}: valid")?;
-                }
-                for e in d {
-                    writeln!(out, "{e}")?;
-                }
-            }
-            if problems > 0 {
-                writeln!(out, "{problems} problem{} found", if problems == 1 { "" } else { "s" })?;
-            }
-        }
-    }
-    Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(crate::output::print_validation(&results, ctx.format, &mut std::io::stdout().lock())?)
 }
 
 pub fn schema() -> Result<ExitCode> {
