@@ -39,9 +39,6 @@ pub struct RunArgs {
 pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
     let (label, text) = super::chaos::read(&a.experiment)?;
     let e = scalectl_chaos::load(&label, &text).map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
-    if e.workload.scenario == Scenario::FlashSale {
-        bail!("{}: flash-sale workloads do not run under `chaos run` yet (the history of flash purchases is not recorded); run the flash sale with `scalectl load --scenario flash-sale` and a fault with `scalectl chaos inject`", e.metadata.name);
-    }
     let mut reports = Vec::new();
     let mut passed = true;
     for n in 1..=a.runs.max(1) {
@@ -91,6 +88,15 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     ctx.progress.done("setup", "ready", t);
     let user_ids = user_ids(provider, &setup)?;
     let initial = stocks(provider, &setup.products)?;
+    // A flash sale of a third of the purchases the schedule makes, so it sells out
+    // around the middle of the run, through whatever the faults do.
+    let sale = match e.workload.scenario {
+        Scenario::FlashSale => {
+            let units = ((rate * e.workload.duration.0.as_secs_f64()) / 3.0).max(1.0) as u32;
+            Some(rt.block_on(create_sale(&target, &setup, units))?)
+        }
+        _ => None,
+    };
 
     // Faults that linger are recorded before the first one, under this process.
     super::chaos::journal_add(ctx, &a.env, Some(std::process::id()), format!("chaos run {}", e.metadata.name))?;
@@ -101,7 +107,7 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let t0 = Instant::now() + Duration::from_millis(200);
     let outcome = std::thread::scope(|scope| -> Result<()> {
         let faults = scope.spawn(|| inject_faults(ctx, provider, &graph, e, t0, duration, &windows, &stop));
-        let workload = Workload { scenario: e.workload.scenario, setup: &setup, user_ids: &user_ids, run_id: &run_id };
+        let workload = Workload { scenario: e.workload.scenario, setup: &setup, user_ids: &user_ids, run_id: &run_id, sale };
         rt.block_on(workload.run(&target, rate, duration, t0, &history, &stop));
         stop.store(true, Ordering::Relaxed);
         faults.join().map_err(|_| anyhow!("the fault thread panicked"))?
@@ -123,7 +129,7 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
         std::thread::sleep(settle);
     }
 
-    let snapshot = snapshot(provider, &run_id, &setup.products, &initial)?;
+    let snapshot = snapshot(provider, &run_id, &setup.products, &initial, sale)?;
     let history = std::mem::take(&mut *history.lock().unwrap());
     let windows = std::mem::take(&mut *windows.lock().unwrap());
     let report = scalectl_chaos::check(&history, &snapshot, &windows, &e.checks);
@@ -234,7 +240,7 @@ fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64
 
 /// What the checker compares the history with: this run's orders (by their keys), the
 /// products' stock, and the outbox events of those orders.
-fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &BTreeMap<i64, i64>) -> Result<DbSnapshot> {
+fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &BTreeMap<i64, i64>, sale: Option<i64>) -> Result<DbSnapshot> {
     let ids: Vec<String> = products.iter().map(i64::to_string).collect();
     let sql = format!(
         "WITH o AS (SELECT * FROM orders WHERE idempotency_key LIKE 'chaos-{run_id}-%') \
@@ -258,7 +264,20 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
         let id = p["id"].as_i64().unwrap_or(0);
         p["initial_stock"] = json!(initial.get(&id).copied().unwrap_or(0));
     }
-    v["flash_sales"] = json!([]);
+    v["flash_sales"] = match sale {
+        Some(id) => {
+            let text = provider
+                .query(&format!(
+                    "SELECT json_build_array(json_build_object('id', f.id, 'units', f.units, 'remaining', f.remaining, \
+                       'sold', coalesce((SELECT sum(i.quantity) FROM order_items i JOIN orders o ON o.id = i.order_id \
+                                         WHERE i.product_id = f.product_id AND o.kind = 'flash'), 0))) \
+                     FROM flash_sales f WHERE f.id = {id}"
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+            serde_json::from_str(text.trim()).context("reading the flash sale")?
+        }
+        None => json!([]),
+    };
     serde_json::from_value(v).context("reading the snapshot")
 }
 
@@ -325,12 +344,44 @@ fn restart_down(ctx: &Ctx, provider: &dyn Provider, graph: &Graph) -> Result<()>
     Ok(())
 }
 
+/// A flash sale of `units` of a new product, open from a second after now, with no
+/// per-buyer limit that the run could reach.
+async fn create_sale(target: &Target, setup: &Setup, units: u32) -> Result<i64> {
+    let mut conn = Conn::new(target.clone());
+    let product = scalectl_loadgen::shop::create_product(&mut conn, &setup.seller, setup.shop_id, &format!("chaos flash {units}"), units).await?;
+    let starts_at = (std::time::SystemTime::now() + Duration::from_secs(1)).duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let body = json!({"product_id": product, "units": units, "starts_at": rfc3339(starts_at), "per_buyer_limit": units});
+    let req = Request::post("/flash-sales", body.to_string()).token(Some(&setup.seller)).client(&setup.seller_client);
+    let sale = scalectl_loadgen::shop::call_json(&mut conn, &req, "create the flash sale", &[201]).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sale["id"].as_i64().context("the flash sale has no id")
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time.
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = ((secs % 86_400) / 3600, (secs % 3600) / 60, secs % 60);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
 /// The traffic of a run, recording every attempt in the history.
 struct Workload<'a> {
     scenario: Scenario,
     setup: &'a Setup,
     user_ids: &'a [i64],
     run_id: &'a str,
+    /// The flash sale a flash-sale scenario buys from.
+    sale: Option<i64>,
 }
 
 /// How many connections the workload keeps; each carries one operation at a time.
@@ -384,6 +435,23 @@ impl Workload<'_> {
             return vec![Op { client, op: Operation::Read { route }, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: outcome(&reply) }];
         }
         let key = format!("chaos-{}-{i}", self.run_id);
+        if let Some(sale_id) = self.sale {
+            let op = Operation::FlashPurchase { user_id: self.user_ids[b], sale_id, quantity: 1, idempotency_key: key.clone() };
+            let buy = Request::post(format!("/flash-sales/{sale_id}/purchase"), "{\"quantity\":1}").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
+            let mut attempts = Vec::new();
+            for _ in 0..ATTEMPTS {
+                let began = Instant::now();
+                let reply = conn.send(&buy, timeout).await;
+                let o = outcome(&reply);
+                let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
+                attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o });
+                if settled {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            return attempts;
+        }
         let op = Operation::Checkout { user_id: self.user_ids[b], idempotency_key: key.clone(), cart: vec![Line { product_id: product, quantity: 1 }] };
         let mut attempts = Vec::new();
         let started = Instant::now();
