@@ -15,15 +15,33 @@ fn rules_of(env: &str) -> usize {
     text(&out.stdout).lines().filter(|l| l.contains(&format!("scalectl:{env}"))).count()
 }
 
-/// A shipped experiment, shortened so that a test can afford it.
+/// A shipped experiment, shortened so that a test can afford it: the workload lasts
+/// `workload`, the fault starts at `fault_at` and lasts `fault_for`.
 fn short(home: &Home, name: &str, workload: &str, fault_at: &str, fault_for: &str) -> String {
     let text = std::fs::read_to_string(format!("{}/chaos/{name}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let text = text
-        .replace("duration: 90s", &format!("duration: {workload}"))
-        .replace("duration: 60s", &format!("duration: {workload}"))
-        .replace("at: 20s", &format!("at: {fault_at}"))
-        .replace("at: 15s", &format!("at: {fault_at}"))
-        .replace("duration: 40s", &format!("duration: {fault_for}"));
+    let mut out = String::new();
+    let mut in_workload = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if !line.starts_with(' ') {
+            in_workload = t.starts_with("workload:");
+        }
+        let indent = &line[..line.len() - t.len()];
+        let line = if in_workload && t.starts_with("duration:") {
+            format!("{indent}duration: {workload}")
+        } else if in_workload && t.starts_with("rate:") {
+            format!("{indent}rate: 50")
+        } else if t.starts_with("at:") {
+            format!("{indent}at: {fault_at}")
+        } else if !in_workload && t.starts_with("duration:") && indent.len() >= 4 {
+            format!("{indent}duration: {fault_for}")
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let text = out;
     let path = home.root.parent().unwrap().join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path.to_string_lossy().to_string()
@@ -84,7 +102,7 @@ fn nix_is_root() -> bool {
 }
 
 #[test]
-fn primary_loss_on_level_3_passes_and_a_non_idempotent_shop_is_caught() {
+fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
     let home = Home::new();
     let env = home.env("chaos3");
     home.expect(0, &["up", "--level", "3", "--env", &env, "-q"]);
@@ -98,6 +116,16 @@ fn primary_loss_on_level_3_passes_and_a_non_idempotent_shop_is_caught() {
     assert!(rto.is_some_and(|s| s > 0.0 && s < 60.0), "RTO is reported: {run:#}");
     assert!(std::path::Path::new(run["timeline"].as_str().unwrap()).exists(), "the SVG timeline is written");
     eprintln!("primary-loss: {}", run["text"].as_str().unwrap_or(""));
+
+    // The leader cut off from both replicas, and a flash sale while the leader dies.
+    for (name, fault_at, fault_for) in [("partition-primary-from-replicas", "5s", "8s"), ("flash-sale-under-failover", "5s", "10s")] {
+        let experiment = short(&home, name, "22s", fault_at, fault_for);
+        let out = home.run(&["chaos", "run", &experiment, "--env", &env, "-q", "-o", "json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+        assert_eq!(out.status.code(), Some(0), "{name} passes: {report:#}");
+        assert_eq!(report["runs"][0]["rpo"], 0, "{name}: no acknowledged write lost");
+        eprintln!("{name}: {}", report["runs"][0]["text"].as_str().unwrap_or(""));
+    }
 
     // The same experiment against shops that do not honour idempotency keys: replays make
     // second orders, and the checker names them.
