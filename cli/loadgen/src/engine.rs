@@ -183,15 +183,54 @@ fn lock(m: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
 /// as soon as every connection is open) until every scheduled operation has finished.
 pub async fn run<W: Workload>(target: &Target, config: &Config, workload: W, start: Option<Instant>) -> Result<Run, Error> {
     let rows = workload.rows();
-    let mut conns = Vec::with_capacity(config.connections);
-    let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..config.connections {
-        let mut c = Conn::new(target.clone());
-        opening.spawn(async move { c.connect().await.map(|()| c) });
+    // Like wrk: one single-threaded event loop per core, each with its share of the
+    // connections, so a request never wakes another thread (a multi-threaded runtime
+    // spent much of its time parking and waking workers).
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(config.connections);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    let (go_tx, go_rx) = tokio::sync::watch::channel::<Option<Arc<Shared<W>>>>(None);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let ids: Vec<usize> = (t..config.connections).step_by(threads).collect();
+        let (target, ready_tx, mut go_rx, done_tx) = (target.clone(), ready_tx.clone(), go_rx.clone(), done_tx.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+        handles.push(std::thread::spawn(move || {
+            rt.block_on(async move {
+                let mut opening = tokio::task::JoinSet::new();
+                for id in ids {
+                    let mut c = Conn::new(target.clone());
+                    opening.spawn(async move { c.connect().await.map(|()| (id, c)) });
+                }
+                let mut conns = Vec::new();
+                while let Some(joined) = opening.join_next().await {
+                    match joined.map_err(std::io::Error::other).and_then(|r| r) {
+                        Ok(c) => conns.push(c),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                let Ok(shared) = go_rx.wait_for(Option::is_some).await.map(|s| s.clone()) else { return };
+                let Some(shared) = shared else { return };
+                let mut workers = tokio::task::JoinSet::new();
+                for (id, conn) in conns {
+                    workers.spawn(worker(id, Arc::clone(&shared), conn));
+                }
+                while workers.join_next().await.is_some() {}
+            });
+            drop(done_tx);
+        }));
     }
-    while let Some(joined) = opening.join_next().await {
-        let conn = joined.map_err(|e| Error::Worker(e.to_string()))?.map_err(|e| Error::Connect { addr: target.addr, source: e })?;
-        conns.push(conn);
+    drop((ready_tx, done_tx));
+    for _ in 0..threads {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Connect { addr: target.addr, source: e }),
+            None => return Err(Error::Worker("a load thread ended before connecting".into())),
+        }
     }
     let shards = config.connections.clamp(1, 8);
     let t0 = start.unwrap_or_else(Instant::now).max(Instant::now());
@@ -207,10 +246,7 @@ pub async fn run<W: Workload>(target: &Target, config: &Config, workload: W, sta
         timeout: config.timeout,
         max_attempts: config.max_attempts.max(1),
     });
-    let mut workers = tokio::task::JoinSet::new();
-    for (id, conn) in conns.into_iter().enumerate() {
-        workers.spawn(worker(id, Arc::clone(&shared), conn));
-    }
+    let _ = go_tx.send(Some(Arc::clone(&shared)));
     if config.interruptible {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -225,10 +261,8 @@ pub async fn run<W: Workload>(target: &Target, config: &Config, workload: W, sta
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            joined = workers.join_next() => match joined {
-                Some(r) => r.map_err(|e| Error::Worker(e.to_string()))?,
-                None => break,
-            },
+            // Every thread holds a sender until its workers are done.
+            None = done_rx.recv() => break,
             _ = tick.tick() => {
                 totals.drain(&shared, &rows);
                 if config.progress {
@@ -236,6 +270,9 @@ pub async fn run<W: Workload>(target: &Target, config: &Config, workload: W, sta
                 }
             }
         }
+    }
+    for h in handles {
+        h.join().map_err(|_| Error::Worker("a load thread panicked".into()))?;
     }
     totals.drain(&shared, &rows);
     Ok(totals.finish(&shared, &rows, config))

@@ -171,6 +171,13 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
         Scenario::FlashSale => users.min(500),
         _ => ((rate / 4.0) as usize).clamp(16, 512),
     });
+    if arrivals == Arrivals::Poisson && rate * duration.as_secs_f64() > 10e6 {
+        // Poisson due times are drawn up front, 8 bytes each.
+        bail!("--arrivals poisson is limited to 10 million requests per run; shorten --duration or use uniform");
+    }
+    if args.scenario == Scenario::FlashSale && args.units == 0 {
+        bail!("--units must be at least 1");
+    }
     let mut config = Config::new(Schedule::new(arrivals, rate, duration, args.seed), connections);
     config.late_after = args.late_after;
     config.timeout = args.timeout;
