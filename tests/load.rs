@@ -22,11 +22,11 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
     let home = Home::new();
     let env = home.env("flash");
     home.json(&["up", "--level", "1", "--env", &env, "-q"]);
-    let (code, r) = load(&home, &["--env", &env, "--scenario", "flash-sale", "--users", "300", "--units", "50", "--connections", "100"]);
+    let (code, r) = load(&home, &["--env", &env, "--scenario", "flash-sale", "--users", "200", "--units", "50", "--connections", "100"]);
     let flash = &r["flash"];
     assert_eq!(code, 0, "every check passes: {flash:#}");
     assert_eq!(flash["won"], 50, "{flash:#}");
-    assert_eq!(flash["sold_out"], 250, "{flash:#}");
+    assert_eq!(flash["sold_out"], 150, "{flash:#}");
     assert_eq!(flash["unknown"], 0);
     assert_eq!(flash["remaining"], 0);
     assert_eq!(flash["database_checked"], true, "the database was read: {flash:#}");
@@ -35,7 +35,7 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
     let rows = r["run"]["rows"].as_array().unwrap();
     let row = |name: &str| rows.iter().find(|x| x["name"] == name).unwrap_or_else(|| panic!("no row {name}: {rows:#?}"));
     assert_eq!(row("won")["count"], 50);
-    assert_eq!(row("sold out")["count"], 250);
+    assert_eq!(row("sold out")["count"], 150);
     assert!(row("sold out")["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
 
     // And independently of scalectl's own checks, straight from the database.
@@ -47,10 +47,10 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
     assert_eq!(ordered, "50", "one order line per winner, none for anyone else");
 
     // A second sale with the same seed reuses the buyers (no registration, no login).
-    let (code, r) = load(&home, &["--env", &env, "--scenario", "flash-sale", "--users", "300", "--units", "400", "--connections", "100"]);
+    let (code, r) = load(&home, &["--env", &env, "--scenario", "flash-sale", "--users", "200", "--units", "300", "--connections", "100"]);
     assert_eq!(code, 0, "{:#}", r["flash"]);
-    assert_eq!(r["setup"]["reused"], 300, "{:#}", r["setup"]);
-    assert_eq!(r["flash"]["won"], 300, "more units than buyers: every buyer wins one");
+    assert_eq!(r["setup"]["reused"], 200, "{:#}", r["setup"]);
+    assert_eq!(r["flash"]["won"], 200, "more units than buyers: every buyer wins one");
     assert_eq!(r["flash"]["remaining"], 100);
 }
 
