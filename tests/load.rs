@@ -17,11 +17,17 @@ fn load(home: &Home, args: &[&str]) -> (i32, Value) {
     (code, report)
 }
 
+/// A level-1 environment named after `stem`, torn down with `home`.
+fn level_1(home: &Home, stem: &str) -> String {
+    let env = home.env(stem);
+    home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    env
+}
+
 #[test]
 fn a_flash_sale_on_level_1_sells_exactly_its_units() {
     let home = Home::new();
-    let env = home.env("flash");
-    home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    let env = level_1(&home, "flash");
     let (code, r) = load(&home, &["--env", &env, "--scenario", "flash-sale", "--users", "200", "--units", "50", "--connections", "100"]);
     let flash = &r["flash"];
     assert_eq!(code, 0, "every check passes: {flash:#}");
@@ -57,8 +63,7 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
 #[test]
 fn a_short_mixed_run_gets_an_slo_verdict() {
     let home = Home::new();
-    let env = home.env("mixed");
-    home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    let env = level_1(&home, "mixed");
     let (code, r) = load(&home, &["--env", &env, "--scenario", "mixed", "--rate", "40", "--duration", "5s", "--users", "20"]);
     let slos = &r["slos"];
     let checks = slos["checks"].as_array().unwrap_or_else(|| panic!("a verdict: {r:#}"));
