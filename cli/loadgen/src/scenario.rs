@@ -128,7 +128,17 @@ impl Workload for ShopWorkload {
 
 /// `GET path` against any server; a 2xx is a success.
 pub struct Raw {
-    pub path: String,
+    path: String,
+}
+
+impl Raw {
+    /// Refuses a path that is not an absolute path (and query) a request can carry.
+    pub fn new(path: &str) -> Result<Raw, crate::Error> {
+        match path.parse::<hyper::Uri>() {
+            Ok(uri) if path.starts_with('/') && uri.authority().is_none() => Ok(Raw { path: path.to_owned() }),
+            _ => Err(crate::Error::Url { url: path.to_owned(), why: "--path must be a path such as /products/1".into() }),
+        }
+    }
 }
 
 impl Workload for Raw {
@@ -144,6 +154,13 @@ impl Workload for Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_paths_are_checked() {
+        assert!(Raw::new("/products/1?x=2").is_ok());
+        assert!(Raw::new("products").is_err());
+        assert!(Raw::new("/a b").is_err());
+    }
 
     #[test]
     fn the_mix_is_kept() {

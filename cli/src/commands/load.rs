@@ -199,7 +199,7 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
     let run_id = format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()));
     let mix = |m: &scalectl_core::manifest::Mix| Mix([m.browse, m.search, m.cart, m.checkout, m.login, m.order_history].map(u32::from));
     let (run, flash_summary) = match (args.scenario, setup) {
-        (Scenario::Raw, _) => (rt.block_on(scalectl_loadgen::run(&target, &config, Raw { path: args.path.clone() }, None))?, None),
+        (Scenario::Raw, _) => (rt.block_on(scalectl_loadgen::run(&target, &config, Raw::new(&args.path)?, None))?, None),
         (Scenario::FlashSale, Some(setup)) => {
             let cfg = FlashConfig { units: args.units, lead: Duration::from_secs(3), connections, timeout: args.timeout, max_attempts: 10, progress };
             say(&format!("flash sale: {} units for {users} buyers, starting in {} s…", args.units, cfg.lead.as_secs()));
