@@ -63,13 +63,16 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
 #[test]
 fn a_short_mixed_run_gets_an_slo_verdict() {
     let home = Home::new();
-    let env = level_1(&home, "mixed");
+    // The verdict is what is tested here, not this machine's speed: the latency SLOs are
+    // loose enough for a debug build on a busy CI machine (BENCHMARKS.md measures speed).
+    let env = home.env("mixed");
+    home.json(&["up", "--level", "1", "--env", &env, "-q", "--set", "spec.slos.latencyP95Ms=5000", "--set", "spec.slos.latencyP99Ms=10000"]);
     let (code, r) = load(&home, &["--env", &env, "--scenario", "mixed", "--rate", "40", "--duration", "5s", "--users", "20"]);
     let slos = &r["slos"];
     let checks = slos["checks"].as_array().unwrap_or_else(|| panic!("a verdict: {r:#}"));
     let names: Vec<&str> = checks.iter().map(|c| c["slo"].as_str().unwrap()).collect();
     assert_eq!(names, ["latencyP95Ms", "latencyP99Ms", "errorRatio", "availability", "rate"]);
-    assert_eq!(code, 0, "level 1 holds its SLOs at 40 op/s: {slos:#}\n{:#}", r["run"]["total"]);
+    assert_eq!(code, 0, "the loosened SLOs hold at 40 op/s: {slos:#}\n{:#}", r["run"]["total"]);
     assert_eq!(slos["met"], true);
     let run = &r["run"];
     assert_eq!(run["scheduled"], 200);
@@ -82,6 +85,7 @@ fn a_short_mixed_run_gets_an_slo_verdict() {
 
     // More than one connection can carry: requests queue in the generator, start late,
     // and their latency counts from their scheduled start, so p95 misses (exit 1, named).
+    let env = level_1(&home, "late");
     let html = home.root.join("report.html");
     let args = ["load", "--env", &env, "--scenario", "browse", "--rate", "5000", "--duration", "2s", "--users", "20", "--connections", "1", "-q"];
     let out = home.run(&[&args[..], &["--report", html.to_str().unwrap()]].concat());
