@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # scalectl load against a real local level: the default flash sale (10,000 buyers, 1,000
 # units) with its checks, winner and loser latency and the generator's peak memory; then
-# `mixed` at rising rates (the level's rate × 1, 2, 4, …) until a run misses an SLO, to
+# `mixed` at rising rates (the level's rate × 1, 2, 4, …) until a run misses an SLO — or,
+# when the level's own rate misses, at falling rates (÷ 2, 4, …) until one meets them — to
 # find the highest rate the level sustains within its SLOs on this machine.
 # Usage: bench/load_level.sh LEVEL [ENV] [seconds per mixed run, default 20]
+#   LOAD_USERS=N: buyers for the mixed runs [default: the level's spec.workload.users].
 #   Without ENV it brings up a throwaway environment in a temporary home and takes it down
 #   at the end; with ENV it uses that one (and its cached buyers from earlier runs).
 # Needs a release build: cargo build --release -p scalectl -p shop
@@ -51,15 +53,27 @@ text = open(f"environments/level-{sys.argv[1]}.yaml").read()
 print(re.search(r"workload:\s*\n\s*rate:\s*(\d+)", text).group(1))
 EOF
 )
-best=none
-for mult in 1 2 4 8 16 32 64; do
-  r=$((rate * mult))
-  code=0
-  "$bin" load --env "$env" --scenario mixed --rate "$r" --duration "${secs}s" -q -o json >"$out/mixed-$r.json" || code=$?
+users=()
+[ -n "${LOAD_USERS:-}" ] && users=(--users "$LOAD_USERS")
+mixed() { # rate -> exit code of scalectl load; prints one line
+  local r=$1 code=0
+  "$bin" load --env "$env" --scenario mixed --rate "$r" --duration "${secs}s" "${users[@]}" -q -o json >"$out/mixed-$r.json" 2>/dev/null || code=$?
   line=$(field "$out/mixed-$r.json" '"offered %.0f/s, p95 %.1f ms, p99 %.1f ms, errors %d/%d, late %d, never started %d" % (r["run"]["offered_rate"], r["run"]["total"]["latency_ms"]["p95"], r["run"]["total"]["latency_ms"]["p99"], r["run"]["total"]["errors"], r["run"]["total"]["count"], r["run"]["late"], r["run"]["not_started"])')
   missed=$(field "$out/mixed-$r.json" '", ".join(c["slo"] for c in r["slos"]["checks"] if not c["met"]) or "-"')
-  echo "mixed at $r op/s: $line; SLOs missed: $missed"
-  [ "$code" -eq 0 ] || break
-  best=$r
-done
+  echo "mixed at $r op/s: $line; SLOs missed: $missed" >&2
+  return "$code"
+}
+best=none
+if mixed "$rate"; then
+  best=$rate
+  for mult in 2 4 8 16 32 64; do
+    mixed $((rate * mult)) || break
+    best=$((rate * mult))
+  done
+else
+  for div in 2 4 8 16 32 64; do
+    [ $((rate / div)) -ge 1 ] || break
+    if mixed $((rate / div)); then best=$((rate / div)); break; fi
+  done
+fi
 echo "level $level sustains mixed at $best op/s within its SLOs (highest rate tried that met them)"

@@ -4,6 +4,7 @@
 //! when a worker got to send it (no coordinated omission). A request that starts more
 //! than `late_after` after its due time is counted as late, never dropped or re-timed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::http::{Conn, Reply, Request, STATUS_IO, Target};
 use crate::schedule::{Arrivals, Schedule};
-use crate::stats::{Quantiles, RowReport, Tally, Tick, histogram, record};
+use crate::stats::{Quantiles, RowReport, Tally, Tick, histogram, record, status_label};
 
 /// A line of the report: an endpoint, or an outcome such as a flash sale's winners.
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ pub struct Run {
     pub start_delay_ms: Quantiles,
     /// Requests sent again because their outcome was unknown.
     pub retries: u64,
+    /// What the retried attempts got (the answer that made each one unknown).
+    pub retried_statuses: BTreeMap<String, u64>,
     pub interrupted: bool,
     pub rows: Vec<RowReport>,
     /// Every request of every row together.
@@ -141,12 +144,13 @@ struct Window {
     late: u64,
     started: u64,
     retries: u64,
+    retried: BTreeMap<u16, u64>,
     last_start: Option<Instant>,
 }
 
 impl Window {
     fn new(rows: usize) -> Window {
-        Window { rows: (0..rows).map(|_| Tally::default()).collect(), delay: histogram(), late: 0, started: 0, retries: 0, last_start: None }
+        Window { rows: (0..rows).map(|_| Tally::default()).collect(), delay: histogram(), late: 0, started: 0, retries: 0, retried: BTreeMap::new(), last_start: None }
     }
 
     fn add(&mut self, w: &Window) {
@@ -157,6 +161,9 @@ impl Window {
         self.late += w.late;
         self.started += w.started;
         self.retries += w.retries;
+        for (s, n) in &w.retried {
+            *self.retried.entry(*s).or_default() += n;
+        }
         self.last_start = self.last_start.max(w.last_start);
     }
 }
@@ -304,7 +311,7 @@ async fn worker<W: Workload>(id: usize, shared: Arc<Shared<W>>, mut conn: Conn) 
         shared.workload.op(i, &mut steps);
         let mut from = due;
         for step in steps.drain(..) {
-            let (status, class, retries) = attempt(&mut conn, &step, &shared).await;
+            let (status, class, retried) = attempt(&mut conn, &step, &shared).await;
             let end = Instant::now();
             let (row, ok) = match class {
                 Class::Ok => (step.row, true),
@@ -314,7 +321,10 @@ async fn worker<W: Workload>(id: usize, shared: Arc<Shared<W>>, mut conn: Conn) 
             {
                 let mut w = lock(shard);
                 w.rows[row].record(micros(end - from), status, ok);
-                w.retries += u64::from(retries);
+                for s in retried {
+                    w.retries += 1;
+                    *w.retried.entry(s).or_default() += 1;
+                }
             }
             if !ok {
                 break;
@@ -325,10 +335,10 @@ async fn worker<W: Workload>(id: usize, shared: Arc<Shared<W>>, mut conn: Conn) 
 }
 
 /// Sends a step, again while its outcome is unknown (backing off 50 ms, doubling, up
-/// to 1 s); returns the last status, its class and how many retries it took.
-async fn attempt<W>(conn: &mut Conn, step: &Step, shared: &Shared<W>) -> (u16, Class, u32) {
+/// to 1 s); returns the last status, its class and the status of every retried attempt.
+async fn attempt<W>(conn: &mut Conn, step: &Step, shared: &Shared<W>) -> (u16, Class, Vec<u16>) {
     let mut backoff = Duration::from_millis(50);
-    let mut retries = 0;
+    let mut retried = Vec::new();
     loop {
         let reply = conn.send(&step.request, shared.timeout).await;
         let status = reply.status();
@@ -339,10 +349,10 @@ async fn attempt<W>(conn: &mut Conn, step: &Step, shared: &Shared<W>) -> (u16, C
                 _ => Class::Fail,
             },
         };
-        if class != Class::Retry || retries + 1 >= shared.max_attempts || shared.stop.load(Ordering::Relaxed) {
-            return (status, class, retries);
+        if class != Class::Retry || retried.len() as u32 + 1 >= shared.max_attempts || shared.stop.load(Ordering::Relaxed) {
+            return (status, class, retried);
         }
-        retries += 1;
+        retried.push(status);
         if status == STATUS_IO {
             // Whatever broke the connection may take a moment to heal.
             tokio::time::sleep(backoff / 2).await;
@@ -426,6 +436,7 @@ impl Totals {
             late_after_ms: config.late_after.as_secs_f64() * 1000.0,
             start_delay_ms: Quantiles::of(&all_rows.delay),
             retries: all_rows.retries,
+            retried_statuses: all_rows.retried.iter().map(|(s, n)| (status_label(*s), *n)).collect(),
             interrupted: shared.stop.load(Ordering::Relaxed),
             rows: reports,
             total,

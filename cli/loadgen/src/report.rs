@@ -109,6 +109,9 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
             writeln!(out, "  {e}")?;
         }
     }
+    if !run.retried_statuses.is_empty() {
+        writeln!(out, "\nretried (unknown outcome, sent again with the same key): {}", run.retried_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", "))?;
+    }
     if let Some(f) = &r.flash {
         let o = &f.outcome;
         writeln!(

@@ -105,6 +105,7 @@ mod tests {
             late_after_ms: 10.0,
             start_delay_ms: Default::default(),
             retries: 0,
+            retried_statuses: Default::default(),
             interrupted: false,
             rows: vec![total.clone()],
             total,

@@ -149,6 +149,7 @@ async fn unknown_outcomes_are_retried_until_definitive() {
     assert_eq!(run.total.errors, 0);
     assert!(run.retries >= 15, "about a third of requests needed a retry: {}", run.retries);
     assert_eq!(server.served.load(Ordering::SeqCst), 60 + run.retries);
+    assert_eq!(run.retried_statuses.get("503"), Some(&run.retries), "what made each retry is reported");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
