@@ -75,7 +75,16 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
         let failed = probe_all(provider, &graph, &shop, prometheus.as_deref(), &e.steady_state.probes);
         if failed.is_empty() { Ok(()) } else { bail!("steady state not met {when}: {}", failed.join("; ")) }
     };
-    probes("before the faults").context("nothing was injected")?;
+    // A system still settling from something earlier (a previous experiment's errors in
+    // a Prometheus window, say) gets up to `recoveryTimeout` to become steady.
+    let settle = Instant::now() + e.steady_state.recovery_timeout.0;
+    loop {
+        match probes("before the faults") {
+            Ok(()) => break,
+            Err(err) if Instant::now() >= settle => return Err(err.context("nothing was injected")),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
 
     let rt = scalectl_loadgen::runtime()?;
     let target = Target::parse(&shop)?;
