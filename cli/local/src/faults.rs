@@ -19,9 +19,13 @@ use crate::{Env, cgroup, process};
 /// Every process of a node: its cgroup when there is one; else every process whose
 /// command line names the node's directory, and their descendants.
 pub fn node_pids(env: &Env, r: &Resource) -> Vec<u32> {
+    node_pids_among(env, r, &all_processes())
+}
+
+/// [`node_pids`] over a process list read once for several nodes.
+fn node_pids_among(env: &Env, r: &Resource, all: &[(u32, u32, String)]) -> Vec<u32> {
     let mut pids: BTreeSet<u32> = cgroup::pids(env, r).into_iter().collect();
     let dir = env.node_dir(r).to_string_lossy().to_string();
-    let all = all_processes();
     pids.extend(all.iter().filter(|(_, _, cmd)| cmd.contains(&dir)).map(|(p, _, _)| *p));
     loop {
         let children: Vec<u32> = all.iter().filter(|(p, pp, _)| !pids.contains(p) && pids.contains(pp)).map(|(p, _, _)| *p).collect();
@@ -134,8 +138,9 @@ pub fn heal(env: &Env) -> Result<Healed> {
         }
     }
     let mut pids: BTreeSet<u32> = cgroup::env_pids(env).into_iter().collect();
+    let all = all_processes();
     for r in &env.graph.resources {
-        pids.extend(node_pids(env, r));
+        pids.extend(node_pids_among(env, r, &all));
     }
     let stopped: Vec<u32> = pids.into_iter().filter(|p| state(*p) == Some('T')).collect();
     healed.processes_resumed = signal_all(&stopped, Signal::SIGCONT);

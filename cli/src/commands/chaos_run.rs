@@ -397,6 +397,8 @@ struct Workload<'a> {
 const CONNECTIONS: usize = 32;
 /// Attempts per checkout whose outcome is unknown (same idempotency key each time).
 const ATTEMPTS: u32 = 3;
+/// How long one request may take before its outcome counts as unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// One checkout in this many is submitted twice, cart and all, under one key.
 const REPLAY_EVERY: u64 = 10;
 
@@ -435,7 +437,7 @@ impl Workload<'_> {
             Scenario::Mixed => i % 10 >= 3,
             Scenario::Checkout | Scenario::FlashSale => false,
         };
-        let timeout = Duration::from_secs(5);
+        let timeout = REQUEST_TIMEOUT;
         let since = |t: Instant| t.saturating_duration_since(t0);
         if read {
             let started = Instant::now();
@@ -448,17 +450,7 @@ impl Workload<'_> {
             let op = Operation::FlashPurchase { user_id: self.user_ids[b], sale_id, quantity: 1, idempotency_key: key.clone() };
             let buy = Request::post(format!("/flash-sales/{sale_id}/purchase"), "{\"quantity\":1}").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
             let mut attempts = Vec::new();
-            for _ in 0..ATTEMPTS {
-                let began = Instant::now();
-                let reply = conn.send(&buy, timeout).await;
-                let o = outcome(&reply);
-                let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
-                attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o });
-                if settled {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            until_settled(conn, &buy, Instant::now(), |began, o| Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o }, &mut attempts).await;
             return attempts;
         }
         let op = Operation::Checkout { user_id: self.user_ids[b], idempotency_key: key.clone(), cart: vec![Line { product_id: product, quantity: 1 }] };
@@ -475,29 +467,37 @@ impl Workload<'_> {
             attempts.push(Op { client, op, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: o });
             return attempts;
         }
-        for attempt in 0..ATTEMPTS {
-            let began = if attempt == 0 { started } else { Instant::now() };
-            let checkout = Request::post("/checkout", "").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
+        let checkout = Request::post("/checkout", "").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
+        let record = |began: Instant, o: Outcome| Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o };
+        let acknowledged = until_settled(conn, &checkout, started, record, &mut attempts).await;
+        if acknowledged && i % REPLAY_EVERY == REPLAY_EVERY / 2 {
+            // A client that lost the answer does it all again under the same key; the shop
+            // must answer with the same order.
+            let began = Instant::now();
+            let _ = conn.send(&add, timeout).await;
             let reply = conn.send(&checkout, timeout).await;
-            let o = outcome(&reply);
-            let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
-            let acknowledged = matches!(o, Outcome::Ok { .. });
-            attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o });
-            if settled {
-                if acknowledged && i % REPLAY_EVERY == REPLAY_EVERY / 2 {
-                    // A client that lost the answer does it all again under the same key;
-                    // the shop must answer with the same order.
-                    let began = Instant::now();
-                    let _ = conn.send(&add, timeout).await;
-                    let reply = conn.send(&checkout, timeout).await;
-                    attempts.push(Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: outcome(&reply) });
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            attempts.push(record(began, outcome(&reply)));
         }
         attempts
     }
+}
+
+/// Sends `req` until its outcome is settled (an answer, or a definitive refusal), at most
+/// [`ATTEMPTS`] times under its one idempotency key, recording every attempt; the first
+/// attempt's start is `first`. Returns whether the last attempt was acknowledged.
+async fn until_settled(conn: &mut Conn, req: &Request, first: Instant, record: impl Fn(Instant, Outcome) -> Op, attempts: &mut Vec<Op>) -> bool {
+    for attempt in 0..ATTEMPTS {
+        let began = if attempt == 0 { first } else { Instant::now() };
+        let o = outcome(&conn.send(req, REQUEST_TIMEOUT).await);
+        let settled = !matches!(o, Outcome::Unknown { .. } | Outcome::Failed { definitive: false, .. });
+        let acknowledged = matches!(o, Outcome::Ok { .. });
+        attempts.push(record(began, o));
+        if settled {
+            return acknowledged;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// How one reply counts: 2xx ok (with the order id when there is one), 4xx a definitive
