@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends one request and returns the status and body of the answer.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
@@ -38,7 +38,20 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Strin
     }
 }
 
-/// Whether something already listens on `addr` (so we must not start a second server).
+/// Whether something still listens on `addr` (so we must not start a second server).
+///
+/// Waits up to three seconds for the address to come free: a process that was just
+/// killed keeps its sockets until its last thread has exited, and its main thread shows
+/// as a zombie (so it counts as stopped) before the others are gone.
 pub fn port_taken(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_err()
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if TcpListener::bind(addr).is_ok() {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
