@@ -273,9 +273,11 @@ pub async fn update_product(
 pub async fn invalidate_product(state: &AppState, id: i64) {
     state.product_cache.remove(id);
     if let Some(redis) = state.redis() {
-        let mut conn = redis.conn.clone();
         let key = redis.key(format_args!("product:{id}"));
-        if let Err(e) = conn.del::<_, ()>(key).await {
+        if let Err(e) = redis
+            .call(|mut c| async move { c.del::<_, ()>(key).await })
+            .await
+        {
             tracing::warn!(error = %e, product_id = id, "could not invalidate cached product");
         }
     }
@@ -287,9 +289,11 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
         return Ok(p);
     }
     if let Some(redis) = state.redis() {
-        let mut conn = redis.conn.clone();
         let key = redis.key(format_args!("product:{id}"));
-        match conn.get::<_, Option<String>>(&key).await {
+        match redis
+            .call(|mut c| async move { c.get::<_, Option<String>>(key).await })
+            .await
+        {
             Ok(Some(json)) => {
                 if let Ok(p) = serde_json::from_str::<Product>(&json) {
                     state.metrics.incr_cache(true);
@@ -310,11 +314,13 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
     .await?
     .ok_or(AppError::not_found("product"))?;
     if let Some(redis) = state.redis() {
-        let mut conn = redis.conn.clone();
         let key = redis.key(format_args!("product:{id}"));
         if let Ok(json) = serde_json::to_string(&product)
-            && let Err(e) = conn
-                .set_ex::<_, _, ()>(key, json, REDIS_PRODUCT_TTL_SECS)
+            && let Err(e) = redis
+                .call(|mut c| async move {
+                    c.set_ex::<_, _, ()>(key, json, REDIS_PRODUCT_TTL_SECS)
+                        .await
+                })
                 .await
         {
             tracing::warn!(error = %e, "redis product write failed");

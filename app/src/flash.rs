@@ -245,11 +245,15 @@ async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
         return Ok(Gate::Bypassed);
     };
     let key = redis.key(format_args!("flash:{id}:remaining"));
-    let mut conn = redis.conn.clone();
-    let script = redis::Script::new(GATE);
+    let script = &redis::Script::new(GATE);
+    let key = &key;
     for _ in 0..2 {
-        let verdict: redis::RedisResult<i64> =
-            script.key(&key).arg(quantity).invoke_async(&mut conn).await;
+        let verdict: redis::RedisResult<i64> = redis
+            .call(|mut c| async move {
+                let mut invocation = script.key(key);
+                invocation.arg(quantity).invoke_async(&mut c).await
+            })
+            .await;
         match verdict {
             Ok(1) => return Ok(Gate::Admitted),
             Ok(0) => return Ok(Gate::Rejected),
@@ -257,13 +261,17 @@ async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
                 // The counter is gone (eviction, restart, flush): rebuild it from the
                 // source of truth. NX: if another process rebuilt it first, keep theirs.
                 let remaining = pg_remaining(state, id).await?;
-                let set: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(remaining)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(86_400)
-                    .query_async(&mut conn)
+                let set: redis::RedisResult<()> = redis
+                    .call(|mut c| async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(remaining)
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(86_400)
+                            .query_async(&mut c)
+                            .await
+                    })
                     .await;
                 if let Err(e) = set {
                     tracing::warn!(error = %e, sale_id = id, "could not rebuild flash counter");
@@ -284,11 +292,14 @@ async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
 async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_back: i32) {
     let Some(redis) = state.redis() else { return };
     let key = redis.key(format_args!("flash:{id}:remaining"));
-    let mut conn = redis.conn.clone();
-    let result: redis::RedisResult<()> = match set_to {
-        Some(v) => conn.set_ex(&key, v, 86_400).await,
-        None => conn.incr(&key, give_back).await,
-    };
+    let result: redis::RedisResult<()> = redis
+        .call(|mut c| async move {
+            match set_to {
+                Some(v) => c.set_ex(&key, v, 86_400).await,
+                None => c.incr(&key, give_back).await,
+            }
+        })
+        .await;
     if let Err(e) = result {
         tracing::warn!(error = %e, sale_id = id, "could not adjust flash counter");
     }

@@ -237,6 +237,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(&Gauges {
         pools,
         outbox_backlog: backlog,
+        redis_up: state.redis_status(),
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -15,6 +15,7 @@
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
+//! - [`redis_link`]: the Redis connection and its circuit breaker (Redis is optional)
 //! - [`db`]: `Db`/`Tx` (pools that work behind a transaction pooler, statement
 //!   counts), embedded migrations; [`partitions`]: orders partitioned by month
 //! - [`openapi`]: the generated OpenAPI document
@@ -37,6 +38,7 @@ pub mod orders;
 pub mod outbox;
 pub mod partitions;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod state;
 
 pub use config::{RateLimits, RateSpec, Role, Roles, Settings};

@@ -62,6 +62,8 @@ impl PoolStats {
 pub struct Gauges {
     pub pools: Vec<PoolStats>,
     pub outbox_backlog: Option<i64>,
+    /// With Redis configured: whether it is connected and its breaker closed.
+    pub redis_up: Option<bool>,
 }
 
 impl Metrics {
@@ -235,6 +237,13 @@ impl Metrics {
                 "# HELP shop_outbox_backlog Unprocessed outbox events.\n# TYPE shop_outbox_backlog gauge\nshop_outbox_backlog {backlog}"
             );
         }
+        if let Some(up) = gauges.redis_up {
+            let _ = writeln!(
+                out,
+                "# HELP shop_redis_up 1 while Redis is used; 0 while it is unreachable and the shop runs on its fallbacks.\n# TYPE shop_redis_up gauge\nshop_redis_up {}",
+                u8::from(up)
+            );
+        }
         out
     }
 }
@@ -263,6 +272,7 @@ mod tests {
                 statements: 42,
             }],
             outbox_backlog: Some(7),
+            redis_up: Some(false),
         });
         assert!(text.contains(
             "shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"
@@ -279,5 +289,6 @@ mod tests {
         assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"used\"} 2"));
         assert!(text.contains("shop_db_queries_total{pool=\"primary\"} 42"));
         assert!(text.contains("shop_outbox_backlog 7"));
+        assert!(text.contains("shop_redis_up 0"));
     }
 }

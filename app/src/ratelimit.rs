@@ -75,12 +75,15 @@ pub async fn check(
     let verdict = match state.redis() {
         Some(redis) => {
             let key = redis.key(format_args!("rl:{group}:{client}"));
-            let mut conn = redis.conn.clone();
-            let result: redis::RedisResult<(i64, String)> = redis::Script::new(TOKEN_BUCKET)
-                .key(key)
-                .arg(spec.per_second)
-                .arg(spec.burst)
-                .invoke_async(&mut conn)
+            let result: redis::RedisResult<(i64, String)> = redis
+                .call(|mut c| async move {
+                    redis::Script::new(TOKEN_BUCKET)
+                        .key(key)
+                        .arg(spec.per_second)
+                        .arg(spec.burst)
+                        .invoke_async(&mut c)
+                        .await
+                })
                 .await;
             match result {
                 Ok((1, _)) => Ok(()),

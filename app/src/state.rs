@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::flash::FlashLocal;
 use crate::metrics::Metrics;
 use crate::ratelimit::LocalBuckets;
+use crate::redis_link::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -22,20 +23,6 @@ pub enum StateError {
     DatabaseUrl(#[source] sqlx::Error),
     #[error("invalid redis url")]
     RedisUrl(#[source] redis::RedisError),
-}
-
-/// Redis with the key prefix of this deployment. Every call has a short response
-/// timeout: a slow Redis must degrade to the PostgreSQL path, never stall requests.
-#[derive(Clone)]
-pub struct Redis {
-    pub conn: ConnectionManager,
-    prefix: Arc<str>,
-}
-
-impl Redis {
-    pub fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
-        format!("{}{}", self.prefix, parts)
-    }
 }
 
 #[derive(Clone)]
@@ -47,7 +34,7 @@ pub struct Inner {
     pub replica: Option<Db>,
     /// Set once Redis is reachable; until then (or forever, without a Redis URL)
     /// every Redis use falls back to its PostgreSQL or in-process path.
-    redis: OnceLock<Redis>,
+    redis: OnceLock<RedisLink>,
     pub metrics: Metrics,
     /// Bounds concurrent argon2 work to the number of cores, so a login storm queues
     /// here instead of starving the async runtime's blocking pool and other routes.
@@ -133,8 +120,9 @@ impl AppState {
             .set_max_delay(500);
         match ConnectionManager::new_with_config(client.clone(), config).await {
             Ok(conn) => {
-                let prefix = self.settings.redis_prefix.as_str().into();
-                let _ = self.redis.set(Redis { conn, prefix });
+                let _ = self
+                    .redis
+                    .set(RedisLink::new(conn, &self.settings.redis_prefix));
                 tracing::info!("redis connected");
                 true
             }
@@ -145,9 +133,18 @@ impl AppState {
         }
     }
 
-    /// Redis, when configured and reachable.
-    pub fn redis(&self) -> Option<&Redis> {
-        self.redis.get()
+    /// Redis, when configured, connected, and its breaker closed (see
+    /// [`crate::redis_link`]): `None` means take the fallback without asking Redis.
+    pub fn redis(&self) -> Option<&RedisLink> {
+        self.redis.get().filter(|r| r.available())
+    }
+
+    /// For `/metrics`: `None` without a Redis URL, else whether Redis is in use now.
+    pub fn redis_status(&self) -> Option<bool> {
+        self.settings
+            .redis_url
+            .as_ref()
+            .map(|_| self.redis.get().is_some_and(|r| !r.is_open()))
     }
 
     /// Records that `user_id` wrote, so their reads stay on the primary for the
@@ -176,14 +173,18 @@ impl AppState {
         }
         let result = match self.redis() {
             Some(redis) => {
-                let mut conn = redis.conn.clone();
                 let key = redis.key(format_args!("ryw:{user_id}"));
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(1)
-                    .arg("PX")
-                    .arg(window.as_millis().max(1) as u64)
-                    .query_async::<()>(&mut conn)
+                let px = window.as_millis().max(1) as u64;
+                redis
+                    .call(|mut c| async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(1)
+                            .arg("PX")
+                            .arg(px)
+                            .query_async::<()>(&mut c)
+                            .await
+                    })
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -251,9 +252,11 @@ impl AppState {
             return None;
         }
         let redis = self.redis()?;
-        let mut conn = redis.conn.clone();
         let key = redis.key(format_args!("ryw:{user_id}"));
-        match redis::AsyncCommands::exists::<_, bool>(&mut conn, key).await {
+        match redis
+            .call(|mut c| async move { redis::AsyncCommands::exists::<_, bool>(&mut c, key).await })
+            .await
+        {
             Ok(wrote) => Some(wrote),
             Err(e) => {
                 tracing::warn!(error = %e, user_id, "read-your-writes check failed; reading from the primary");

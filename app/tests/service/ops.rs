@@ -147,3 +147,41 @@ async fn an_unreachable_redis_neither_blocks_start_nor_breaks_requests() {
         "search (rate-limited via the local bucket) still works"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_asked_once_per_cool_down_not_once_per_request() {
+    let proxy = RedisProxy::start().await;
+    let app = spawn_app_with(Options {
+        redis_url: Some(proxy.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (token, shop_id, first) = app.seller_product(100, 5).await;
+    let mut products = vec![first];
+    for i in 0..9 {
+        let body = json!({"shop_id": shop_id, "name": format!("p{i}"), "description": "d", "price_cents": 100, "stock": 5});
+        products.push(
+            app.post("/products", Some(&token), body).await.expect(201)["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(metric(&app, "shop_redis_up").await, 1);
+
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    for id in &products {
+        // Never read before, so each is a miss that would ask Redis first.
+        app.get(&format!("/products/{id}"), None).await.expect(200);
+    }
+    let cool_downs = started.elapsed().as_secs() as usize;
+    let asked = proxy.swallowed("GET");
+    assert!(asked >= 1, "the first miss asks Redis");
+    assert!(
+        asked <= 1 + cool_downs,
+        "Redis was asked {asked} times for {} reads in {:?}",
+        products.len(),
+        started.elapsed()
+    );
+    assert_eq!(metric(&app, "shop_redis_up").await, 0);
+}

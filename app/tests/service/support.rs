@@ -677,27 +677,64 @@ impl TestApp {
     }
 }
 
-/// A TCP proxy in front of the test Redis that a test can cut, taking Redis away from a
-/// running shop without stopping the server other tests share.
+/// The value of an unlabelled metric on the shop's `/metrics`.
+pub async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app.get("/metrics", None).await.expect(200);
+    let text = text.as_str().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+/// A TCP proxy in front of the test Redis that a test can cut or freeze, taking Redis
+/// away from a running shop without stopping the server other tests share.
 pub struct RedisProxy {
     pub url: String,
     /// The accept loop and every proxied connection; `None` once cut.
     tasks: std::sync::Arc<Mutex<Option<Vec<tokio::task::AbortHandle>>>>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What clients sent while frozen (and never reached Redis).
+    swallowed: std::sync::Arc<Mutex<Vec<u8>>>,
 }
 
 impl RedisProxy {
     pub async fn start() -> RedisProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
         let socket = infra().dir.join("redis.sock");
         let tasks = std::sync::Arc::new(Mutex::new(Some(Vec::new())));
-        let registry = tasks.clone();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swallowed = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (registry, is_frozen, sink) = (tasks.clone(), frozen.clone(), swallowed.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 let socket = socket.clone();
+                let (is_frozen, sink) = (is_frozen.clone(), sink.clone());
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::UnixStream::connect(&socket).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                        return;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let requests = async {
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            let n = match client_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if is_frozen.load(Ordering::SeqCst) {
+                                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                            } else if server_tx.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = requests => {}
+                        _ = tokio::io::copy(&mut server_rx, &mut client_tx) => {}
                     }
                 });
                 match registry.lock().unwrap().as_mut() {
@@ -712,7 +749,12 @@ impl RedisProxy {
             .as_mut()
             .unwrap()
             .push(accept.abort_handle());
-        RedisProxy { url, tasks }
+        RedisProxy {
+            url,
+            tasks,
+            frozen,
+            swallowed,
+        }
     }
 
     /// Closes the port and every connection through it: Redis is down for its clients.
@@ -720,6 +762,20 @@ impl RedisProxy {
         for task in self.tasks.lock().unwrap().take().into_iter().flatten() {
             task.abort();
         }
+    }
+
+    /// Redis hangs (as under SIGSTOP): connections stay open, requests are never answered.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many times `command` was sent while frozen.
+    pub fn swallowed(&self, command: &str) -> usize {
+        let needle = format!("\r\n{command}\r\n").into_bytes();
+        let sent = self.swallowed.lock().unwrap();
+        sent.windows(needle.len())
+            .filter(|w| *w == needle.as_slice())
+            .count()
     }
 }
 
