@@ -187,3 +187,39 @@ fn keep_data_stops_processes_and_the_next_up_finds_the_orders() {
     let r = http.post(format!("{base}/login")).json(&json!({"email": "k@example.com", "password": "correct horse battery"})).send().unwrap();
     assert_eq!(r.status(), 200, "the user registered before survived");
 }
+
+#[test]
+fn a_rebuilt_shop_shows_in_the_plan_and_up_rolls_it_out() {
+    let home = Home::new();
+    let env = home.env("rebuilt");
+    // A copy of the shop binary this test may "rebuild" without touching other tests'.
+    std::fs::create_dir_all(&home.root).unwrap();
+    let build = home.root.join("shop-build");
+    let shop = std::path::Path::new(support::BIN).with_file_name("shop");
+    std::fs::copy(&shop, &build).unwrap();
+    let sc = |args: &[&str]| home.cmd(args).env("SCALECTL_SHOP_BIN", &build).output().unwrap();
+    let up = sc(&["up", "--level", "1", "--env", &env, "-q", "-o", "json"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let pid_of_shop = || {
+        let status = home.json(&["status", "--env", &env]);
+        status["components"].as_array().unwrap().iter().find(|c| c["kind"] == "shop").unwrap()["pid"].as_u64().unwrap()
+    };
+    let before = pid_of_shop();
+
+    // A new build replaces the file (as cargo does: a new file renamed over the old).
+    sleep(Duration::from_millis(20));
+    let fresh = home.root.join("shop-build.new");
+    std::fs::copy(&shop, &fresh).unwrap();
+    std::fs::rename(&fresh, &build).unwrap();
+    let plan = sc(&["plan", "--env", &env, "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan.stderr));
+    let plan = text(&plan.stdout);
+    assert!(plan.contains("~ shop/r1-all-1") && plan.contains("program_digest"), "{plan}");
+
+    let up = sc(&["up", "--env", &env, "-q"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_ne!(pid_of_shop(), before, "the shop was restarted on the new build");
+    let plan = sc(&["plan", "--env", &env, "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+    assert!(sc(&["down", "--env", &env, "-q"]).status.success());
+}

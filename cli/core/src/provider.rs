@@ -38,6 +38,12 @@ pub trait Provider: Sync {
     /// Every configuration file generated for `resource`, as (file name, contents).
     fn config_files(&self, resource: &Resource) -> Result<Vec<(String, String)>, ProviderError>;
 
+    /// An identity of the program `resource` runs when scalectl deploys it from a local
+    /// build (the shop), so that a rebuilt shop shows in the plan and is rolled out.
+    fn program_digest(&self, _resource: &Resource) -> Option<String> {
+        None
+    }
+
     /// Undoes what a chaos fault may have left behind (network rules, stopped
     /// processes), for instance after an interrupted `chaos run`. Every command on an
     /// environment calls it first; returns a note when it undid something.

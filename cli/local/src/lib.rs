@@ -194,6 +194,10 @@ impl Provider for LocalProvider {
         .map_err(boxed)
     }
 
+    fn program_digest(&self, r: &Resource) -> Option<String> {
+        matches!(r.kind, ResourceKind::Shop | ResourceKind::Worker | ResourceKind::Migration).then(shop::program_digest).flatten()
+    }
+
     fn heal(&self) -> Result<Option<String>, ProviderError> {
         let h = faults::heal(&self.env).map_err(boxed)?;
         Ok((h.rules_removed + h.processes_resumed > 0).then(|| {

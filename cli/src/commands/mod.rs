@@ -65,10 +65,14 @@ pub fn heal(ctx: &Ctx, name: &str, provider: &dyn Provider) -> Result<()> {
 }
 
 /// Adds to each resource a digest of its generated config files, so that a change in a
-/// template (a newer scalectl) shows up in the plan like any other change.
+/// template (a newer scalectl) shows up in the plan like any other change, and of the
+/// program it runs when that is ours, so that a rebuilt shop is rolled out.
 pub fn with_config_digests(provider: &dyn Provider, mut graph: Graph) -> Result<Graph> {
     use sha2::Digest;
     for r in &mut graph.resources {
+        if let Some(d) = provider.program_digest(r) {
+            r.props.insert("program_digest".into(), d);
+        }
         let files = provider.config_files(r).map_err(|e| anyhow::anyhow!("{e}"))?;
         if files.is_empty() {
             continue;
