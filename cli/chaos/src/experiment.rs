@@ -382,6 +382,10 @@ pub struct AvailabilityCheck {
     /// Longest allowed time from a fault's injection to the first acknowledged write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rto: Option<Span>,
+    /// Longest allowed time from a fault's end (its undo) to the first acknowledged
+    /// write: the measure for faults that stop every write while they last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resume: Option<Span>,
     /// Longest allowed time from a fault's injection to steady state again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_recovery: Option<Span>,
@@ -396,7 +400,7 @@ pub struct AvailabilityCheck {
 
 impl Default for AvailabilityCheck {
     fn default() -> Self {
-        AvailabilityCheck { max_rto: None, max_recovery: None, window: window(), max_error_ratio: max_error_ratio() }
+        AvailabilityCheck { max_rto: None, max_resume: None, max_recovery: None, window: window(), max_error_ratio: max_error_ratio() }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Availability under each fault: RTO (injection to the first acknowledged write after
-//! it), recovery (injection to the moment from which the error ratio in every sliding
+//! it), resume (the fault's end to the first acknowledged write after that: for faults
+//! that stop every write while they last, RTO can be no shorter than the fault), recovery (injection to the moment from which the error ratio in every sliding
 //! window stays within the threshold), and errors and latency while the fault lasted.
 //! Operations count at the time they were due (open model): an outage shows when users
 //! arrived, not when their timeouts fired.
@@ -19,6 +20,9 @@ pub struct FaultStats {
     /// Injection to the first acknowledged write that started after it.
     #[serde(rename = "rto_s", with = "crate::time::secs_opt")]
     pub rto: Option<Duration>,
+    /// The fault's end (its undo) to the first acknowledged write that started after it.
+    #[serde(rename = "resume_s", with = "crate::time::secs_opt")]
+    pub resume: Option<Duration>,
     /// Injection to steady state again; `None` if the run ended (or the next fault came)
     /// before the error ratio settled.
     #[serde(rename = "recovery_s", with = "crate::time::secs_opt")]
@@ -65,15 +69,13 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
             let horizon = starts.iter().copied().find(|s| *s > f.start);
             let during: Vec<_> = history.ops.iter().filter(|o| o.scheduled >= f.start && o.scheduled < f.end).collect();
             let errors = during.iter().filter(|o| o.is_error()).count();
-            let rto = history
-                .ops
-                .iter()
-                .filter(|o| o.is_write() && o.is_ok() && o.started >= f.start)
-                .map(|o| o.ended - f.start)
-                .min();
+            let first_ack_after = |t: Duration| {
+                history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t).map(|o| o.ended - t).min()
+            };
             FaultStats {
                 fault: f.clone(),
-                rto,
+                rto: first_ack_after(f.start),
+                resume: first_ack_after(f.end),
                 recovery: recovery(&due, f.start, horizon, config),
                 ops: during.len(),
                 errors,
@@ -85,16 +87,20 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
 }
 
 /// Slides a window of `config.window` over `due` (sorted by time), evaluated at each
-/// distinct due time in [start, horizon). Steady state is regained at the last window
-/// whose error ratio is above the threshold; `None` when the last window is still above
-/// it, or no operation was due in the range.
+/// distinct due time in [start, horizon). Steady state is regained with the last failed
+/// operation of the last window whose error ratio is above the threshold (not at that
+/// window's end, which would add up to a window's width of errors already over); `None`
+/// when the last window is still above it, or no operation was due in the range.
 fn recovery(due: &[(Duration, bool)], start: Duration, horizon: Option<Duration>, config: &AvailabilityCheck) -> Option<Duration> {
     let width = config.window.0;
     let (mut lo, mut errors) = (0, 0usize);
-    let (mut last_bad, mut settled, mut seen) = (None, true, false);
+    let (mut last_bad, mut settled, mut seen, mut last_error) = (None, true, false, Duration::ZERO);
     for hi in 0..due.len() {
         let t = due[hi].0;
         errors += usize::from(due[hi].1);
+        if due[hi].1 {
+            last_error = t;
+        }
         while due[lo].0 + width <= t {
             errors -= usize::from(due[lo].1);
             lo += 1;
@@ -109,10 +115,10 @@ fn recovery(due: &[(Duration, bool)], start: Duration, horizon: Option<Duration>
         let ratio = errors as f64 / (hi - lo + 1) as f64;
         settled = ratio <= config.max_error_ratio;
         if !settled {
-            last_bad = Some(t);
+            last_bad = Some(last_error);
         }
     }
-    (seen && settled).then(|| last_bad.map_or(Duration::ZERO, |t| t - start))
+    (seen && settled).then(|| last_bad.map_or(Duration::ZERO, |t| t.saturating_sub(start)))
 }
 
 pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult {
@@ -123,6 +129,13 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
             match s.rto {
                 None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
                 Some(rto) if rto > max.0 => findings.push(Finding::RtoExceeded { fault, target: target.clone(), rto, max: max.0 }),
+                Some(_) => {}
+            }
+        }
+        if let Some(max) = config.max_resume {
+            match s.resume {
+                None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
+                Some(resume) if resume > max.0 => findings.push(Finding::ResumeExceeded { fault, target: target.clone(), resume, max: max.0 }),
                 Some(_) => {}
             }
         }
@@ -186,9 +199,11 @@ mod tests {
         let s = &stats[0];
         // The first write due after injection that was acknowledged: due at 30.0 s, 10 ms.
         assert_eq!(s.rto, Some(Duration::from_millis(10_010)));
-        // The window (29.7 s, 30.7 s] still holds two failures of ten (20 % > 15 %);
-        // from (29.8 s, 30.8 s] on, at most one (10 %).
-        assert_eq!(s.recovery, Some(Duration::from_millis(10_700)));
+        // The fault was undone at 25 s; writes came back with the first one due at 30 s.
+        assert_eq!(s.resume, Some(Duration::from_millis(5_010)));
+        // The window (29.7 s, 30.7 s] still holds two failures of ten (20 % > 15 %), the
+        // later due at 29.9 s; from (29.8 s, 30.8 s] on, at most one (10 %).
+        assert_eq!(s.recovery, Some(Duration::from_millis(9_900)));
         assert_eq!((s.ops, s.errors, s.error_ratio), (50, 50, 1.0));
         assert_eq!(s.latency.p50, 0.01);
     }
@@ -217,15 +232,16 @@ mod tests {
     #[test]
     fn thresholds_judge_rto_and_recovery() {
         let stats = analyse(&outage(), &[window(20_000, 25_000)], &config());
-        let tight = AvailabilityCheck { max_rto: Some(Span::secs(5)), max_recovery: Some(Span::secs(10)), ..config() };
+        let tight = AvailabilityCheck { max_rto: Some(Span::secs(5)), max_resume: Some(Span::secs(5)), max_recovery: Some(Span::secs(9)), ..config() };
         let r = verdict(&stats, &tight);
-        assert_eq!(r.findings.len(), 2, "{r:?}");
+        assert_eq!(r.findings.len(), 3, "{r:?}");
         assert_eq!(r.findings[0].to_string(), "node-loss on leader: first acknowledged write after 10.0s (max 5.0s)");
-        assert_eq!(r.findings[1].to_string(), "node-loss on leader: steady state after 10.7s (max 10.0s)");
-        let loose = AvailabilityCheck { max_rto: Some(Span::secs(15)), max_recovery: Some(Span::secs(15)), ..config() };
+        assert_eq!(r.findings[1].to_string(), "node-loss on leader: first acknowledged write 5.0s after the fault ended (max 5.0s)");
+        assert_eq!(r.findings[2].to_string(), "node-loss on leader: steady state after 9.9s (max 9.0s)");
+        let loose = AvailabilityCheck { max_rto: Some(Span::secs(15)), max_resume: Some(Span::secs(6)), max_recovery: Some(Span::secs(15)), ..config() };
         let r = verdict(&stats, &loose);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
-        assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, recovery 10.7s, 100.0% errors");
+        assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, recovery 9.9s, 100.0% errors");
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub enum Finding {
         #[serde(rename = "max_s", with = "crate::time::secs")]
         max: Duration,
     },
+    ResumeExceeded {
+        fault: FaultKind,
+        target: String,
+        #[serde(rename = "resume_s", with = "crate::time::secs")]
+        resume: Duration,
+        #[serde(rename = "max_s", with = "crate::time::secs")]
+        max: Duration,
+    },
     NotRecovered { fault: FaultKind, target: String },
     RecoveryExceeded {
         fault: FaultKind,
@@ -102,6 +110,12 @@ impl fmt::Display for Finding {
             RtoExceeded { fault, target, rto, max } => {
                 write!(f, "{fault} on {target}: first acknowledged write after {:.1}s (max {:.1}s)", rto.as_secs_f64(), max.as_secs_f64())
             }
+            ResumeExceeded { fault, target, resume, max } => write!(
+                f,
+                "{fault} on {target}: first acknowledged write {:.1}s after the fault ended (max {:.1}s)",
+                resume.as_secs_f64(),
+                max.as_secs_f64()
+            ),
             NotRecovered { fault, target } => write!(f, "{fault} on {target}: the error ratio never settled"),
             RecoveryExceeded { fault, target, recovery, max } => write!(
                 f,
