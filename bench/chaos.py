@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """RTO and RPO of shipped chaos experiments on a fresh level-3 environment.
 
-Usage: bench/chaos.py [--runs 5] [--bin target/release/scalectl] [EXPERIMENT ...]
-Default: every shipped experiment that `chaos run` supports. Prints one row per
-experiment: RTO (fault to first acknowledged write) median and worst, recovery median,
-RPO (acknowledged writes lost) worst, and whether every run passed.
+Usage: bench/chaos.py [--runs 5] [--bin target/release/scalectl] [--reports DIR] [EXPERIMENT ...]
+Default: every shipped experiment. Prints one row per experiment: RTO (fault to first
+acknowledged write) median and worst, resume (fault's end to first acknowledged write)
+worst, recovery median, RPO (acknowledged writes lost) worst, and how many runs passed.
+With --reports, every run's SVG timeline and history (.jsonl) are kept there.
 Needs a release build (cargo build --release --workspace) and root for partitions.
 """
 
@@ -25,8 +26,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bin", default="target/release/scalectl")
+    ap.add_argument("--reports", help="keep each run's SVG timeline and history (.jsonl) in this directory")
     ap.add_argument("experiments", nargs="*")
     a = ap.parse_args()
+    if a.reports:
+        os.makedirs(a.reports, exist_ok=True)
     names = a.experiments or [e["name"] for e in json.loads(sc(a.bin, "/tmp", "chaos", "list", "-o", "json").stdout)["experiments"]]
     print("| experiment | runs passed | RTO median | RTO worst | resume after the fault, worst | recovery median | RPO worst |")
     print("|---|---|---|---|---|---|---|")
@@ -38,7 +42,8 @@ def main():
             up = sc(a.bin, home, "up", "--level", "3", "--env", env, "-q")
             if up.returncode != 0:
                 sys.exit(f"up failed: {up.stderr}")
-            out = sc(a.bin, home, "chaos", "run", name, "--env", env, "--runs", str(a.runs), "-q", "-o", "json")
+            keep = ["--report", os.path.join(os.path.abspath(a.reports), f"{name}.svg")] if a.reports else []
+            out = sc(a.bin, home, "chaos", "run", name, "--env", env, "--runs", str(a.runs), "-q", "-o", "json", *keep)
             try:
                 report = json.loads(out.stdout)
             except json.JSONDecodeError:
