@@ -115,6 +115,11 @@ fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
     let rto = run["faults"][0]["rto_s"].as_f64().or_else(|| run["faults"][0]["rto"].as_f64());
     assert!(rto.is_some_and(|s| s > 0.0 && s < 60.0), "RTO is reported: {run:#}");
     assert!(std::path::Path::new(run["timeline"].as_str().unwrap()).exists(), "the SVG timeline is written");
+    let during = &run["steady_state_during"];
+    assert!(
+        during["rounds"].as_u64().is_some_and(|n| n > 0) && during["failures"].to_string().contains("patroni-nodes"),
+        "the probes ran during the method and saw the killed node missing: {during}"
+    );
     eprintln!("primary-loss: {}", run["text"].as_str().unwrap_or(""));
 
     // The leader cut off from both replicas, and a flash sale while the leader dies.

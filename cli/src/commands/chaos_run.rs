@@ -114,8 +114,22 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let stop = Arc::new(AtomicBool::new(false));
     let duration = e.workload.duration.0;
     let t0 = Instant::now() + Duration::from_millis(200);
+    let during = Mutex::new(ProbesDuring::default());
     let outcome = std::thread::scope(|scope| -> Result<()> {
         let faults = scope.spawn(|| inject_faults(ctx, provider, &graph, e, t0, duration, &windows, &stop));
+        if e.steady_state.during {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let next = Instant::now() + e.steady_state.interval.0;
+                    let at = t0.elapsed();
+                    let failed = probe_all(provider, &graph, &shop, prometheus.as_deref(), &e.steady_state.probes);
+                    during.lock().unwrap().record(at, failed);
+                    while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            });
+        }
         let workload = Workload { scenario: e.workload.scenario, setup: &setup, user_ids: &user_ids, run_id: &run_id, sale };
         rt.block_on(workload.run(&target, rate, duration, t0, &history, &stop));
         stop.store(true, Ordering::Relaxed);
@@ -143,6 +157,10 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let windows = std::mem::take(&mut *windows.lock().unwrap());
     let report = scalectl_chaos::check(&history, &snapshot, &windows, &e.checks);
     let mut text = scalectl_chaos::render::text(&report);
+    let during = during.into_inner().unwrap();
+    if e.steady_state.during {
+        text.push_str(&during.summary());
+    }
     if let Some(err) = &steady_again {
         text.push_str(&format!("\nsteady state: FAILED, {err}\n"));
     }
@@ -154,10 +172,47 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let mut value = serde_json::to_value(&report)?;
     value["passed"] = json!(report.passed && steady_again.is_none());
     value["steady_state_after"] = json!(steady_again.is_none());
+    if e.steady_state.during {
+        value["steady_state_during"] = serde_json::to_value(&during)?;
+    }
     value["operations"] = json!(history.ops.len());
     value["timeline"] = json!(svg);
     value["text"] = json!(text);
     Ok(value)
+}
+
+/// The steady-state probes run while the method ran (`steadyState.during`): reported,
+/// not judged, since most faults are expected to break some probe for a while.
+#[derive(Default, serde::Serialize)]
+struct ProbesDuring {
+    rounds: usize,
+    failed_rounds: usize,
+    /// Each failure: offset from the workload's start (seconds) and "probe: why".
+    failures: Vec<(f64, String)>,
+}
+
+impl ProbesDuring {
+    fn record(&mut self, at: Duration, failed: Vec<String>) {
+        self.rounds += 1;
+        self.failed_rounds += usize::from(!failed.is_empty());
+        self.failures.extend(failed.into_iter().map(|f| (at.as_secs_f64(), f)));
+    }
+
+    fn summary(&self) -> String {
+        let mut out = format!("steady state during the method: {} of {} probe rounds failed\n", self.failed_rounds, self.rounds);
+        let mut by_probe: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+        for (at, f) in &self.failures {
+            let name = f.split_once(':').map_or(f.as_str(), |(n, _)| n);
+            let e = by_probe.entry(name).or_insert((*at, *at, 0));
+            e.1 = *at;
+            e.2 += 1;
+        }
+        for (name, (first, last, n)) in by_probe {
+            let why = self.failures.iter().find(|(_, f)| f.split_once(':').is_some_and(|(p, _)| p == name)).map_or("", |(_, f)| f.split_once(": ").map_or("", |(_, w)| w));
+            out.push_str(&format!("  {name}: failed {n}× from {first:.1}s to {last:.1}s (first: {why})\n"));
+        }
+        out
+    }
 }
 
 /// Every probe that fails now, with why.
