@@ -1,16 +1,17 @@
-//! A tiny bounded in-process TTL cache for product reads. Other processes do not see
-//! our invalidations, so the TTL is kept short (about a second) to bound staleness.
+//! A tiny bounded in-process TTL cache for product reads, holding each product's JSON
+//! body. Other processes do not see our invalidations, so the TTL is kept short (about
+//! a second) to bound staleness.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::catalog::Product;
+use axum::body::Bytes;
 
 pub struct LocalCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<i64, (Instant, Product)>>,
+    entries: Mutex<HashMap<i64, (Instant, Bytes)>>,
 }
 
 impl LocalCache {
@@ -22,14 +23,14 @@ impl LocalCache {
         }
     }
 
-    pub fn get(&self, id: i64) -> Option<Product> {
+    pub fn get(&self, id: i64) -> Option<Bytes> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&id)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, p)| p.clone())
     }
 
-    pub fn put(&self, product: Product) {
+    pub fn put(&self, id: i64, body: Bytes) {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.capacity {
             // Expired entries go first; if everything is fresh, start over rather than
@@ -40,7 +41,7 @@ impl LocalCache {
                 map.clear();
             }
         }
-        map.insert(product.id, (Instant::now(), product));
+        map.insert(id, (Instant::now(), body));
     }
 
     pub fn remove(&self, id: i64) {

@@ -2,8 +2,10 @@
 //! go to the replica unless the caller wrote recently; product reads are cached in
 //! Redis and in-process and invalidated on update.
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -283,10 +285,12 @@ pub async fn invalidate_product(state: &AppState, id: i64) {
     }
 }
 
-async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppResult<Product> {
-    if let Some(p) = state.product_cache.get(id) {
+/// The product as the JSON body `GET /products/{id}` answers with. Caches hold the
+/// serialized body, so a hit costs no clone of the product and no serialization.
+async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppResult<Bytes> {
+    if let Some(body) = state.product_cache.get(id) {
         state.metrics.incr_cache(true);
-        return Ok(p);
+        return Ok(body);
     }
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
@@ -294,14 +298,14 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
             .call(|mut c| async move { c.get::<_, Option<String>>(key).await })
             .await
         {
-            Ok(Some(json)) => {
-                if let Ok(p) = serde_json::from_str::<Product>(&json) {
-                    state.metrics.incr_cache(true);
-                    state.product_cache.put(p.clone());
-                    return Ok(p);
-                }
+            // Parsed before it is trusted: what Redis holds may be from an older shop.
+            Ok(Some(json)) if serde_json::from_str::<Product>(&json).is_ok() => {
+                state.metrics.incr_cache(true);
+                let body = Bytes::from(json);
+                state.product_cache.put(id, body.clone());
+                return Ok(body);
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "redis product read failed"),
         }
     }
@@ -313,21 +317,23 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
     .fetch_optional(state.read_pool(user_id).await)
     .await?
     .ok_or(AppError::not_found("product"))?;
+    let json = serde_json::to_string(&product).map_err(|e| AppError::Internal(e.into()))?;
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
-        if let Ok(json) = serde_json::to_string(&product)
-            && let Err(e) = redis
-                .call(|mut c| async move {
-                    c.set_ex::<_, _, ()>(key, json, REDIS_PRODUCT_TTL_SECS)
-                        .await
-                })
-                .await
+        let value = json.clone();
+        if let Err(e) = redis
+            .call(|mut c| async move {
+                c.set_ex::<_, _, ()>(key, value, REDIS_PRODUCT_TTL_SECS)
+                    .await
+            })
+            .await
         {
             tracing::warn!(error = %e, "redis product write failed");
         }
     }
-    state.product_cache.put(product.clone());
-    Ok(product)
+    let body = Bytes::from(json);
+    state.product_cache.put(id, body.clone());
+    Ok(body)
 }
 
 #[utoipa::path(get, path = "/products/{id}", tag = "catalog", params(("id" = i64, Path)),
@@ -339,10 +345,16 @@ pub async fn get_product(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     Path(id): Path<i64>,
-) -> AppResult<axum::Json<Product>> {
-    Ok(axum::Json(
-        load_product(&state, id, user.map(|u| u.id)).await?,
-    ))
+) -> AppResult<Response> {
+    let body = load_product(&state, id, user.map(|u| u.id)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// Escapes LIKE wildcards so a search for `50%` means the literal text.
