@@ -498,7 +498,7 @@ impl Workload<'_> {
             let started = Instant::now();
             let route = format!("/products/{product}");
             let reply = conn.send(&Request::get(route.clone()).client(&buyer.client), timeout).await;
-            return vec![Op { client, op: Operation::Read { route }, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: outcome(&reply) }];
+            return vec![Op { client, op: Operation::Read { route }, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: read_outcome(&reply) }];
         }
         let key = format!("chaos-{}-{i}", self.run_id);
         if let Some(sale_id) = self.sale {
@@ -566,6 +566,14 @@ fn outcome(reply: &Reply) -> Outcome {
         Reply::Response { status, .. } => Outcome::Failed { status: *status, definitive: *status < 500 },
         Reply::Io => Outcome::Unknown { error: "connection failed".into() },
         Reply::Timeout => Outcome::Unknown { error: "no answer in time".into() },
+    }
+}
+
+/// A read's outcome: a 2xx body's `id` is a product's, not an order's, so it is not kept.
+fn read_outcome(reply: &Reply) -> Outcome {
+    match outcome(reply) {
+        Outcome::Ok { .. } => Outcome::Ok { order_id: None },
+        other => other,
     }
 }
 
