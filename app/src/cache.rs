@@ -3,7 +3,7 @@
 //! a second) to bound staleness.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 pub struct LocalCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<i64, (Instant, Bytes)>>,
+    entries: RwLock<HashMap<i64, (Instant, Bytes)>>,
 }
 
 impl LocalCache {
@@ -19,19 +19,20 @@ impl LocalCache {
         LocalCache {
             ttl,
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn get(&self, id: i64) -> Option<Bytes> {
-        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        // A read lock: concurrent hits do not wait for each other.
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
         map.get(&id)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, p)| p.clone())
     }
 
     pub fn put(&self, id: i64, body: Bytes) {
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.capacity {
             // Expired entries go first; if everything is fresh, start over rather than
             // track recency: a cold second costs one read per product.
@@ -46,7 +47,7 @@ impl LocalCache {
 
     pub fn remove(&self, id: i64) {
         self.entries
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
     }

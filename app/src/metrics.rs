@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::db::Db;
@@ -20,9 +20,10 @@ struct RouteStats {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
-    /// (method, status) -> count. Few distinct pairs per route, so a short Vec under a
-    /// mutex held for nanoseconds is cheaper than another map.
-    by_status: Mutex<Vec<(String, u16, u64)>>,
+    /// (method, status) -> count. Few distinct pairs per route, so a short Vec is
+    /// cheaper than another map; it is read-locked on the hot path (a new pair takes the
+    /// write lock once), so concurrent requests do not contend on a mutex.
+    by_status: RwLock<Vec<(String, u16, AtomicU64)>>,
 }
 
 #[derive(Default)]
@@ -90,13 +91,25 @@ impl Metrics {
         stats
             .sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        let mut by_status = stats.by_status.lock().unwrap_or_else(|e| e.into_inner());
-        match by_status
-            .iter_mut()
+        let counted = stats
+            .by_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
             .find(|(m, s, _)| m == method && *s == status)
-        {
-            Some(entry) => entry.2 += 1,
-            None => by_status.push((method.to_owned(), status, 1)),
+            .map(|(_, _, n)| n.fetch_add(1, Ordering::Relaxed))
+            .is_some();
+        if !counted {
+            let mut by_status = stats.by_status.write().unwrap_or_else(|e| e.into_inner());
+            match by_status
+                .iter()
+                .find(|(m, s, _)| m == method && *s == status)
+            {
+                Some((_, _, n)) => {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                None => by_status.push((method.to_owned(), status, AtomicU64::new(1))),
+            }
         }
     }
 
@@ -123,11 +136,13 @@ impl Metrics {
         );
         out.push_str("# TYPE shop_http_requests_total counter\n");
         for (route, stats) in &routes {
-            let by_status = stats
+            let by_status: Vec<(String, u16, u64)> = stats
                 .by_status
-                .lock()
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone();
+                .iter()
+                .map(|(m, s, n)| (m.clone(), *s, n.load(Ordering::Relaxed)))
+                .collect();
             for (method, status, n) in by_status {
                 let _ = writeln!(
                     out,
