@@ -1,5 +1,5 @@
 -- pgbench script for bench/shop.sh: the SQL the shop runs for one order, statement for
--- statement — POST /cart/items (session lookup, product check, cart upsert), then
+-- statement — POST /cart/items (session lookup, cart upsert; its foreign key checks the product), then
 -- POST /checkout (session lookup, then the checkout transaction of app/src/checkout.rs
 -- and orders::place_order). Client N is buyer :buyer0 + N buying product :product0 + N,
 -- the same pairing the wrk run uses, so neither side contends on a row.
@@ -13,7 +13,6 @@
 -- POST /cart/items
 SELECT u.id, u.email, u.roles FROM sessions s JOIN users u ON u.id = s.user_id
  WHERE s.token_hash = sha256(convert_to('bench-token-' || :uid, 'UTF8')) AND s.expires_at > now();
-SELECT id FROM products WHERE id = :pid;
 INSERT INTO cart_items (user_id, product_id, quantity) VALUES (:uid, :pid, 1)
  ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
  WHERE cart_items.quantity + EXCLUDED.quantity <= 1000000
@@ -34,20 +33,32 @@ SELECT id, price_cents, stock FROM products WHERE id = ANY(ARRAY[:pid]::bigint[]
 UPDATE products p SET stock = p.stock - c.q, updated_at = now()
  FROM unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS c(id, q)
  WHERE p.id = c.id AND p.stock >= c.q RETURNING p.id;
-INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES (:uid, 'cart', :p_price_cents, 'pg-' || :k)
- RETURNING id AS order_id, status, created_at
+WITH o AS (
+     INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES (:uid, 'cart', :p_price_cents, 'pg-' || :k)
+     RETURNING id, status, created_at),
+ items AS (
+     INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
+     SELECT o.id, l.* FROM o, unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[], ARRAY[:p_price_cents]::bigint[]) AS l
+     RETURNING id, product_id, quantity, unit_price_cents),
+ payment AS (
+     INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
+     SELECT id, :p_price_cents, 'simulated', 'sim_' || id, 'captured' FROM o
+     ON CONFLICT (order_id) DO NOTHING),
+ invoice AS (
+     INSERT INTO invoices (order_id, number, amount_cents)
+     SELECT id, 'INV-' || lpad(id::text, 10, '0'), :p_price_cents FROM o),
+ delivery AS (
+     INSERT INTO deliveries (order_id, status, scheduled_for)
+     SELECT id, 'scheduled', now() + interval '2 days' FROM o),
+ event AS (
+     INSERT INTO outbox (topic, payload)
+     SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', :uid::bigint,
+         'email', :user_email::text, 'total_cents', :p_price_cents::bigint) FROM o)
+ SELECT o.id AS order_id, o.status, o.created_at, items.id AS item_id, items.product_id,
+        items.quantity, items.unit_price_cents
+ FROM o, items ORDER BY items.id
 \gset
-INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
- SELECT :order_id::bigint, * FROM unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[], ARRAY[:p_price_cents]::bigint[])
- RETURNING id, product_id, quantity, unit_price_cents;
-INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
- VALUES (:order_id, :p_price_cents, 'simulated', 'sim_' || :order_id, 'captured') ON CONFLICT (order_id) DO NOTHING;
-INSERT INTO invoices (order_id, number, amount_cents) VALUES (:order_id, 'INV-' || lpad(:order_id::text, 10, '0'), :p_price_cents);
-INSERT INTO deliveries (order_id, status, scheduled_for) VALUES (:order_id, 'scheduled', now() + interval '2 days');
-INSERT INTO outbox (topic, payload) VALUES ('order.placed',
- jsonb_build_object('order_id', :order_id::bigint, 'user_id', :uid::bigint, 'email', :user_email::text,
-   'total_cents', :p_price_cents::bigint));
-DELETE FROM cart_items WHERE id = ANY(ARRAY[:cart_id]::bigint[]);
+WITH emptied AS (DELETE FROM cart_items WHERE id = ANY(ARRAY[:cart_id]::bigint[]))
 UPDATE idempotency_keys SET order_id = :order_id, response = jsonb_build_object(
    'id', :order_id::bigint, 'user_id', :uid::bigint, 'kind', 'cart', 'status', 'paid',
    'total_cents', :p_price_cents::bigint, 'created_at', now(), 'items', jsonb_build_array(jsonb_build_object(

@@ -59,10 +59,11 @@ psql -h "$work" -p "$pg_port" -U postgres -d postgres -qAtX -v ON_ERROR_STOP=1 -
 sql() { psql -h "$work" -p "$pg_port" -U postgres -d shop -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/shop"
 
-# --- The shop (release build, default pool size, no Redis: the in-process cache).
+# --- The shop (release build, no Redis: the in-process cache). Its pool holds as many
+# connections as pgbench opens ($clients), so both sides get the same database sessions.
 "$shop_bin" migrate 2>"$work/migrate.log" || { cat "$work/migrate.log" >&2; fail "migrate failed"; }
 shop_addr=127.0.0.1:$(free_port)
-SHOP_BIND=$shop_addr SHOP_LOG_FORMAT=json SHOP_RATE_LOGIN=0 SHOP_RATE_REGISTER=0 SHOP_RATE_SEARCH=0 \
+SHOP_BIND=$shop_addr SHOP_DB_POOL_SIZE=$clients SHOP_LOG_FORMAT=json SHOP_RATE_LOGIN=0 SHOP_RATE_REGISTER=0 SHOP_RATE_SEARCH=0 \
   "$shop_bin" serve 2>"$work/shop.log" &
 shop_pid=$!
 pids+=("$shop_pid")

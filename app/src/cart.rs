@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::Quantity;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, is_foreign_key_violation};
 use crate::extract::{AuthUser, Json, Path};
 use crate::state::AppState;
 
@@ -52,13 +52,7 @@ pub async fn add_item(
     Json(req): Json<AddItem>,
 ) -> AppResult<(StatusCode, axum::Json<CartItem>)> {
     user.require_buyer()?;
-    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
-        .bind(req.product_id)
-        .fetch_optional(&state.primary)
-        .await?;
-    if exists.is_none() {
-        return Err(AppError::unknown("product", "product_id"));
-    }
+    // An unknown product is the foreign key's to refuse: no separate lookup first.
     let item: Option<CartItem> = sqlx::query_as(
         "INSERT INTO cart_items (user_id, product_id, quantity) VALUES ($1, $2, $3)
          ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
@@ -70,7 +64,14 @@ pub async fn add_item(
     .bind(req.quantity.0)
     .bind(MAX_LINE_QUANTITY)
     .fetch_optional(&state.primary)
-    .await?;
+    .await
+    .map_err(|e| {
+        if is_foreign_key_violation(&e, "cart_items_product_id_fkey") {
+            AppError::unknown("product", "product_id")
+        } else {
+            e.into()
+        }
+    })?;
     let item = item.ok_or_else(|| {
         AppError::unprocessable("quantity in cart would exceed 1000000", "quantity")
     })?;

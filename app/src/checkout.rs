@@ -129,11 +129,8 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         });
     }
     let order = place_order(&mut tx, user, "cart", key, &lines).await?;
-    sqlx::query("DELETE FROM cart_items WHERE id = ANY($1)")
-        .bind(cart.iter().map(|c| c.0).collect::<Vec<_>>())
-        .execute(&mut tx)
-        .await?;
-    store_response(&mut tx, user.id, key, &order).await?;
+    let emptied: Vec<i64> = cart.iter().map(|c| c.0).collect();
+    store_response(&mut tx, user.id, key, &order, &emptied).await?;
     tx.commit().await?;
     tracing::info!(
         order_id = order.id,

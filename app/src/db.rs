@@ -78,6 +78,15 @@ impl fmt::Display for Pooler {
     }
 }
 
+/// How the shop's transactions begin. They are short and find rows by key, so a generic
+/// plan is always right for them; but PostgreSQL re-plans, on every call, a cached
+/// statement whose parameter is an array (`id = ANY($1)`, `unnest($1)`), because each
+/// custom plan knows the array's length and looks cheaper. Measured with
+/// pg_stat_statements: three such statements per checkout were planned on every call,
+/// about 0.3 ms of the database's CPU per order. `SET LOCAL` ends with the transaction,
+/// so it is safe through a transaction pooler too.
+const BEGIN_OLTP: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// A connection pool used the way [`Pooler`] allows. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -138,9 +147,11 @@ impl Db {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// Begins a transaction whose prepared statements use generic plans (see
+    /// [`BEGIN_OLTP`]), in the one round trip a plain `BEGIN` takes.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(Tx {
-            tx: self.pool.begin().await?,
+            tx: self.pool.begin_with(BEGIN_OLTP).await?,
             pooler: self.pooler,
             statements: self.statements.clone(),
         })

@@ -127,6 +127,12 @@ pub fn is_retryable(err: &sqlx::Error) -> bool {
     )
 }
 
+/// Whether a database error is a violation of the foreign key `constraint`.
+pub fn is_foreign_key_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("23503") && e.constraint() == Some(constraint))
+}
+
 /// Whether a database error is a unique-constraint violation.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().and_then(|e| e.code()).as_deref() == Some("23505")

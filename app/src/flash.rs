@@ -517,7 +517,7 @@ async fn attempt(
         unit_price_cents: price,
     }];
     let order = place_order(&mut tx, user, "flash", key, &lines).await?;
-    store_response(&mut tx, user.id, key, &order).await?;
+    store_response(&mut tx, user.id, key, &order, &[]).await?;
     // The decisive, conditional update comes last so the sale's hot row stays locked
     // only from here to commit.
     let taken: Option<(i32,)> = sqlx::query_as(

@@ -128,20 +128,25 @@ pub async fn claim_key(
     }
 }
 
+/// Stores the response a replay of `key` returns and, in the same round trip, deletes
+/// the cart lines (`emptied_cart`, ids) the order consumed; flash purchases pass none.
 pub async fn store_response(
     conn: &mut Tx,
     user_id: i64,
     key: &str,
     order: &Order,
+    emptied_cart: &[i64],
 ) -> Result<(), sqlx::Error> {
     let response = serde_json::to_value(order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
-        "UPDATE idempotency_keys SET order_id = $3, response = $4 WHERE user_id = $1 AND key = $2",
+        "WITH emptied AS (DELETE FROM cart_items WHERE id = ANY($5))
+         UPDATE idempotency_keys SET order_id = $3, response = $4 WHERE user_id = $1 AND key = $2",
     )
     .bind(user_id)
     .bind(key)
     .bind(order.id)
     .bind(response)
+    .bind(emptied_cart)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -149,6 +154,10 @@ pub async fn store_response(
 
 /// Writes a paid order with its items, payment, invoice, delivery and outbox event.
 /// Runs inside the caller's transaction, after stock was taken.
+///
+/// One statement (data-modifying CTEs) rather than one per table: the caller holds row
+/// locks on stock until it commits, and every round trip inside the transaction is time
+/// those locks are held and a pooled connection is busy.
 pub async fn place_order(
     tx: &mut Tx,
     user: &AuthUser,
@@ -160,56 +169,59 @@ pub async fn place_order(
         .iter()
         .map(|l| l.unit_price_cents * l.quantity as i64)
         .sum();
-    let (id, status, created_at): (i64, String, OffsetDateTime) = sqlx::query_as(
-        "INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, $2, $3, $4)
-         RETURNING id, status, created_at",
+    // The simulated payment provider is idempotent by order id, as a real provider's
+    // idempotency key would be (ON CONFLICT DO NOTHING).
+    let rows: Vec<(i64, String, OffsetDateTime, i64, i64, i32, i64)> = sqlx::query_as(
+        "WITH o AS (
+             INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, $2, $3, $4)
+             RETURNING id, status, created_at),
+         items AS (
+             INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
+             SELECT o.id, l.* FROM o, unnest($5::bigint[], $6::int[], $7::bigint[]) AS l
+             RETURNING id, product_id, quantity, unit_price_cents),
+         payment AS (
+             INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
+             SELECT id, $3, 'simulated', 'sim_' || id, 'captured' FROM o
+             ON CONFLICT (order_id) DO NOTHING),
+         invoice AS (
+             INSERT INTO invoices (order_id, number, amount_cents)
+             SELECT id, 'INV-' || lpad(id::text, 10, '0'), $3 FROM o),
+         delivery AS (
+             INSERT INTO deliveries (order_id, status, scheduled_for)
+             SELECT id, 'scheduled', now() + interval '2 days' FROM o),
+         event AS (
+             INSERT INTO outbox (topic, payload)
+             SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', $1::bigint,
+                 'email', $8::text, 'total_cents', $3::bigint) FROM o)
+         SELECT o.id, o.status, o.created_at, items.id, items.product_id, items.quantity,
+                items.unit_price_cents
+         FROM o, items ORDER BY items.id",
     )
     .bind(user.id)
     .bind(kind)
     .bind(total_cents)
     .bind(key)
-    .fetch_one(&mut *tx)
-    .await?;
-    let items: Vec<OrderItem> = sqlx::query_as(
-        "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
-         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::bigint[])
-         RETURNING id, product_id, quantity, unit_price_cents",
-    )
-    .bind(id)
     .bind(lines.iter().map(|l| l.product_id).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.unit_price_cents).collect::<Vec<_>>())
+    .bind(&user.email)
     .fetch_all(&mut *tx)
     .await?;
-    // The simulated payment provider: idempotent by order id, like a real provider's
-    // idempotency key would be.
-    sqlx::query(
-        "INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
-         VALUES ($1, $2, 'simulated', 'sim_' || $1, 'captured') ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(total_cents)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO invoices (order_id, number, amount_cents) VALUES ($1, 'INV-' || lpad($1::text, 10, '0'), $2)")
-        .bind(id)
-        .bind(total_cents)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO deliveries (order_id, status, scheduled_for) VALUES ($1, 'scheduled', now() + interval '2 days')",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.placed', $1)")
-        .bind(serde_json::json!({
-            "order_id": id, "user_id": user.id, "email": user.email, "total_cents": total_cents,
-        }))
-        .execute(&mut *tx)
-        .await?;
-    let mut items = items;
-    items.sort_by_key(|i| i.id);
+    let Some((id, status, created_at, ..)) = rows.first().cloned() else {
+        // Only an order without lines returns no row, and callers never place one.
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let items = rows
+        .into_iter()
+        .map(
+            |(.., item_id, product_id, quantity, unit_price_cents)| OrderItem {
+                id: item_id,
+                product_id,
+                quantity,
+                unit_price_cents,
+            },
+        )
+        .collect();
     Ok(Order {
         id,
         user_id: user.id,
