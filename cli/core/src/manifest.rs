@@ -138,8 +138,10 @@ pub struct Postgres {
 /// How fast Patroni replaces a lost leader. The leader lock lives `ttl` seconds; each
 /// node's loop runs every `loopWait`; calls to etcd and PostgreSQL are retried for
 /// `retryTimeout`. Patroni needs `loopWait + 2 × retryTimeout ≤ ttl`, or a slow loop could
-/// outlive the lock. A failover takes about `ttl` plus a second or two; Patroni's own
-/// defaults are 30/10/10.
+/// outlive the lock. A failover takes about `ttl` plus a second; Patroni's own defaults
+/// are 30/10/10. `retryTimeout` is at least 2: Patroni 3's etcd client gives each call at
+/// least a second, and with 1 a standby never wins the leader race (measured: no
+/// promotion within 120 s of the leader's loss), so the fastest safe timing is 5/1/2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Failover {
@@ -150,7 +152,7 @@ pub struct Failover {
     #[schemars(range(min = 1, max = 60))]
     pub loop_wait: u32,
     #[serde(default = "failover_retry_timeout")]
-    #[schemars(range(min = 1, max = 120))]
+    #[schemars(range(min = 2, max = 120))]
     pub retry_timeout: u32,
 }
 
@@ -891,6 +893,16 @@ mod tests {
         let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
         s.set("spec.postgres.failover.ttl=5").set("spec.postgres.failover.retryTimeout=2");
         assert_eq!(s.load().unwrap().spec.postgres.failover.ttl, 5, "1 + 2 × 2 fits in 5");
+    }
+
+    #[test]
+    fn a_retry_timeout_under_which_no_standby_could_take_over_is_refused() {
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.overlay("fast.yaml", "spec:\n  postgres:\n    failover:\n      ttl: 5\n      retryTimeout: 1\n");
+        let errs = errors(s);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.postgres.failover.retryTimeout");
+        assert_eq!((&*errs[0].loc.file, errs[0].loc.line), ("fast.yaml", 5));
     }
 
     #[test]
