@@ -108,6 +108,16 @@ fn level_3_keeps_every_acknowledged_order_through_failover_and_switchover() {
         (listed == want).then_some(())
     });
 
+    // With both standbys lost, catalog reads fall back to the leader through the router.
+    for node in ["postgres-r1-pg-2", "postgres-r1-pg-3"] {
+        kill_everything_in(&home.env_dir(&env).join("nodes").join(node));
+    }
+    let page = eventually(Duration::from_secs(20), "a catalog read served by the leader alone", || {
+        let r = http.get(format!("{}/products?limit=5", s.base)).send().ok()?;
+        (r.status() == 200).then(|| r.json::<Value>().unwrap())
+    });
+    assert!(!page["items"].as_array().unwrap().is_empty(), "the catalog read found the product: {page}");
+
     let dir = home.env_dir(&env);
     home.expect(0, &["down", "--env", &env, "-q"]);
     assert!(support::processes_mentioning(&dir).is_empty(), "no Patroni, PostgreSQL or etcd process outlives `down`");
