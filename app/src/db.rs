@@ -78,7 +78,7 @@ impl fmt::Display for Pooler {
     }
 }
 
-/// How the shop's transactions begin. They are short and find rows by key, so a generic
+/// How handlers' transactions begin. They are short and find rows by key, so a generic
 /// plan is always right for them; but PostgreSQL re-plans, on every call, a cached
 /// statement whose parameter is an array (`id = ANY($1)`, `unnest($1)`), because each
 /// custom plan knows the array's length and looks cheaper. Measured with
@@ -147,11 +147,21 @@ impl Db {
         self.statements.load(Ordering::Relaxed)
     }
 
-    /// Begins a transaction whose prepared statements use generic plans (see
+    /// Begins a handler's transaction, whose prepared statements use generic plans (see
     /// [`BEGIN_OLTP`]), in the one round trip a plain `BEGIN` takes.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_with(BEGIN_OLTP).await
+    }
+
+    /// The transaction a single statement gets behind a transaction pooler: a plain
+    /// `BEGIN`, so searches with optional filters keep their custom plans.
+    async fn begin_plain(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_with("BEGIN").await
+    }
+
+    async fn begin_with(&self, begin: &'static str) -> Result<Tx, sqlx::Error> {
         Ok(Tx {
-            tx: self.pool.begin_with(BEGIN_OLTP).await?,
+            tx: self.pool.begin_with(begin).await?,
             pooler: self.pooler,
             statements: self.statements.clone(),
         })
@@ -289,7 +299,7 @@ impl<'c> Executor<'c> for &'c Db {
             return self.pool.fetch_many(query);
         }
         let steps = async move {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin_plain().await?;
             let steps: Vec<Step> = (&mut tx).fetch_many(query).try_collect().await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(steps)
@@ -313,7 +323,7 @@ impl<'c> Executor<'c> for &'c Db {
             return self.pool.fetch_optional(query);
         }
         Box::pin(async move {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin_plain().await?;
             let row = (&mut tx).fetch_optional(query).await?;
             tx.commit().await?;
             Ok(row)
