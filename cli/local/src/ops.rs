@@ -3,6 +3,7 @@
 //! `switchover` that waits until the shop can write again.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -135,10 +136,16 @@ pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
 /// Whether the shop can write now: a write through the pooler (the shop's own path;
 /// assigning a transaction id fails on a standby) succeeds, and the shop answers ready
 /// through its balancer (which takes shops out while their database is unreachable).
-fn write_probe(env: &Env) -> Result<()> {
+/// A write through the shop's pooler and the router: `txid_current()` needs the leader.
+fn pooled_write(env: &Env) -> Result<()> {
     let pooler = of_kind(env, ResourceKind::Pgbouncer);
     let pooler = pooler.first().context("no pooler")?;
     pgbouncer::client(env, pooler)?.query("shop", "SELECT txid_current()")?;
+    Ok(())
+}
+
+fn write_probe(env: &Env) -> Result<()> {
+    pooled_write(env)?;
     for edge in of_kind(env, ResourceKind::Haproxy).into_iter().filter(|h| h.prop("role") != Some("db")) {
         let addr = std::net::SocketAddr::from((edge.address.context("balancer without an address")?, edge.port.unwrap_or(8000)));
         match health::http_status(addr, "/readyz", Duration::from_secs(2)) {
@@ -155,27 +162,64 @@ pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {
         bail!("switchover needs a Patroni cluster (level 3 and up); this environment has a single PostgreSQL server");
     }
     let from = patroni::leader(&nodes, Duration::from_secs(5))?.id.clone();
-    let started = Instant::now();
-    let to = patroni::switchover(&nodes, to, Duration::from_secs(60))?;
-    let promoted = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let writes_after = loop {
-        let last = match write_probe(env) {
-            Ok(()) => break started.elapsed(),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("the new leader {to} runs, but writes through the pooler still fail after 60 s: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = AtomicBool::new(false);
+    let (switched, paused) = std::thread::scope(|scope| {
+        let paused = scope.spawn(|| longest_write_gap(env, &done));
+        let switched = switch_and_wait_for_writes(env, &nodes, to);
+        done.store(true, Ordering::Relaxed);
+        (switched, paused.join().unwrap_or(Duration::ZERO))
+    });
+    let (to, promoted, writes_after) = switched?;
     let to_id = nodes.iter().find(|n| patroni::member_name(n) == to).map_or(to.clone(), |n| n.id.clone());
     Ok(json!({
         "from": from,
         "to": to_id,
         "promoted_after_seconds": promoted.as_secs_f64(),
         "writes_resumed_after_seconds": writes_after.as_secs_f64(),
+        "writes_paused_seconds": paused.as_secs_f64(),
     }))
+}
+
+/// Asks Patroni to switch over, then waits until the shop is ready and a write goes
+/// through; returns the new leader and both times since the request.
+fn switch_and_wait_for_writes(env: &Env, nodes: &[&Resource], to: Option<&str>) -> Result<(String, Duration, Duration)> {
+    let started = Instant::now();
+    let to = patroni::switchover(nodes, to, Duration::from_secs(60))?;
+    let promoted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = match write_probe(env) {
+            Ok(()) => return Ok((to, promoted, started.elapsed())),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("the new leader {to} runs, but writes through the pooler still fail after 60 s: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The longest time between two writes that went through, probing every 50 ms until
+/// `done`: what a client writing all along saw as the pause. Patroni's request returns
+/// after its next loop and the demotion, so the time since the request is longer.
+fn longest_write_gap(env: &Env, done: &AtomicBool) -> Duration {
+    let mut last_ok: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    loop {
+        // Read before the probe: once writes have resumed, one more probe closes the gap.
+        let finishing = done.load(Ordering::Relaxed);
+        if pooled_write(env).is_ok() {
+            let now = Instant::now();
+            if let Some(before) = last_ok {
+                longest = longest.max(now - before);
+            }
+            last_ok = Some(now);
+        }
+        if finishing {
+            return longest;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs `sql` in the shop's database on the server that takes writes, as the superuser,

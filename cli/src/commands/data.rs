@@ -100,11 +100,12 @@ pub fn switchover(ctx: &Ctx, name: &str, to: Option<&str>) -> Result<ExitCode> {
     match ctx.format {
         Format::Json => print_json(&report, &mut std::io::stdout())?,
         Format::Text => println!(
-            "Switched over from {} to {}: new leader after {:.1} s, the shop's writes resumed after {:.1} s.",
+            "Switched over from {} to {}: new leader after {:.1} s, the shop's writes resumed after {:.1} s; writes paused for {:.1} s.",
             report["from"].as_str().unwrap_or("?"),
             report["to"].as_str().unwrap_or("?"),
             report["promoted_after_seconds"].as_f64().unwrap_or(f64::NAN),
             report["writes_resumed_after_seconds"].as_f64().unwrap_or(f64::NAN),
+            report["writes_paused_seconds"].as_f64().unwrap_or(f64::NAN),
         ),
     }
     Ok(ExitCode::SUCCESS)
