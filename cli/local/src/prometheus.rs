@@ -93,7 +93,9 @@ pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
     }
     let p = paths(env, r);
     loop {
-        if process::running_pid(&p.pid(), "prometheus").is_none() {
+        // Not `running_pid`: between exec and the new program's arguments being set up
+        // its command line reads empty, which once failed a fresh `up` in CI.
+        if !process::recorded_alive(&p.pid()) {
             let log = process::tail(&p.log(), 10).unwrap_or_default();
             bail!("prometheus exited; last lines of its log:\n{log}");
         }
