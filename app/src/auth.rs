@@ -180,7 +180,7 @@ pub async fn login(
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let expires_at = OffsetDateTime::now_utc() + state.settings.token_ttl;
     sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(hash_token(&token))
+        .bind(&hash_token(&token)[..])
         .bind(user_id)
         .bind(expires_at)
         .execute(&state.primary)

@@ -273,7 +273,7 @@ pub async fn update_product(
 /// Drops a product from both caches. Other processes' in-process copies expire on
 /// their own within the short local TTL.
 pub async fn invalidate_product(state: &AppState, id: i64) {
-    state.product_cache.remove(id);
+    state.product_cache.remove(&id);
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
         if let Err(e) = redis
@@ -288,7 +288,7 @@ pub async fn invalidate_product(state: &AppState, id: i64) {
 /// The product as the JSON body `GET /products/{id}` answers with. Caches hold the
 /// serialized body, so a hit costs no clone of the product and no serialization.
 async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppResult<Bytes> {
-    if let Some(body) = state.product_cache.get(id) {
+    if let Some(body) = state.product_cache.get(&id) {
         state.metrics.incr_cache(true);
         return Ok(body);
     }

@@ -161,6 +161,9 @@ pub struct Settings {
     /// The route groups this process serves.
     pub roles: Roles,
     pub token_ttl: Duration,
+    /// How long this process trusts a session it looked up without asking the database
+    /// again (never past the session's own expiry); zero asks on every request.
+    pub session_cache: Duration,
     pub rate_limits: RateLimits,
     /// How long a user's reads stay on the primary after that user wrote.
     pub read_your_writes_window: Duration,
@@ -181,6 +184,7 @@ impl Settings {
             db_pooler: Pooler::None,
             roles: Roles::all(),
             token_ttl: Duration::from_secs(24 * 3600),
+            session_cache: Duration::from_secs(10),
             rate_limits: RateLimits::default(),
             read_your_writes_window: Duration::from_secs(5),
             slow_request: Duration::from_millis(500),

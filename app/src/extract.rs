@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -128,8 +129,8 @@ where
 }
 
 /// The sha256 digest under which a bearer token is stored.
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// What a user may do, as stored in `users.roles`.
@@ -182,18 +183,45 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
+/// A session as the database last confirmed it, kept in `AppState::session_cache`.
+#[derive(Clone)]
+pub struct CachedSession {
+    user: AuthUser,
+    expires_at: OffsetDateTime,
+}
+
+/// The user behind `token`. A session confirmed by the database within the last
+/// `Settings::session_cache` is trusted without asking again (two of the eleven
+/// statements of an order were these lookups); its expiry is still checked on every
+/// request. Unknown tokens are never cached, so a new login works at once anywhere.
 async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppError> {
-    let row: Option<(i64, String, String)> = sqlx::query_as(
-        "SELECT u.id, u.email, u.roles FROM sessions s JOIN users u ON u.id = s.user_id
+    let hash = hash_token(token);
+    if let Some(s) = state.session_cache.get(&hash) {
+        if s.expires_at > OffsetDateTime::now_utc() {
+            return Ok(Some(s.user));
+        }
+        state.session_cache.remove(&hash);
+        return Ok(None);
+    }
+    let row: Option<(i64, String, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.roles, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
-    .bind(hash_token(token))
+    .bind(&hash[..])
     .fetch_optional(&state.primary)
     .await?;
-    Ok(row.map(|(id, email, roles)| AuthUser {
-        id,
-        email,
-        roles: UserRoles::from_db(&roles),
+    Ok(row.map(|(id, email, roles, expires_at)| {
+        let user = AuthUser {
+            id,
+            email,
+            roles: UserRoles::from_db(&roles),
+        };
+        let cached = CachedSession {
+            user: user.clone(),
+            expires_at,
+        };
+        state.session_cache.put(hash, cached);
+        user
     }))
 }
 

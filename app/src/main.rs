@@ -76,6 +76,10 @@ enum Command {
         /// Session lifetime in seconds
         #[arg(long, env = "SHOP_TOKEN_TTL", default_value_t = 86_400)]
         token_ttl: u64,
+        /// Seconds an instance trusts a session it looked up before asking the database
+        /// again (a session deleted there still works this long); 0 asks every time
+        #[arg(long, env = "SHOP_SESSION_CACHE_SECS", default_value_t = 10)]
+        session_cache_secs: u64,
         /// Login rate per client as `rate:burst` (per second), `0` disables
         #[arg(long, env = "SHOP_RATE_LOGIN", default_value_t = RateSpec::default())]
         rate_login: RateSpec,
@@ -216,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bind,
             roles,
             token_ttl,
+            session_cache_secs,
             rate_login,
             rate_register,
             rate_search,
@@ -233,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 db_pooler: pooling.db_pooler,
                 roles,
                 token_ttl: Duration::from_secs(token_ttl),
+                session_cache: Duration::from_secs(session_cache_secs),
                 rate_limits: RateLimits {
                     login: rate_login,
                     register: rate_register,

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 
+use axum::body::Bytes;
+
 use crate::cache::LocalCache;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::extract::CachedSession;
 use crate::flash::FlashLocal;
 use crate::metrics::Metrics;
 use crate::ratelimit::LocalBuckets;
@@ -45,7 +48,9 @@ pub struct Inner {
     /// users' reads go to the primary without asking Redis: a mark made meanwhile may
     /// be missing there, and a Redis that is down is not asked on every read.
     ryw_redis_failed_at: Mutex<Option<Instant>>,
-    pub product_cache: LocalCache,
+    pub product_cache: LocalCache<i64, Bytes>,
+    /// Sessions by token hash, for `Settings::session_cache` (see `extract::lookup`).
+    pub session_cache: LocalCache<[u8; 32], CachedSession>,
     pub buckets: LocalBuckets,
     pub flash: FlashLocal,
 }
@@ -84,6 +89,7 @@ impl AppState {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let settings_session_cache = settings.session_cache;
         let state = AppState(Arc::new(Inner {
             settings,
             primary,
@@ -94,6 +100,7 @@ impl AppState {
             recent_writers: Mutex::new(HashMap::new()),
             ryw_redis_failed_at: Mutex::new(None),
             product_cache: LocalCache::new(Duration::from_millis(1500), 10_000),
+            session_cache: LocalCache::new(settings_session_cache, 100_000),
             buckets: LocalBuckets::default(),
             flash: FlashLocal::default(),
         }));

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::*;
@@ -86,15 +88,61 @@ async fn register_login_me_and_token_rules() {
     assert_eq!(missing.field(), "Authorization");
     assert_eq!(app.get("/me", Some("not-a-token")).await.status, 401);
 
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
-        .execute(&app.db)
+    // A session about to expire is refused once it has, although the shop trusts it
+    // from its session cache until then (the cache lives longer than this).
+    let login = app
+        .post(
+            "/login",
+            None,
+            json!({"email": "ann@example.test", "password": "correct horse"}),
+        )
         .await
-        .unwrap();
+        .expect(200);
+    let short = login["token"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE sessions SET expires_at = now() + interval '1 second' WHERE token_hash = $1",
+    )
+    .bind(&shop::extract::hash_token(&short)[..])
+    .execute(&app.db)
+    .await
+    .unwrap();
+    app.get("/me", Some(&short)).await.expect(200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
-        app.get("/me", Some(&token)).await.status,
+        app.get("/me", Some(&short)).await.status,
         401,
         "expired token must be refused"
     );
+    app.get("/me", Some(&token)).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_session_works_only_as_long_as_the_session_cache_trusts_it() {
+    for cache in [Duration::ZERO, Duration::from_secs(1)] {
+        let app = spawn_app_with(Options {
+            session_cache: cache,
+            ..Default::default()
+        })
+        .await;
+        let (_, token) = app.user("buyer").await;
+        app.get("/me", Some(&token)).await.expect(200);
+        sqlx::query("DELETE FROM sessions")
+            .execute(&app.db)
+            .await
+            .unwrap();
+        let right_after = app.get("/me", Some(&token)).await.status;
+        if cache.is_zero() {
+            assert_eq!(
+                right_after, 401,
+                "without a cache the database decides at once"
+            );
+        } else {
+            // Trusted from the cache: this request did not ask the database.
+            assert_eq!(right_after, 200);
+            tokio::time::sleep(cache + Duration::from_millis(100)).await;
+            assert_eq!(app.get("/me", Some(&token)).await.status, 401);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -407,6 +407,7 @@ pub struct Options {
     /// The Redis key prefix; instances given the same one share their Redis state.
     pub redis_prefix: Option<String>,
     pub read_your_writes_window: Duration,
+    pub session_cache: Duration,
 }
 
 impl Default for Options {
@@ -422,6 +423,7 @@ impl Default for Options {
             redis_url: None,
             redis_prefix: None,
             read_your_writes_window: Duration::from_secs(5),
+            session_cache: Settings::new("").session_cache,
         }
     }
 }
@@ -490,6 +492,7 @@ pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     settings.read_database_url = opts.read_database_url;
     settings.unsafe_non_idempotent_checkout = opts.unsafe_non_idempotent_checkout;
     settings.read_your_writes_window = opts.read_your_writes_window;
+    settings.session_cache = opts.session_cache;
     let state = AppState::connect(settings).await.expect("state");
     if must_connect {
         assert!(state.redis().is_some(), "redis did not connect");
@@ -606,7 +609,7 @@ impl TestApp {
         .unwrap();
         let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
         sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
-            .bind(shop::extract::hash_token(&token))
+            .bind(&shop::extract::hash_token(&token)[..])
             .bind(id)
             .execute(&self.db)
             .await
