@@ -1,6 +1,7 @@
 //! Database access shared by `serve`, `worker`, `migrate` and the tests: [`Db`], a pool
-//! that knows whether a transaction pooler sits in front of PostgreSQL and counts the
-//! statements it runs; its transactions, [`Tx`]; and the embedded migrations.
+//! that knows whether a transaction pooler sits in front of PostgreSQL, keeps the
+//! connections it just used ready ([`warm`]) and counts the statements it runs; its
+//! transactions, [`Tx`]; and the embedded migrations.
 //!
 //! Behind PgBouncer in transaction mode a client holds a server connection only while a
 //! transaction is open. sqlx sends a statement in two round trips (Parse + Describe +
@@ -16,6 +17,9 @@
 //! default mode ([`Pooler::None`]) keeps sqlx's cached named statements. Types are all
 //! built in, so sqlx never runs its own (named) type-lookup queries.
 
+mod warm;
+
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,7 +34,14 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
 };
-use sqlx::{Connection, Describe, Either, Execute, Executor, PgPool, Postgres, Transaction};
+use sqlx::{
+    Connection, Database, Describe, Either, Execute, Executor, PgPool, Postgres, TransactionManager,
+};
+
+use warm::{Conn, PING_IDLE_AFTER, Warm, ended};
+
+/// sqlx's own BEGIN/COMMIT/ROLLBACK bookkeeping, used on connections we hold ourselves.
+type Txm = <Postgres as Database>::TransactionManager;
 
 /// The migrations in `app/migrations`, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -40,9 +51,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     MIGRATOR.run(pool).await
 }
-
-/// Pool connections idle at least this long are pinged before use.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// What sits between the shop and PostgreSQL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +99,7 @@ const BEGIN_OLTP: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
+    warm: Arc<Warm>,
     pooler: Pooler,
     statements: Arc<AtomicU64>,
 }
@@ -128,6 +137,7 @@ impl Db {
     /// built with `statement_cache_capacity(0)`.
     pub fn new(pool: PgPool, pooler: Pooler) -> Db {
         Db {
+            warm: Arc::new(Warm::new(pool.options().get_max_connections())),
             pool,
             pooler,
             statements: Arc::default(),
@@ -136,6 +146,11 @@ impl Db {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Connections open and not in use: sqlx's idle ones and our warm ones.
+    pub fn idle(&self) -> usize {
+        self.pool.num_idle() + self.warm.len()
     }
 
     pub fn pooler(&self) -> Pooler {
@@ -160,11 +175,27 @@ impl Db {
     }
 
     async fn begin_with(&self, begin: &'static str) -> Result<Tx, sqlx::Error> {
+        let mut conn = self.warm.acquire(&self.pool).await?;
+        Txm::begin(&mut conn, Some(Cow::Borrowed(begin))).await?;
         Ok(Tx {
-            tx: self.pool.begin_with(begin).await?,
+            conn,
+            open: true,
             pooler: self.pooler,
             statements: self.statements.clone(),
         })
+    }
+
+    /// Runs one statement outside a transaction on a connection of its own; rows are
+    /// collected, which the shop's small result sets afford.
+    async fn run_alone<'q, E: 'q + Execute<'q, Postgres>>(
+        &self,
+        query: E,
+    ) -> Result<Vec<Step>, sqlx::Error> {
+        self.count();
+        let mut conn = self.warm.acquire(&self.pool).await?;
+        let steps = (&mut *conn).fetch_many(query).try_collect().await;
+        conn.set_clean(ended(&steps));
+        steps
     }
 
     fn count(&self) {
@@ -173,21 +204,36 @@ impl Db {
 }
 
 /// A transaction on a [`Db`]; use `&mut tx` as the executor. Dropped without
-/// [`Tx::commit`], it rolls back.
-#[derive(Debug)]
+/// [`Tx::commit`], it rolls back (the ROLLBACK is queued, as sqlx's own transactions
+/// do, and the connection goes back through sqlx's pool, which sends it).
 pub struct Tx {
-    tx: Transaction<'static, Postgres>,
+    conn: Conn,
+    open: bool,
     pooler: Pooler,
     statements: Arc<AtomicU64>,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let result = Txm::commit(&mut self.conn).await;
+        self.end(&result);
+        result
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let result = Txm::rollback(&mut self.conn).await;
+        self.end(&result);
+        result
+    }
+
+    /// After COMMIT or ROLLBACK: a connection whose transaction ended is reused warm.
+    /// One that failed stays open for `drop`, which queues a ROLLBACK as sqlx does
+    /// (sqlx still counts the transaction as open and would refuse the next BEGIN).
+    fn end(&mut self, result: &Result<(), sqlx::Error>) {
+        if result.is_ok() {
+            self.open = false;
+            self.conn.set_clean(true);
+        }
     }
 
     fn statement<'q, E: Execute<'q, Postgres>>(&self, query: E) -> Statement<E> {
@@ -196,6 +242,25 @@ impl Tx {
             persistent: self.pooler == Pooler::None && query.persistent(),
             query,
         }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued, not sent: the connection is not clean, so sqlx's pool flushes it
+            // with its ping before anyone else may use the connection.
+            Txm::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl fmt::Debug for Tx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tx")
+            .field("open", &self.open)
+            .field("pooler", &self.pooler)
+            .finish()
     }
 }
 
@@ -241,7 +306,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         E: 'q + Execute<'q, Postgres>,
     {
         let query = self.statement(query);
-        (&mut *self.tx).fetch_many(query)
+        (&mut *self.conn).fetch_many(query)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -253,7 +318,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         E: 'q + Execute<'q, Postgres>,
     {
         let query = self.statement(query);
-        (&mut *self.tx).fetch_optional(query)
+        (&mut *self.conn).fetch_optional(query)
     }
 
     fn prepare_with<'e, 'q: 'e>(
@@ -266,7 +331,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
     {
         Box::pin(async move {
             refuse_named(self.pooler)?;
-            (&mut *self.tx).prepare_with(sql, parameters).await
+            (&mut *self.conn).prepare_with(sql, parameters).await
         })
     }
 
@@ -279,7 +344,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
     {
         Box::pin(async move {
             refuse_named(self.pooler)?;
-            (&mut *self.tx).describe(sql).await
+            (&mut *self.conn).describe(sql).await
         })
     }
 }
@@ -294,11 +359,10 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if self.pooler == Pooler::None {
-            self.count();
-            return self.pool.fetch_many(query);
-        }
         let steps = async move {
+            if self.pooler == Pooler::None {
+                return self.run_alone(query).await;
+            }
             let mut tx = self.begin_plain().await?;
             let steps: Vec<Step> = (&mut tx).fetch_many(query).try_collect().await?;
             tx.commit().await?;
@@ -318,11 +382,11 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if self.pooler == Pooler::None {
-            self.count();
-            return self.pool.fetch_optional(query);
-        }
         Box::pin(async move {
+            if self.pooler == Pooler::None {
+                let steps = self.run_alone(query).await?;
+                return Ok(steps.into_iter().find_map(|step| step.right()));
+            }
             let mut tx = self.begin_plain().await?;
             let row = (&mut tx).fetch_optional(query).await?;
             tx.commit().await?;

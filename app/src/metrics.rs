@@ -53,7 +53,7 @@ impl PoolStats {
         PoolStats {
             name,
             size: db.pool().size(),
-            idle: db.pool().num_idle(),
+            idle: db.idle(),
             statements: db.statements(),
         }
     }

@@ -14,4 +14,5 @@ mod ops;
 mod outbox;
 mod partitions;
 mod pgbouncer;
+mod pool;
 mod read_your_writes;
