@@ -5,11 +5,15 @@
 #   2. checkout orders/s vs pgbench running the same SQL (bench/checkout.sql; goal >= 0.7);
 #   3. the shop's peak resident memory (VmHWM) at the end of the run (goal <= 150 MB).
 # Starts a throwaway PostgreSQL 15 and the release shop; everything stops on exit.
-# Usage: bench/shop.sh [seconds per measurement, default 10]
+# Each comparison alternates the shop and its baseline for several rounds and judges the
+# median of the per-round ratios: on a shared machine a neighbour's burst during one
+# side's only run used to swing the checkout ratio between 0.48 and 0.68.
+# Usage: bench/shop.sh [seconds per measurement, default 5] [rounds, default 5]
 # Exit: 0 all goals met, 1 a goal missed, 2 error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-10}
+secs=${1:-5}
+rounds=${2:-5}
 warm=2
 clients=16 # checkout: concurrent buyers on each side (wrk threads = connections = pgbench -c)
 
@@ -48,6 +52,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 # wrk prints latencies as 812.00us, 1.23ms or 1.02s; in milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; else if (v ~ /m$/) n *= 60000; printf "%.3f", n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 meets() { awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN { ok = (op == ">=") ? v >= g : v <= g; print ok ? "met" : "MISSED" }'; }
 
 # --- PostgreSQL: unix socket in $work for setup, 127.0.0.1 for the shop and pgbench.
@@ -104,6 +109,8 @@ token=
 read -r buyer0 buyer_last < <(sql "WITH b AS (INSERT INTO users (email, password_hash, roles)
   SELECT 'buyer' || g || '@bench.test', '!', 'buyer' FROM generate_series(1, $((2 * clients))) g RETURNING id)
   SELECT min(id) || ' ' || max(id) FROM b")
+# Named after their id, so bench/checkout.sql can write the email the shop writes.
+sql "UPDATE users SET email = 'buyer-' || id || '@bench.test' WHERE roles = 'buyer'"
 [ $((buyer_last - buyer0)) -eq $((2 * clients - 1)) ] || fail "buyer ids are not contiguous"
 sql "INSERT INTO sessions (token_hash, user_id, expires_at)
   SELECT sha256(convert_to('bench-token-' || id, 'UTF8')), id, now() + interval '1 day'
@@ -120,53 +127,66 @@ pids+=("$!")
 for _ in $(seq 100); do [ -s "$work/bare.out" ] && break; sleep 0.1; done
 [ "$(curl -sS --fail "http://$bare_addr/products/$read_id" | wc -c)" -eq "$size" ] || fail "bare_axum body size differs"
 
-get_bench() { # NAME URL
-  wrk -t2 -c32 -d${warm}s "$2" >/dev/null
+get_bench() { # NAME URL: one measurement; sets rps and p99 (ms)
   wrk -t2 -c32 -d${secs}s --latency "$2" >"$work/wrk-$1.txt"
   ! grep -q 'Non-2xx' "$work/wrk-$1.txt" || fail "$1: non-2xx responses: $(grep Non-2xx "$work/wrk-$1.txt")"
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk-$1.txt")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$work/wrk-$1.txt")")
 }
-get_bench shop "$shop/products/$read_id"
-shop_rps=$rps shop_p99=$p99
-get_bench bare "http://$bare_addr/products/$read_id"
-bare_rps=$rps bare_p99=$p99
+wrk -t2 -c32 -d${warm}s "$shop/products/$read_id" >/dev/null
+wrk -t2 -c32 -d${warm}s "http://$bare_addr/products/$read_id" >/dev/null
+get_ratios= p99_ratios= get_rounds=
+for r in $(seq "$rounds"); do
+  get_bench shop "$shop/products/$read_id"
+  shop_rps=$rps shop_p99=$p99
+  get_bench bare "http://$bare_addr/products/$read_id"
+  get_ratios+=" $(ratio "$shop_rps" "$rps")" p99_ratios+=" $(ratio "$shop_p99" "$p99")"
+  get_rounds+="| GET round $r | $shop_rps req/s, p99 $shop_p99 ms | $rps req/s, p99 $p99 ms | $(ratio "$shop_rps" "$rps"), p99 $(ratio "$shop_p99" "$p99") | | |
+"
+done
 
-# --- 2. Checkout: wrk's buyers through the shop, then pgbench's buyers straight to SQL.
+# --- 2. Checkout: wrk's buyers through the shop, then pgbench's buyers straight to SQL,
+# alternately.
 BENCH_BUYERS=$(for i in $(seq 0 $((clients - 1))); do printf 'bench-token-%d:%d,' $((buyer0 + i)) $((product0 + i)); done)
 export BENCH_BUYERS
-wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev/null
-wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- run >"$work/wrk-checkout.txt"
-shop_ops=$(awk '/^orders\/s/ { print $2 }' "$work/wrk-checkout.txt")
-checkout_statuses=$(awk '/^status / { printf "%s%s=%s", sep, $2, $3; sep = " " }' "$work/wrk-checkout.txt")
-
 pgb=(pgbench -n -M prepared -c "$clients" -j 2 -h 127.0.0.1 -p "$pg_port" -U postgres
   -D buyer0=$((buyer0 + clients)) -D product0=$((product0 + clients)) -f bench/checkout.sql shop)
+wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev/null
 "${pgb[@]}" -T "$warm" >/dev/null 2>&1 || fail "pgbench warm-up failed"
-"${pgb[@]}" -T "$secs" >"$work/pgbench.txt" 2>&1 || { cat "$work/pgbench.txt" >&2; fail "pgbench failed"; }
-pg_tps=$(awk '/^tps = / { printf "%.2f", $3; exit }' "$work/pgbench.txt")
-pg_failed=$(awk -F': ' '/^number of failed transactions/ { print $2 }' "$work/pgbench.txt")
+checkout_ratios= checkout_rounds= pg_failed=0
+for r in $(seq "$rounds"); do
+  wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- "run$r" >"$work/wrk-checkout.txt"
+  shop_ops=$(awk '/^orders\/s/ { print $2 }' "$work/wrk-checkout.txt")
+  statuses=$(awk '/^status / { printf "%s%s=%s", sep, $2, $3; sep = " " }' "$work/wrk-checkout.txt")
+  grep -q '^status checkout_201 ' "$work/wrk-checkout.txt" || fail "no checkout succeeded: $statuses"
+  "${pgb[@]}" -T "$secs" >"$work/pgbench.txt" 2>&1 || { cat "$work/pgbench.txt" >&2; fail "pgbench failed"; }
+  pg_tps=$(awk '/^tps = / { printf "%.2f", $3; exit }' "$work/pgbench.txt")
+  pg_failed=$((pg_failed + $(awk -F': ' '/^number of failed transactions/ { print $2 + 0 }' "$work/pgbench.txt")))
+  checkout_ratios+=" $(ratio "$shop_ops" "$pg_tps")"
+  checkout_rounds+="| checkout round $r | $shop_ops orders/s ($statuses) | $pg_tps tps | $(ratio "$shop_ops" "$pg_tps") | | |
+"
+done
 
 # --- 3. Peak resident memory of the shop over the whole run.
 hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$shop_pid/status")
 hwm_mb=$(awk -v k="$hwm_kb" 'BEGIN { printf "%.1f", k / 1024 }')
 
-get_ratio=$(ratio "$shop_rps" "$bare_rps")
-p99_ratio=$(ratio "$shop_p99" "$bare_p99")
-checkout_ratio=$(ratio "$shop_ops" "$pg_tps")
+get_ratio=$(median <<<"$get_ratios")
+p99_ratio=$(median <<<"$p99_ratios")
+checkout_ratio=$(median <<<"$checkout_ratios")
 r1=$(meets "$get_ratio" ">=" 0.6) r2=$(meets "$p99_ratio" "<=" 2.0)
 r3=$(meets "$checkout_ratio" ">=" 0.7) r4=$(meets "$hwm_mb" "<=" 150)
 
 cat <<EOF
-body of GET /products/$read_id: $size bytes; ${secs} s per measurement after ${warm} s warm-up
+body of GET /products/$read_id: $size bytes; $rounds rounds of ${secs} s per side, alternated, after ${warm} s warm-up
 
-| what | shop | baseline | ratio | goal | |
+| what | shop | baseline | ratio (median of rounds) | goal | |
 |---|---|---|---|---|---|
-| cached GET /products/{id}, requests/s (wrk -t2 -c32) | $shop_rps | $bare_rps (bare axum) | $get_ratio | >= 0.6 | $r1 |
-| same, p99 latency | ${shop_p99} ms | ${bare_p99} ms | $p99_ratio | <= 2.0 | $r2 |
-| checkout, orders/s ($clients buyers) | $shop_ops | $pg_tps (pgbench tps) | $checkout_ratio | >= 0.7 | $r3 |
+| cached GET /products/{id}, requests/s (wrk -t2 -c32) | | bare axum, same body size | $get_ratio | >= 0.6 | $r1 |
+| same, p99 latency | | | $p99_ratio | <= 2.0 | $r2 |
+| checkout, orders/s ($clients buyers) | | pgbench, bench/checkout.sql | $checkout_ratio | >= 0.7 | $r3 |
 | shop peak RSS (VmHWM) | ${hwm_mb} MB | | | <= 150 MB | $r4 |
-
-shop checkout responses: $checkout_statuses; pgbench failed transactions: ${pg_failed:-n/a}
+$get_rounds$checkout_rounds
+pgbench failed transactions: $pg_failed
 EOF
 [ "$r1$r2$r3$r4" = metmetmetmet ]
