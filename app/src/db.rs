@@ -130,14 +130,20 @@ impl Db {
                 })
             })
             .connect_lazy_with(options);
-        Ok(Db::new(pool, pooler))
+        Ok(Db::with_warm(pool, pooler, true))
     }
 
     /// Wraps an existing pool; with [`Pooler::Transaction`] the pool must have been
-    /// built with `statement_cache_capacity(0)`.
+    /// built with `statement_cache_capacity(0)`. Others may take connections from that
+    /// pool directly, so connections are not kept warm here (see [`warm`]).
     pub fn new(pool: PgPool, pooler: Pooler) -> Db {
+        Db::with_warm(pool, pooler, false)
+    }
+
+    fn with_warm(pool: PgPool, pooler: Pooler, keep: bool) -> Db {
+        let size = pool.options().get_max_connections();
         Db {
-            warm: Arc::new(Warm::new(pool.options().get_max_connections())),
+            warm: Arc::new(Warm::new(size, keep)),
             pool,
             pooler,
             statements: Arc::default(),

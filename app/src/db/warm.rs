@@ -30,14 +30,19 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Warm {
+    /// Off for a pool others also take from directly: connections kept here would be
+    /// out of their reach, and they could wait for one forever.
+    keep: bool,
     permits: Arc<Semaphore>,
     /// Most recently used last: handed out first, so the rest age out to sqlx.
     ready: Mutex<Vec<(Instant, PoolConnection<Postgres>)>>,
 }
 
 impl Warm {
-    pub fn new(size: u32) -> Warm {
+    /// `size` is the pool's maximum; `keep` whether this process is the pool's only user.
+    pub fn new(size: u32, keep: bool) -> Warm {
         Warm {
+            keep,
             permits: Arc::new(Semaphore::new(size.max(1) as usize)),
             ready: Mutex::new(Vec::new()),
         }
@@ -118,6 +123,7 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.clean
+            && self.warm.keep
         {
             self.warm
                 .ready
