@@ -22,17 +22,22 @@ async fn backend_pid(db: &Db) -> i32 {
         .unwrap()
 }
 
+/// A transaction that has inserted a user, not yet committed.
+async fn begin_with_user(db: &Db, email: &str) -> shop::db::Tx {
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', 'buyer')")
+        .bind(email)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_connection_is_reused() {
     let (db, check) = one_connection().await;
     let pid = backend_pid(&db).await;
-    let mut tx = db.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, roles) VALUES ('dropped@x.test', 'x', 'buyer')",
-    )
-    .execute(&mut tx)
-    .await
-    .unwrap();
+    let tx = begin_with_user(&db, "dropped@x.test").await;
     drop(tx); // an early return from a handler
 
     // Same connection, outside any transaction: the insert is gone everywhere.
@@ -52,13 +57,7 @@ async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_connection_i
     assert_eq!(seen, 0);
 
     // And a new transaction can begin and commit on it.
-    let mut tx = db.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, roles) VALUES ('kept@x.test', 'x', 'buyer')",
-    )
-    .execute(&mut tx)
-    .await
-    .unwrap();
+    let tx = begin_with_user(&db, "kept@x.test").await;
     tx.commit().await.unwrap();
     let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'kept@x.test'")
         .fetch_one(&check)
