@@ -3,8 +3,9 @@
 
 Usage: bench/chaos.py [--runs 5] [--bin target/release/scalectl] [--reports DIR] [EXPERIMENT ...]
 Default: every shipped experiment. Prints one row per experiment: RTO (fault to first
-acknowledged write) median and worst, resume (fault's end to first acknowledged write)
-worst, recovery median, RPO (acknowledged writes lost) worst, and how many runs passed.
+acknowledged write) median and worst, the longest write gap (longest time without an
+acknowledged write until writes resumed) median and worst, resume (fault's end to first
+acknowledged write) worst, recovery median, RPO (acknowledged writes lost) worst, and how many runs passed.
 With --reports, every run's SVG timeline and history (.jsonl) are kept there.
 Needs a release build (cargo build --release --workspace) and root for partitions.
 """
@@ -32,8 +33,8 @@ def main():
     if a.reports:
         os.makedirs(a.reports, exist_ok=True)
     names = a.experiments or [e["name"] for e in json.loads(sc(a.bin, "/tmp", "chaos", "list", "-o", "json").stdout)["experiments"]]
-    print("| experiment | runs passed | RTO median | RTO worst | resume after the fault, worst | recovery median | RPO worst |")
-    print("|---|---|---|---|---|---|---|")
+    print("| experiment | runs passed | RTO median | RTO worst | longest write gap, median / worst | resume after the fault, worst | recovery median | RPO worst |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         home = tempfile.mkdtemp(prefix="scalectl-chaos-bench-")
         os.chmod(home, 0o755)
@@ -47,16 +48,17 @@ def main():
             try:
                 report = json.loads(out.stdout)
             except json.JSONDecodeError:
-                print(f"| {name} | error: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'no output'} | | | | | |", flush=True)
+                print(f"| {name} | error: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'no output'} | | | | | | |", flush=True)
                 continue
             runs = report["runs"]
             rtos = [f["rto_s"] for r in runs for f in r["faults"] if f.get("rto_s") is not None]
+            gaps = [f["write_gap_s"] for r in runs for f in r["faults"] if f.get("write_gap_s") is not None]
             resumes = [f["resume_s"] for r in runs for f in r["faults"] if f.get("resume_s") is not None]
             recs = [f["recovery_s"] for r in runs for f in r["faults"] if f.get("recovery_s") is not None]
             rpo = max((r["rpo"] for r in runs), default=0)
             passed = sum(1 for r in runs if r["passed"])
             fmt = lambda xs, f: f"{f(xs):.1f} s" if xs else "–"
-            print(f"| {name} | {passed}/{len(runs)} | {fmt(rtos, statistics.median)} | {fmt(rtos, max)} | {fmt(resumes, max)} | {fmt(recs, statistics.median)} | {rpo} |", flush=True)
+            print(f"| {name} | {passed}/{len(runs)} | {fmt(rtos, statistics.median)} | {fmt(rtos, max)} | {fmt(gaps, statistics.median)} / {fmt(gaps, max)} | {fmt(resumes, max)} | {fmt(recs, statistics.median)} | {rpo} |", flush=True)
         finally:
             sc(a.bin, home, "down", "--env", env, "-q")
 

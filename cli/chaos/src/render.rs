@@ -36,13 +36,14 @@ pub fn text(report: &Report) -> String {
         let secs = |d: Option<std::time::Duration>| d.map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()));
         let _ = writeln!(
             out,
-            "fault {} on {} at {:.1}s–{:.1}s: RTO {}, resume {} after it ended, recovery {}, {}/{} errors ({:.1}%), p50 {:.0}ms p99 {:.0}ms max {:.0}ms",
+            "fault {} on {} at {:.1}s–{:.1}s: RTO {}, resume {} after it ended, longest write gap {}, recovery {}, {}/{} errors ({:.1}%), p50 {:.0}ms p99 {:.0}ms max {:.0}ms",
             f.fault.kind,
             f.fault.target,
             f.fault.start.as_secs_f64(),
             f.fault.end.as_secs_f64(),
             secs(f.rto),
             secs(f.resume),
+            secs(f.write_gap),
             secs(f.recovery),
             f.errors,
             f.ops,

@@ -1,7 +1,11 @@
 //! Availability under each fault: RTO (injection to the first acknowledged write after
 //! it), resume (the fault's end to the first acknowledged write after that: for faults
-//! that stop every write while they last, RTO can be no shorter than the fault), recovery (injection to the moment from which the error ratio in every sliding
-//! window stays within the threshold), and errors and latency while the fault lasted.
+//! that stop every write while they last, RTO can be no shorter than the fault), the
+//! longest write gap (the longest time without any acknowledged write, from injection
+//! until writes resumed: a planned switchover keeps acknowledging writes for a moment
+//! after it is asked for, so its RTO is short while its pause is not), recovery
+//! (injection to the moment from which the error ratio in every sliding window stays
+//! within the threshold), and errors and latency while the fault lasted.
 //! Operations count at the time they were due (open model): an outage shows when users
 //! arrived, not when their timeouts fired.
 
@@ -23,6 +27,10 @@ pub struct FaultStats {
     /// The fault's end (its undo) to the first acknowledged write that started after it.
     #[serde(rename = "resume_s", with = "crate::time::secs_opt")]
     pub resume: Option<Duration>,
+    /// The longest time without an acknowledged write, from injection until the first
+    /// write acknowledged after the fault's end; `None` if writes never came back.
+    #[serde(rename = "write_gap_s", with = "crate::time::secs_opt")]
+    pub write_gap: Option<Duration>,
     /// Injection to steady state again; `None` if the run ended (or the next fault came)
     /// before the error ratio settled.
     #[serde(rename = "recovery_s", with = "crate::time::secs_opt")]
@@ -76,6 +84,7 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
                 fault: f.clone(),
                 rto: first_ack_after(f.start),
                 resume: first_ack_after(f.end),
+                write_gap: longest_write_gap(history, f),
                 recovery: recovery(&due, f.start, horizon, config),
                 ops: during.len(),
                 errors,
@@ -84,6 +93,23 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
             }
         })
         .collect()
+}
+
+/// The longest stretch between acknowledgements of writes (by when each answer came),
+/// starting at the injection and ending with the first acknowledgement after the fault's
+/// end.
+fn longest_write_gap(history: &History, f: &FaultWindow) -> Option<Duration> {
+    let mut acks: Vec<Duration> =
+        history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start).map(|o| o.ended).collect();
+    acks.sort_unstable();
+    let resumed = acks.iter().position(|t| *t >= f.end)?;
+    let mut previous = f.start;
+    let mut longest = Duration::ZERO;
+    for &t in &acks[..=resumed] {
+        longest = longest.max(t - previous);
+        previous = t;
+    }
+    Some(longest)
 }
 
 /// Slides a window of `config.window` over `due` (sorted by time), evaluated at each
@@ -149,7 +175,17 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
     }
     let summary = stats
         .iter()
-        .map(|s| format!("{} on {}: RTO {}, recovery {}, {:.1}% errors", s.fault.kind, s.fault.target, secs(s.rto), secs(s.recovery), s.error_ratio * 100.0))
+        .map(|s| {
+            format!(
+                "{} on {}: RTO {}, longest write gap {}, recovery {}, {:.1}% errors",
+                s.fault.kind,
+                s.fault.target,
+                secs(s.rto),
+                secs(s.write_gap),
+                secs(s.recovery),
+                s.error_ratio * 100.0
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
     CheckResult::new(CheckName::Availability, !findings.is_empty(), summary, findings)
@@ -241,7 +277,30 @@ mod tests {
         let loose = AvailabilityCheck { max_rto: Some(Span::secs(15)), max_resume: Some(Span::secs(6)), max_recovery: Some(Span::secs(15)), ..config() };
         let r = verdict(&stats, &loose);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
-        assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, recovery 9.9s, 100.0% errors");
+        assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, longest write gap 10.0s, recovery 9.9s, 100.0% errors");
+    }
+
+    #[test]
+    fn a_switchover_that_keeps_acknowledging_for_a_moment_shows_its_pause_in_the_write_gap() {
+        // A checkout every 100 ms; asked at 10 s, the old leader still acknowledges
+        // writes until 11 s, then none are answered until the one due at 14.4 s.
+        let ops = (0..300u64)
+            .map(|i| {
+                let ms = i * 100;
+                let outcome = if (11_000..14_400).contains(&ms) { unknown() } else { ok(i as i64) };
+                checkout(1, &format!("k{i}"), ms, outcome)
+            })
+            .collect();
+        let s = &analyse(&history(ops), &[window(10_000, 12_000)], &config())[0];
+        assert_eq!(s.rto, Some(Duration::from_millis(10)), "RTO alone misses the pause");
+        // The last answer before the pause came at 10.91 s, the next at 14.41 s.
+        assert_eq!(s.write_gap, Some(Duration::from_millis(3_500)));
+        assert_eq!(s.resume, Some(Duration::from_millis(2_410)));
+
+        // Writes that never come back leave no gap to report.
+        let mut broken = outage();
+        broken.ops.retain(|o| o.scheduled < Duration::from_secs(30));
+        assert_eq!(analyse(&broken, &[window(20_000, 25_000)], &config())[0].write_gap, None);
     }
 
     #[test]
