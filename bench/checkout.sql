@@ -30,7 +30,7 @@ SELECT id, price_cents, stock FROM products WHERE id = ANY(ARRAY[:pid]::bigint[]
 \gset p_
 UPDATE products p SET stock = p.stock - c.q, updated_at = now()
  FROM unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS c(id, q)
- WHERE p.id = c.id AND p.stock >= c.q RETURNING p.id;
+ WHERE p.id = ANY(ARRAY[:pid]::bigint[]) AND p.id = c.id AND p.stock >= c.q RETURNING p.id;
 WITH o AS (
      INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES (:uid, 'cart', :p_price_cents, 'pg-' || :k)
      RETURNING id, status, created_at),

@@ -9,6 +9,9 @@
 # median of the per-round ratios: on a shared machine a neighbour's burst during one
 # side's only run used to swing the checkout ratio between 0.48 and 0.68.
 # Usage: bench/shop.sh [seconds per measurement, default 5] [rounds, default 5]
+# BENCH_STATEMENTS=1 also prints, for the first checkout round of each side, what
+# PostgreSQL spent per statement (pg_stat_statements: calls, mean time, buffers, WAL)
+# and its WAL flushes: where the database works harder for the shop than for pgbench.
 # Exit: 0 all goals met, 1 a goal missed, 2 error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +61,10 @@ meets() { awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN { ok = (op == ">=") ? v >= g
 # --- PostgreSQL: unix socket in $work for setup, 127.0.0.1 for the shop and pgbench.
 pg_port=$(free_port)
 "${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -E UTF8 --locale=C --auth=trust >/dev/null
+pg_opts=
+[ "${BENCH_STATEMENTS:-0}" = 1 ] && pg_opts="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 "${as_pg[@]}" "$bindir/pg_ctl" start -D "$work/data" -l "$work/pg.log" -w -s \
-  -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories='$work'"
+  -o "$pg_opts -c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories='$work'"
 psql -h "$work" -p "$pg_port" -U postgres -d postgres -qAtX -v ON_ERROR_STOP=1 -c 'CREATE DATABASE shop'
 sql() { psql -h "$work" -p "$pg_port" -U postgres -d shop -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/shop"
@@ -154,13 +159,29 @@ pgb=(pgbench -n -M prepared -c "$clients" -j 2 -h 127.0.0.1 -p "$pg_port" -U pos
 wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev/null
 "${pgb[@]}" -T "$warm" >/dev/null 2>&1 || fail "pgbench warm-up failed"
 checkout_ratios= checkout_rounds= pg_failed=0
+statements() { # after round 1 of each side with BENCH_STATEMENTS=1: print its statements, reset
+  [ "${BENCH_STATEMENTS:-0}" = 1 ] && [ "$r" -eq 1 ] || return 0
+  echo "--- PostgreSQL per statement, checkout round 1 through $1"
+  psql -h "$work" -p "$pg_port" -U postgres -d shop -X -P footer=off -c "SELECT calls,
+      round((total_exec_time / calls * 1000)::numeric) AS exec_us, round((total_plan_time / calls * 1000)::numeric) AS plan_us,
+      plans, round(shared_blks_hit::numeric / calls, 1) AS buffers, round(wal_bytes / calls) AS wal_bytes,
+      left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
+    FROM pg_stat_statements WHERE calls > 100 ORDER BY total_exec_time DESC"
+  psql -h "$work" -p "$pg_port" -U postgres -d shop -X -P footer=off -c "SELECT wal_records, wal_bytes, wal_sync AS wal_flushes FROM pg_stat_wal"
+  sql "SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal')" >/dev/null
+}
+if [ "${BENCH_STATEMENTS:-0}" = 1 ]; then
+  sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal')" >/dev/null
+fi
 for r in $(seq "$rounds"); do
   wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- "run$r" >"$work/wrk-checkout.txt"
   shop_ops=$(awk '/^orders\/s/ { print $2 }' "$work/wrk-checkout.txt")
   statuses=$(awk '/^status / { printf "%s%s=%s", sep, $2, $3; sep = " " }' "$work/wrk-checkout.txt")
   grep -q '^status checkout_201 ' "$work/wrk-checkout.txt" || fail "no checkout succeeded: $statuses"
+  statements "the shop ($shop_ops orders/s)"
   "${pgb[@]}" -T "$secs" >"$work/pgbench.txt" 2>&1 || { cat "$work/pgbench.txt" >&2; fail "pgbench failed"; }
   pg_tps=$(awk '/^tps = / { printf "%.2f", $3; exit }' "$work/pgbench.txt")
+  statements "pgbench ($pg_tps tps)"
   pg_failed=$((pg_failed + $(awk -F': ' '/^number of failed transactions/ { print $2 + 0 }' "$work/pgbench.txt")))
   checkout_ratios+=" $(ratio "$shop_ops" "$pg_tps")"
   checkout_rounds+="| checkout round $r | $shop_ops orders/s ($statuses) | $pg_tps tps | $(ratio "$shop_ops" "$pg_tps") | | |

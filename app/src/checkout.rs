@@ -109,10 +109,14 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         });
     }
     // The conditional update is what guarantees stock >= 0 (the CHECK is the backstop).
+    // `p.id = ANY($1)` is redundant with the join but lets the generic plan (BEGIN_OLTP)
+    // find the rows by primary key: it cannot know the array's length, and joined only
+    // to `unnest` it scanned the whole products table, dead row versions included
+    // (measured with pg_stat_statements: 65 buffers per call instead of 5).
     let taken: Vec<(i64,)> = sqlx::query_as(
         "UPDATE products p SET stock = p.stock - c.q, updated_at = now()
          FROM unnest($1::bigint[], $2::int[]) AS c(id, q)
-         WHERE p.id = c.id AND p.stock >= c.q RETURNING p.id",
+         WHERE p.id = ANY($1) AND p.id = c.id AND p.stock >= c.q RETURNING p.id",
     )
     .bind(&ids)
     .bind(&qtys)

@@ -12,6 +12,12 @@ use shop::outbox::WorkerConfig;
 use shop::partitions::{self, PartitionConfig};
 use sqlx::postgres::PgPoolOptions;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers
+/// on whichever worker thread polls it, and glibc's arenas spent about 8 % of the shop's
+/// CPU in a checkout run (`perf`); see BENCHMARKS.md for what the switch bought.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "shop",

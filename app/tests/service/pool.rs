@@ -120,3 +120,39 @@ async fn an_error_from_the_server_leaves_the_connection_usable() {
         "a server error must not cost the connection"
     );
 }
+
+/// The first line of the plan PostgreSQL picks for a lookup of two users by id.
+async fn plan_of_key_lookup<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(on: E) -> String {
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN SELECT id FROM users WHERE id = ANY('{1,2}'::bigint[])")
+            .fetch_all(on)
+            .await
+            .unwrap();
+    plan[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_transaction_finds_rows_by_index_and_its_planner_settings_end_with_it() {
+    let (db, _check) = one_connection().await;
+    // On an empty table the planner would rather scan it (sequentially, or through a
+    // bitmap); a handler's transaction looks keys up by index however small the table is.
+    let mut tx = db.begin().await.unwrap();
+    let inside = plan_of_key_lookup(&mut tx).await;
+    tx.commit().await.unwrap();
+    assert!(
+        inside.starts_with("Index"),
+        "inside a handler transaction: {inside}"
+    );
+
+    // The same connection afterwards (the pool has one): searches plan as usual.
+    let after = plan_of_key_lookup(&db).await;
+    assert!(
+        !after.starts_with("Index"),
+        "after the transaction: {after}"
+    );
+    let generic: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(generic, "auto");
+}
