@@ -157,7 +157,7 @@ pub async fn register(
 
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -194,7 +194,7 @@ fn wrong_credentials() -> AppError {
 
 #[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = UserResponse), (status = 401, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn me(user: AuthUser) -> axum::Json<UserResponse> {
     let roles = match (user.roles.buyer, user.roles.seller) {
         (true, true) => "both",

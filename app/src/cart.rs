@@ -45,7 +45,7 @@ pub struct Cart {
 
 #[utoipa::path(post, path = "/cart/items", tag = "cart", request_body = AddItem, security(("bearer" = [])),
     responses((status = 201, body = CartItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, product_id = req.product_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(product_id = req.product_id))]
 pub async fn add_item(
     State(state): State<AppState>,
     user: AuthUser,
@@ -79,7 +79,7 @@ pub async fn add_item(
 }
 
 #[utoipa::path(get, path = "/cart", tag = "cart", security(("bearer" = [])), responses((status = 200, body = Cart)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn get_cart(
     State(state): State<AppState>,
     user: AuthUser,
@@ -100,7 +100,7 @@ pub async fn get_cart(
 
 #[utoipa::path(delete, path = "/cart/items/{id}", tag = "cart", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, item_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(item_id = id))]
 pub async fn remove_item(
     State(state): State<AppState>,
     user: AuthUser,

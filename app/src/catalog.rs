@@ -157,7 +157,7 @@ pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page
 
 #[utoipa::path(post, path = "/shops", tag = "catalog", request_body = CreateShop, security(("bearer" = [])),
     responses((status = 201, body = Shop), (status = 403, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn create_shop(
     State(state): State<AppState>,
     user: AuthUser,
@@ -175,7 +175,7 @@ pub async fn create_shop(
 }
 
 #[utoipa::path(get, path = "/shops", tag = "catalog", params(PageQuery), responses((status = 200, body = Page<Shop>)))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_shops(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
@@ -194,7 +194,7 @@ pub async fn list_shops(
 
 #[utoipa::path(post, path = "/products", tag = "catalog", request_body = CreateProduct, security(("bearer" = [])),
     responses((status = 201, body = Product), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, shop_id = req.shop_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(shop_id = req.shop_id))]
 pub async fn create_product(
     State(state): State<AppState>,
     user: AuthUser,
@@ -229,7 +229,7 @@ pub async fn create_product(
 #[utoipa::path(put, path = "/products/{id}", tag = "catalog", request_body = UpdateProduct, security(("bearer" = [])),
     params(("id" = i64, Path)),
     responses((status = 200, body = Product), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, product_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(product_id = id))]
 pub async fn update_product(
     State(state): State<AppState>,
     user: AuthUser,
@@ -368,7 +368,7 @@ fn like_pattern(q: &str) -> String {
 
 #[utoipa::path(get, path = "/products", tag = "catalog", params(ProductQuery),
     responses((status = 200, body = Page<Product>), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_products(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
@@ -409,7 +409,7 @@ pub async fn list_products(
 #[utoipa::path(post, path = "/products/{id}/reviews", tag = "catalog", request_body = CreateReview,
     security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 201, body = Review), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, product_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(product_id = id))]
 pub async fn create_review(
     State(state): State<AppState>,
     user: AuthUser,
@@ -460,7 +460,7 @@ pub async fn create_review(
 
 #[utoipa::path(get, path = "/products/{id}/reviews", tag = "catalog", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = Page<Review>), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(product_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(product_id = id))]
 pub async fn list_reviews(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,

@@ -231,6 +231,7 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts).ok_or(AppError::Unauthorized)?;
         let user = lookup(state, token).await?.ok_or(AppError::Unauthorized)?;
+        tracing::Span::current().record("user_id", user.id);
         // Marked before the write happens: conservative, and it cannot be forgotten
         // by a handler.
         if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -249,7 +250,13 @@ impl FromRequestParts<AppState> for MaybeUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         match bearer(parts) {
-            Some(token) => Ok(MaybeUser(lookup(state, token).await?)),
+            Some(token) => {
+                let user = lookup(state, token).await?;
+                if let Some(user) = &user {
+                    tracing::Span::current().record("user_id", user.id);
+                }
+                Ok(MaybeUser(user))
+            }
             None => Ok(MaybeUser(None)),
         }
     }

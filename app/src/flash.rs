@@ -119,7 +119,7 @@ impl FlashLocal {
 
 #[utoipa::path(post, path = "/flash-sales", tag = "flash", request_body = CreateFlashSale, security(("bearer" = [])),
     responses((status = 201, body = FlashSale), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, product_id = req.product_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(product_id = req.product_id))]
 pub async fn create_sale(
     State(state): State<AppState>,
     user: AuthUser,
@@ -174,7 +174,7 @@ pub async fn create_sale(
 
 #[utoipa::path(get, path = "/flash-sales/{id}", tag = "flash", params(("id" = i64, Path)),
     responses((status = 200, body = FlashSale), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(sale_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
 pub async fn get_sale(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -378,7 +378,7 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
         (status = 201, description = "bought", body = Order),
         (status = 200, description = "replay of an earlier request with this key", body = Order),
         (status = 409, description = "not started, sold out, or per-buyer limit reached", body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, sale_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
 pub async fn purchase(
     State(state): State<AppState>,
     user: AuthUser,

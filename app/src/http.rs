@@ -145,8 +145,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .unwrap_or_else(new_request_id);
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
+    // The one span of a request at info level: every line logged while it runs,
+    // including the failure and slow-request lines below, carries these fields, and
+    // `user_id` once the bearer token is resolved (extract.rs). Handlers' own spans
+    // are at debug level; their events name the ids they are about.
     let span = tracing::info_span!("request", request_id = %request_id, method = %method,
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str));
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        user_id = tracing::field::Empty);
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
     if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {

@@ -262,7 +262,7 @@ pub struct OrdersQuery {
 
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(OrdersQuery),
     responses((status = 200, body = Page<OrderSummary>)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id))]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_orders(
     State(state): State<AppState>,
     user: AuthUser,
@@ -317,7 +317,7 @@ async fn load_order(state: &AppState, user: &AuthUser, id: i64) -> AppResult<Ord
 
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
 pub async fn get_order(
     State(state): State<AppState>,
     user: AuthUser,
@@ -328,7 +328,7 @@ pub async fn get_order(
 
 #[utoipa::path(get, path = "/orders/{id}/invoice", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Invoice), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
 pub async fn get_invoice(
     State(state): State<AppState>,
     user: AuthUser,
@@ -347,7 +347,7 @@ pub async fn get_invoice(
 
 #[utoipa::path(get, path = "/orders/{id}/delivery", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Delivery), (status = 404, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = id))]
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
 pub async fn get_delivery(
     State(state): State<AppState>,
     user: AuthUser,
@@ -384,7 +384,7 @@ pub struct Refund {
 
 #[utoipa::path(post, path = "/returns", tag = "orders", request_body = ReturnRequest, security(("bearer" = [])),
     responses((status = 201, body = Refund), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-#[tracing::instrument(skip_all, fields(user_id = user.id, order_id = req.order_id, order_item_id = req.order_item_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(order_id = req.order_id, order_item_id = req.order_item_id))]
 pub async fn create_return(
     State(state): State<AppState>,
     user: AuthUser,

@@ -24,34 +24,53 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
             .env("REDIS_URL", redis_url())
             .env("SHOP_BIND", "127.0.0.1:0")
             .env("SHOP_LOG_FORMAT", "json")
+            // Every request is "slow", so every request logs a line at info level.
+            .env("SHOP_SLOW_REQUEST_MS", "0")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let stderr = serve.0.stderr.take().unwrap();
-    // Keep draining the log after the line we want, as scalectl does.
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Keep draining the log, as scalectl does; the test reads the lines it needs.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
         for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if l.contains("listening on")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(l);
-            }
+            let _ = tx.send(l);
         }
     });
-    let line = tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .unwrap()
-        .expect("listening line");
-    let log: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+    let next_line_with = |text: &str| -> serde_json::Value {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            if line.contains(text) {
+                return serde_json::from_str(&line).expect("json log line");
+            }
+        }
+    };
+    let log = next_line_with("listening on");
     let message = log["fields"]["message"].as_str().unwrap();
     let addr = message.strip_prefix("listening on ").unwrap();
     assert!(!addr.ends_with(":0"), "the real port is reported: {addr}");
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
+
+    // A signed-in request's log line names the request id the client sent and the user.
+    let (user_id, token) = app_user(&url).await;
+    let me = reqwest::Client::new()
+        .get(format!("http://{addr}/me"))
+        .bearer_auth(&token)
+        .header("x-request-id", "binary-test-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let log = next_line_with("binary-test-me");
+    assert_eq!(log["fields"]["message"], "slow request", "{log}");
+    assert_eq!(log["span"]["request_id"], "binary-test-me", "{log}");
+    assert_eq!(log["span"]["route"], "/me", "{log}");
+    assert_eq!(log["span"]["user_id"], user_id, "{log}");
 
     sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.placed', '{\"order_id\": 1, \"email\": \"a@b.c\", \"total_cents\": 5}')")
         .execute(&sqlx::PgPool::connect(&url).await.unwrap())
@@ -78,4 +97,23 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(delivered, 1, "the worker process delivered the event");
+}
+
+/// A buyer with a session, written directly; returns (id, bearer token).
+async fn app_user(url: &str) -> (i64, String) {
+    let db = sqlx::PgPool::connect(url).await.unwrap();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO users (email, password_hash, roles) VALUES ('log@x.test', 'x', 'buyer') RETURNING id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let token = "binary-test-token".to_owned();
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+        .bind(&shop::extract::hash_token(&token)[..])
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+    (id, token)
 }
