@@ -9,6 +9,7 @@
 # median of the per-round ratios: on a shared machine a neighbour's burst during one
 # side's only run used to swing the checkout ratio between 0.48 and 0.68.
 # Usage: bench/shop.sh [seconds per measurement, default 5] [rounds, default 5]
+# SHOP_BIN=path runs that shop binary instead of this checkout's release build.
 # BENCH_STATEMENTS=1 also prints, for the first checkout round of each side, what
 # PostgreSQL spent per statement (pg_stat_statements: calls, mean time, buffers, WAL)
 # and its WAL flushes: where the database works harder for the shop than for pgbench.
@@ -21,7 +22,7 @@ warm=2
 clients=16 # checkout: concurrent buyers on each side (wrk threads = connections = pgbench -c)
 
 cargo build --release -p shop --examples --bins
-shop_bin=./target/release/shop
+shop_bin=${SHOP_BIN:-./target/release/shop} # SHOP_BIN: another build of the shop, to compare two builds
 bare_bin=./target/release/examples/bare_axum
 bindir=/usr/lib/postgresql/15/bin
 
