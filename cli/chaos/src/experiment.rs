@@ -386,6 +386,12 @@ pub struct AvailabilityCheck {
     /// write: the measure for faults that stop every write while they last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_resume: Option<Span>,
+    /// Longest allowed pause in acknowledged writes around a fault: from the last write
+    /// acknowledged before it stopped them to the first one after. Unlike `maxRto`, it
+    /// sees the pause of a switchover, whose old leader keeps acknowledging writes for a
+    /// moment after the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_write_gap: Option<Span>,
     /// Longest allowed time from a fault's injection to steady state again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_recovery: Option<Span>,
@@ -400,7 +406,14 @@ pub struct AvailabilityCheck {
 
 impl Default for AvailabilityCheck {
     fn default() -> Self {
-        AvailabilityCheck { max_rto: None, max_resume: None, max_recovery: None, window: window(), max_error_ratio: max_error_ratio() }
+        AvailabilityCheck {
+            max_rto: None,
+            max_resume: None,
+            max_write_gap: None,
+            max_recovery: None,
+            window: window(),
+            max_error_ratio: max_error_ratio(),
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{CheckName, CheckResult, FaultWindow, Finding};
-use crate::experiment::AvailabilityCheck;
+use crate::experiment::{AvailabilityCheck, FaultKind};
+use crate::span::Span;
 use crate::history::History;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,19 +152,25 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
     let mut findings = Vec::new();
     for s in stats {
         let (fault, target) = (s.fault.kind, s.fault.target.clone());
-        if let Some(max) = config.max_rto {
-            match s.rto {
-                None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
-                Some(rto) if rto > max.0 => findings.push(Finding::RtoExceeded { fault, target: target.clone(), rto, max: max.0 }),
-                Some(_) => {}
+        // Each write-based limit judges its own measure; writes that never came back
+        // are one finding, however many of these limits are set.
+        type Exceeded = fn(FaultKind, String, Duration, Duration) -> Finding;
+        let limits: [(Option<Span>, Option<Duration>, Exceeded); 3] = [
+            (config.max_rto, s.rto, |fault, target, rto, max| Finding::RtoExceeded { fault, target, rto, max }),
+            (config.max_resume, s.resume, |fault, target, resume, max| Finding::ResumeExceeded { fault, target, resume, max }),
+            (config.max_write_gap, s.write_gap, |fault, target, gap, max| Finding::WriteGapExceeded { fault, target, gap, max }),
+        ];
+        let mut unacknowledged = false;
+        for (max, measured, exceeded) in limits {
+            match (max, measured) {
+                (None, _) => {}
+                (Some(_), None) => unacknowledged = true,
+                (Some(max), Some(d)) if d > max.0 => findings.push(exceeded(fault, target.clone(), d, max.0)),
+                (Some(_), Some(_)) => {}
             }
         }
-        if let Some(max) = config.max_resume {
-            match s.resume {
-                None => findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() }),
-                Some(resume) if resume > max.0 => findings.push(Finding::ResumeExceeded { fault, target: target.clone(), resume, max: max.0 }),
-                Some(_) => {}
-            }
+        if unacknowledged {
+            findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() });
         }
         match (s.recovery, config.max_recovery) {
             (None, _) => findings.push(Finding::NotRecovered { fault, target }),
@@ -297,10 +304,29 @@ mod tests {
         assert_eq!(s.write_gap, Some(Duration::from_millis(3_500)));
         assert_eq!(s.resume, Some(Duration::from_millis(2_410)));
 
-        // Writes that never come back leave no gap to report.
+        // A limit on the gap fails the switchover that RTO passes.
+        let stats = [s.clone()];
+        let judged = |max_rto, max_write_gap| verdict(&stats, &AvailabilityCheck { max_rto, max_write_gap, ..config() });
+        assert_eq!(judged(Some(Span::secs(1)), None).verdict, Verdict::Pass);
+        let r = judged(Some(Span::secs(1)), Some(Span::secs(3)));
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.findings.iter().map(ToString::to_string).collect::<Vec<_>>(), ["node-loss on leader: no write acknowledged for 3.5s (max 3.0s)"]);
+        assert_eq!(judged(None, Some(Span::secs(4))).verdict, Verdict::Pass);
+
+        // Writes that never come back leave no gap to report: one finding, whichever
+        // limits are set.
         let mut broken = outage();
         broken.ops.retain(|o| o.scheduled < Duration::from_secs(30));
-        assert_eq!(analyse(&broken, &[window(20_000, 25_000)], &config())[0].write_gap, None);
+        let stats = analyse(&broken, &[window(20_000, 25_000)], &config());
+        assert_eq!(stats[0].write_gap, None);
+        let all = AvailabilityCheck { max_rto: Some(Span::secs(30)), max_resume: Some(Span::secs(30)), max_write_gap: Some(Span::secs(30)), ..config() };
+        assert_eq!(
+            verdict(&stats, &all).findings,
+            [
+                Finding::NoAcknowledgedWrite { fault: FaultKind::NodeLoss, target: "leader".into() },
+                Finding::NotRecovered { fault: FaultKind::NodeLoss, target: "leader".into() },
+            ]
+        );
     }
 
     #[test]

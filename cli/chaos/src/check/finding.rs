@@ -50,6 +50,14 @@ pub enum Finding {
         #[serde(rename = "max_s", with = "crate::time::secs")]
         max: Duration,
     },
+    WriteGapExceeded {
+        fault: FaultKind,
+        target: String,
+        #[serde(rename = "write_gap_s", with = "crate::time::secs")]
+        gap: Duration,
+        #[serde(rename = "max_s", with = "crate::time::secs")]
+        max: Duration,
+    },
     NotRecovered { fault: FaultKind, target: String },
     RecoveryExceeded {
         fault: FaultKind,
@@ -114,6 +122,12 @@ impl fmt::Display for Finding {
                 f,
                 "{fault} on {target}: first acknowledged write {:.1}s after the fault ended (max {:.1}s)",
                 resume.as_secs_f64(),
+                max.as_secs_f64()
+            ),
+            WriteGapExceeded { fault, target, gap, max } => write!(
+                f,
+                "{fault} on {target}: no write acknowledged for {:.1}s (max {:.1}s)",
+                gap.as_secs_f64(),
                 max.as_secs_f64()
             ),
             NotRecovered { fault, target } => write!(f, "{fault} on {target}: the error ratio never settled"),
