@@ -116,7 +116,7 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let t0 = Instant::now() + Duration::from_millis(200);
     let during = Mutex::new(ProbesDuring::default());
     let outcome = std::thread::scope(|scope| -> Result<()> {
-        let faults = scope.spawn(|| inject_faults(ctx, provider, &graph, e, t0, duration, &windows, &stop));
+        let faults = scope.spawn(|| inject_faults(ctx, provider, &graph, e, t0, &windows, &stop));
         if e.steady_state.during {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
@@ -346,7 +346,7 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
 }
 
 /// Injects each fault at its offset; a fault with a duration is undone when it is over.
-fn inject_faults(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, e: &Experiment, t0: Instant, duration: Duration, windows: &Mutex<Vec<FaultWindow>>, stop: &AtomicBool) -> Result<()> {
+fn inject_faults(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, e: &Experiment, t0: Instant, windows: &Mutex<Vec<FaultWindow>>, stop: &AtomicBool) -> Result<()> {
     let mut faults: Vec<_> = e.method.iter().collect();
     faults.sort_by_key(|f| f.at.0);
     for f in faults {
@@ -376,9 +376,11 @@ fn inject_faults(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, e: &Experime
                 restart_down(ctx, provider, graph)?;
                 t0.elapsed()
             }
+            // A fault without a duration (a switchover) is over when its injection
+            // returns: RTO, resume and the write gap are measured against that.
             None => t0.elapsed().max(start),
         };
-        windows.lock().unwrap().push(FaultWindow { kind: f.kind, target: did, start, end: if f.duration.is_some() { end } else { duration.max(start) } });
+        windows.lock().unwrap().push(FaultWindow { kind: f.kind, target: did, start, end });
     }
     Ok(())
 }

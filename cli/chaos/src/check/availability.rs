@@ -98,7 +98,7 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
 
 /// The longest stretch between acknowledgements of writes (by when each answer came),
 /// starting at the injection and ending with the first acknowledgement after the fault's
-/// end.
+/// end (for a switchover, when it completed).
 fn longest_write_gap(history: &History, f: &FaultWindow) -> Option<Duration> {
     let mut acks: Vec<Duration> =
         history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start).map(|o| o.ended).collect();
