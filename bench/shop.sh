@@ -22,7 +22,7 @@ warm=2
 clients=16 # checkout: concurrent buyers on each side (wrk threads = connections = pgbench -c)
 
 cargo build --release -p shop --examples --bins
-shop_bin=${SHOP_BIN:-./target/release/shop} # SHOP_BIN: another build of the shop, to compare two builds
+shop_bin=${SHOP_BIN:-./target/release/shop}
 bare_bin=./target/release/examples/bare_axum
 bindir=/usr/lib/postgresql/15/bin
 

@@ -57,7 +57,8 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
     assert_eq!(ready.status(), 200);
 
     // A signed-in request's log line names the request id the client sent and the user.
-    let (user_id, token) = app_user(&url).await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (user_id, token) = user_with_session(&db, "buyer").await;
     let me = reqwest::Client::new()
         .get(format!("http://{addr}/me"))
         .bearer_auth(&token)
@@ -73,7 +74,7 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
     assert_eq!(log["span"]["user_id"], user_id, "{log}");
 
     sqlx::query("INSERT INTO outbox (topic, payload) VALUES ('order.placed', '{\"order_id\": 1, \"email\": \"a@b.c\", \"total_cents\": 5}')")
-        .execute(&sqlx::PgPool::connect(&url).await.unwrap())
+        .execute(&db)
         .await
         .unwrap();
     let _worker = Reap(
@@ -84,7 +85,6 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
             .spawn()
             .unwrap(),
     );
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
     let mut delivered = 0i64;
     for _ in 0..100 {
         delivered = sqlx::query_scalar("SELECT count(*) FROM notifications")
@@ -97,23 +97,4 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(delivered, 1, "the worker process delivered the event");
-}
-
-/// A buyer with a session, written directly; returns (id, bearer token).
-async fn app_user(url: &str) -> (i64, String) {
-    let db = sqlx::PgPool::connect(url).await.unwrap();
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO users (email, password_hash, roles) VALUES ('log@x.test', 'x', 'buyer') RETURNING id",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    let token = "binary-test-token".to_owned();
-    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
-        .bind(&shop::extract::hash_token(&token)[..])
-        .bind(id)
-        .execute(&db)
-        .await
-        .unwrap();
-    (id, token)
 }

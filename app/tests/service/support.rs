@@ -335,6 +335,28 @@ fn pg_url(db: &str) -> String {
 
 /// A fresh, migrated database; returns its URL. With `SHOP_TEST_PARTITIONED=1` its
 /// orders are partitioned by month, so every test can run against that layout.
+/// A user with a session, inserted directly into `db` (argon2 would slow tests down);
+/// returns (id, bearer token).
+pub async fn user_with_session(db: &PgPool, roles: &str) -> (i64, String) {
+    let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', $2) RETURNING id",
+    )
+    .bind(&email)
+    .bind(roles)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
+        .bind(&shop::extract::hash_token(&token)[..])
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
+    (id, token)
+}
+
 pub async fn fresh_database() -> String {
     let url = fresh_plain_database().await;
     if std::env::var_os("SHOP_TEST_PARTITIONED").is_some_and(|v| v == "1") {
@@ -598,23 +620,7 @@ impl TestApp {
     /// A user with a session, inserted directly (argon2 would slow tests down);
     /// returns (id, token).
     pub async fn user(&self, roles: &str) -> (i64, String) {
-        let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', $2) RETURNING id",
-        )
-        .bind(&email)
-        .bind(roles)
-        .fetch_one(&self.db)
-        .await
-        .unwrap();
-        let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
-            .bind(&shop::extract::hash_token(&token)[..])
-            .bind(id)
-            .execute(&self.db)
-            .await
-            .unwrap();
-        (id, token)
+        user_with_session(&self.db, roles).await
     }
 
     /// `n` buyers in two statements; tokens are `"{prefix}-{i}"`.
