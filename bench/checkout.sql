@@ -26,14 +26,15 @@ SELECT id AS cart_id, product_id, quantity FROM cart_items WHERE user_id = :uid 
 INSERT INTO idempotency_keys (user_id, key, request_hash)
  VALUES (:uid, 'pg-' || :k, encode(sha256(convert_to('checkout;' || :pid || 'x1', 'UTF8')), 'hex'))
  ON CONFLICT (user_id, key) DO NOTHING;
-SELECT id, price_cents, stock FROM products WHERE id = ANY(ARRAY[:pid]::bigint[]) ORDER BY id FOR UPDATE
-\gset p_
 UPDATE products p SET stock = p.stock - c.q, updated_at = now()
- FROM unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS c(id, q)
- WHERE p.id = ANY(ARRAY[:pid]::bigint[]) AND p.id = c.id AND p.stock >= c.q RETURNING p.id;
+ FROM (SELECT id FROM products WHERE id = ANY(ARRAY[:pid]::bigint[]) ORDER BY id FOR UPDATE) AS locked,
+      unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[]) AS c(id, q)
+ WHERE p.id = ANY(ARRAY[:pid]::bigint[]) AND p.id = locked.id AND p.id = c.id AND p.stock >= c.q
+ RETURNING p.id, p.price_cents
+\gset p_
 WITH o AS (
      INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES (:uid, 'cart', :p_price_cents, 'pg-' || :k)
-     RETURNING id, status, created_at),
+     RETURNING id, user_id, kind, status, total_cents, created_at),
  items AS (
      INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
      SELECT o.id, l.* FROM o, unnest(ARRAY[:pid]::bigint[], ARRAY[1]::int[], ARRAY[:p_price_cents]::bigint[]) AS l
@@ -51,15 +52,12 @@ WITH o AS (
  event AS (
      INSERT INTO outbox (topic, payload)
      SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', :uid::bigint,
-         'email', 'buyer-' || :uid::bigint || '@bench.test', 'total_cents', :p_price_cents::bigint) FROM o)
- SELECT o.id AS order_id, o.status, o.created_at, items.id AS item_id, items.product_id,
-        items.quantity, items.unit_price_cents
- FROM o, items ORDER BY items.id
-\gset
-WITH emptied AS (DELETE FROM cart_items WHERE id = ANY(ARRAY[:cart_id]::bigint[]))
-UPDATE idempotency_keys SET order_id = :order_id, response = jsonb_build_object(
-   'id', :order_id::bigint, 'user_id', :uid::bigint, 'kind', 'cart', 'status', 'paid',
-   'total_cents', :p_price_cents::bigint, 'created_at', now(), 'items', jsonb_build_array(jsonb_build_object(
-     'product_id', :pid::bigint, 'quantity', 1, 'unit_price_cents', :p_price_cents::bigint)))
- WHERE user_id = :uid AND key = 'pg-' || :k;
+         'email', 'buyer-' || :uid::bigint || '@bench.test', 'total_cents', :p_price_cents::bigint) FROM o),
+ answer AS (
+     UPDATE idempotency_keys k SET order_id = o.id FROM o
+     WHERE k.user_id = :uid AND k.key = 'pg-' || :k),
+ emptied AS (DELETE FROM cart_items WHERE id = ANY(ARRAY[:cart_id]::bigint[]))
+ SELECT o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
+        items.id AS item_id, items.product_id, items.quantity, items.unit_price_cents
+ FROM o, items ORDER BY items.id;
 COMMIT;

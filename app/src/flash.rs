@@ -21,7 +21,7 @@ use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path};
 use crate::orders::{
-    Claim, Line, Order, claim_key, place_order, request_hash, store_response, with_retries,
+    Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries,
 };
 use crate::state::AppState;
 
@@ -307,7 +307,7 @@ async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_bac
 
 enum Outcome {
     Created(Order),
-    Replayed(serde_json::Value),
+    Replayed(Order),
 }
 
 /// The ways a purchase is refused, before they become HTTP errors.
@@ -326,27 +326,18 @@ fn sold_out(state: &AppState) -> AppError {
     AppError::conflict("sold out", None)
 }
 
-/// A previously stored response for this key, so a retry after the sale sold out
-/// still returns the buyer's order instead of "sold out".
+/// The order an earlier request with this key placed, so a retry after the sale sold
+/// out still returns the buyer's order instead of "sold out".
 async fn stored_replay(
     state: &AppState,
     user_id: i64,
     key: &str,
     hash: &str,
 ) -> AppResult<Option<Response>> {
-    let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-    )
-    .bind(user_id)
-    .bind(key)
-    .fetch_optional(&state.primary)
-    .await?;
-    match row {
+    match stored_order(&state.primary, user_id, key).await? {
         Some((h, _)) if h != hash => Err(key_reused()),
-        Some((_, Some(response))) => {
-            Ok(Some((StatusCode::OK, axum::Json(response)).into_response()))
-        }
-        _ => Ok(None),
+        Some((_, order)) => Ok(Some((StatusCode::OK, axum::Json(order)).into_response())),
+        None => Ok(None),
     }
 }
 
@@ -431,11 +422,11 @@ pub async fn purchase(
             }
             Ok((StatusCode::CREATED, axum::Json(order)).into_response())
         }
-        Ok(Ok((Outcome::Replayed(response), _))) => {
+        Ok(Ok((Outcome::Replayed(order), _))) => {
             if admitted {
                 adjust_counter(&state, id, None, quantity).await;
             }
-            Ok((StatusCode::OK, axum::Json(response)).into_response())
+            Ok((StatusCode::OK, axum::Json(order)).into_response())
         }
         Ok(Err(Refusal::KnownSoldOut)) => {
             if admitted {
@@ -479,13 +470,13 @@ async fn attempt(
     // Checked again after waiting for a connection: the sale may have sold out
     // while this request queued, and then the whole transaction is wasted work.
     if state.flash.is_sold_out(id) {
-        if let Claim::Replay(response) = claim_key(&mut tx, user.id, key, Some(hash)).await? {
-            return Ok(Ok((Outcome::Replayed(response), -1)));
+        if let Claim::Replay(order) = claim_key(&mut tx, user.id, key, Some(hash)).await? {
+            return Ok(Ok((Outcome::Replayed(order), -1)));
         }
         return Ok(Err(Refusal::KnownSoldOut));
     }
     match claim_key(&mut tx, user.id, key, Some(hash)).await? {
-        Claim::Replay(response) => return Ok(Ok((Outcome::Replayed(response), -1))),
+        Claim::Replay(order) => return Ok(Ok((Outcome::Replayed(order), -1))),
         Claim::Mismatch => return Err(key_reused()),
         Claim::New => {}
     }
@@ -516,8 +507,7 @@ async fn attempt(
         quantity,
         unit_price_cents: price,
     }];
-    let order = place_order(&mut tx, user, "flash", key, &lines).await?;
-    store_response(&mut tx, user.id, key, &order, &[]).await?;
+    let order = place_order(&mut tx, user, "flash", key, &lines, &[]).await?;
     // The decisive, conditional update comes last so the sale's hot row stays locked
     // only from here to commit.
     let taken: Option<(i32,)> = sqlx::query_as(

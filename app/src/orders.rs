@@ -82,16 +82,17 @@ pub fn request_hash(canonical: &str) -> String {
 
 /// The outcome of claiming an idempotency key inside a transaction.
 pub enum Claim {
-    /// The key is ours; the transaction must store the response before committing.
+    /// The key is ours; the transaction must place its order with [`place_order`],
+    /// which records the order as the key's answer.
     New,
-    /// An earlier request with this key committed this response.
-    Replay(serde_json::Value),
+    /// An earlier request with this key committed this order.
+    Replay(Order),
     /// An earlier request used this key for something else.
     Mismatch,
 }
 
 /// Claims `(user_id, key)`. The primary key decides races: a concurrent claimant
-/// blocks on the insert until the winner commits (then sees its response) or rolls
+/// blocks on the insert until the winner commits (then sees its order) or rolls
 /// back (then wins itself). `hash = None` accepts any stored request.
 pub async fn claim_key(
     conn: &mut Tx,
@@ -107,53 +108,99 @@ pub async fn claim_key(
     .bind(key)
     .bind(hash.unwrap_or(""))
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
+    .await?;
+    if inserted.rows_affected() == 1 {
         return Ok(Claim::New);
     }
-    let (stored_hash, response): (String, Option<serde_json::Value>) = sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-    )
-    .bind(user_id)
-    .bind(key)
-    .fetch_one(&mut *conn)
-    .await?;
-    match (hash, response) {
-        (Some(h), _) if h != stored_hash => Ok(Claim::Mismatch),
-        (_, Some(response)) => Ok(Claim::Replay(response)),
-        // Rows are written with their response in the same transaction, so a
-        // committed row without one cannot exist; treat it as a conflict.
-        (_, None) => Ok(Claim::Mismatch),
+    match stored_order(&mut *conn, user_id, key).await? {
+        Some((stored_hash, _)) if hash.is_some_and(|h| h != stored_hash) => Ok(Claim::Mismatch),
+        Some((_, order)) => Ok(Claim::Replay(order)),
+        // A key is committed in the statement that places its order, so a committed
+        // key without one cannot exist; treat it as a conflict.
+        None => Ok(Claim::Mismatch),
     }
 }
 
-/// Stores the response a replay of `key` returns and, in the same round trip, deletes
-/// the cart lines (`emptied_cart`, ids) the order consumed; flash purchases pass none.
-pub async fn store_response(
-    conn: &mut Tx,
+/// The request hash stored with `(user_id, key)` and the order its request placed,
+/// read back from the order tables: a replay answers with the order as it is now.
+pub async fn stored_order<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     user_id: i64,
     key: &str,
-    order: &Order,
-    emptied_cart: &[i64],
-) -> Result<(), sqlx::Error> {
-    let response = serde_json::to_value(order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "WITH emptied AS (DELETE FROM cart_items WHERE id = ANY($5))
-         UPDATE idempotency_keys SET order_id = $3, response = $4 WHERE user_id = $1 AND key = $2",
+) -> Result<Option<(String, Order)>, sqlx::Error> {
+    let rows: Vec<StoredLine> = sqlx::query_as(
+        "SELECT k.request_hash, o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
+                i.id AS item_id, i.product_id, i.quantity, i.unit_price_cents
+         FROM idempotency_keys k JOIN orders o ON o.id = k.order_id
+         JOIN order_items i ON i.order_id = o.id
+         WHERE k.user_id = $1 AND k.key = $2 ORDER BY i.id",
     )
     .bind(user_id)
     .bind(key)
-    .bind(order.id)
-    .bind(response)
-    .bind(emptied_cart)
-    .execute(&mut *conn)
+    .fetch_all(db)
     .await?;
-    Ok(())
+    let Some(hash) = rows.first().map(|r| r.request_hash.clone()) else {
+        return Ok(None);
+    };
+    Ok(assemble(rows.into_iter().map(|r| r.line)).map(|order| (hash, order)))
 }
 
-/// Writes a paid order with its items, payment, invoice, delivery and outbox event.
-/// Runs inside the caller's transaction, after stock was taken.
+/// An order joined with one of its items (columns `o.*` and `i.id AS item_id, i.*`):
+/// the row shape of every query that returns a whole order, in one round trip.
+#[derive(sqlx::FromRow)]
+struct OrderLine {
+    id: i64,
+    user_id: i64,
+    kind: String,
+    status: String,
+    total_cents: i64,
+    created_at: OffsetDateTime,
+    item_id: i64,
+    product_id: i64,
+    quantity: i32,
+    unit_price_cents: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredLine {
+    request_hash: String,
+    #[sqlx(flatten)]
+    line: OrderLine,
+}
+
+/// The order whose lines these are (in item order); `None` without lines.
+fn assemble(lines: impl IntoIterator<Item = OrderLine>) -> Option<Order> {
+    let mut order: Option<Order> = None;
+    for l in lines {
+        let item = OrderItem {
+            id: l.item_id,
+            product_id: l.product_id,
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+        };
+        match &mut order {
+            Some(o) => o.items.push(item),
+            None => {
+                order = Some(Order {
+                    id: l.id,
+                    user_id: l.user_id,
+                    kind: l.kind,
+                    status: l.status,
+                    total_cents: l.total_cents,
+                    created_at: l.created_at,
+                    items: vec![item],
+                })
+            }
+        }
+    }
+    order
+}
+
+/// Writes a paid order with its items, payment, invoice, delivery and outbox event,
+/// records it as the answer to the idempotency key `key` (which the caller claimed
+/// with [`claim_key`]), and deletes the cart lines it consumed (`emptied_cart`, ids;
+/// flash purchases pass none). Runs inside the caller's transaction, after stock was
+/// taken.
 ///
 /// One statement (data-modifying CTEs) rather than one per table: the caller holds row
 /// locks on stock until it commits, and every round trip inside the transaction is time
@@ -164,6 +211,7 @@ pub async fn place_order(
     kind: &str,
     key: &str,
     lines: &[Line],
+    emptied_cart: &[i64],
 ) -> Result<Order, sqlx::Error> {
     let total_cents: i64 = lines
         .iter()
@@ -171,10 +219,10 @@ pub async fn place_order(
         .sum();
     // The simulated payment provider is idempotent by order id, as a real provider's
     // idempotency key would be (ON CONFLICT DO NOTHING).
-    let rows: Vec<(i64, String, OffsetDateTime, i64, i64, i32, i64)> = sqlx::query_as(
+    let rows: Vec<OrderLine> = sqlx::query_as(
         "WITH o AS (
              INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, $2, $3, $4)
-             RETURNING id, status, created_at),
+             RETURNING id, user_id, kind, status, total_cents, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
              SELECT o.id, l.* FROM o, unnest($5::bigint[], $6::int[], $7::bigint[]) AS l
@@ -192,9 +240,13 @@ pub async fn place_order(
          event AS (
              INSERT INTO outbox (topic, payload)
              SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', $1::bigint,
-                 'email', $8::text, 'total_cents', $3::bigint) FROM o)
-         SELECT o.id, o.status, o.created_at, items.id, items.product_id, items.quantity,
-                items.unit_price_cents
+                 'email', $8::text, 'total_cents', $3::bigint) FROM o),
+         answer AS (
+             UPDATE idempotency_keys k SET order_id = o.id FROM o
+             WHERE k.user_id = $1 AND k.key = $4),
+         emptied AS (DELETE FROM cart_items WHERE id = ANY($9))
+         SELECT o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
+                items.id AS item_id, items.product_id, items.quantity, items.unit_price_cents
          FROM o, items ORDER BY items.id",
     )
     .bind(user.id)
@@ -205,32 +257,11 @@ pub async fn place_order(
     .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.unit_price_cents).collect::<Vec<_>>())
     .bind(&user.email)
+    .bind(emptied_cart)
     .fetch_all(&mut *tx)
     .await?;
-    let Some((id, status, created_at, ..)) = rows.first().cloned() else {
-        // Only an order without lines returns no row, and callers never place one.
-        return Err(sqlx::Error::RowNotFound);
-    };
-    let items = rows
-        .into_iter()
-        .map(
-            |(.., item_id, product_id, quantity, unit_price_cents)| OrderItem {
-                id: item_id,
-                product_id,
-                quantity,
-                unit_price_cents,
-            },
-        )
-        .collect();
-    Ok(Order {
-        id,
-        user_id: user.id,
-        kind: kind.to_owned(),
-        status,
-        total_cents,
-        created_at,
-        items,
-    })
+    // Only an order without lines returns no row, and callers never place one.
+    assemble(rows).ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Runs `attempt` up to [`TX_ATTEMPTS`] times while it fails with a serialization
@@ -286,33 +317,18 @@ pub async fn list_orders(
 }
 
 async fn load_order(state: &AppState, user: &AuthUser, id: i64) -> AppResult<Order> {
-    let pool = state.read_pool(Some(user.id)).await;
-    let row: Option<(i64, String, String, i64, OffsetDateTime)> = sqlx::query_as(
-        "SELECT id, kind, status, total_cents, created_at FROM orders WHERE id = $1 AND user_id = $2",
+    let rows: Vec<OrderLine> = sqlx::query_as(
+        "SELECT o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
+                i.id AS item_id, i.product_id, i.quantity, i.unit_price_cents
+         FROM orders o JOIN order_items i ON i.order_id = o.id
+         WHERE o.id = $1 AND o.user_id = $2 ORDER BY i.id",
     )
     .bind(id)
     .bind(user.id)
-    .fetch_optional(pool)
+    .fetch_all(state.read_pool(Some(user.id)).await)
     .await?;
     // Someone else's order is indistinguishable from a missing one.
-    let Some((id, kind, status, total_cents, created_at)) = row else {
-        return Err(AppError::not_found("order"));
-    };
-    let items: Vec<OrderItem> = sqlx::query_as(
-        "SELECT id, product_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    Ok(Order {
-        id,
-        user_id: user.id,
-        kind,
-        status,
-        total_cents,
-        created_at,
-        items,
-    })
+    assemble(rows).ok_or_else(|| AppError::not_found("order"))
 }
 
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),

@@ -174,7 +174,7 @@ async fn idempotent_replay_and_key_reuse() {
     let first = app.checkout(&buyer, &k).await.expect(201);
     let replay = app.checkout(&buyer, &k).await.expect(200);
     assert_eq!(replay["id"], first["id"]);
-    assert_eq!(replay, first, "a replay returns the stored response");
+    assert_eq!(replay, first, "a replay returns the order the key placed");
     assert_eq!(app.stock(product).await, 8, "stock taken once");
 
     app.add_to_cart(&buyer, product, 1).await;
@@ -241,6 +241,40 @@ async fn two_buyers_race_for_the_last_unit() {
     // The loser's cart is untouched, and so is everything else.
     assert_eq!(app.count("SELECT count(*) FROM cart_items").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 1);
+}
+
+/// Carts that share products lock them in one order (by id), so buyers racing for the
+/// same set of products neither oversell any of them nor leave a buyer without an
+/// answer, and a refused buyer is told which product ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyers_of_overlapping_carts_never_oversell() {
+    let app = spawn_app().await;
+    let mut products = Vec::new();
+    for _ in 0..3 {
+        products.push(app.seller_product(100, 4).await.2);
+    }
+    let mut buyers = Vec::new();
+    for b in 0..12 {
+        let (_, token) = app.user("buyer").await;
+        // Each buyer fills the cart in a different order.
+        for i in 0..3 {
+            app.add_to_cart(&token, products[(b + i) % 3], 1).await;
+        }
+        buyers.push((token, key()));
+    }
+    let results = futures::future::join_all(buyers.iter().map(|(b, k)| app.checkout(b, k))).await;
+    let won = results.iter().filter(|r| r.status == 201).count();
+    assert_eq!(won, 4, "4 units of each product make 4 whole carts");
+    for r in results.iter().filter(|r| r.status != 201) {
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(r.error(), "insufficient stock");
+        assert!(products.contains(&r.body["product_id"].as_i64().unwrap()));
+    }
+    for p in &products {
+        assert_eq!(app.stock(*p).await, 0);
+    }
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 4);
+    assert_eq!(app.count("SELECT sum(quantity) FROM order_items").await, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
