@@ -9,7 +9,8 @@
 # median of the per-round ratios: on a shared machine a neighbour's burst during one
 # side's only run used to swing the checkout ratio between 0.48 and 0.68.
 # Usage: bench/shop.sh [seconds per measurement, default 5] [rounds, default 5]
-# SHOP_BIN=path runs that shop binary instead of this checkout's release build.
+# SHOP_BIN=path runs that shop binary instead of this checkout's release build, and
+# CHECKOUT_SQL=path gives pgbench that build's checkout SQL instead of bench/checkout.sql.
 # BENCH_STATEMENTS=1 also prints, for the first checkout round of each side, what
 # PostgreSQL spent per statement (pg_stat_statements: calls, mean time, buffers, WAL)
 # and its WAL flushes: where the database works harder for the shop than for pgbench.
@@ -23,6 +24,7 @@ clients=16 # checkout: concurrent buyers on each side (wrk threads = connections
 
 cargo build --release -p shop --examples --bins
 shop_bin=${SHOP_BIN:-./target/release/shop}
+checkout_sql=${CHECKOUT_SQL:-bench/checkout.sql}
 bare_bin=./target/release/examples/bare_axum
 bindir=/usr/lib/postgresql/15/bin
 
@@ -156,7 +158,7 @@ done
 BENCH_BUYERS=$(for i in $(seq 0 $((clients - 1))); do printf 'bench-token-%d:%d,' $((buyer0 + i)) $((product0 + i)); done)
 export BENCH_BUYERS
 pgb=(pgbench -n -M prepared -c "$clients" -j 2 -h 127.0.0.1 -p "$pg_port" -U postgres
-  -D buyer0=$((buyer0 + clients)) -D product0=$((product0 + clients)) -f bench/checkout.sql shop)
+  -D buyer0=$((buyer0 + clients)) -D product0=$((product0 + clients)) -f "$checkout_sql" shop)
 wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev/null
 "${pgb[@]}" -T "$warm" >/dev/null 2>&1 || fail "pgbench warm-up failed"
 checkout_ratios= checkout_rounds= pg_failed=0
@@ -206,7 +208,7 @@ body of GET /products/$read_id: $size bytes; $rounds rounds of ${secs} s per sid
 |---|---|---|---|---|---|
 | cached GET /products/{id}, requests/s (wrk -t2 -c32) | | bare axum, same body size | $get_ratio | >= 0.6 | $r1 |
 | same, p99 latency | | | $p99_ratio | <= 2.0 | $r2 |
-| checkout, orders/s ($clients buyers) | | pgbench, bench/checkout.sql | $checkout_ratio | >= 0.7 | $r3 |
+| checkout, orders/s ($clients buyers) | | pgbench, $checkout_sql | $checkout_ratio | >= 0.7 | $r3 |
 | shop peak RSS (VmHWM) | ${hwm_mb} MB | | | <= 150 MB | $r4 |
 $get_rounds$checkout_rounds
 pgbench failed transactions: $pg_failed
