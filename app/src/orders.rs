@@ -122,7 +122,8 @@ pub async fn claim_key(
 }
 
 /// The request hash stored with `(user_id, key)` and the order its request placed,
-/// read back from the order tables: a replay answers with the order as it is now.
+/// read back from the order tables. Nothing changes an order once placed (returns and
+/// refunds are rows of their own), so this is the order as its request was answered.
 pub async fn stored_order<'e>(
     db: impl sqlx::PgExecutor<'e>,
     user_id: i64,

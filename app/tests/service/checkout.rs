@@ -61,7 +61,8 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
     assert_eq!(missing_key.status, 400);
     assert_eq!(missing_key.field(), "Idempotency-Key");
 
-    let order = app.checkout(&buyer, &key()).await.expect(201);
+    let order_key = key();
+    let order = app.checkout(&buyer, &order_key).await.expect(201);
     let order_id = order["id"].as_i64().unwrap();
     assert_eq!(order["total_cents"], 3 * 250 + 1_000);
     assert_eq!(order["items"].as_array().unwrap().len(), 2);
@@ -100,6 +101,10 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
         .await
         .expect(200);
     assert_eq!(fetched["user_id"], buyer_id);
+    assert_eq!(
+        fetched, order,
+        "GET /orders/{{id}} is the order checkout answered"
+    );
     let invoice = app
         .get(&format!("/orders/{order_id}/invoice"), Some(&buyer))
         .await
@@ -162,6 +167,9 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
     );
     assert_eq!(app.stock(p1).await, 9);
     assert_eq!(app.count("SELECT count(*) FROM refunds").await, 1);
+    // A replay reads the order back; a return does not change what it answers.
+    let replay = app.checkout(&buyer, &order_key).await.expect(200);
+    assert_eq!(replay, order);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
