@@ -51,7 +51,7 @@ pub async fn checkout(
 async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outcome> {
     let mut tx = state.primary.begin().await?;
     // Locking the cart rows makes a concurrent checkout of the same cart wait here;
-    // once we commit, it finds the cart empty and replays our response.
+    // once we commit, it finds the cart empty and replays our order.
     let cart: Vec<(i64, i64, i32)> = sqlx::query_as(
         "SELECT id, product_id, quantity FROM cart_items WHERE user_id = $1 ORDER BY product_id FOR UPDATE",
     )
