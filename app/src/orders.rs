@@ -19,7 +19,7 @@ use crate::state::AppState;
 /// How many times a transaction is retried on serialization failure or deadlock.
 pub const TX_ATTEMPTS: u32 = 4;
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderItem {
     pub id: i64,
     pub product_id: i64,
@@ -27,7 +27,7 @@ pub struct OrderItem {
     pub unit_price_cents: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Order {
     pub id: i64,
     pub user_id: i64,
