@@ -14,6 +14,9 @@
 # BENCH_STATEMENTS=1 also prints, for the first checkout round of each side, what
 # PostgreSQL spent per statement (pg_stat_statements: calls, mean time, buffers, WAL)
 # and its WAL flushes: where the database works harder for the shop than for pgbench.
+# BENCH_CPU=1 also prints, for every checkout round of each side, the CPU time per order
+# of the shop process, of PostgreSQL (all its processes) and of the load client, the
+# machine's idle time per order, and PostgreSQL's WAL flushes per order.
 # Exit: 0 all goals met, 1 a goal missed, 2 error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -162,6 +165,28 @@ pgb=(pgbench -n -M prepared -c "$clients" -j 2 -h 127.0.0.1 -p "$pg_port" -U pos
 wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev/null
 "${pgb[@]}" -T "$warm" >/dev/null 2>&1 || fail "pgbench warm-up failed"
 checkout_ratios= checkout_rounds= pg_failed=0
+tick_ms=$((1000 / $(getconf CLK_TCK)))
+cpu_now() { # with BENCH_CPU=1: "shop postgres idle" CPU in ms, and WAL flushes so far
+  [ "${BENCH_CPU:-0}" = 1 ] || return 0
+  local pm p pg=0
+  pm=$(head -1 "$work/data/postmaster.pid")
+  # Fields 16-17 add the children a process reaped: the backends of pgbench's
+  # connections, which exit with each run, end up in the postmaster's.
+  for p in $pm $(pgrep -P "$pm"); do
+    pg=$((pg + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$(($(awk '{ print $14 + $15 }' "/proc/$shop_pid/stat") * tick_ms)) $((pg * tick_ms))" \
+    "$(awk -v t="$tick_ms" '/^cpu / { print ($5 + $6) * t }' /proc/stat) $(sql 'SELECT wal_sync FROM pg_stat_wal')"
+}
+cpu_report() { # SIDE ORDERS BEFORE AFTER (from cpu_now): prints microseconds per order
+  [ "${BENCH_CPU:-0}" = 1 ] || return 0
+  local client
+  client=$(awk '{ printf "%d", ($1 + $2) * 1000 }' "$work/client-cpu")
+  awk -v r="$r" -v side="$1" -v n="$2" -v c="$client" -v b="$3" -v a="$4" 'BEGIN {
+    split(b, x, " "); split(a, y, " "); f = 1000 / n
+    printf "cpu per order, checkout round %d, %s: shop %d us, PostgreSQL %d us, client %d us, idle %d us; WAL flushes %.2f\n",
+      r, side, (y[1] - x[1]) * f, (y[2] - x[2]) * f, c * f, (y[3] - x[3]) * f, (y[4] - x[4]) / n }'
+}
 statements() { # after round 1 of each side with BENCH_STATEMENTS=1: print its statements, reset
   [ "${BENCH_STATEMENTS:-0}" = 1 ] && [ "$r" -eq 1 ] || return 0
   echo "--- PostgreSQL per statement, checkout round 1 through $1"
@@ -177,12 +202,17 @@ if [ "${BENCH_STATEMENTS:-0}" = 1 ]; then
   sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal')" >/dev/null
 fi
 for r in $(seq "$rounds"); do
-  wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- "run$r" >"$work/wrk-checkout.txt"
+  before=$(cpu_now)
+  TIMEFORMAT='%U %S'
+  { time wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- "run$r" >"$work/wrk-checkout.txt"; } 2>"$work/client-cpu"
+  cpu_report "the shop (wrk)" "$(awk '/^checkouts / { print $2 }' "$work/wrk-checkout.txt")" "$before" "$(cpu_now)"
   shop_ops=$(awk '/^orders\/s/ { print $2 }' "$work/wrk-checkout.txt")
   statuses=$(awk '/^status / { printf "%s%s=%s", sep, $2, $3; sep = " " }' "$work/wrk-checkout.txt")
   grep -q '^status checkout_201 ' "$work/wrk-checkout.txt" || fail "no checkout succeeded: $statuses"
   statements "the shop ($shop_ops orders/s)"
-  "${pgb[@]}" -T "$secs" >"$work/pgbench.txt" 2>&1 || { cat "$work/pgbench.txt" >&2; fail "pgbench failed"; }
+  before=$(cpu_now)
+  { time "${pgb[@]}" -T "$secs" >"$work/pgbench.txt" 2>&1; } 2>"$work/client-cpu" || { cat "$work/pgbench.txt" >&2; fail "pgbench failed"; }
+  cpu_report "pgbench" "$(awk '/^number of transactions actually processed/ { split($6, t, "/"); print t[1] }' "$work/pgbench.txt")" "$before" "$(cpu_now)"
   pg_tps=$(awk '/^tps = / { printf "%.2f", $3; exit }' "$work/pgbench.txt")
   statements "pgbench ($pg_tps tps)"
   pg_failed=$((pg_failed + $(awk -F': ' '/^number of failed transactions/ { print $2 + 0 }' "$work/pgbench.txt")))
