@@ -339,7 +339,7 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
 #[utoipa::path(get, path = "/products/{id}", tag = "catalog", params(("id" = i64, Path)),
     responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
 // The hottest route: its span is debug-level (creating a span costs more than the
-// cached read itself); the request span still carries request id and route.
+// cached read itself); its log lines still name the request (request_log.rs).
 #[tracing::instrument(level = "debug", skip_all, fields(product_id = id))]
 pub async fn get_product(
     State(state): State<AppState>,

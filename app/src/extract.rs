@@ -231,7 +231,7 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(parts).ok_or(AppError::Unauthorized)?;
         let user = lookup(state, token).await?.ok_or(AppError::Unauthorized)?;
-        tracing::Span::current().record("user_id", user.id);
+        crate::request_log::record_user(user.id);
         // Marked before the write happens: conservative, and it cannot be forgotten
         // by a handler.
         if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -253,7 +253,7 @@ impl FromRequestParts<AppState> for MaybeUser {
             Some(token) => {
                 let user = lookup(state, token).await?;
                 if let Some(user) = &user {
-                    tracing::Span::current().record("user_id", user.id);
+                    crate::request_log::record_user(user.id);
                 }
                 Ok(MaybeUser(user))
             }

@@ -12,12 +12,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::Instrument;
 use utoipa::OpenApi;
 
 use crate::config::Role;
 use crate::error::{AppError, ErrorBody, InternalCause};
 use crate::metrics::{Gauges, PoolStats};
+use crate::request_log::RequestLog;
 use crate::state::AppState;
 use crate::{auth, cart, catalog, checkout, flash, openapi, orders};
 
@@ -133,7 +133,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
     (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then_some(s)
 }
 
-/// Request id (honoured or generated, echoed back), a tracing span per request,
+/// Request id (honoured or generated, echoed back), the request's log fields,
 /// metrics by route template, and the logging + opaque rewrite of internal errors.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -144,22 +144,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    // The one span of a request at info level: every line logged while it runs,
-    // including the failure and slow-request lines below, carries these fields, and
-    // `user_id` once the bearer token is resolved (extract.rs). Handlers' own spans
-    // are at debug level; their events name the ids they are about.
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method,
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        user_id = tracing::field::Empty);
-    let mut response = next.run(req).instrument(span.clone()).await;
+    // Every line logged while the request runs, including the failure and slow-request
+    // lines below, names the request (and its user once the bearer token is resolved,
+    // extract.rs): see request_log.rs for why this is not a tracing span. Handlers'
+    // own spans are at debug level; their events name the ids they are about.
+    let log = RequestLog::new(request_id, req.method().clone(), route);
+    let mut response = log.scope(next.run(req)).await;
     let status = response.status();
     if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
-        span.in_scope(|| tracing::error!(error = %cause, "internal error"));
+        log.in_scope(|| tracing::error!(error = %cause, "internal error"));
         let body = ErrorBody {
             error: "internal error".to_owned(),
             field: None,
-            request_id: Some(request_id.clone()),
+            request_id: Some(log.request_id().to_owned()),
             product_id: None,
         };
         let mut rewritten = (status, axum::Json(body)).into_response();
@@ -170,16 +167,13 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         );
         response = rewritten;
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(log.request_id()) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     let elapsed = start.elapsed();
-    state.metrics.observe(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        method.as_str(),
-        status.as_u16(),
-        elapsed,
-    );
+    state
+        .metrics
+        .observe(log.route(), log.method(), status.as_u16(), elapsed);
     // One line per request would cost more than the request itself on the hot
     // paths: ordinary requests log at debug, slow ones at info, failures at warn.
     macro_rules! finished {
@@ -192,14 +186,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             )
         };
     }
-    // Entering the span costs something even when the event is filtered out, so the
-    // ordinary request (debug) only enters it when debug logging is on.
     if status.is_server_error() {
-        span.in_scope(|| finished!(tracing::Level::WARN, "request failed"));
+        log.in_scope(|| finished!(tracing::Level::WARN, "request failed"));
     } else if elapsed >= state.settings.slow_request {
-        span.in_scope(|| finished!(tracing::Level::INFO, "slow request"));
+        log.in_scope(|| finished!(tracing::Level::INFO, "slow request"));
     } else if tracing::level_enabled!(tracing::Level::DEBUG) {
-        span.in_scope(|| finished!(tracing::Level::DEBUG, "request finished"));
+        log.in_scope(|| finished!(tracing::Level::DEBUG, "request finished"));
     }
     response
 }

@@ -9,6 +9,7 @@
 //! - [`config`]: settings, route roles, rate-limit specs
 //! - [`state`]: `AppState` — pools, optional Redis, in-process caches and trackers
 //! - [`http`]: `app(state) -> Router`, `serve`, request-id/metrics middleware, ops routes
+//! - [`request_log`]: the request's id, route and user on its log lines (no span)
 //! - [`error`]: `AppError` and its mapping to status codes
 //! - [`extract`]: JSON/path/query extractors with field-naming errors, auth, client ip
 //! - [`domain`]: parsed request values (quantities, emails, ratings…)
@@ -39,6 +40,7 @@ pub mod outbox;
 pub mod partitions;
 pub mod ratelimit;
 pub mod redis_link;
+pub mod request_log;
 pub mod state;
 
 pub use config::{RateLimits, RateSpec, Role, Roles, Settings};

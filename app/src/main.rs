@@ -10,6 +10,7 @@ use shop::config::{RateLimits, RateSpec, Roles, Settings};
 use shop::db::{Db, Pooler};
 use shop::outbox::WorkerConfig;
 use shop::partitions::{self, PartitionConfig};
+use shop::request_log::WithRequest;
 use sqlx::postgres::PgPoolOptions;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers
@@ -177,14 +178,21 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
+    // Lines logged while a request runs also name the request (shop::request_log).
     match format {
         LogFormat::Json => builder
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(WithRequest::new(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+                true,
+            ))
             .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .event_format(WithRequest::new(tracing_subscriber::fmt::format(), false))
             .init(),
     }
 }
