@@ -180,19 +180,10 @@ fn init_logging(format: LogFormat) {
         .log_internal_errors(false);
     // Lines logged while a request runs also name the request (shop::request_log).
     match format {
-        LogFormat::Json => builder
-            .json()
-            .event_format(WithRequest::new(
-                tracing_subscriber::fmt::format()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-                true,
-            ))
-            .init(),
+        LogFormat::Json => builder.json().event_format(WithRequest::json()).init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .event_format(WithRequest::new(tracing_subscriber::fmt::format(), false))
+            .event_format(WithRequest::text())
             .init(),
     }
 }
