@@ -166,6 +166,7 @@ wrk -t$clients -c$clients -d${warm}s -s bench/checkout.lua "$shop" -- warm >/dev
 "${pgb[@]}" -T "$warm" >/dev/null 2>&1 || fail "pgbench warm-up failed"
 checkout_ratios= checkout_rounds= pg_failed=0
 tick_ms=$((1000 / $(getconf CLK_TCK)))
+TIMEFORMAT='%U %S' # bash `time`: the load client's user and system seconds
 cpu_now() { # with BENCH_CPU=1: "shop postgres idle" CPU in ms, and WAL flushes so far
   [ "${BENCH_CPU:-0}" = 1 ] || return 0
   local pm p pg=0
@@ -203,7 +204,6 @@ if [ "${BENCH_STATEMENTS:-0}" = 1 ]; then
 fi
 for r in $(seq "$rounds"); do
   before=$(cpu_now)
-  TIMEFORMAT='%U %S'
   { time wrk -t$clients -c$clients -d${secs}s -s bench/checkout.lua "$shop" -- "run$r" >"$work/wrk-checkout.txt"; } 2>"$work/client-cpu"
   cpu_report "the shop (wrk)" "$(awk '/^checkouts / { print $2 }' "$work/wrk-checkout.txt")" "$before" "$(cpu_now)"
   shop_ops=$(awk '/^orders\/s/ { print $2 }' "$work/wrk-checkout.txt")

@@ -186,6 +186,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             )
         };
     }
+    // The ordinary request's line is debug: skip even setting up its scope unless
+    // debug logging is on.
     if status.is_server_error() {
         log.in_scope(|| finished!(tracing::Level::WARN, "request failed"));
     } else if elapsed >= state.settings.slow_request {
