@@ -22,9 +22,14 @@ fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
     assert_eq!(plan["changed"], true);
     // Generous bound: this is a smoke check, the goal lives in BENCHMARKS.md.
     assert!(elapsed.as_secs() < 10, "{elapsed:?}");
+    let unused: Vec<&str> = plan["unused"].as_array().unwrap().iter().map(|u| u["path"].as_str().unwrap()).collect();
+    for want in ["spec.redis.replicas", "spec.edge.geoRouting", "spec.postgres.citus"] {
+        assert!(unused.contains(&want), "{want} should be reported as not used on local: {unused:?}");
+    }
     let text_plan = home.expect(1, &["plan", "--level", "6", "--exit-code"]);
     let out = text(&text_plan.stdout);
     assert!(out.contains("+ postgres/r1-pg-1") && out.contains("to create"), "{out}");
+    assert!(out.contains("Not used on the local target:\n") && out.contains("  spec.redis.replicas (2): "), "{out}");
 }
 
 #[test]

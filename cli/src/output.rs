@@ -4,7 +4,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use scalectl_core::Target;
 use scalectl_core::plan::{Action, Plan};
+use scalectl_core::topology::Unused;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -88,6 +90,19 @@ pub fn print_plan(plan: &Plan, env: &str, out: &mut impl Write) -> std::io::Resu
     }
     let s = plan.summary();
     writeln!(out, "\nPlan: {} to create, {} to change, {} to destroy, {} unchanged.", s.create, s.change, s.destroy, s.unchanged)
+}
+
+/// Manifest settings the target does not act on, after the plan, so that none looks
+/// effective when it is not.
+pub fn print_unused(unused: &[Unused], target: Target, out: &mut impl Write) -> std::io::Result<()> {
+    if unused.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nNot used on the {target} target:")?;
+    for u in unused {
+        writeln!(out, "  {} ({}): {}", u.path, u.value, u.why)?;
+    }
+    Ok(())
 }
 
 /// A table with aligned columns.

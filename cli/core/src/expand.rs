@@ -9,7 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, GraphError, Resource, ResourceKind};
-use crate::manifest::{Exporter, HaMode, LoadBalancer, Manifest, PoolerKind, Rate, Region};
+use crate::manifest::{Exporter, Failover, Manifest};
+use crate::topology::{DbCluster, MemberRole, Topology, rate_text};
 
 /// Where an environment runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,14 +111,19 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
     if target != Target::Local {
         return Err(ExpandError::TargetNotImplemented(target));
     }
+    expand_local(&Topology::from_manifest(manifest), placement)
+}
+
+/// The local target's resources for `t`: every node a set of processes on its own
+/// loopback address in the environment's block.
+pub fn expand_local(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> {
     let mut out = Vec::new();
-    let s = &manifest.spec;
-    let primary_idx = s.regions.iter().position(|r| r.primary).unwrap_or(0);
-    let primary = &s.regions[primary_idx];
+    let primary = t.primary_region();
+    let cluster = &t.clusters[0];
 
     // The data tier lives in the primary region; other regions get a replica to read from.
-    let db = data_tier(manifest, placement, primary_idx, primary, &mut out)?;
-    let database = format!("database/{}", "shop");
+    let db = data_tier(t, cluster, placement, &mut out)?;
+    let database = format!("database/{}", t.database.name);
     out.push(Resource {
         id: database.clone(),
         kind: ResourceKind::Database,
@@ -126,18 +132,15 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
         port: None,
         depends_on: db.writers.clone(),
         props: props([
-            ("name", "shop".to_string()),
-            ("owner", "shop".to_string()),
-            ("extensions", s.postgres.extensions.join(",")),
-            ("partition_orders", format!("{:?}", s.postgres.partitioning.orders).to_lowercase()),
-            ("premake", s.postgres.partitioning.premake.to_string()),
+            ("name", t.database.name.clone()),
+            ("owner", t.database.owner.clone()),
+            ("extensions", t.database.extensions.join(",")),
+            ("partition_orders", format!("{:?}", t.database.partition_orders).to_lowercase()),
+            ("premake", t.database.premake.to_string()),
         ]),
     });
-    let partition_premake = match s.postgres.partitioning.orders {
-        crate::manifest::PartitionScheme::Monthly => s.postgres.partitioning.premake.to_string(),
-        _ => "0".to_string(),
-    };
-    let migration = "migration/shop".to_string();
+    let partition_premake = t.database.partitions_ahead().to_string();
+    let migration = format!("migration/{}", t.database.name);
     out.push(Resource {
         id: migration.clone(),
         kind: ResourceKind::Migration,
@@ -149,8 +152,9 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
     });
 
     let mut scrape: Vec<(String, String)> = Vec::new();
-    for (ri, region) in s.regions.iter().enumerate() {
-        let redis = if s.redis.enabled {
+    for region in &t.regions {
+        let ri = region.index;
+        let redis = t.cache_in(&region.name).map(|cache| {
             let id = format!("redis/{}", region.name);
             out.push(Resource {
                 id: id.clone(),
@@ -159,29 +163,29 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 address: Some(placement.address(ri, hosts::REDIS)),
                 port: Some(ports::REDIS),
                 depends_on: vec![],
-                props: props([("maxmemory", s.redis.maxmemory.clone()), ("replicas", s.redis.replicas.to_string())]),
+                props: props([("maxmemory", cache.maxmemory.redis()), ("replicas", cache.replicas.to_string())]),
             });
-            Some(id)
-        } else {
-            None
-        };
-        let rate = |r: &Option<Rate>| r.as_ref().map_or("off".to_string(), |r| format!("{}:{}", r.per_second, r.burst));
+            id
+        });
+        let limits = &t.shop.rate_limits;
         let mut shops = Vec::new();
         let mut host = hosts::SHOP_FIRST;
-        for role in &s.shop.roles {
-            for i in 1..=role.replicas {
-                let id = format!("shop/{}-{}-{i}", region.name, role.name.as_str());
+        for pool in t.shop.pools.iter().filter(|p| p.region == region.name) {
+            let role = pool.role.as_str();
+            for i in 1..=pool.replicas {
+                let id = format!("shop/{}-{role}-{i}", region.name);
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
                 deps.extend(redis.clone());
                 // Instances of a role start one after another, so an update restarts them
                 // one at a time and the balancer always has one to send requests to.
                 if i > 1 {
-                    deps.push(format!("shop/{}-{}-{}", region.name, role.name.as_str(), i - 1));
+                    deps.push(format!("shop/{}-{role}-{}", region.name, i - 1));
                 }
                 let address = placement.address(ri, host);
                 host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
                 scrape.push(("shop".into(), format!("{address}:{}", ports::SHOP)));
+                let replicas = t.shop.read_from_replicas;
                 out.push(Resource {
                     id: id.clone(),
                     kind: ResourceKind::Shop,
@@ -190,39 +194,41 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                     port: Some(ports::SHOP),
                     depends_on: deps,
                     props: props([
-                        ("roles", role.name.as_str().to_string()),
-                        ("db_pool_size", s.shop.db_pool_size.to_string()),
+                        ("roles", role.to_string()),
+                        ("db_pool_size", t.shop.db_pool_size.to_string()),
                         ("writes_via", db.write_endpoint.clone()),
-                        ("reads_via", if s.shop.read_from_replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() }),
-                        ("read_database", if s.shop.read_from_replicas { db.read_database.clone() } else { "shop".into() }),
+                        ("reads_via", if replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() }),
+                        ("read_database", if replicas { db.read_database.clone() } else { t.database.name.clone() }),
                         ("redis", redis.clone().unwrap_or_else(|| "none".into())),
-                        ("rate_login", rate(&s.edge.rate_limits.login)),
-                        ("rate_register", rate(&s.edge.rate_limits.register)),
-                        ("rate_search", rate(&s.edge.rate_limits.search)),
+                        ("rate_login", rate_text(&limits.login)),
+                        ("rate_register", rate_text(&limits.register)),
+                        ("rate_search", rate_text(&limits.search)),
                     ]),
                 });
                 shops.push(id);
             }
         }
-        for i in 1..=s.shop.workers {
-            let mut deps = vec![migration.clone()];
-            deps.extend(db.pooler.clone());
-            deps.extend(redis.clone());
-            out.push(Resource {
-                id: format!("worker/{}-{i}", region.name),
-                kind: ResourceKind::Worker,
-                region: region.name.clone(),
-                address: None,
-                port: None,
-                depends_on: deps,
-                props: props([
-                    ("writes_via", db.write_endpoint.clone()),
-                    ("redis", redis.clone().unwrap_or_else(|| "none".into())),
-                    ("order_partitions_premake", partition_premake.clone()),
-                ]),
-            });
+        for pool in t.shop.workers.iter().filter(|w| w.region == region.name) {
+            for i in 1..=pool.replicas {
+                let mut deps = vec![migration.clone()];
+                deps.extend(db.pooler.clone());
+                deps.extend(redis.clone());
+                out.push(Resource {
+                    id: format!("worker/{}-{i}", region.name),
+                    kind: ResourceKind::Worker,
+                    region: region.name.clone(),
+                    address: None,
+                    port: None,
+                    depends_on: deps,
+                    props: props([
+                        ("writes_via", db.write_endpoint.clone()),
+                        ("redis", redis.clone().unwrap_or_else(|| "none".into())),
+                        ("order_partitions_premake", partition_premake.clone()),
+                    ]),
+                });
+            }
         }
-        if s.edge.load_balancer == LoadBalancer::Haproxy {
+        if let Some(edge) = t.edges.iter().find(|e| e.region == region.name) {
             let address = placement.address(ri, hosts::HAPROXY);
             scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
             out.push(Resource {
@@ -234,33 +240,31 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
                 depends_on: shops.clone(),
                 props: props([
                     ("role", "edge".into()),
-                    ("balance", format!("{:?}", s.edge.balance).to_lowercase()),
+                    ("balance", format!("{:?}", edge.balance).to_lowercase()),
                     ("backends", shops.join(",")),
                     ("health_check", "/readyz".into()),
                 ]),
             });
         }
         if let Some(r) = &redis
-            && s.observability.exporters.contains(&Exporter::Redis)
+            && t.observability.exporters.contains(&Exporter::Redis)
         {
             let address = placement.address(ri, hosts::REDIS);
             scrape.push(("redis".into(), format!("{address}:{}", ports::REDIS_EXPORTER)));
-            out.push(exporter(region, address, ports::REDIS_EXPORTER, "redis", r));
+            out.push(exporter(&region.name, address, ports::REDIS_EXPORTER, "redis", r));
         }
     }
-    for (job, endpoints) in db.scrape {
-        scrape.push((job, endpoints));
-    }
-    if s.observability.exporters.contains(&Exporter::Postgres) {
+    scrape.extend(db.scrape);
+    if t.observability.exporters.contains(&Exporter::Postgres) {
         for (i, node) in db.nodes.iter().enumerate() {
-            let address = placement.address(primary_idx, hosts::PG_FIRST + i as u8);
+            let address = placement.address(primary.index, hosts::PG_FIRST + i as u8);
             scrape.push(("postgres".into(), format!("{address}:{}", ports::POSTGRES_EXPORTER)));
-            out.push(exporter(primary, address, ports::POSTGRES_EXPORTER, "postgres", node));
+            out.push(exporter(&primary.name, address, ports::POSTGRES_EXPORTER, "postgres", node));
         }
     }
-    if s.observability.exporters.contains(&Exporter::Node) {
+    if t.observability.exporters.contains(&Exporter::Node) {
         // One per environment: every process here shares one machine.
-        let address = placement.address(primary_idx, hosts::PROMETHEUS);
+        let address = placement.address(primary.index, hosts::PROMETHEUS);
         scrape.push(("node".into(), format!("{address}:{}", ports::NODE_EXPORTER)));
         out.push(Resource {
             id: "exporter/node".into(),
@@ -272,27 +276,29 @@ pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Resu
             props: props([("exports", "node".to_string())]),
         });
     }
-    if s.observability.prometheus.enabled {
-        let address = placement.address(primary_idx, hosts::PROMETHEUS);
+    if let Some(prom) = &t.observability.prometheus {
+        let site = t.site(&prom.region).unwrap_or(primary);
+        let address = placement.address(site.index, hosts::PROMETHEUS);
         let depends_on: Vec<String> =
             out.iter().filter(|r| matches!(r.kind, ResourceKind::Shop | ResourceKind::Exporter)).map(|r| r.id.clone()).collect();
         scrape.sort();
+        let slos = &t.observability.slos;
         out.push(Resource {
             id: "prometheus/main".into(),
             kind: ResourceKind::Prometheus,
-            region: primary.name.clone(),
+            region: site.name.clone(),
             address: Some(address),
             port: Some(ports::PROMETHEUS),
             depends_on,
             props: props([
-                ("scrape_interval", s.observability.prometheus.scrape_interval.clone()),
-                ("retention", s.observability.prometheus.retention.clone()),
+                ("scrape_interval", prom.scrape_interval.prometheus()),
+                ("retention", prom.retention.prometheus()),
                 ("targets", scrape.iter().map(|(j, e)| format!("{j}={e}")).collect::<Vec<_>>().join(",")),
-                ("burn_rate_alerts", s.observability.burn_rate_alerts.to_string()),
-                ("slo_availability", s.slos.availability.to_string()),
-                ("slo_error_ratio", s.slos.error_ratio.to_string()),
-                ("slo_latency_p95_ms", s.slos.latency_p95_ms.to_string()),
-                ("slo_latency_p99_ms", s.slos.latency_p99_ms.to_string()),
+                ("burn_rate_alerts", prom.burn_rate_alerts.to_string()),
+                ("slo_availability", slos.availability.to_string()),
+                ("slo_error_ratio", slos.error_ratio.to_string()),
+                ("slo_latency_p95_ms", slos.latency_p95_ms.to_string()),
+                ("slo_latency_p99_ms", slos.latency_p99_ms.to_string()),
             ]),
         });
     }
@@ -310,97 +316,83 @@ struct DataTier {
     read_database: String,
     /// The pooler, which the shop's processes depend on.
     pooler: Option<String>,
+    /// The home region's PostgreSQL nodes, primary first.
     nodes: Vec<String>,
     scrape: Vec<(String, String)>,
 }
 
-fn data_tier(
-    manifest: &Manifest,
-    placement: Placement,
-    ri: usize,
-    region: &Region,
-    out: &mut Vec<Resource>,
-) -> Result<DataTier, ExpandError> {
-    let s = &manifest.spec;
-    let pg = &s.postgres;
-    let standbys = usize::from(pg.replicas.synchronous) + usize::from(pg.replicas.asynchronous);
-    let remote_replicas = s.regions.len() - 1;
+fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut Vec<Resource>) -> Result<DataTier, ExpandError> {
+    let home = t.site(&cluster.home_region).unwrap_or(t.primary_region());
+    let ri = home.index;
+    let standbys = cluster.local_standbys();
     let count = 1 + standbys;
+    let remote_replicas = cluster.remote_members().count();
     if count + remote_replicas > 19 {
         return Err(ExpandError::TooMany { what: "PostgreSQL nodes", count, max: 19 });
     }
-    let mut preload = Vec::new();
-    if pg.extensions.iter().any(|e| e == "pg_stat_statements") {
-        preload.push("pg_stat_statements");
-    }
-    if pg.citus.enabled {
-        preload.insert(0, "citus");
-    }
-    let settings = |role: &str| {
+    let pg = &cluster.server;
+    let settings = |role: MemberRole| {
         props([
             ("version", pg.version.clone()),
-            ("role", role.to_string()),
-            ("max_connections", pg.settings.max_connections.to_string()),
-            ("shared_buffers", pg.settings.shared_buffers.clone()),
-            ("work_mem", pg.settings.work_mem.clone()),
-            ("effective_cache_size", pg.settings.effective_cache_size.clone()),
-            ("wal_compression", if pg.wal.wal_compression { "on" } else { "off" }.to_string()),
-            ("max_wal_size", pg.wal.max_wal_size.clone()),
-            ("checkpoint_timeout", pg.wal.checkpoint_timeout.clone()),
-            ("synchronous_commit", pg.wal.synchronous_commit.as_pg().to_string()),
-            ("shared_preload_libraries", preload.join(",")),
+            ("role", role.as_str().to_string()),
+            ("max_connections", pg.max_connections.to_string()),
+            ("shared_buffers", pg.shared_buffers.postgres()),
+            ("work_mem", pg.work_mem.postgres()),
+            ("effective_cache_size", pg.effective_cache_size.postgres()),
+            ("wal_compression", if pg.wal_compression { "on" } else { "off" }.to_string()),
+            ("max_wal_size", pg.max_wal_size.postgres()),
+            ("checkpoint_timeout", pg.checkpoint_timeout.postgres()),
+            ("synchronous_commit", pg.synchronous_commit.as_pg().to_string()),
+            ("shared_preload_libraries", pg.shared_preload_libraries.join(",")),
         ])
     };
     let mut nodes = Vec::new();
     let mut scrape = Vec::new();
-    let etcd_id = format!("etcd/{}", region.name);
-    let ha = pg.ha == HaMode::Patroni;
-    if ha {
+    let etcd_id = format!("etcd/{}", home.name);
+    // Patroni's settings, the same on every member; `nosync` keeps a member from ever
+    // being picked as the synchronous standby.
+    let patroni = |p: &mut BTreeMap<String, String>, f: &Failover, nosync: bool| {
+        p.insert("cluster".into(), home.name.clone());
+        p.insert("synchronous_mode".into(), (cluster.synchronous > 0).to_string());
+        p.insert("synchronous_node_count".into(), cluster.synchronous.max(1).to_string());
+        p.insert("nosync".into(), nosync.to_string());
+        p.insert("patroni_port".into(), ports::PATRONI.to_string());
+        p.insert("ttl".into(), f.ttl.to_string());
+        p.insert("loop_wait".into(), f.loop_wait.to_string());
+        p.insert("retry_timeout".into(), f.retry_timeout.to_string());
+        p.insert("etcd".into(), etcd_id.clone());
+    };
+    if cluster.ha.is_some() {
         out.push(Resource {
             id: etcd_id.clone(),
             kind: ResourceKind::Etcd,
-            region: region.name.clone(),
+            region: home.name.clone(),
             address: Some(placement.address(ri, hosts::ETCD)),
             port: Some(ports::ETCD_CLIENT),
             depends_on: vec![],
             props: props([("members", "1".to_string())]),
         });
     }
-    for n in 0..count {
-        let role = if n == 0 {
-            "primary"
-        } else if n <= usize::from(pg.replicas.synchronous) {
-            "sync-standby"
-        } else {
-            "async-replica"
-        };
-        let id = format!("postgres/{}-pg-{}", region.name, n + 1);
-        let address = placement.address(ri, hosts::PG_FIRST + n as u8);
-        let mut p = settings(role);
-        let (kind, deps) = if ha {
-            p.insert("cluster".into(), region.name.clone());
-            p.insert("synchronous_mode".into(), (pg.replicas.synchronous > 0).to_string());
-            p.insert("synchronous_node_count".into(), pg.replicas.synchronous.max(1).to_string());
-            // An asynchronous replica must never be picked as the synchronous standby.
-            p.insert("nosync".into(), (role == "async-replica").to_string());
-            p.insert("patroni_port".into(), ports::PATRONI.to_string());
-            p.insert("ttl".into(), pg.failover.ttl.to_string());
-            p.insert("loop_wait".into(), pg.failover.loop_wait.to_string());
-            p.insert("retry_timeout".into(), pg.failover.retry_timeout.to_string());
-            p.insert("etcd".into(), etcd_id.clone());
-            scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
-            // The first node bootstraps the cluster (or adopts a standalone server's data);
-            // the others clone from it, so they start after it.
-            let mut deps = vec![etcd_id.clone()];
-            deps.extend(nodes.first().cloned());
-            (ResourceKind::PatroniNode, deps)
-        } else {
-            (ResourceKind::Postgres, vec![])
+    for member in cluster.home_members() {
+        let id = format!("postgres/{}-pg-{}", home.name, member.ordinal);
+        let address = placement.address(ri, hosts::PG_FIRST + member.ordinal - 1);
+        let mut p = settings(member.role);
+        let (kind, deps) = match &cluster.ha {
+            Some(f) => {
+                patroni(&mut p, f, member.role == MemberRole::AsyncReplica);
+                scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
+                // The first node bootstraps the cluster (or adopts a standalone server's
+                // data); the others clone from it, so they start after it.
+                let mut deps = vec![etcd_id.clone()];
+                deps.extend(nodes.first().cloned());
+                (ResourceKind::PatroniNode, deps)
+            }
+            None => (ResourceKind::Postgres, vec![]),
         };
         out.push(Resource {
             id: id.clone(),
             kind,
-            region: region.name.clone(),
+            region: home.name.clone(),
             address: Some(address),
             port: Some(ports::POSTGRES),
             depends_on: deps,
@@ -408,61 +400,56 @@ fn data_tier(
         });
         nodes.push(id);
     }
-    for (other_idx, other) in s.regions.iter().enumerate().filter(|(_, r)| !r.primary) {
-        let id = format!("postgres/{}-pg-1", other.name);
-        let mut p = settings("async-replica");
+    for member in cluster.remote_members() {
+        let site = t.site(&member.region).unwrap_or(home);
+        let mut p = settings(member.role);
         p.insert("follows".into(), nodes[0].clone());
-        if ha {
-            // A member of the primary region's cluster that never leads or confirms commits.
-            p.insert("cluster".into(), region.name.clone());
-            p.insert("synchronous_mode".into(), (pg.replicas.synchronous > 0).to_string());
-            p.insert("synchronous_node_count".into(), pg.replicas.synchronous.max(1).to_string());
-            p.insert("nosync".into(), "true".into());
-            p.insert("patroni_port".into(), ports::PATRONI.to_string());
-            p.insert("ttl".into(), pg.failover.ttl.to_string());
-            p.insert("loop_wait".into(), pg.failover.loop_wait.to_string());
-            p.insert("retry_timeout".into(), pg.failover.retry_timeout.to_string());
-            p.insert("etcd".into(), etcd_id.clone());
+        if let Some(f) = &cluster.ha {
+            // A member of the home region's cluster that never leads or confirms commits.
+            patroni(&mut p, f, true);
         }
         out.push(Resource {
-            id: id.clone(),
-            kind: if ha { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
-            region: other.name.clone(),
-            address: Some(placement.address(other_idx, hosts::PG_FIRST)),
+            id: format!("postgres/{}-pg-{}", site.name, member.ordinal),
+            kind: if cluster.ha.is_some() { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
+            region: site.name.clone(),
+            address: Some(placement.address(site.index, hosts::PG_FIRST + member.ordinal - 1)),
             port: Some(ports::POSTGRES),
             depends_on: vec![nodes[0].clone()],
             props: p,
         });
     }
     let mut writers = nodes.clone();
-    for w in 0..pg.citus.workers.min(60) {
-        let id = format!("citus-worker/{}-{}", region.name, w + 1);
-        let mut p = settings("citus-worker");
-        p.insert("shard_count".into(), pg.citus.shard_count.to_string());
-        p.insert("distribution_column".into(), pg.citus.distribution_column.clone());
-        out.push(Resource {
-            id: id.clone(),
-            kind: ResourceKind::CitusWorker,
-            region: region.name.clone(),
-            address: Some(placement.address(ri, hosts::CITUS_FIRST + w)),
-            port: Some(ports::POSTGRES),
-            depends_on: vec![],
-            props: p,
-        });
-        writers.push(id);
+    if let Some(sharding) = &cluster.sharding {
+        for w in 0..sharding.workers.min(60) {
+            let id = format!("citus-worker/{}-{}", home.name, w + 1);
+            let mut p = settings(MemberRole::Primary);
+            p.insert("role".into(), "citus-worker".into());
+            p.insert("shard_count".into(), sharding.shard_count.to_string());
+            p.insert("distribution_column".into(), sharding.distribution_column.clone());
+            out.push(Resource {
+                id: id.clone(),
+                kind: ResourceKind::CitusWorker,
+                region: home.name.clone(),
+                address: Some(placement.address(ri, hosts::CITUS_FIRST + w)),
+                port: Some(ports::POSTGRES),
+                depends_on: vec![],
+                props: p,
+            });
+            writers.push(id);
+        }
     }
 
     // With Patroni the leader moves, so a router sends writes to whichever node Patroni's
     // REST API calls the primary and reads to the replicas; everything else connects to
     // the router and follows a failover without being reconfigured.
-    let router = if ha {
-        let id = format!("haproxy/{}-db", region.name);
+    let router = if cluster.ha.is_some() {
+        let id = format!("haproxy/{}-db", home.name);
         let address = placement.address(ri, hosts::DB_ROUTER);
         scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
         out.push(Resource {
             id: id.clone(),
             kind: ResourceKind::Haproxy,
-            region: region.name.clone(),
+            region: home.name.clone(),
             address: Some(address),
             port: Some(ports::PG_WRITE),
             depends_on: nodes.clone(),
@@ -478,30 +465,28 @@ fn data_tier(
         None
     };
 
-    let (mut write_endpoint, mut read_endpoint, mut read_database) = (nodes[0].clone(), nodes[0].clone(), "shop".to_string());
-    if let Some(router) = &router {
-        write_endpoint = router.clone();
-        read_endpoint = router.clone();
-    }
+    let server = router.clone().unwrap_or_else(|| nodes[0].clone());
+    let (mut write_endpoint, mut read_endpoint) = (server.clone(), server);
+    let mut read_database = t.database.name.clone();
     let mut pooler = None;
-    if pg.pooler.kind == PoolerKind::Pgbouncer {
-        let id = format!("pgbouncer/{}", region.name);
+    if let Some(pool) = t.pooler_of(&cluster.name) {
+        let id = format!("pgbouncer/{}", home.name);
         let address = placement.address(ri, hosts::PGBOUNCER);
         let mut p = props([
-            ("pool_mode", format!("{:?}", pg.pooler.mode).to_lowercase()),
-            ("default_pool_size", pg.pooler.default_pool_size.to_string()),
-            ("max_client_conn", pg.pooler.max_client_conn.to_string()),
+            ("pool_mode", format!("{:?}", pool.mode).to_lowercase()),
+            ("default_pool_size", pool.default_pool_size.to_string()),
+            ("max_client_conn", pool.max_client_conn.to_string()),
             ("upstream", write_endpoint.clone()),
         ]);
         if standbys > 0 && router.is_some() {
             // A second logical database on the same pooler reaches the replicas.
             p.insert("read_upstream".into(), read_endpoint.clone());
-            read_database = "shop_ro".into();
+            read_database = format!("{}_ro", t.database.name);
         }
         out.push(Resource {
             id: id.clone(),
             kind: ResourceKind::Pgbouncer,
-            region: region.name.clone(),
+            region: home.name.clone(),
             address: Some(address),
             port: Some(ports::PGBOUNCER),
             depends_on: router.clone().map_or_else(|| nodes.clone(), |r| vec![r]),
@@ -515,17 +500,17 @@ fn data_tier(
         pooler = Some(id);
     }
     if standbys == 0 {
-        read_database = "shop".into();
+        read_database = t.database.name.clone();
     }
     Ok(DataTier { writers, write_endpoint, read_endpoint, read_database, pooler, nodes, scrape })
 }
 
-fn exporter(region: &Region, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {
+fn exporter(region: &str, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {
     let name = of.replace('/', "-");
     Resource {
         id: format!("exporter/{name}"),
         kind: ResourceKind::Exporter,
-        region: region.name.clone(),
+        region: region.to_string(),
         address: Some(address),
         port: Some(port),
         depends_on: vec![of.to_string()],

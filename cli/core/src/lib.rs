@@ -6,8 +6,10 @@
 //!   merges base, overlays and `--set` and reports every problem at once.
 //! - [`schema_check`]: checks a located tree against the JSON Schema.
 //! - [`rules`]: rules across fields that a schema cannot express.
+//! - [`units`]: durations and sizes, parsed once and rendered for each consumer.
 //! - [`diagnostic`]: one located problem, with a suggestion.
 //! - [`levels`]: the six built-in levels and what each adds, for `levels` and `explain`.
+//! - [`topology`]: what an environment is made of, target-neutral, from a manifest.
 //! - [`graph`], [`expand`]: desired resources as a dependency graph.
 //! - [`plan`]: desired against recorded and observed, as ordered steps.
 //! - [`provider`]: the trait each target implements.
@@ -21,11 +23,15 @@ pub mod plan;
 pub mod provider;
 pub mod rules;
 pub mod schema_check;
+pub mod topology;
 pub mod tree;
+pub mod units;
 
 pub use diagnostic::Diagnostic;
 pub use expand::{Placement, Target, expand};
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
+pub use topology::Topology;
 pub use provider::{Provider, ProviderError};
+pub use units::{ByteSize, Duration};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::schema_check;
+use crate::units::{ByteSize, Duration};
 use crate::tree::Node;
 
 pub const API_VERSION: &str = "scalectl.dev/v1";
@@ -262,12 +263,12 @@ pub enum PartitionScheme {
 pub struct Wal {
     #[serde(default)]
     pub wal_compression: bool,
-    /// PostgreSQL size, such as `1GB`.
+    /// Such as `1GB`.
     #[serde(default = "max_wal_size")]
-    pub max_wal_size: String,
-    /// PostgreSQL duration, such as `5min`.
+    pub max_wal_size: ByteSize,
+    /// From 30s to 1d, such as `5min`.
     #[serde(default = "checkpoint_timeout")]
-    pub checkpoint_timeout: String,
+    pub checkpoint_timeout: Duration,
     #[serde(default)]
     pub synchronous_commit: SynchronousCommit,
 }
@@ -313,11 +314,11 @@ pub struct PgSettings {
     #[schemars(range(min = 10, max = 10000))]
     pub max_connections: u32,
     #[serde(default = "shared_buffers")]
-    pub shared_buffers: String,
+    pub shared_buffers: ByteSize,
     #[serde(default = "work_mem")]
-    pub work_mem: String,
+    pub work_mem: ByteSize,
     #[serde(default = "effective_cache_size")]
-    pub effective_cache_size: String,
+    pub effective_cache_size: ByteSize,
 }
 
 impl Default for PgSettings {
@@ -360,7 +361,7 @@ pub struct Redis {
     #[serde(default)]
     pub enabled: bool,
     #[serde(default = "redis_maxmemory")]
-    pub maxmemory: String,
+    pub maxmemory: ByteSize,
     /// What the shop uses Redis for.
     #[serde(default)]
     pub uses: Vec<RedisUse>,
@@ -524,9 +525,10 @@ pub struct Prometheus {
     pub enabled: bool,
     /// Such as `15s`.
     #[serde(default = "scrape_interval")]
-    pub scrape_interval: String,
+    pub scrape_interval: Duration,
+    /// How long samples are kept, such as `1d`.
     #[serde(default = "retention")]
-    pub retention: String,
+    pub retention: Duration,
 }
 
 impl Default for Prometheus {
@@ -535,7 +537,7 @@ impl Default for Prometheus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Exporter {
     Node,
@@ -573,7 +575,7 @@ pub struct Workload {
     #[schemars(range(min = 1))]
     pub rate: u32,
     /// Such as `60s` or `5m`.
-    pub duration: String,
+    pub duration: Duration,
     #[schemars(range(min = 1))]
     pub users: u32,
     /// Share of each operation in `mixed`, in percent; sums to 100.
@@ -697,23 +699,23 @@ fn max_client_conn() -> u32 {
 fn premake() -> u8 {
     3
 }
-fn max_wal_size() -> String {
-    "1GB".into()
+fn max_wal_size() -> ByteSize {
+    ByteSize::mib(1024)
 }
-fn checkpoint_timeout() -> String {
-    "5min".into()
+fn checkpoint_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 fn max_connections() -> u32 {
     100
 }
-fn shared_buffers() -> String {
-    "128MB".into()
+fn shared_buffers() -> ByteSize {
+    ByteSize::mib(128)
 }
-fn work_mem() -> String {
-    "4MB".into()
+fn work_mem() -> ByteSize {
+    ByteSize::mib(4)
 }
-fn effective_cache_size() -> String {
-    "1GB".into()
+fn effective_cache_size() -> ByteSize {
+    ByteSize::mib(1024)
 }
 fn shard_count() -> u32 {
     32
@@ -721,17 +723,17 @@ fn shard_count() -> u32 {
 fn distribution_column() -> String {
     "user_id".into()
 }
-fn redis_maxmemory() -> String {
-    "256mb".into()
+fn redis_maxmemory() -> ByteSize {
+    ByteSize::mib(256)
 }
 fn shop_pool() -> u32 {
     10
 }
-fn scrape_interval() -> String {
-    "15s".into()
+fn scrape_interval() -> Duration {
+    Duration::from_secs(15)
 }
-fn retention() -> String {
-    "1d".into()
+fn retention() -> Duration {
+    Duration::from_secs(86_400)
 }
 fn health_timeout() -> u32 {
     60
@@ -933,6 +935,43 @@ mod tests {
         let mut s = base();
         s.set("spec.postgres.version=16");
         assert_eq!(s.load().unwrap().spec.postgres.version, "16");
+    }
+
+    #[test]
+    fn durations_and_sizes_are_parsed_once_and_a_bad_one_is_located() {
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.set("spec.postgres.wal.checkpointTimeout=5m").set("spec.observability.prometheus.scrapeInterval=1min");
+        let m = s.load().unwrap();
+        assert_eq!(m.spec.postgres.wal.checkpoint_timeout, Duration::from_secs(300));
+        assert_eq!(m.spec.observability.prometheus.scrape_interval, Duration::from_secs(60));
+
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.set("spec.postgres.wal.checkpointTimeout=60");
+        s.overlay("sizes.yaml", "spec:\n  redis:\n    maxmemory: 2 GiBs\n  observability:\n    prometheus:\n      retention: 2 weeks\n");
+        let errs = errors(s);
+        let got: Vec<(&str, &str, usize)> = errs.iter().map(|e| (e.path.as_str(), &*e.loc.file, e.loc.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("spec.postgres.wal.checkpointTimeout", "--set spec.postgres.wal.checkpointTimeout=60", 1),
+                ("spec.redis.maxmemory", "sizes.yaml", 3),
+                ("spec.observability.prometheus.retention", "sizes.yaml", 6),
+            ],
+            "every bad value at once, each where it was written: {errs:?}"
+        );
+        assert!(errs[0].message.contains("`60` has no unit; write it with one, such as 60s"), "{}", errs[0]);
+        assert!(errs[1].message.contains("unknown unit `GiBs`"), "{}", errs[1]);
+        assert!(errs[2].message.contains("unknown unit `weeks`"), "{}", errs[2]);
+    }
+
+    #[test]
+    fn a_checkpoint_timeout_postgres_would_refuse_is_refused_here() {
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.set("spec.postgres.wal.checkpointTimeout=10s");
+        let errs = errors(s);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.postgres.wal.checkpointTimeout");
+        assert!(errs[0].message.contains("10s is outside PostgreSQL's range for it, 30s to 1d"), "{}", errs[0]);
     }
 
     #[test]

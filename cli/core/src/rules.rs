@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::manifest::{HaMode, LoadBalancer, Manifest, RoleName, Topology};
+use crate::units::Duration;
 
 /// Every rule broken, as (key path, message).
 pub fn check(m: &Manifest) -> Vec<(String, String)> {
@@ -61,16 +62,9 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
             format!("{} is more than maxClientConn {}", pg.pooler.default_pool_size, pg.pooler.max_client_conn),
         );
     }
-    for (path, v) in [("spec.postgres.wal.maxWalSize", &pg.wal.max_wal_size), ("spec.postgres.settings.sharedBuffers", &pg.settings.shared_buffers), ("spec.postgres.settings.workMem", &pg.settings.work_mem), ("spec.postgres.settings.effectiveCacheSize", &pg.settings.effective_cache_size)] {
-        if parse_pg_size(v).is_none() {
-            bad(path, format!("`{v}` is not a PostgreSQL size such as 512MB or 1GB"));
-        }
-    }
-    if parse_duration(&pg.wal.checkpoint_timeout).is_none_or(|d| !(30..=86400).contains(&d)) {
-        bad(
-            "spec.postgres.wal.checkpointTimeout",
-            format!("`{}` is not a duration from 30s to 1d such as 5min", pg.wal.checkpoint_timeout),
-        );
+    let checkpoint = pg.wal.checkpoint_timeout;
+    if !(Duration::from_secs(30)..=Duration::from_secs(86_400)).contains(&checkpoint) {
+        bad("spec.postgres.wal.checkpointTimeout", format!("{checkpoint} is outside PostgreSQL's range for it, 30s to 1d"));
     }
     if pg.citus.enabled && pg.citus.workers == 0 {
         bad("spec.postgres.citus.workers", "citus needs at least one worker".into());
@@ -127,17 +121,18 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
         );
     }
 
-    if parse_duration(&s.observability.prometheus.scrape_interval).is_none_or(|d| d == 0) {
-        bad("spec.observability.prometheus.scrapeInterval", format!("`{}` is not a duration such as 15s", s.observability.prometheus.scrape_interval));
+    let prom = &s.observability.prometheus;
+    if prom.scrape_interval.is_zero() {
+        bad("spec.observability.prometheus.scrapeInterval", "must be longer than 0s, such as 15s".into());
     }
-    if parse_duration(&s.observability.prometheus.retention).is_none_or(|d| d == 0) {
-        bad("spec.observability.prometheus.retention", format!("`{}` is not a duration such as 1d", s.observability.prometheus.retention));
+    if prom.retention.is_zero() {
+        bad("spec.observability.prometheus.retention", "must be longer than 0s, such as 1d".into());
     }
     if s.slos.latency_p99_ms < s.slos.latency_p95_ms {
         bad("spec.slos.latencyP99Ms", format!("p99 ({} ms) cannot be below p95 ({} ms)", s.slos.latency_p99_ms, s.slos.latency_p95_ms));
     }
-    if parse_duration(&s.workload.duration).is_none_or(|d| d == 0) {
-        bad("spec.workload.duration", format!("`{}` is not a duration such as 60s or 5m", s.workload.duration));
+    if s.workload.duration.is_zero() {
+        bad("spec.workload.duration", "must be longer than 0s, such as 60s".into());
     }
     let total = s.workload.mix.total();
     if total != 100 {
@@ -162,52 +157,4 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !s.starts_with('-')
-}
-
-/// Seconds in a duration such as `30s`, `5m`, `5min`, `2h`, `1d` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// Bytes in a PostgreSQL size such as `128MB`, `1GB`, `64kB`.
-pub fn parse_pg_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("5min"), Some(300));
-        assert_eq!(parse_duration("30s"), Some(30));
-        assert_eq!(parse_duration("2h"), Some(7200));
-        assert_eq!(parse_duration("5 parsecs"), None);
-        assert_eq!(parse_pg_size("1GB"), Some(1 << 30));
-        assert_eq!(parse_pg_size("1gb"), None, "PostgreSQL units are case-sensitive");
-    }
 }

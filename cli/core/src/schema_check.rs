@@ -75,6 +75,11 @@ impl Checker<'_> {
             out.push(Diagnostic::new(node.loc.clone(), path, format!("must be `{}`", plain(c))));
         }
         self.check_bounds(node, schema, path, out);
+        if let (Some(format), Value::Str { text, .. }) = (schema.get("format").and_then(J::as_str), &node.value)
+            && let Some(Err(e)) = crate::units::check_format(format, text)
+        {
+            out.push(Diagnostic::new(node.loc.clone(), path, e.to_string()));
+        }
         match &mut node.value {
             Value::Map(_) => self.check_map(node, schema, path, owner, out),
             Value::Seq(items) => {

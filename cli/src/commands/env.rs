@@ -90,6 +90,9 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         "Environment `{name}` (level {}, {target}): {} to create, {} to change, {} to destroy, {} unchanged",
         manifest.metadata.level, summary.create, summary.change, summary.destroy, summary.unchanged
     ));
+    for u in scalectl_core::topology::unused(&manifest, target) {
+        ctx.progress.say(&format!("note: {} ({}) is not used on {target}: {}", u.path, u.value, u.why));
+    }
     let timeout = Duration::from_secs(u64::from(manifest.spec.targets.local.health_timeout_seconds));
     let outcome = crate::apply::execute(provider.as_ref(), &ctx.home, &mut state, &graph, &plan, timeout, &ctx.progress)
         .with_context(|| format!("`up` stopped; fix the cause and run `scalectl up --env {name}` again to resume"))?;
@@ -220,13 +223,17 @@ pub fn plan(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<
         observe_all(provider.as_ref(), &graph, state.as_ref())
     };
     let plan = make_plan(&graph, &recorded, &observed);
+    let unused = scalectl_core::topology::unused(&manifest, target);
     let mut out = std::io::stdout().lock();
     match ctx.format {
         Format::Json => print_json(
-            &json!({"environment": name, "level": manifest.metadata.level, "target": target, "changed": plan.has_changes(), "summary": plan.summary(), "steps": plan.steps}),
+            &json!({"environment": name, "level": manifest.metadata.level, "target": target, "changed": plan.has_changes(), "summary": plan.summary(), "steps": plan.steps, "unused": unused}),
             &mut out,
         )?,
-        Format::Text => print_plan(&plan, &name, &mut out)?,
+        Format::Text => {
+            print_plan(&plan, &name, &mut out)?;
+            crate::output::print_unused(&unused, target, &mut out)?;
+        }
     }
     Ok(if exit_code && plan.has_changes() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -145,7 +145,7 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
     }
     let duration = match (args.duration, workload) {
         (Some(d), _) => d,
-        (None, Some(w)) => humantime::parse_duration(&w.duration).with_context(|| format!("spec.workload.duration `{}`", w.duration))?,
+        (None, Some(w)) => w.duration.as_std(),
         (None, None) => Duration::from_secs(10),
     };
     let users = args.users.unwrap_or(match args.scenario {

@@ -1,0 +1,357 @@
+//! Values with a grammar, parsed once: [`Duration`] and [`ByteSize`]. A manifest writes
+//! them one way (`5m`, `15min`, `256mb`, `4GB`); each consumer reads them another
+//! (PostgreSQL wants `min`, Prometheus `m`, Redis `mb`, Kubernetes `Mi`), so the manifest
+//! holds the parsed value and every consumer asks for its own rendering. Validation,
+//! `plan` and the configuration files then agree by construction.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a duration or size was refused; the message says what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` {problem}")]
+pub struct UnitError {
+    text: String,
+    problem: String,
+}
+
+impl UnitError {
+    fn new(text: &str, problem: impl Into<String>) -> Self {
+        UnitError { text: text.to_string(), problem: problem.into() }
+    }
+}
+
+/// Splits `5min` or `1h30m` into (number, unit) pairs; every number must carry a unit.
+fn terms<'a>(text: &'a str, example: &str) -> Result<Vec<(u64, &'a str)>, UnitError> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(UnitError::new(text, format!("is empty; write a value such as {example}")));
+    }
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(UnitError::new(text, format!("is not a whole number with a unit, such as {example}")));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| UnitError::new(text, "is too large"))?;
+        let after = rest[digits..].trim_start();
+        let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
+        if unit_len == 0 {
+            return Err(UnitError::new(text, format!("has no unit; write it with one, such as {n}{}", example_unit(example))));
+        }
+        out.push((n, &after[..unit_len]));
+        rest = after[unit_len..].trim_start();
+    }
+    Ok(out)
+}
+
+fn example_unit(example: &str) -> &str {
+    example.trim_start_matches(|c: char| c.is_ascii_digit())
+}
+
+/// A span of time, to the millisecond: `250ms`, `30s`, `5m` or `5min`, `2h`, `1d`, or a
+/// sum such as `1h30m`. A bare number is refused: `60` could mean seconds to one
+/// consumer and milliseconds to another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration {
+    ms: u64,
+}
+
+/// Units a duration may be written in, as (name, milliseconds).
+const TIME_UNITS: &[(&str, u64)] = &[
+    ("ms", 1),
+    ("s", 1000),
+    ("sec", 1000),
+    ("m", 60_000),
+    ("min", 60_000),
+    ("h", 3_600_000),
+    ("d", 86_400_000),
+];
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration { ms: secs * 1000 }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
+        let mut ms: u64 = 0;
+        for (n, unit) in terms(text, "30s")? {
+            let Some(&(_, mult)) = TIME_UNITS.iter().find(|(name, _)| *name == unit) else {
+                return Err(UnitError::new(text, format!("has unknown unit `{unit}`; use ms, s, m (or min), h or d")));
+            };
+            ms = n.checked_mul(mult).and_then(|v| ms.checked_add(v)).ok_or_else(|| UnitError::new(text, "is too long"))?;
+        }
+        Ok(Duration { ms })
+    }
+
+    /// What a bare number meant before durations had one grammar: seconds.
+    fn legacy_bare(n: u64) -> Self {
+        Duration { ms: n.saturating_mul(1000) }
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.ms
+    }
+
+    /// Whole seconds, rounded down.
+    pub fn as_secs(self) -> u64 {
+        self.ms / 1000
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.ms == 0
+    }
+
+    pub fn as_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ms)
+    }
+
+    /// The largest unit that writes the value exactly, from `units` (largest last).
+    fn largest_exact(self, units: &[(&'static str, u64)]) -> String {
+        let (name, mult) = units.iter().rev().find(|(_, m)| self.ms % m == 0).copied().unwrap_or(units[0]);
+        format!("{}{name}", self.ms / mult)
+    }
+
+    /// For postgresql.conf: PostgreSQL knows `ms`, `s`, `min`, `h` and `d` (not `m`, which
+    /// is how `checkpointTimeout: 5m` once kept a server from starting).
+    pub fn postgres(self) -> String {
+        self.largest_exact(&[("ms", 1), ("s", 1000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
+    }
+
+    /// For Prometheus' configuration and flags: `ms`, `s`, `m`, `h`, `d`.
+    pub fn prometheus(self) -> String {
+        self.largest_exact(&[("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
+    }
+
+    /// For people and for humantime (`--for` and friends): the same as [`Display`].
+    pub fn human(self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Duration {
+    /// The manifest's own spelling, with `min` for minutes (unambiguous to every reader).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.postgres())
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        Duration::parse(s)
+    }
+}
+
+/// An amount of memory or disk in bytes: `64kB`, `512MB`, `256mb`, `4GiB`, `1TB`.
+/// Units are binary (1 kB = 1024 B) and case-insensitive, as PostgreSQL reads them; a bare
+/// number is refused, since PostgreSQL would read it in 8 kB pages and Redis in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize {
+    bytes: u64,
+}
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+impl ByteSize {
+    pub const fn from_bytes(bytes: u64) -> Self {
+        ByteSize { bytes }
+    }
+
+    pub const fn mib(n: u64) -> Self {
+        ByteSize { bytes: n * MIB }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
+        let mut bytes: u64 = 0;
+        for (n, unit) in terms(text, "512MB")? {
+            let mult = match unit.to_ascii_lowercase().as_str() {
+                "b" => 1,
+                "k" | "kb" | "kib" => KIB,
+                "m" | "mb" | "mib" => MIB,
+                "g" | "gb" | "gib" => GIB,
+                "t" | "tb" | "tib" => TIB,
+                _ => return Err(UnitError::new(text, format!("has unknown unit `{unit}`; use B, kB, MB, GB or TB"))),
+            };
+            bytes = n.checked_mul(mult).and_then(|v| bytes.checked_add(v)).ok_or_else(|| UnitError::new(text, "is too large"))?;
+        }
+        Ok(ByteSize { bytes })
+    }
+
+    /// What a bare number meant before sizes had one grammar: bytes.
+    fn legacy_bare(n: u64) -> Self {
+        ByteSize { bytes: n }
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.bytes
+    }
+
+    fn largest_exact(self, units: &[(&'static str, u64); 5]) -> String {
+        let (name, mult) = units.iter().rev().find(|(_, m)| self.bytes % m == 0).copied().unwrap_or(units[0]);
+        format!("{}{name}", self.bytes / mult)
+    }
+
+    /// For postgresql.conf: `B`, `kB`, `MB`, `GB`, `TB` (case matters to PostgreSQL).
+    pub fn postgres(self) -> String {
+        self.largest_exact(&[("B", 1), ("kB", KIB), ("MB", MIB), ("GB", GIB), ("TB", TIB)])
+    }
+
+    /// For redis.conf, where `mb` is 1024² bytes but `m` would be 10⁶.
+    pub fn redis(self) -> String {
+        self.largest_exact(&[("", 1), ("kb", KIB), ("mb", MIB), ("gb", GIB), ("tb", TIB)])
+    }
+
+    /// A Kubernetes quantity: `Ki`, `Mi`, `Gi`, `Ti`.
+    pub fn kubernetes(self) -> String {
+        self.largest_exact(&[("", 1), ("Ki", KIB), ("Mi", MIB), ("Gi", GIB), ("Ti", TIB)])
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.postgres())
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        ByteSize::parse(s)
+    }
+}
+
+/// Serde and schemars for both: a string in the manifest's grammar, marked with a
+/// `format` that the located schema check (`schema_check.rs`) parses with the same
+/// `parse`, so a bad value is reported at its line with the others.
+macro_rules! text_value {
+    ($t:ty, $format:literal, $description:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = Cow::<str>::deserialize(d)?;
+                // A bare number still reads, in the unit scalectl before 0.2 gave it, so
+                // that a state file recording such a manifest loads; a manifest is
+                // checked against the schema first, and there it is refused.
+                if let Ok(n) = text.trim().parse::<u64>() {
+                    return Ok(<$t>::legacy_bare(n));
+                }
+                <$t>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl JsonSchema for $t {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($t).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "type": "string", "format": $format, "description": $description })
+            }
+        }
+    };
+}
+
+text_value!(Duration, "duration", "A duration with a unit: 250ms, 30s, 5m (or 5min), 2h, 1d, or a sum such as 1h30m.");
+text_value!(ByteSize, "byte-size", "A size with a binary unit, any case: 64kB, 512MB, 4GB, 1TB.");
+
+/// Checks `text` against the grammar a schema `format` names; `None` for formats this
+/// crate does not own. The schema check calls it, so validation parses exactly as the
+/// manifest's types do.
+pub fn check_format(format: &str, text: &str) -> Option<Result<(), UnitError>> {
+    match format {
+        "duration" => Some(Duration::parse(text).map(drop)),
+        "byte-size" => Some(ByteSize::parse(text).map(drop)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Duration {
+        Duration::parse(s).unwrap()
+    }
+
+    fn b(s: &str) -> ByteSize {
+        ByteSize::parse(s).unwrap()
+    }
+
+    #[test]
+    fn durations_in_every_spelling_mean_the_same() {
+        assert_eq!(d("5m"), d("5min"));
+        assert_eq!(d("5min"), Duration::from_secs(300));
+        assert_eq!(d("1h30m"), d("90min"));
+        assert_eq!(d("1h 30m").as_secs(), 5400);
+        assert_eq!(d("250ms").as_millis(), 250);
+        assert_eq!(d("2d").as_secs(), 172_800);
+        assert_eq!(d(" 15s ").as_std(), std::time::Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_bare_number_or_unknown_unit_is_refused_with_what_to_write() {
+        let e = Duration::parse("60").unwrap_err().to_string();
+        assert_eq!(e, "`60` has no unit; write it with one, such as 60s");
+        let e = Duration::parse("5 parsecs").unwrap_err().to_string();
+        assert!(e.contains("unknown unit `parsecs`; use ms, s, m (or min), h or d"), "{e}");
+        assert!(Duration::parse("").is_err());
+        assert!(Duration::parse("m5").is_err());
+        assert!(Duration::parse("1.5h").is_err(), "whole numbers only");
+        assert!(Duration::parse("99999999999999999999d").is_err());
+        let e = ByteSize::parse("60").unwrap_err().to_string();
+        assert_eq!(e, "`60` has no unit; write it with one, such as 60MB");
+    }
+
+    #[test]
+    fn postgres_gets_units_it_accepts() {
+        // PostgreSQL: "Valid units for this parameter are us, ms, s, min, h, and d".
+        assert_eq!(d("5m").postgres(), "5min");
+        assert_eq!(d("15min").postgres(), "15min");
+        assert_eq!(d("90s").postgres(), "90s");
+        assert_eq!(d("1h30m").postgres(), "90min");
+        assert_eq!(d("1d").postgres(), "1d");
+        assert_eq!(d("1500ms").postgres(), "1500ms");
+        assert_eq!(b("256mb").postgres(), "256MB");
+        assert_eq!(b("4GB").postgres(), "4GB");
+        assert_eq!(b("1536kB").postgres(), "1536kB");
+        assert_eq!(b("100b").postgres(), "100B");
+    }
+
+    #[test]
+    fn prometheus_redis_and_kubernetes_get_their_own_spelling() {
+        assert_eq!(d("1min").prometheus(), "1m");
+        assert_eq!(d("10s").prometheus(), "10s");
+        assert_eq!(d("2d").prometheus(), "2d");
+        assert_eq!(d("1h30m").prometheus(), "90m");
+        assert_eq!(b("256MB").redis(), "256mb");
+        assert_eq!(b("2gb").redis(), "2gb");
+        assert_eq!(b("512MB").kubernetes(), "512Mi");
+        assert_eq!(b("2GB").kubernetes(), "2Gi");
+        assert_eq!(humantime::parse_duration(&d("1h30m").human()).unwrap(), std::time::Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn serde_reads_and_writes_the_manifest_spelling() {
+        let v: Duration = serde_json::from_str("\"5m\"").unwrap();
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"5min\"");
+        let e = serde_json::from_str::<ByteSize>("\"lots\"").unwrap_err().to_string();
+        assert!(e.contains("`lots` is not a whole number with a unit"), "{e}");
+        assert_eq!(check_format("duration", "60"), Some(Err(Duration::parse("60").unwrap_err())));
+        // A state file written before the grammar may hold a bare number: it still loads.
+        assert_eq!(serde_json::from_str::<Duration>("\"60\"").unwrap(), Duration::from_secs(60));
+        assert_eq!(check_format("uri", "x"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! The configuration files the local target writes, rendered from a manifest through
+//! `expand`: each consumer gets durations and sizes in its own spelling, whatever the
+//! manifest wrote (`5m` is `5min` to PostgreSQL and `5m` to Prometheus).
+
+use scalectl_core::levels::level;
+use scalectl_core::{Graph, Placement, Provider, Sources, Target, expand};
+use scalectl_local::LocalProvider;
+
+fn files(n: u8, sets: &[&str]) -> (Graph, tempfile::TempDir, LocalProvider) {
+    let l = level(n).unwrap();
+    let mut s = Sources::new(l.file, l.manifest);
+    for a in sets {
+        s.set(a);
+    }
+    let m = s.load().unwrap_or_else(|e| panic!("{e:?}"));
+    let placement = Placement { slot: 9 };
+    let graph = expand(&m, Target::Local, placement).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let provider = LocalProvider::new("cfg", dir.path(), placement, graph.clone()).unwrap();
+    (graph, dir, provider)
+}
+
+fn file(provider: &LocalProvider, graph: &Graph, id: &str, name: &str) -> String {
+    let r = graph.get(id).unwrap_or_else(|| panic!("no {id}"));
+    let files = provider.config_files(r).unwrap();
+    files.into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{id} has no {name}")).1
+}
+
+#[test]
+fn postgresql_conf_gets_postgres_units() {
+    let (g, _dir, p) = files(1, &["spec.postgres.wal.checkpointTimeout=5m", "spec.postgres.wal.maxWalSize=2gb", "spec.postgres.settings.workMem=16384kB"]);
+    let conf = file(&p, &g, "postgres/r1-pg-1", "postgresql.conf");
+    assert!(conf.contains("checkpoint_timeout = 5min"), "{conf}");
+    assert!(conf.contains("max_wal_size = 2GB"), "{conf}");
+    assert!(conf.contains("work_mem = 16MB"), "{conf}");
+}
+
+#[test]
+fn patroni_redis_and_prometheus_get_their_own_units() {
+    let (g, _dir, p) = files(
+        3,
+        &[
+            "spec.postgres.wal.checkpointTimeout=1h30m",
+            "spec.observability.prometheus.scrapeInterval=1min",
+            "spec.observability.prometheus.retention=36h",
+            "spec.redis.maxmemory=1GiB",
+        ],
+    );
+    let patroni = file(&p, &g, "postgres/r1-pg-1", "patroni.yml");
+    assert!(patroni.contains("checkpoint_timeout: '90min'"), "{patroni}");
+    let prom = file(&p, &g, "prometheus/main", "prometheus.yml");
+    assert!(prom.contains("scrape_interval: 1m\n"), "{prom}");
+    let redis = file(&p, &g, "redis/r1", "redis.conf");
+    assert!(redis.contains("maxmemory 1gb\n"), "{redis}");
+    let r = g.get("prometheus/main").unwrap();
+    assert_eq!(r.prop("retention"), Some("36h"), "passed to --storage.tsdb.retention.time");
+}
