@@ -115,7 +115,7 @@ impl Home {
     /// Writes the state atomically: a crash leaves the old file or the new one.
     pub fn save(&self, state: &State) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(state)?;
-        scalectl_local::fsutil::write_atomic(&self.state_path(&state.name), &bytes, 0o600)
+        crate::driver::write_atomic(&self.state_path(&state.name), &bytes, 0o600)
     }
 
     /// Names of every environment with a state file.
@@ -134,7 +134,7 @@ impl Home {
     }
 
     pub fn remove(&self, name: &str) -> Result<()> {
-        scalectl_local::fsutil::remove_dir(&self.env_dir(name))?;
+        crate::driver::remove_dir(&self.env_dir(name))?;
         let _ = fs::remove_file(self.envs_dir().join(format!("{name}.lock")));
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 mod apply;
 mod commands;
+mod driver;
 mod home;
 mod load;
 mod output;

@@ -10,12 +10,12 @@
 //! - [`diagnostic`]: one located problem, with a suggestion.
 //! - [`levels`]: the six built-in levels and what each adds, for `levels` and `explain`.
 //! - [`topology`]: what an environment is made of, target-neutral, from a manifest.
-//! - [`graph`], [`expand`]: desired resources as a dependency graph.
+//! - [`target`]: the targets; each provider crate expands the topology for its own.
+//! - [`graph`]: desired resources as a dependency graph.
 //! - [`plan`]: desired against recorded and observed, as ordered steps.
 //! - [`provider`]: the trait each target implements.
 
 pub mod diagnostic;
-pub mod expand;
 pub mod graph;
 pub mod levels;
 pub mod manifest;
@@ -23,15 +23,16 @@ pub mod plan;
 pub mod provider;
 pub mod rules;
 pub mod schema_check;
+pub mod target;
 pub mod topology;
 pub mod tree;
 pub mod units;
 
 pub use diagnostic::Diagnostic;
-pub use expand::{Placement, Target, expand};
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
 pub use topology::Topology;
 pub use provider::{Provider, ProviderError};
+pub use target::Target;
 pub use units::{ByteSize, Duration};

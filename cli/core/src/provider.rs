@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::expand::Target;
+use crate::target::Target;
 use crate::graph::{Resource, ResourceKind};
 use crate::plan::{Action, Observed};
 

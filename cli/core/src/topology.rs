@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::expand::Target;
+use crate::target::Target;
 use crate::manifest::{
     Balance, Exporter, Failover, HaMode, Manifest, PartitionScheme, PoolMode, PoolerKind, Rate, RateLimits, RedisUse, RoleName,
     SynchronousCommit,

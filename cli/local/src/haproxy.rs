@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use scalectl_core::Resource;
-use scalectl_core::expand::ports;
+use crate::expand::ports;
 use scalectl_core::plan::Observed;
 use serde_json::json;
 

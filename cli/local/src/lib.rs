@@ -1,6 +1,7 @@
 //! The `local` target: every node is a set of ordinary processes on its own loopback
 //! address, with its data under the environment's directory.
 //!
+//! - [`expand`]: the topology as local resources (addresses from the environment's slot).
 //! - [`LocalProvider`] implements `scalectl_core::Provider` by dispatching on the kind.
 //! - One module per kind of component: [`postgres`] (standalone), [`patroni`] and
 //!   [`etcd`] (HA), [`pgbouncer`], [`haproxy`] (edge balancer and database router),
@@ -15,6 +16,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod etcd;
+pub mod expand;
 pub mod exporter;
 pub mod faults;
 pub mod fsutil;
@@ -38,7 +40,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use scalectl_core::plan::{Action, Observed};
-use scalectl_core::{Graph, Placement, Provider, ProviderError, Resource, ResourceKind, Target};
+use scalectl_core::{Graph, Provider, ProviderError, Resource, ResourceKind, Target};
+
+pub use crate::expand::{Placement, expand};
 
 use crate::user::RunAs;
 

@@ -32,7 +32,7 @@ pub fn member_name(r: &Resource) -> String {
 
 /// Where the node's Patroni REST API listens.
 pub fn rest(r: &Resource) -> Result<SocketAddr> {
-    let port = r.prop("patroni_port").and_then(|p| p.parse().ok()).unwrap_or(scalectl_core::expand::ports::PATRONI);
+    let port = r.prop("patroni_port").and_then(|p| p.parse().ok()).unwrap_or(crate::expand::ports::PATRONI);
     Ok(SocketAddr::from((r.address.context("patroni node without an address")?, port)))
 }
 

@@ -35,7 +35,7 @@ fn bin(name: &str) -> Result<PathBuf> {
 }
 
 fn port(r: &Resource) -> u16 {
-    r.port.unwrap_or(scalectl_core::expand::ports::POSTGRES)
+    r.port.unwrap_or(crate::expand::ports::POSTGRES)
 }
 
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {

@@ -3,8 +3,8 @@
 //! manifest wrote (`5m` is `5min` to PostgreSQL and `5m` to Prometheus).
 
 use scalectl_core::levels::level;
-use scalectl_core::{Graph, Placement, Provider, Sources, Target, expand};
-use scalectl_local::LocalProvider;
+use scalectl_core::{Graph, Provider, Sources, Topology};
+use scalectl_local::{LocalProvider, Placement, expand};
 
 fn files(n: u8, sets: &[&str]) -> (Graph, tempfile::TempDir, LocalProvider) {
     let l = level(n).unwrap();
@@ -14,7 +14,7 @@ fn files(n: u8, sets: &[&str]) -> (Graph, tempfile::TempDir, LocalProvider) {
     }
     let m = s.load().unwrap_or_else(|e| panic!("{e:?}"));
     let placement = Placement { slot: 9 };
-    let graph = expand(&m, Target::Local, placement).unwrap();
+    let graph = expand(&Topology::from_manifest(&m), placement).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let provider = LocalProvider::new("cfg", dir.path(), placement, graph.clone()).unwrap();
     (graph, dir, provider)

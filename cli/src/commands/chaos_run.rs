@@ -282,7 +282,7 @@ fn http_get(url: &str) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let addr: std::net::SocketAddr = host.parse().map_err(|e| format!("{host}: {e}"))?;
-    scalectl_local::health::http(addr, "GET", &path, None, Duration::from_secs(5))
+    crate::driver::http_probe(addr, "GET", &path, None, Duration::from_secs(5))
 }
 
 /// The database ids of the buyers setup made, by email.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use scalectl_core::plan::{Observed, plan as make_plan};
-use scalectl_core::{Graph, Manifest, Placement, Provider, Resource, ResourceKind, Target};
+use scalectl_core::{Graph, Manifest, Provider, Resource, ResourceKind, Target};
 use serde_json::json;
 
 use super::{Ctx, check_runnable, desired, observe_all, provider, with_config_digests};
@@ -46,8 +46,8 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         bail!("environment `{name}` runs on {}, not {target}; `scalectl down --env {name}` first, or choose another --env", s.target);
     }
     // Expand once with a placeholder placement to find problems before claiming anything.
-    let probe = desired(&manifest, target, Placement { slot: 0 })?;
-    let check = provider(ctx, &name, target, Placement { slot: 0 }, probe.clone())?;
+    let probe = desired(&manifest, target, 0)?;
+    let check = provider(ctx, &name, target, 0, probe.clone())?;
     check_runnable(check.as_ref(), &probe, manifest.metadata.level)?;
 
     let env_dir = ctx.home.env_dir(&name);
@@ -55,10 +55,9 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     let _ = std::fs::set_permissions(&env_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let slot = match &existing {
         Some(s) => s.slot,
-        None => scalectl_local::slots::claim(&env_dir)?,
+        None => crate::driver::claim_slot(&env_dir)?,
     };
-    let placement = Placement { slot };
-    let graph = desired(&manifest, target, placement)?;
+    let graph = desired(&manifest, target, slot)?;
     let mut state = existing.clone().unwrap_or_else(|| State {
         name: name.clone(),
         level: manifest.metadata.level,
@@ -80,7 +79,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     // killed `up` leaves behind.
     ctx.home.save(&state)?;
 
-    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let provider = provider(ctx, &name, target, slot, graph.clone())?;
     super::heal(ctx, &name, provider.as_ref())?;
     let graph = with_config_digests(provider.as_ref(), graph)?;
     let observed = observe_all(provider.as_ref(), &graph, Some(&state));
@@ -174,8 +173,7 @@ pub fn down(ctx: &Ctx, name: &str, keep_data: bool) -> Result<ExitCode> {
 pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
     let _lock = ctx.home.lock(name)?;
     let Some(mut state) = ctx.home.load(name)? else { return Ok(false) };
-    let placement = Placement { slot: state.slot };
-    let graph = desired(&state.manifest, state.target, placement).unwrap_or_default();
+    let graph = desired(&state.manifest, state.target, state.slot).unwrap_or_default();
     // Destroy what is recorded and what was wanted: a killed `up` may have started a
     // process before recording it.
     let mut all: Vec<Resource> = graph.resources.clone();
@@ -185,7 +183,7 @@ pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
         }
     }
     let ordered = Graph::new(all.clone()).map(|g| g.resources).unwrap_or(all);
-    let provider = provider(ctx, name, state.target, placement, Graph { resources: ordered.clone() })?;
+    let provider = provider(ctx, name, state.target, state.slot, Graph { resources: ordered.clone() })?;
     // Frozen processes would not stop, and rules would outlive the environment.
     if provider.heal().is_ok() {
         super::chaos::journal_clear(ctx, name);
@@ -199,7 +197,7 @@ pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
         state.updated_at = now();
         ctx.home.save(&state)?;
     } else {
-        scalectl_local::slots::release(state.slot, &ctx.home.env_dir(name));
+        crate::driver::release_slot(state.slot, &ctx.home.env_dir(name));
         ctx.home.remove(name)?;
     }
     Ok(true)
@@ -211,10 +209,10 @@ pub fn plan(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<
     let state = ctx.home.load(&name)?;
     let manifest = manifest_for(args, state.as_ref())?;
     let target = target.or(state.as_ref().map(|s| s.target)).unwrap_or(Target::Local);
-    let placement = Placement { slot: state.as_ref().map_or(0, |s| s.slot) };
-    let graph = desired(&manifest, target, placement)?;
+    let slot = state.as_ref().map_or(0, |s| s.slot);
+    let graph = desired(&manifest, target, slot)?;
     let recorded = state.as_ref().map(|s| s.resources.clone()).unwrap_or_default();
-    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let provider = provider(ctx, &name, target, slot, graph.clone())?;
     let graph = with_config_digests(provider.as_ref(), graph)?;
     let observed = if recorded.is_empty() {
         // Nothing recorded: nothing of ours can be running, so there is nothing to ask.
@@ -312,7 +310,7 @@ pub fn logs(ctx: &Ctx, name: &str, component: &str, lines: usize) -> Result<Exit
         many => bail!("`{component}` matches several components: {}; name one", many.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")),
     };
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
+    let provider = provider(ctx, name, state.target, state.slot, graph)?;
     let text = provider.logs(r, lines).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = std::io::stdout().lock();
     match ctx.format {
@@ -330,9 +328,9 @@ pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, out_dir: &Pat
     let name = env.clone().unwrap_or_else(|| format!("level-{}", args.level.unwrap_or(0)));
     let manifest = manifest_for(args, state.as_ref())?;
     let target = state.as_ref().map_or(Target::Local, |s| s.target);
-    let placement = Placement { slot: state.as_ref().map_or(0, |s| s.slot) };
-    let graph = desired(&manifest, target, placement)?;
-    let provider = provider(ctx, &name, target, placement, graph.clone())?;
+    let slot = state.as_ref().map_or(0, |s| s.slot);
+    let graph = desired(&manifest, target, slot)?;
+    let provider = provider(ctx, &name, target, slot, graph.clone())?;
     let mut written = Vec::new();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let manifest_path = out_dir.join("manifest.json");

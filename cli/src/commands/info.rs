@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use scalectl_core::levels::{LEVELS, level};
-use scalectl_core::{Diagnostic, Manifest, Placement, ResourceKind, Sources, Target, expand};
-use scalectl_local::tools::{self, Program};
+use scalectl_core::{Diagnostic, Manifest, ResourceKind, Sources, Target};
+use crate::driver::{Program, tools};
 use serde_json::json;
 
 use super::Ctx;
@@ -168,7 +168,7 @@ pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
     let mut items = Vec::new();
     let mut missing_any = false;
     for n in &levels {
-        let graph = expand(&builtin(*n), target, Placement { slot: 0 })?;
+        let graph = crate::driver::desired(&builtin(*n), target, 0)?;
         let kinds: BTreeSet<ResourceKind> = graph.resources.iter().map(|r| r.kind).collect();
         let mut seen = BTreeSet::new();
         for p in kinds.iter().flat_map(|k| tools::requirements(*k)) {
@@ -189,7 +189,7 @@ pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
     let missing: Vec<Program> = {
         let mut kinds = BTreeSet::new();
         for n in &levels {
-            kinds.extend(expand(&builtin(*n), target, Placement { slot: 0 })?.resources.iter().map(|r| r.kind));
+            kinds.extend(crate::driver::desired(&builtin(*n), target, 0)?.resources.iter().map(|r| r.kind));
         }
         missing_programs(kinds.into_iter())
     };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use scalectl_core::{Graph, Manifest, Placement, Target as Where};
+use scalectl_core::{Graph, Manifest, Target as Where};
 use scalectl_loadgen::flash::{self, FlashConfig};
 use scalectl_loadgen::report::{self, FlashSummary, Report};
 use scalectl_loadgen::scenario::{Mix, Raw, ShopWorkload};
@@ -125,8 +125,7 @@ fn flash_db_view(ctx: &Ctx, env: &str, sale_id: i64) -> Result<flash::DbView> {
         bail!("database checks run on the local target only");
     }
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let provider = scalectl_local::LocalProvider::new(env, &ctx.home.env_dir(env), Placement { slot: state.slot }, graph)?;
-    let text = scalectl_local::ops::shop_sql(provider.env(), &flash::db_query(sale_id))?;
+    let text = crate::driver::shop_sql(&ctx.home.env_dir(env), env, state.slot, graph, &flash::db_query(sale_id))?;
     flash::parse_db_view(&text).with_context(|| format!("unexpected answer from the database: {text:?}"))
 }
 

@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use scalectl_core::plan::Observed;
-use scalectl_core::{Graph, Manifest, Placement, Provider, ResourceKind, Target, expand};
-use scalectl_local::LocalProvider;
+use scalectl_core::{Graph, Manifest, Provider, ResourceKind, Target};
 
 use crate::home::{Home, State};
 use crate::output::{Format, Progress};
@@ -27,17 +26,14 @@ pub struct Ctx {
     pub progress: Progress,
 }
 
-/// The desired graph of `manifest` on `target` at `placement`.
-pub fn desired(manifest: &Manifest, target: Target, placement: Placement) -> Result<Graph> {
-    Ok(expand(manifest, target, placement)?)
+/// The desired graph of `manifest` on `target`, placed in the environment's `slot`.
+pub fn desired(manifest: &Manifest, target: Target, slot: u8) -> Result<Graph> {
+    crate::driver::desired(manifest, target, slot)
 }
 
-/// The provider for `target`; only `local` exists so far.
-pub fn provider(ctx: &Ctx, name: &str, target: Target, placement: Placement, graph: Graph) -> Result<Box<dyn Provider>> {
-    match target {
-        Target::Local => Ok(Box::new(LocalProvider::new(name, &ctx.home.env_dir(name), placement, graph)?)),
-        other => bail!("target {other} is not implemented yet; use --target local"),
-    }
+/// The provider for environment `name` on `target`.
+pub fn provider(ctx: &Ctx, name: &str, target: Target, slot: u8, graph: Graph) -> Result<Box<dyn Provider>> {
+    crate::driver::provider(&ctx.home.env_dir(name), name, target, slot, graph)
 }
 
 /// An existing environment's state and a provider for what it recorded.
@@ -45,7 +41,7 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<(State, Box<dyn Provider>)> {
     crate::home::validate_name(name)?;
     let state = ctx.home.load(name)?.with_context(|| format!("there is no environment `{name}`; `scalectl list` shows the ones there are"))?;
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let provider = provider(ctx, name, state.target, Placement { slot: state.slot }, graph)?;
+    let provider = provider(ctx, name, state.target, state.slot, graph)?;
     heal(ctx, name, provider.as_ref())?;
     Ok((state, provider))
 }

@@ -1,53 +1,15 @@
-//! `expand`: a manifest and a target become the desired resources. Pure: the same input
-//! always gives the same graph, in the same order.
+//! `expand`: the local target's resources for a [`Topology`]: every node a set of
+//! processes with its own loopback address in the environment's block, its own data
+//! directory and its own cgroup. Pure: the same topology and placement always give the
+//! same graph, in the same order (golden files in `tests/golden/`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
+use scalectl_core::graph::{Graph, GraphError, Resource, ResourceKind};
+use scalectl_core::manifest::{Exporter, Failover};
+use scalectl_core::topology::{DbCluster, MemberRole, Topology, rate_text};
 use serde::{Deserialize, Serialize};
-
-use crate::graph::{Graph, GraphError, Resource, ResourceKind};
-use crate::manifest::{Exporter, Failover, Manifest};
-use crate::topology::{DbCluster, MemberRole, Topology, rate_text};
-
-/// Where an environment runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    Local,
-    Kubernetes,
-    Aws,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Local => "local",
-            Target::Kubernetes => "kubernetes",
-            Target::Aws => "aws",
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "local" => Ok(Target::Local),
-            "kubernetes" | "k8s" => Ok(Target::Kubernetes),
-            "aws" => Ok(Target::Aws),
-            other => Err(format!("unknown target `{other}`; choose local, kubernetes or aws")),
-        }
-    }
-}
 
 /// Where an environment's processes live on the local target: its slot `S` gives it the
 /// loopback block 127.S.0.0/16, host `N` of region `R` (1-based) is 127.S.R.N.
@@ -98,25 +60,15 @@ mod hosts {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExpandError {
-    #[error("target {0} is not implemented yet; use --target local")]
-    TargetNotImplemented(Target),
     #[error("too many {what} for one region's address block ({count}, at most {max})")]
     TooMany { what: &'static str, count: usize, max: usize },
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
 
-/// The resources `manifest` needs on `target`, in dependency order.
-pub fn expand(manifest: &Manifest, target: Target, placement: Placement) -> Result<Graph, ExpandError> {
-    if target != Target::Local {
-        return Err(ExpandError::TargetNotImplemented(target));
-    }
-    expand_local(&Topology::from_manifest(manifest), placement)
-}
-
 /// The local target's resources for `t`: every node a set of processes on its own
 /// loopback address in the environment's block.
-pub fn expand_local(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> {
+pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> {
     let mut out = Vec::new();
     let primary = t.primary_region();
     let cluster = &t.clusters[0];

@@ -1,13 +1,14 @@
-//! Golden tests of the local graph that `expand` derives from each shipped level: every
+//! Golden tests of the local graph that `expand` derives from each shipped level's topology: every
 //! resource with its address, dependencies and properties, one file per level under
 //! `tests/golden/`. A change to expansion shows here as a readable diff; when it is
-//! intended, regenerate with `SCALECTL_BLESS=1 cargo test -p scalectl-core --test expand_golden`.
+//! intended, regenerate with `SCALECTL_BLESS=1 cargo test -p scalectl-local --test expand_golden`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use scalectl_core::levels::level;
-use scalectl_core::{Graph, Placement, Sources, Target, expand};
+use scalectl_core::{Graph, Sources, Topology};
+use scalectl_local::{Placement, expand};
 
 /// A fixed slot, so addresses are stable: 127.9.R.N.
 const PLACEMENT: Placement = Placement { slot: 9 };
@@ -34,7 +35,7 @@ fn describe(graph: &Graph) -> String {
 fn check(n: u8) {
     let l = level(n).unwrap();
     let manifest = Sources::new(l.file, l.manifest).load().unwrap_or_else(|e| panic!("level {n}: {e:?}"));
-    let graph = expand(&manifest, Target::Local, PLACEMENT).unwrap();
+    let graph = expand(&Topology::from_manifest(&manifest), PLACEMENT).unwrap();
     let got = describe(&graph);
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/local-level-{n}.txt"));
     if std::env::var_os("SCALECTL_BLESS").is_some() {

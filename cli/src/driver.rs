@@ -1,0 +1,47 @@
+//! The drivers: the one module of `cli/src` that names a provider crate (a rule in
+//! ARCHITECTURE.md). A command asks here for a target's resources and provider, and for
+//! the few machine services the local crate owns (slots, atomic files, program lookup),
+//! so that adding a target means adding a match arm here, not touching every command.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use scalectl_core::{Graph, Manifest, Provider, Target, Topology};
+use scalectl_local::{LocalProvider, Placement};
+
+pub use scalectl_local::fsutil::{remove_dir, write_atomic};
+pub use scalectl_local::health::http as http_probe;
+pub use scalectl_local::tools::{self, Program};
+
+/// The desired resources of `manifest` on `target`; `slot` places a local environment
+/// (0 when none is claimed yet: a plan of an environment that does not exist).
+pub fn desired(manifest: &Manifest, target: Target, slot: u8) -> Result<Graph> {
+    let topology = Topology::from_manifest(manifest);
+    match target {
+        Target::Local => Ok(scalectl_local::expand(&topology, Placement { slot })?),
+        other => bail!("target {other} is not implemented yet; use --target local"),
+    }
+}
+
+/// The provider for an environment on `target`, over the resources in `graph`.
+pub fn provider(env_dir: &Path, name: &str, target: Target, slot: u8, graph: Graph) -> Result<Box<dyn Provider>> {
+    match target {
+        Target::Local => Ok(Box::new(LocalProvider::new(name, env_dir, Placement { slot }, graph)?)),
+        other => bail!("target {other} is not implemented yet; use --target local"),
+    }
+}
+
+/// Claims a machine-wide loopback block for a new local environment.
+pub fn claim_slot(env_dir: &Path) -> Result<u8> {
+    scalectl_local::slots::claim(env_dir)
+}
+
+pub fn release_slot(slot: u8, env_dir: &Path) {
+    scalectl_local::slots::release(slot, env_dir)
+}
+
+/// Runs `sql` on the primary's shop database of a local environment.
+pub fn shop_sql(env_dir: &Path, name: &str, slot: u8, graph: Graph, sql: &str) -> Result<String> {
+    let provider = LocalProvider::new(name, env_dir, Placement { slot }, graph)?;
+    scalectl_local::ops::shop_sql(provider.env(), sql)
+}
