@@ -19,6 +19,12 @@ fn shop_checkout(base: &str) {
     assert_eq!(s.order_ids(), vec![order]);
 }
 
+/// The session a process belongs to (field 6 of /proc/PID/stat).
+fn session(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(") ").unwrap().1.split(' ').nth(3).unwrap().parse().unwrap()
+}
+
 fn component_pids(status: &Value) -> Vec<u32> {
     status["components"].as_array().unwrap().iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect()
 }
@@ -44,6 +50,10 @@ fn level_1_comes_up_serves_a_checkout_and_goes_away_without_a_trace() {
     assert_eq!(status["healthy"], true, "{status}");
     let pids = component_pids(&status);
     assert!(pids.len() >= 3, "postgres, shop and worker have pids: {status}");
+    let ours = session(std::process::id());
+    for pid in &pids {
+        assert_ne!(session(*pid), ours, "process {pid} shares the session of whoever ran `up`, and dies with it");
+    }
     let state = std::fs::read_to_string(home.env_dir(&env).join("state.json")).unwrap();
     let secret = std::fs::read_to_string(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap();
     assert!(!state.contains(secret.trim()), "the password never reaches the state file");

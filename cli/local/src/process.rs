@@ -3,7 +3,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -13,18 +12,40 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-/// Starts `cmd` detached from the CLI (own process group, no stdin, output appended to
-/// `log`) and records its pid in `pid_file`.
-pub fn spawn_detached(mut cmd: Command, log: &Path, pid_file: &Path) -> Result<u32> {
+/// Starts `cmd` detached from the CLI (in a session of its own, no stdin, output
+/// appended to `log`) and records its pid in `pid_file`.
+///
+/// A session of its own, as pg_ctl gives PostgreSQL: a terminal that closes or a CI
+/// runner that kills the session that ran `scalectl up` must not take half an
+/// environment with it. `setsid` (util-linux) calls setsid(2) and execs in place, since
+/// the child is not a process group leader, so the recorded pid is the server's.
+pub fn spawn_detached(cmd: Command, log: &Path, pid_file: &Path) -> Result<u32> {
     let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    let mut cmd = exec_via(Command::new("setsid"), &cmd);
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let child = cmd.spawn().with_context(|| format!("starting {:?}", cmd.get_program()))?;
     let pid = child.id();
     crate::fsutil::write_atomic(pid_file, format!("{pid}\n").as_bytes(), 0o644)?;
     // The child is reparented to init when the CLI exits; it is reaped there.
     drop(child);
     Ok(pid)
+}
+
+/// `wrapper` with `cmd` appended as the program it execs: `cmd`'s program, arguments,
+/// environment and working directory carried over.
+pub fn exec_via(mut wrapper: Command, cmd: &Command) -> Command {
+    wrapper.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapper.env(k, v),
+            None => wrapper.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrapper.current_dir(d);
+    }
+    wrapper
 }
 
 /// The pid recorded in `pid_file` if that process is alive and runs `program`.

@@ -96,15 +96,5 @@ pub fn launch(cmd: Command, who: Option<&RunAs>, procs: Option<std::path::PathBu
         w.arg("setpriv").arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).args(["--clear-groups", "--"]);
         w.env("HOME", "/tmp").env("USER", &u.name);
     }
-    w.arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => w.env(k, v),
-            None => w.env_remove(k),
-        };
-    }
-    if let Some(d) = cmd.get_current_dir() {
-        w.current_dir(d);
-    }
-    w
+    crate::process::exec_via(w, &cmd)
 }
