@@ -33,6 +33,17 @@ fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
 }
 
 #[test]
+fn a_postgres_version_that_is_not_installed_is_refused_before_anything_starts() {
+    let home = Home::new();
+    let env = home.env("v99");
+    let out = home.expect(2, &["up", "--level", "1", "--env", &env, "--set", "spec.postgres.version=99"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("PostgreSQL 99 (spec.postgres.version) is not installed; found "), "{err}");
+    assert!(err.contains("Install postgresql-99, or set spec.postgres.version to \""), "{err}");
+    assert!(!home.env_dir(&env).exists(), "nothing was created");
+}
+
+#[test]
 fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
     let home = Home::new();
     let env = home.env("l4");

@@ -975,6 +975,15 @@ mod tests {
     }
 
     #[test]
+    fn a_second_region_without_ha_is_refused_rather_than_left_an_empty_primary() {
+        let mut s = base();
+        s.overlay("regions.yaml", "spec:\n  regions:\n    - name: r1\n      primary: true\n    - name: r2\n");
+        let errs = errors(s);
+        let ha = errs.iter().find(|e| e.path == "spec.postgres.ha").unwrap_or_else(|| panic!("{errs:?}"));
+        assert!(ha.message.contains("2 regions need `ha: patroni`"), "{ha}");
+    }
+
+    #[test]
     fn syntax_errors_stop_with_one_located_error() {
         let errs = errors(Sources::new("m.yaml", "apiVersion: x\nspec: [\n"));
         assert_eq!(errs.len(), 1);

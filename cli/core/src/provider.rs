@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::target::Target;
-use crate::graph::{Resource, ResourceKind};
+use crate::graph::{Graph, Resource, ResourceKind};
 use crate::plan::{Action, Observed};
 
 pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
@@ -17,6 +17,12 @@ pub trait Provider: Sync {
 
     /// Whether this provider can run resources of `kind` yet.
     fn supports(&self, kind: ResourceKind) -> bool;
+
+    /// Problems that would stop `up` part-way, found before anything starts (a
+    /// PostgreSQL version this machine lacks, say); each says what to do.
+    fn preflight(&self, _graph: &Graph) -> Vec<String> {
+        Vec::new()
+    }
 
     /// What is running for `resource` right now. Cheap: `plan` calls it for every resource.
     fn observe(&self, resource: &Resource) -> Observed;

@@ -40,6 +40,12 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
     if standbys > 0 && pg.ha == HaMode::None {
         bad("spec.postgres.ha", format!("{standbys} replica(s) need `ha: patroni` to follow and replace the primary"));
     }
+    if s.regions.len() > 1 && pg.ha == HaMode::None {
+        bad(
+            "spec.postgres.ha",
+            format!("{} regions need `ha: patroni`: the replica each other region reads from is a Patroni member that follows the primary", s.regions.len()),
+        );
+    }
     if pg.ha == HaMode::Patroni && pg.replicas.synchronous == 0 && pg.replicas.asynchronous == 0 {
         bad("spec.postgres.replicas", "`ha: patroni` needs at least one replica to fail over to".into());
     }

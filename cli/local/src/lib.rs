@@ -107,6 +107,17 @@ impl Provider for LocalProvider {
         kind != ResourceKind::CitusWorker
     }
 
+    fn preflight(&self, graph: &Graph) -> Vec<String> {
+        let mut problems: Vec<String> = graph
+            .resources
+            .iter()
+            .filter(|r| matches!(r.kind, ResourceKind::Postgres | ResourceKind::PatroniNode))
+            .filter_map(|r| tools::server_bindir(r.prop("version").unwrap_or("15")).err().map(|e| e.to_string()))
+            .collect();
+        problems.dedup();
+        problems
+    }
+
     fn observe(&self, r: &Resource) -> Observed {
         let env = &self.env;
         match r.kind {

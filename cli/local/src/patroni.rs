@@ -62,7 +62,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "scope": format!("{}-{}", env.name, r.prop("cluster").unwrap_or("r1")),
         "name": member_name(r),
         "port": r.port.unwrap_or(5432),
-        "bindir": tools::pg_bindir().context("PostgreSQL's server programs not found; install postgresql")?,
+        "bindir": tools::server_bindir(r.prop("version").unwrap_or("15"))?,
         "etcd": etcd_addr,
         "cluster_parameters": cluster_parameters(r),
     });

@@ -34,6 +34,11 @@ fn bin(name: &str) -> Result<PathBuf> {
     tools::find(name).with_context(|| format!("`{name}` not found; install PostgreSQL with `apt-get install postgresql` (see `scalectl doctor`)"))
 }
 
+/// A server program of the major version `node` asks for.
+fn server_bin(node: &Resource, name: &str) -> Result<PathBuf> {
+    Ok(tools::server_bindir(node.prop("version").unwrap_or("15"))?.join(name))
+}
+
 fn port(r: &Resource) -> u16 {
     r.port.unwrap_or(crate::expand::ports::POSTGRES)
 }
@@ -81,7 +86,7 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
         let tmp = p.dir.join("data.init");
         fsutil::remove_dir(&tmp)?;
         fsutil::remove_dir(&p.data)?;
-        let mut cmd = Command::new(bin("initdb")?);
+        let mut cmd = Command::new(server_bin(r, "initdb")?);
         cmd.arg("-D").arg(&tmp).args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"]);
         process::run(as_user(cmd, who), "initdb")?;
         std::fs::rename(&tmp, &p.data)?;
@@ -122,7 +127,7 @@ pub fn stop(env: &Env, r: &Resource) -> Result<()> {
 
 fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
     let p = paths(env, r);
-    let mut cmd = Command::new(bin("pg_ctl")?);
+    let mut cmd = Command::new(server_bin(r, "pg_ctl")?);
     cmd.args(args).arg("-D").arg(&p.data).arg("-l").arg(&p.log).args(["-w", "-t", "60", "-s"]);
     // The server pg_ctl starts inherits pg_ctl's cgroup.
     let cmd = crate::user::launch(cmd, env.run_as.as_ref(), crate::cgroup::procs_file(env, r));

@@ -70,6 +70,36 @@ pub fn pg_bindir() -> Option<PathBuf> {
     versions.pop().map(|(_, p)| p).or_else(|| in_path("initdb").and_then(|p| p.parent().map(Path::to_path_buf)))
 }
 
+/// The server programs of PostgreSQL `version` (`spec.postgres.version`):
+/// `$SCALECTL_PG_BINDIR` when set (the user chose), else Debian's
+/// `/usr/lib/postgresql/VERSION/bin`. A version that is not installed is an error that
+/// names the ones that are, rather than a silent run of another major version.
+pub fn server_bindir(version: &str) -> anyhow::Result<PathBuf> {
+    if let Some(d) = env::var_os("SCALECTL_PG_BINDIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let dir = Path::new("/usr/lib/postgresql").join(version).join("bin");
+    if dir.join("initdb").is_file() {
+        return Ok(dir);
+    }
+    let mut installed: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("bin/initdb").is_file())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    installed.sort();
+    match installed.last() {
+        Some(newest) => anyhow::bail!(
+            "PostgreSQL {version} (spec.postgres.version) is not installed; found {}. Install postgresql-{version}, \
+             or set spec.postgres.version to \"{newest}\"",
+            installed.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        None => anyhow::bail!("PostgreSQL {version} is not installed; install it with `apt-get install postgresql-{version}`"),
+    }
+}
+
 /// The shop binary: `$SCALECTL_SHOP_BIN`, else beside scalectl (cargo builds both into
 /// one folder), else PATH.
 pub fn shop_binary() -> Option<PathBuf> {

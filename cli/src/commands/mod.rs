@@ -119,6 +119,10 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
             provider.target()
         );
     }
+    let problems = provider.preflight(graph);
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
     if provider.target() == Target::Local {
         let missing = info::missing_programs(graph.resources.iter().map(|r| r.kind));
         if !missing.is_empty() {
