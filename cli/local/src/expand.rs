@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use scalectl_core::graph::{Graph, GraphError, Resource, ResourceKind};
 use scalectl_core::manifest::{Exporter, Failover};
-use scalectl_core::topology::{DbCluster, MemberRole, Topology, rate_text};
+use scalectl_core::topology::{DbCluster, MAIN_CLUSTER, MemberRole, Topology, rate_text};
 use serde::{Deserialize, Serialize};
 
 /// Where an environment's processes live on the local target: its slot `S` gives it the
@@ -22,6 +22,26 @@ impl Placement {
     pub fn address(self, region: usize, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(127, self.slot, region as u8 + 1, host)
     }
+
+    /// Host `N` of database cluster `C` (0-based, in the topology's order) in region `R`:
+    /// the first cluster shares the region's /24 (127.S.R.N, as before clusters were
+    /// named); cluster C has its own, 127.S.(R + 16·C).N, so clusters never collide.
+    pub fn cluster_address(self, cluster: usize, region: usize, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.slot, (region + 1 + CLUSTER_STRIDE * cluster) as u8, host)
+    }
+}
+
+/// Third-octet distance between database clusters' blocks; regions are at most 4.
+const CLUSTER_STRIDE: usize = 16;
+
+/// At most this many database clusters fit the third octet (15 × 16 + 4 < 256).
+pub const MAX_CLUSTERS: usize = 15;
+
+/// How a database cluster's parts are named in a region: the main cluster's keep the
+/// names they had before clusters were named (`r1` in `postgres/r1-pg-1`, `etcd/r1`,
+/// Patroni scope `ENV-r1`); another cluster's carry its name (`r1-shard-2`).
+fn scoped(region: &str, cluster: &DbCluster) -> String {
+    if cluster.name == MAIN_CLUSTER { region.to_string() } else { format!("{region}-{}", cluster.name) }
 }
 
 /// Well-known ports; each host has its own address, so they repeat without colliding.
@@ -60,7 +80,7 @@ mod hosts {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExpandError {
-    #[error("too many {what} for one region's address block ({count}, at most {max})")]
+    #[error("too many {what} for the local target's address plan ({count}, at most {max})")]
     TooMany { what: &'static str, count: usize, max: usize },
     #[error(transparent)]
     Graph(#[from] GraphError),
@@ -71,37 +91,22 @@ pub enum ExpandError {
 pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> {
     let mut out = Vec::new();
     let primary = t.primary_region();
-    let cluster = &t.clusters[0];
-
-    // The data tier lives in the primary region; other regions get a replica to read from.
-    let db = data_tier(t, cluster, placement, &mut out)?;
-    let database = format!("database/{}", t.database.name);
-    out.push(Resource {
-        id: database.clone(),
-        kind: ResourceKind::Database,
-        region: primary.name.clone(),
-        address: None,
-        port: None,
-        depends_on: db.writers.clone(),
-        props: props([
-            ("name", t.database.name.clone()),
-            ("owner", t.database.owner.clone()),
-            ("extensions", t.database.extensions.join(",")),
-            ("partition_orders", format!("{:?}", t.database.partition_orders).to_lowercase()),
-            ("premake", t.database.premake.to_string()),
-        ]),
-    });
+    if t.clusters.len() > MAX_CLUSTERS {
+        return Err(ExpandError::TooMany { what: "database clusters", count: t.clusters.len(), max: MAX_CLUSTERS });
+    }
     let partition_premake = t.database.partitions_ahead().to_string();
-    let migration = format!("migration/{}", t.database.name);
-    out.push(Resource {
-        id: migration.clone(),
-        kind: ResourceKind::Migration,
-        region: primary.name.clone(),
-        address: None,
-        port: None,
-        depends_on: vec![database.clone()],
-        props: props([("database", database), ("order_partitions_premake", partition_premake.clone())]),
-    });
+    // Each cluster's data tier lives in its home region; other regions get a replica to
+    // read from. Every cluster holds the shop's database, created and migrated there.
+    let mut tiers = Vec::new();
+    for (ci, cluster) in t.clusters.iter().enumerate() {
+        let db = data_tier(t, ci, cluster, placement, &mut out)?;
+        let migration = database_and_migration(t, cluster, &db, &partition_premake, &mut out);
+        tiers.push((db, migration));
+    }
+    // Shops reach the first cluster; routing them by shard key to the others comes with
+    // the sharded level.
+    let (db, migration) = &tiers[0];
+    let migration = migration.clone();
 
     let mut scrape: Vec<(String, String)> = Vec::new();
     for region in &t.regions {
@@ -206,12 +211,15 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             out.push(exporter(&region.name, address, ports::REDIS_EXPORTER, "redis", r));
         }
     }
-    scrape.extend(db.scrape);
+    for (db, _) in &tiers {
+        scrape.extend(db.scrape.iter().cloned());
+    }
     if t.observability.exporters.contains(&Exporter::Postgres) {
-        for (i, node) in db.nodes.iter().enumerate() {
-            let address = placement.address(primary.index, hosts::PG_FIRST + i as u8);
-            scrape.push(("postgres".into(), format!("{address}:{}", ports::POSTGRES_EXPORTER)));
-            out.push(exporter(&primary.name, address, ports::POSTGRES_EXPORTER, "postgres", node));
+        for (db, _) in &tiers {
+            for (node, address) in &db.nodes {
+                scrape.push(("postgres".into(), format!("{address}:{}", ports::POSTGRES_EXPORTER)));
+                out.push(exporter(&db.home, *address, ports::POSTGRES_EXPORTER, "postgres", node));
+            }
         }
     }
     if t.observability.exporters.contains(&Exporter::Node) {
@@ -257,6 +265,39 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
     Ok(Graph::new(out)?)
 }
 
+/// The shop's database on `cluster` and the migration that shapes it; returns the
+/// migration's id. The main cluster's keep their ids (`database/shop`, `migration/shop`).
+fn database_and_migration(t: &Topology, cluster: &DbCluster, db: &DataTier, premake: &str, out: &mut Vec<Resource>) -> String {
+    let suffix = if cluster.name == MAIN_CLUSTER { String::new() } else { format!("@{}", cluster.name) };
+    let database = format!("database/{}{suffix}", t.database.name);
+    out.push(Resource {
+        id: database.clone(),
+        kind: ResourceKind::Database,
+        region: cluster.home_region.clone(),
+        address: None,
+        port: None,
+        depends_on: db.writers.clone(),
+        props: props([
+            ("name", t.database.name.clone()),
+            ("owner", t.database.owner.clone()),
+            ("extensions", t.database.extensions.join(",")),
+            ("partition_orders", format!("{:?}", t.database.partition_orders).to_lowercase()),
+            ("premake", t.database.premake.to_string()),
+        ]),
+    });
+    let migration = format!("migration/{}{suffix}", t.database.name);
+    out.push(Resource {
+        id: migration.clone(),
+        kind: ResourceKind::Migration,
+        region: cluster.home_region.clone(),
+        address: None,
+        port: None,
+        depends_on: vec![database.clone()],
+        props: props([("database", database), ("order_partitions_premake", premake.to_string())]),
+    });
+    migration
+}
+
 /// What the rest of the topology needs to know about the database tier.
 struct DataTier {
     /// Resources that must be up before the database can be created.
@@ -268,14 +309,18 @@ struct DataTier {
     read_database: String,
     /// The pooler, which the shop's processes depend on.
     pooler: Option<String>,
-    /// The home region's PostgreSQL nodes, primary first.
-    nodes: Vec<String>,
+    /// The cluster's home region.
+    home: String,
+    /// The home region's PostgreSQL nodes and their addresses, primary first.
+    nodes: Vec<(String, Ipv4Addr)>,
     scrape: Vec<(String, String)>,
 }
 
-fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut Vec<Resource>) -> Result<DataTier, ExpandError> {
+fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement, out: &mut Vec<Resource>) -> Result<DataTier, ExpandError> {
     let home = t.site(&cluster.home_region).unwrap_or(t.primary_region());
     let ri = home.index;
+    let scope = scoped(&home.name, cluster);
+    let at = |region: usize, host: u8| placement.cluster_address(ci, region, host);
     let standbys = cluster.local_standbys();
     let count = 1 + standbys;
     let remote_replicas = cluster.remote_members().count();
@@ -298,13 +343,15 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
             ("shared_preload_libraries", pg.shared_preload_libraries.join(",")),
         ])
     };
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<String> = Vec::new();
+    let mut addresses = Vec::new();
     let mut scrape = Vec::new();
-    let etcd_id = format!("etcd/{}", home.name);
+    // Each cluster has its own consensus store and Patroni scope.
+    let etcd_id = format!("etcd/{scope}");
     // Patroni's settings, the same on every member; `nosync` keeps a member from ever
     // being picked as the synchronous standby.
     let patroni = |p: &mut BTreeMap<String, String>, f: &Failover, nosync: bool| {
-        p.insert("cluster".into(), home.name.clone());
+        p.insert("cluster".into(), scope.clone());
         p.insert("synchronous_mode".into(), (cluster.synchronous > 0).to_string());
         p.insert("synchronous_node_count".into(), cluster.synchronous.max(1).to_string());
         p.insert("nosync".into(), nosync.to_string());
@@ -319,15 +366,15 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
             id: etcd_id.clone(),
             kind: ResourceKind::Etcd,
             region: home.name.clone(),
-            address: Some(placement.address(ri, hosts::ETCD)),
+            address: Some(at(ri, hosts::ETCD)),
             port: Some(ports::ETCD_CLIENT),
             depends_on: vec![],
             props: props([("members", "1".to_string())]),
         });
     }
     for member in cluster.home_members() {
-        let id = format!("postgres/{}-pg-{}", home.name, member.ordinal);
-        let address = placement.address(ri, hosts::PG_FIRST + member.ordinal - 1);
+        let id = format!("postgres/{scope}-pg-{}", member.ordinal);
+        let address = at(ri, hosts::PG_FIRST + member.ordinal - 1);
         let mut p = settings(member.role);
         let (kind, deps) = match &cluster.ha {
             Some(f) => {
@@ -351,6 +398,7 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
             props: p,
         });
         nodes.push(id);
+        addresses.push(address);
     }
     for member in cluster.remote_members() {
         let site = t.site(&member.region).unwrap_or(home);
@@ -361,10 +409,10 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
             patroni(&mut p, f, true);
         }
         out.push(Resource {
-            id: format!("postgres/{}-pg-{}", site.name, member.ordinal),
+            id: format!("postgres/{}-pg-{}", scoped(&site.name, cluster), member.ordinal),
             kind: if cluster.ha.is_some() { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
             region: site.name.clone(),
-            address: Some(placement.address(site.index, hosts::PG_FIRST + member.ordinal - 1)),
+            address: Some(at(site.index, hosts::PG_FIRST + member.ordinal - 1)),
             port: Some(ports::POSTGRES),
             depends_on: vec![nodes[0].clone()],
             props: p,
@@ -373,7 +421,7 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
     let mut writers = nodes.clone();
     if let Some(sharding) = &cluster.sharding {
         for w in 0..sharding.workers.min(60) {
-            let id = format!("citus-worker/{}-{}", home.name, w + 1);
+            let id = format!("citus-worker/{scope}-{}", w + 1);
             let mut p = settings(MemberRole::Primary);
             p.insert("role".into(), "citus-worker".into());
             p.insert("shard_count".into(), sharding.shard_count.to_string());
@@ -382,7 +430,7 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
                 id: id.clone(),
                 kind: ResourceKind::CitusWorker,
                 region: home.name.clone(),
-                address: Some(placement.address(ri, hosts::CITUS_FIRST + w)),
+                address: Some(at(ri, hosts::CITUS_FIRST + w)),
                 port: Some(ports::POSTGRES),
                 depends_on: vec![],
                 props: p,
@@ -395,8 +443,8 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
     // REST API calls the primary and reads to the replicas; everything else connects to
     // the router and follows a failover without being reconfigured.
     let router = if cluster.ha.is_some() {
-        let id = format!("haproxy/{}-db", home.name);
-        let address = placement.address(ri, hosts::DB_ROUTER);
+        let id = format!("haproxy/{scope}-db");
+        let address = at(ri, hosts::DB_ROUTER);
         scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
         out.push(Resource {
             id: id.clone(),
@@ -422,8 +470,8 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
     let mut read_database = t.database.name.clone();
     let mut pooler = None;
     if let Some(pool) = t.pooler_of(&cluster.name) {
-        let id = format!("pgbouncer/{}", home.name);
-        let address = placement.address(ri, hosts::PGBOUNCER);
+        let id = format!("pgbouncer/{scope}");
+        let address = at(ri, hosts::PGBOUNCER);
         let mut p = props([
             ("pool_mode", format!("{:?}", pool.mode).to_lowercase()),
             ("default_pool_size", pool.default_pool_size.to_string()),
@@ -454,7 +502,8 @@ fn data_tier(t: &Topology, cluster: &DbCluster, placement: Placement, out: &mut 
     if standbys == 0 {
         read_database = t.database.name.clone();
     }
-    Ok(DataTier { writers, write_endpoint, read_endpoint, read_database, pooler, nodes, scrape })
+    let nodes = nodes.into_iter().zip(addresses).collect();
+    Ok(DataTier { writers, write_endpoint, read_endpoint, read_database, pooler, home: home.name.clone(), nodes, scrape })
 }
 
 fn exporter(region: &str, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {
@@ -472,4 +521,64 @@ fn exporter(region: &str, address: Ipv4Addr, port: u16, what: &str, of: &str) ->
 
 fn props<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use scalectl_core::Sources;
+    use scalectl_core::levels::level;
+
+    use super::*;
+
+    fn level_3() -> Topology {
+        let l = level(3).unwrap();
+        Topology::from_manifest(&Sources::new(l.file, l.manifest).load().unwrap())
+    }
+
+    #[test]
+    fn a_second_cluster_in_a_region_gets_its_own_names_scope_consensus_and_addresses() {
+        let mut t = level_3();
+        let mut shard = t.clusters[0].clone();
+        shard.name = "shard-2".into();
+        t.clusters.push(shard);
+        let mut pooler = t.poolers[0].clone();
+        pooler.cluster = "shard-2".into();
+        t.poolers.push(pooler);
+        let g = expand(&t, Placement { slot: 9 }).unwrap();
+
+        let ids: BTreeSet<&str> = g.resources.iter().map(|r| r.id.as_str()).collect();
+        for id in ["etcd/r1", "postgres/r1-pg-1", "haproxy/r1-db", "pgbouncer/r1", "database/shop", "migration/shop"] {
+            assert!(ids.contains(id), "the first cluster keeps {id}");
+        }
+        for id in ["etcd/r1-shard-2", "postgres/r1-shard-2-pg-3", "haproxy/r1-shard-2-db", "pgbouncer/r1-shard-2", "database/shop@shard-2", "migration/shop@shard-2"] {
+            assert!(ids.contains(id), "the second cluster has {id}: {ids:?}");
+        }
+        let second = g.get("postgres/r1-shard-2-pg-1").unwrap();
+        assert_eq!(second.prop("cluster"), Some("r1-shard-2"), "its own Patroni scope");
+        assert_eq!(second.prop("etcd"), Some("etcd/r1-shard-2"), "its own consensus store");
+        assert_eq!(second.address, Some(Ipv4Addr::new(127, 9, 17, 1)));
+        let router = g.get("haproxy/r1-shard-2-db").unwrap();
+        assert_eq!(router.prop("backends"), Some("postgres/r1-shard-2-pg-1,postgres/r1-shard-2-pg-2,postgres/r1-shard-2-pg-3"));
+
+        let mut endpoints = BTreeSet::new();
+        for r in &g.resources {
+            if let (Some(e), false) = (r.endpoint(), r.kind == ResourceKind::Exporter) {
+                assert!(endpoints.insert(e.clone()), "{} listens on {e}, which another resource has", r.id);
+            }
+        }
+    }
+
+    #[test]
+    fn clusters_beyond_the_address_plan_are_refused() {
+        let mut t = level_3();
+        for i in 0..MAX_CLUSTERS {
+            let mut c = t.clusters[0].clone();
+            c.name = format!("s{i}");
+            t.clusters.push(c);
+        }
+        let e = expand(&t, Placement { slot: 9 }).unwrap_err();
+        assert_eq!(e, ExpandError::TooMany { what: "database clusters", count: MAX_CLUSTERS + 1, max: MAX_CLUSTERS });
+    }
 }
