@@ -57,7 +57,9 @@ fn shipped_experiments_list_and_validate_and_a_bad_one_is_located() {
     }
     home.expect(0, &["chaos", "validate", "primary-loss", "switchover"]);
     let bad = home.root.parent().unwrap().join("bad.yaml");
-    let text = std::fs::read_to_string(format!("{}/chaos/primary-loss.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap().replace("kind: node-loss", "kind: node-los");
+    let text = std::fs::read_to_string(format!("{}/chaos/primary-loss.yaml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace("kind: node-loss", "kind: node-los");
     std::fs::write(&bad, &text).unwrap();
     let out = home.expect(1, &["chaos", "validate", bad.to_str().unwrap()]);
     let report = support::text(&out.stdout);
@@ -126,7 +128,8 @@ fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
     for (name, fault_at, fault_for) in [("partition-primary-from-replicas", "5s", "8s"), ("flash-sale-under-failover", "5s", "10s")] {
         let experiment = short(&home, name, "22s", fault_at, fault_for);
         let out = home.run(&["chaos", "run", &experiment, "--env", &env, "-q", "-o", "json"]);
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+        let report: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name}: {e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
         assert_eq!(out.status.code(), Some(0), "{name} passes: {report:#}");
         assert_eq!(report["runs"][0]["rpo"], 0, "{name}: no acknowledged write lost");
         eprintln!("{name}: {}", report["runs"][0]["text"].as_str().unwrap_or(""));

@@ -13,7 +13,8 @@ fn load(home: &Home, args: &[&str]) -> (i32, Value) {
     all.extend(["-o", "json", "-q"]);
     let out = home.run(&all);
     let code = out.status.code().unwrap_or(-1);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}; exit {code}\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr)));
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}; exit {code}\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr)));
     (code, report)
 }
 
@@ -46,10 +47,17 @@ fn a_flash_sale_on_level_1_sells_exactly_its_units() {
 
     // And independently of scalectl's own checks, straight from the database.
     let sale = flash["sale_id"].as_i64().unwrap();
-    let db = psql(&home, &env, "postgres/r1-pg-1", "shop", &format!("SELECT remaining, (SELECT count(*) FROM flash_purchases WHERE sale_id = {sale}) FROM flash_sales WHERE id = {sale}"));
+    let db = psql(
+        &home,
+        &env,
+        "postgres/r1-pg-1",
+        "shop",
+        &format!("SELECT remaining, (SELECT count(*) FROM flash_purchases WHERE sale_id = {sale}) FROM flash_sales WHERE id = {sale}"),
+    );
     assert_eq!(db, "0|50");
     let product = flash["product_id"].as_i64().unwrap();
-    let ordered = psql(&home, &env, "postgres/r1-pg-1", "shop", &format!("SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = {product}"));
+    let ordered =
+        psql(&home, &env, "postgres/r1-pg-1", "shop", &format!("SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = {product}"));
     assert_eq!(ordered, "50", "one order line per winner, none for anyone else");
 
     // A second sale with the same seed reuses the buyers (no registration, no login).

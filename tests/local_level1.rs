@@ -57,7 +57,8 @@ fn level_1_comes_up_serves_a_checkout_and_goes_away_without_a_trace() {
     let state = std::fs::read_to_string(home.env_dir(&env).join("state.json")).unwrap();
     let secret = std::fs::read_to_string(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap();
     assert!(!state.contains(secret.trim()), "the password never reaches the state file");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(home.env_dir(&env).join("secrets/postgres-shop.password")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
     let env_dir = home.env_dir(&env);
@@ -189,7 +190,11 @@ fn keep_data_stops_processes_and_the_next_up_finds_the_orders() {
     let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
     let base = up["endpoints"]["shop"].as_str().unwrap().to_string();
     let http = reqwest::blocking::Client::new();
-    let r = http.post(format!("{base}/register")).json(&json!({"email": "k@example.com", "password": "correct horse battery", "roles": "buyer"})).send().unwrap();
+    let r = http
+        .post(format!("{base}/register"))
+        .json(&json!({"email": "k@example.com", "password": "correct horse battery", "roles": "buyer"}))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201);
     home.expect(0, &["down", "--env", &env, "--keep-data", "-q"]);
     assert!(http.get(format!("{base}/healthz")).send().is_err(), "the shop is stopped");

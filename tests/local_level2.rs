@@ -58,14 +58,16 @@ fn level_2_serves_checkouts_through_haproxy_and_pgbouncer_and_finds_slow_queries
     let jobs = eventually(Duration::from_secs(30), "every scrape target up", || {
         let t: Value = reqwest::blocking::get(format!("{prometheus}/api/v1/targets")).ok()?.json().ok()?;
         let targets = t["data"]["activeTargets"].as_array()?.clone();
-        (!targets.is_empty() && targets.iter().all(|t| t["health"] == "up")).then(|| targets.iter().map(|t| t["labels"]["job"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+        (!targets.is_empty() && targets.iter().all(|t| t["health"] == "up"))
+            .then(|| targets.iter().map(|t| t["labels"]["job"].as_str().unwrap().to_string()).collect::<Vec<_>>())
     });
     for job in ["shop", "postgres", "haproxy", "node"] {
         assert!(jobs.iter().any(|j| j == job), "{job} is scraped: {jobs:?}");
     }
     assert_eq!(jobs.iter().filter(|j| *j == "shop").count(), 2);
     let rules: Value = reqwest::blocking::get(format!("{prometheus}/api/v1/rules")).unwrap().json().unwrap();
-    let names: Vec<&str> = rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).filter_map(|r| r["name"].as_str()).collect();
+    let names: Vec<&str> =
+        rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).filter_map(|r| r["name"].as_str()).collect();
     for rule in ["shop:errors:ratio_rate5m", "shop:latency_seconds:p95_5m", "ShopLatencyP95AboveSLO", "ShopErrorBudgetBurnFast"] {
         assert!(names.contains(&rule), "{rule} is loaded: {names:?}");
     }
@@ -76,7 +78,8 @@ fn level_2_serves_checkouts_through_haproxy_and_pgbouncer_and_finds_slow_queries
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap().replace("$environment", &env);
-            let r: Value = reqwest::blocking::Client::new().get(format!("{prometheus}/api/v1/query")).query(&[("query", &expr)]).send().unwrap().json().unwrap();
+            let r: Value =
+                reqwest::blocking::Client::new().get(format!("{prometheus}/api/v1/query")).query(&[("query", &expr)]).send().unwrap().json().unwrap();
             assert_eq!(r["status"], "success", "panel {}: {expr}: {r}", panel["title"]);
         }
     }

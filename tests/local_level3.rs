@@ -26,12 +26,15 @@ fn member_with_role(home: &Home, env: &str, role: &str) -> Option<String> {
 fn assert_orders_intact(home: &Home, env: &str, s: &Shopper, acknowledged: &[(String, i64)], initial_stock: i64) {
     let leader = leader(home, env).expect("a leader");
     for (key, id) in acknowledged {
-        let found = psql(home, env, &leader, "shop", &format!("SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id WHERE o.id = {id}"));
+        let found =
+            psql(home, env, &leader, "shop", &format!("SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id WHERE o.id = {id}"));
         assert_eq!(found, "1", "acknowledged order {id} (key {key}) exists exactly once with its payment");
     }
     let per_key = psql(home, env, &leader, "shop", "SELECT count(*) - count(DISTINCT idempotency_key) FROM orders WHERE idempotency_key IS NOT NULL");
     assert_eq!(per_key, "0", "no idempotency key made two orders");
-    let sold: i64 = psql(home, env, &leader, "shop", &format!("SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = {}", s.product)).parse().unwrap();
+    let sold: i64 = psql(home, env, &leader, "shop", &format!("SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = {}", s.product))
+        .parse()
+        .unwrap();
     let stock: i64 = psql(home, env, &leader, "shop", &format!("SELECT stock FROM products WHERE id = {}", s.product)).parse().unwrap();
     assert!(stock >= 0);
     assert_eq!(sold + stock, initial_stock, "sold + remaining = initial");
@@ -61,7 +64,11 @@ fn level_3_keeps_every_acknowledged_order_through_failover_and_switchover() {
     let replica_commits = || -> i64 {
         ["postgres/r1-pg-2", "postgres/r1-pg-3"]
             .iter()
-            .map(|n| psql(&home, &env, n, "postgres", "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'shop'").parse::<i64>().unwrap())
+            .map(|n| {
+                psql(&home, &env, n, "postgres", "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'shop'")
+                    .parse::<i64>()
+                    .unwrap()
+            })
             .sum()
     };
     let before = replica_commits();

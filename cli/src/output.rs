@@ -79,13 +79,7 @@ pub fn print_plan(plan: &Plan, env: &str, out: &mut impl Write) -> std::io::Resu
         };
         writeln!(out, "  {} {:<34} {what}: {}", step.action.sign(), step.id, step.reason)?;
         for c in &step.changes {
-            writeln!(
-                out,
-                "      ~ {}: {} → {}",
-                c.field,
-                c.from.as_deref().unwrap_or("(none)"),
-                c.to.as_deref().unwrap_or("(none)")
-            )?;
+            writeln!(out, "      ~ {}: {} → {}", c.field, c.from.as_deref().unwrap_or("(none)"), c.to.as_deref().unwrap_or("(none)"))?;
         }
     }
     let s = plan.summary();
@@ -140,7 +134,11 @@ pub fn json(value: &impl serde::Serialize, out: &mut impl Write) -> std::io::Res
 
 /// The results of validating several sources (manifests, experiments): each one's
 /// problems with their locations, or `valid`. Returns the exit code: 1 when any has one.
-pub fn print_validation(results: &[(String, Vec<scalectl_core::Diagnostic>)], format: Format, out: &mut impl Write) -> std::io::Result<std::process::ExitCode> {
+pub fn print_validation(
+    results: &[(String, Vec<scalectl_core::Diagnostic>)],
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<std::process::ExitCode> {
     let problems: usize = results.iter().map(|(_, d)| d.len()).sum();
     match format {
         Format::Json => {

@@ -33,9 +33,13 @@ impl Shopper {
         };
         let (seller, buyer) = (login("seller@example.com"), login("buyer@example.com"));
         let shop: Value = post("/shops", Some(&seller), json!({"name": "Gadgets"})).send().unwrap().json().unwrap();
-        let r = post("/products", Some(&seller), json!({"shop_id": shop["id"], "name": "Phone", "description": "a phone", "price_cents": 49_900, "stock": stock}))
-            .send()
-            .unwrap();
+        let r = post(
+            "/products",
+            Some(&seller),
+            json!({"shop_id": shop["id"], "name": "Phone", "description": "a phone", "price_cents": 49_900, "stock": stock}),
+        )
+        .send()
+        .unwrap();
         assert_eq!(r.status(), 201);
         let product = r.json::<Value>().unwrap()["id"].as_i64().unwrap();
         Shopper { base: base.to_string(), http, seller, buyer, product }

@@ -29,10 +29,7 @@ impl Expect {
     pub fn parse(text: &str) -> Result<Expect, String> {
         let t = text.trim();
         let ops = [("==", Cmp::Eq), ("!=", Cmp::Ne), ("<=", Cmp::Le), (">=", Cmp::Ge), ("<", Cmp::Lt), (">", Cmp::Gt)];
-        let (cmp, rest) = ops
-            .iter()
-            .find_map(|(p, c)| t.strip_prefix(p).map(|rest| (*c, rest.trim())))
-            .unwrap_or((Cmp::Eq, t));
+        let (cmp, rest) = ops.iter().find_map(|(p, c)| t.strip_prefix(p).map(|rest| (*c, rest.trim()))).unwrap_or((Cmp::Eq, t));
         if rest.is_empty() {
             return Err(format!("`{text}` has no value to compare with; write it like `== 1` or `< 0.01`"));
         }

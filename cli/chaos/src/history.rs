@@ -143,11 +143,7 @@ mod tests {
             ops: vec![
                 Op {
                     client: 1,
-                    op: Operation::Checkout {
-                        user_id: 7,
-                        idempotency_key: "k1".into(),
-                        cart: vec![Line { product_id: 3, quantity: 2 }],
-                    },
+                    op: Operation::Checkout { user_id: 7, idempotency_key: "k1".into(), cart: vec![Line { product_id: 3, quantity: 2 }] },
                     scheduled: Duration::from_millis(10),
                     started: Duration::from_micros(10_250),
                     ended: Duration::from_millis(40),

@@ -97,9 +97,8 @@ mod tests {
     fn every_shipped_experiment_validates_and_is_named_after_its_file() {
         assert_eq!(SHIPPED.len(), 9);
         for s in SHIPPED {
-            let e = load(s.file, s.text).unwrap_or_else(|errs| {
-                panic!("{}:\n{}", s.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-            });
+            let e = load(s.file, s.text)
+                .unwrap_or_else(|errs| panic!("{}:\n{}", s.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
             assert_eq!(e.metadata.name, s.name, "{}", s.file);
             assert!(e.steady_state.probes.iter().all(|p| p.check().is_some()), "{}", s.file);
         }
@@ -137,7 +136,8 @@ mod tests {
 
     #[test]
     fn bad_durations_and_comparisons_are_all_located() {
-        let text = primary_loss().replace("at: 20s", "at: soon").replace("expect: \">= 1\"", "expect: \">= one\"").replace("duration: 90s", "duration: 90");
+        let text =
+            primary_loss().replace("at: 20s", "at: soon").replace("expect: \">= 1\"", "expect: \">= one\"").replace("duration: 90s", "duration: 90");
         let errs = errors(&text);
         let got: Vec<(&str, usize)> = errs.iter().map(|e| (e.path.as_str(), e.loc.line)).collect();
         assert_eq!(errs.len(), 3, "{got:?}");
@@ -198,7 +198,11 @@ mod tests {
         assert_eq!(errs[0].path, "rollbacks");
         assert!(errs[0].message.contains("`freeze` faults need the `resume` rollback"), "{}", errs[0]);
 
-        let text = shipped("replica-loss").unwrap().text.replace("scenario: mixed", "scenario: browse").replace("  orders: {}\n  stock: {}\n  outbox: {}\n", "");
+        let text = shipped("replica-loss")
+            .unwrap()
+            .text
+            .replace("scenario: mixed", "scenario: browse")
+            .replace("  orders: {}\n  stock: {}\n  outbox: {}\n", "");
         let errs = errors(&text);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!((errs[0].path.as_str(), errs[0].loc.line), ("checks.availability.maxRto", pos(&text, "maxRto").0));
@@ -209,10 +213,8 @@ mod tests {
 
     #[test]
     fn a_probe_checks_exactly_one_thing() {
-        let text = primary_loss().replace(
-            "      sql:\n        query:",
-            "      prometheus:\n        query: up\n        expect: \"1\"\n      sql:\n        query:",
-        );
+        let text = primary_loss()
+            .replace("      sql:\n        query:", "      prometheus:\n        query: up\n        expect: \"1\"\n      sql:\n        query:");
         let errs = errors(&text);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].path, "steadyState.probes.2.prometheus", "located at one of the two");

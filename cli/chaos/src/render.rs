@@ -25,12 +25,7 @@ pub fn text(report: &Report) -> String {
     }
     if !report.unknown.is_empty() {
         let committed = report.unknown.iter().filter(|r| r.committed).count();
-        let _ = writeln!(
-            out,
-            "unknown outcomes: {} writes, {committed} committed, {} not",
-            report.unknown.len(),
-            report.unknown.len() - committed
-        );
+        let _ = writeln!(out, "unknown outcomes: {} writes, {committed} committed, {} not", report.unknown.len(), report.unknown.len() - committed);
     }
     for f in &report.faults {
         let secs = |d: Option<std::time::Duration>| d.map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64()));

@@ -97,10 +97,16 @@ pub fn check(e: &Experiment) -> Vec<(String, String)> {
             bad("checks.availability.maxRto".into(), "RTO runs to the first acknowledged write, and `browse` writes nothing; use maxRecovery".into());
         }
         if a.max_write_gap.is_some() && scenario == Scenario::Browse {
-            bad("checks.availability.maxWriteGap".into(), "the write gap is measured between acknowledged writes, and `browse` writes nothing; use maxRecovery".into());
+            bad(
+                "checks.availability.maxWriteGap".into(),
+                "the write gap is measured between acknowledged writes, and `browse` writes nothing; use maxRecovery".into(),
+            );
         }
         if a.max_resume.is_some() && scenario == Scenario::Browse {
-            bad("checks.availability.maxResume".into(), "resume runs to the first acknowledged write, and `browse` writes nothing; use maxRecovery".into());
+            bad(
+                "checks.availability.maxResume".into(),
+                "resume runs to the first acknowledged write, and `browse` writes nothing; use maxRecovery".into(),
+            );
         }
     }
     out

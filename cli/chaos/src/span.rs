@@ -15,9 +15,7 @@ impl Span {
     /// Reads `500ms`, `30s`, `1m 30s`; a bare number is refused because its unit would
     /// be a guess.
     pub fn parse(text: &str) -> Result<Span, String> {
-        humantime::parse_duration(text.trim())
-            .map(Span)
-            .map_err(|e| format!("`{text}` is not a duration such as 500ms, 30s or 2m ({e})"))
+        humantime::parse_duration(text.trim()).map(Span).map_err(|e| format!("`{text}` is not a duration such as 500ms, 30s or 2m ({e})"))
     }
 }
 

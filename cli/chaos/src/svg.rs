@@ -57,7 +57,12 @@ pub fn timeline(report: &Report, history: &History) -> String {
         let _ = writeln!(s, r#"<text x="{tx:.1}" y="{:.1}" text-anchor="middle">{:.0}s</text>"#, HEIGHT - BOTTOM + 16.0, frac * t_max);
         let _ = writeln!(s, r#"<text x="{:.1}" y="{ly:.1}" text-anchor="end">{:.0}ms</text>"#, LEFT - 6.0, frac * l_max * 1e3);
     }
-    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (due) · latency from due time</text>"#, LEFT + plot_w / 2.0, HEIGHT - 6.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (due) · latency from due time</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 6.0
+    );
     s.push_str("</svg>\n");
     s
 }

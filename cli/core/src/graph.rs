@@ -131,8 +131,7 @@ impl Graph {
         let mut rest = resources;
         while !rest.is_empty() {
             let before = rest.len();
-            let (ready, waiting): (Vec<_>, Vec<_>) =
-                rest.into_iter().partition(|r| r.depends_on.iter().all(|d| placed.contains(d)));
+            let (ready, waiting): (Vec<_>, Vec<_>) = rest.into_iter().partition(|r| r.depends_on.iter().all(|d| placed.contains(d)));
             if ready.is_empty() {
                 let names: Vec<_> = waiting.iter().map(|r| r.id.as_str()).collect();
                 return Err(GraphError::Cycle(names.join(", ")));

@@ -21,10 +21,16 @@ pub const LEVELS: [Level; 6] = [
         title: "MVP on one machine",
         stage: "solo developer, ~1,000 daily users",
         adds: &[
-            ("one PostgreSQL server", "one node keeps every order in one place; at 10 RPS a single server is idle most of the time, and simplicity is worth more than redundancy"),
+            (
+                "one PostgreSQL server",
+                "one node keeps every order in one place; at 10 RPS a single server is idle most of the time, and simplicity is worth more than redundancy",
+            ),
             ("one shop process serving every role", "nothing to coordinate: a monolith is the cheapest thing that works"),
             ("an outbox worker", "notifications leave through the outbox from day one, so an order is never acknowledged without its event"),
-            ("Prometheus scraping the shop", "you cannot improve what you do not measure; request rate, latency and errors per route are the first three graphs"),
+            (
+                "Prometheus scraping the shop",
+                "you cannot improve what you do not measure; request rate, latency and errors per route are the first three graphs",
+            ),
         ],
     },
     Level {
@@ -34,10 +40,19 @@ pub const LEVELS: [Level; 6] = [
         title: "small production",
         stage: "seed stage, ~10,000 daily users",
         adds: &[
-            ("PgBouncer in transaction mode", "PostgreSQL spends a process per connection; a pooler lets hundreds of client connections share a few server ones"),
-            ("two shop instances behind HAProxy", "one instance can be restarted or lost without an outage; HAProxy checks /readyz and sends traffic only to ready ones"),
+            (
+                "PgBouncer in transaction mode",
+                "PostgreSQL spends a process per connection; a pooler lets hundreds of client connections share a few server ones",
+            ),
+            (
+                "two shop instances behind HAProxy",
+                "one instance can be restarted or lost without an outage; HAProxy checks /readyz and sends traffic only to ready ones",
+            ),
             ("pg_stat_statements and indexes checked by EXPLAIN", "at 100 RPS the first slow query appears; find it by total time, then index it"),
-            ("exporters, dashboards and SLOs", "PostgreSQL, HAProxy and host metrics beside the shop's, and a written promise (p95, error ratio) to check them against"),
+            (
+                "exporters, dashboards and SLOs",
+                "PostgreSQL, HAProxy and host metrics beside the shop's, and a written promise (p95, error ratio) to check them against",
+            ),
         ],
     },
     Level {
@@ -47,7 +62,10 @@ pub const LEVELS: [Level; 6] = [
         title: "write scale and high availability",
         stage: "series A-B, ~100,000 daily users",
         adds: &[
-            ("three PostgreSQL nodes under Patroni with etcd", "losing the primary must not lose orders or need a human: Patroni elects a new leader in seconds"),
+            (
+                "three PostgreSQL nodes under Patroni with etcd",
+                "losing the primary must not lose orders or need a human: Patroni elects a new leader in seconds",
+            ),
             ("one synchronous standby", "a commit is acknowledged only once a second node has it, so a failover loses no acknowledged order (RPO 0)"),
             ("one asynchronous replica serving reads", "catalog and order-history reads move off the primary, which keeps its capacity for writes"),
             ("orders partitioned by month", "old months can be detached and archived, and recent ones stay small and hot in memory"),
@@ -62,7 +80,10 @@ pub const LEVELS: [Level; 6] = [
         title: "growth: split by role",
         stage: "post series C, ~1M daily users",
         adds: &[
-            ("the shop split into auth, catalog, cart, orders and flash processes", "a login storm burns CPU on password hashing; in its own processes it cannot stall checkout"),
+            (
+                "the shop split into auth, catalog, cart, orders and flash processes",
+                "a login storm burns CPU on password hashing; in its own processes it cannot stall checkout",
+            ),
             ("more replicas and replica-lag and cache-hit metrics", "reads scale out, and you watch how stale they are and how much the cache saves"),
             ("Kubernetes and VPC layouts", "the same topology as objects a platform team runs: namespaces, private subnets, autoscaling"),
         ],
@@ -76,8 +97,14 @@ pub const LEVELS: [Level; 6] = [
         adds: &[
             ("read and write paths split end to end", "writes go through the pooler to the leader; reads through their own balancer to replicas"),
             ("token-bucket rate limits in Redis", "limits hold across every instance, not per process"),
-            ("outbox, queue and several workers with a dead-letter table", "slow side effects leave the request path, and a poison message cannot block the rest"),
-            ("SLO burn-rate alerts and chaos gates", "you are paged when the error budget burns too fast, and a level only counts when its chaos experiments pass"),
+            (
+                "outbox, queue and several workers with a dead-letter table",
+                "slow side effects leave the request path, and a poison message cannot block the rest",
+            ),
+            (
+                "SLO burn-rate alerts and chaos gates",
+                "you are paged when the error budget burns too fast, and a level only counts when its chaos experiments pass",
+            ),
         ],
     },
     Level {
@@ -88,7 +115,10 @@ pub const LEVELS: [Level; 6] = [
         stage: "~100M+ daily users",
         adds: &[
             ("Citus shards distributed by user", "one primary cannot take every write; sharding by user keeps each user's orders on one node"),
-            ("several regions with geo-routing and regional failover", "users reach the nearest region, and losing a region moves them instead of failing them"),
+            (
+                "several regions with geo-routing and regional failover",
+                "users reach the nearest region, and losing a region moves them instead of failing them",
+            ),
             ("an asynchronous event log between regions", "cross-region work happens from the log, so a slow ocean link never holds a checkout"),
             ("partition and node-loss chaos", "at this scale something is always broken; experiments prove the guarantees still hold"),
         ],
@@ -103,15 +133,15 @@ pub fn level(n: u8) -> Option<&'static Level> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Sources;
     use crate::Topology;
+    use crate::manifest::Sources;
 
     #[test]
     fn every_builtin_level_is_valid_and_has_a_topology() {
         for l in &LEVELS {
-            let m = Sources::new(l.file, l.manifest).load().unwrap_or_else(|errs| {
-                panic!("{}: {}", l.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-            });
+            let m = Sources::new(l.file, l.manifest)
+                .load()
+                .unwrap_or_else(|errs| panic!("{}: {}", l.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
             assert_eq!(m.metadata.level, l.number, "{}", l.file);
             let t = Topology::from_manifest(&m);
             assert_eq!(t.level, l.number);

@@ -32,7 +32,7 @@ pub use diagnostic::Diagnostic;
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
-pub use topology::Topology;
 pub use provider::{Provider, ProviderError};
 pub use target::Target;
+pub use topology::Topology;
 pub use units::{ByteSize, Duration};

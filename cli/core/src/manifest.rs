@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::schema_check;
-use crate::units::{ByteSize, Duration};
 use crate::tree::Node;
+use crate::units::{ByteSize, Duration};
 
 pub const API_VERSION: &str = "scalectl.dev/v1";
 
@@ -803,9 +803,8 @@ impl Sources {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let manifest: Manifest = serde_json::from_value(tree.to_json()).map_err(|e| {
-            vec![Diagnostic::new(tree.loc.clone(), "", format!("manifest does not fit its schema: {e}"))]
-        })?;
+        let manifest: Manifest = serde_json::from_value(tree.to_json())
+            .map_err(|e| vec![Diagnostic::new(tree.loc.clone(), "", format!("manifest does not fit its schema: {e}"))])?;
         let semantic = crate::rules::check(&manifest);
         if semantic.is_empty() {
             Ok(manifest)

@@ -110,13 +110,7 @@ pub fn plan(desired: &Graph, recorded: &BTreeMap<String, Resource>, observed: &B
         gone.sort_by_key(|r| std::cmp::Reverse(order.get(r.id.as_str()).copied().unwrap_or(0)));
     }
     for r in gone {
-        steps.push(Step {
-            id: r.id.clone(),
-            kind: r.kind,
-            action: Action::Destroy,
-            reason: "no longer in the manifest".into(),
-            changes: vec![],
-        });
+        steps.push(Step { id: r.id.clone(), kind: r.kind, action: Action::Destroy, reason: "no longer in the manifest".into(), changes: vec![] });
     }
 
     let mut touched: BTreeSet<String> = BTreeSet::new();

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use crate::target::Target;
 use crate::graph::{Graph, Resource, ResourceKind};
 use crate::plan::{Action, Observed};
+use crate::target::Target;
 
 pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -43,7 +43,10 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
     if s.regions.len() > 1 && pg.ha == HaMode::None {
         bad(
             "spec.postgres.ha",
-            format!("{} regions need `ha: patroni`: the replica each other region reads from is a Patroni member that follows the primary", s.regions.len()),
+            format!(
+                "{} regions need `ha: patroni`: the replica each other region reads from is a Patroni member that follows the primary",
+                s.regions.len()
+            ),
         );
     }
     if pg.ha == HaMode::Patroni && pg.replicas.synchronous == 0 && pg.replicas.asynchronous == 0 {

@@ -150,19 +150,8 @@ impl Checker<'_> {
             return;
         }
         let names: Vec<String> = allowed.iter().map(plain).collect();
-        let hint = node
-            .value
-            .scalar_text()
-            .and_then(|t| nearest(&t, names.iter().map(String::as_str)))
-            .map(|n| format!("did you mean `{n}`?"));
-        out.push(
-            Diagnostic::new(
-                node.loc.clone(),
-                path,
-                format!("`{}` is not one of: {}", short(&node.value), names.join(", ")),
-            )
-            .with_hint(hint),
-        );
+        let hint = node.value.scalar_text().and_then(|t| nearest(&t, names.iter().map(String::as_str))).map(|n| format!("did you mean `{n}`?"));
+        out.push(Diagnostic::new(node.loc.clone(), path, format!("`{}` is not one of: {}", short(&node.value), names.join(", "))).with_hint(hint));
     }
 
     fn check_bounds(&self, node: &Node, schema: &J, path: &str, out: &mut Vec<Diagnostic>) {

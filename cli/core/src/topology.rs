@@ -9,11 +9,10 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::target::Target;
 use crate::manifest::{
-    Balance, Exporter, Failover, HaMode, Manifest, PartitionScheme, PoolMode, PoolerKind, Rate, RateLimits, RedisUse, RoleName,
-    SynchronousCommit,
+    Balance, Exporter, Failover, HaMode, Manifest, PartitionScheme, PoolMode, PoolerKind, Rate, RateLimits, RedisUse, RoleName, SynchronousCommit,
 };
+use crate::target::Target;
 use crate::units::{ByteSize, Duration};
 
 /// The name of the one database cluster of levels 1 to 5; its parts keep the ids they
@@ -230,12 +229,8 @@ impl Topology {
     /// validation (one primary region, at least one role).
     pub fn from_manifest(m: &Manifest) -> Topology {
         let s = &m.spec;
-        let regions: Vec<Site> = s
-            .regions
-            .iter()
-            .enumerate()
-            .map(|(index, r)| Site { name: r.name.clone(), index, primary: r.primary, zones: r.zones })
-            .collect();
+        let regions: Vec<Site> =
+            s.regions.iter().enumerate().map(|(index, r)| Site { name: r.name.clone(), index, primary: r.primary, zones: r.zones }).collect();
         let home = regions.iter().find(|r| r.primary).unwrap_or(&regions[0]).name.clone();
         let pg = &s.postgres;
 
@@ -397,7 +392,11 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
         }
     }
     if s.network.private_data_tier {
-        note("spec.network.privateDataTier", "true".into(), "the local target does not firewall the data tier yet; every process listens on the environment's loopback block");
+        note(
+            "spec.network.privateDataTier",
+            "true".into(),
+            "the local target does not firewall the data tier yet; every process listens on the environment's loopback block",
+        );
     }
     if s.redis.replicas > 0 {
         note("spec.redis.replicas", s.redis.replicas.to_string(), "the local target runs one Redis per region, without replicas or Sentinel");
@@ -406,7 +405,11 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
         note("spec.edge.geoRouting", "true".into(), "the local target has no geo-routing between regions");
     }
     if s.observability.dashboards {
-        note("spec.observability.dashboards", "true".into(), "Grafana is not packaged for this machine; the dashboards in dashboards/ can be imported into one by hand");
+        note(
+            "spec.observability.dashboards",
+            "true".into(),
+            "Grafana is not packaged for this machine; the dashboards in dashboards/ can be imported into one by hand",
+        );
     }
     if s.observability.burn_rate_alerts {
         note("spec.observability.burnRateAlerts", "true".into(), "the local target writes the same SLO rules whatever this says");
@@ -493,10 +496,7 @@ mod tests {
     fn level_4_splits_the_shop_into_role_pools() {
         let t = topology(4);
         let pools: Vec<(RoleName, u8)> = t.shop.pools.iter().map(|p| (p.role, p.replicas)).collect();
-        assert_eq!(
-            pools,
-            [(RoleName::Auth, 2), (RoleName::Catalog, 3), (RoleName::Cart, 2), (RoleName::Orders, 3), (RoleName::Flash, 2)]
-        );
+        assert_eq!(pools, [(RoleName::Auth, 2), (RoleName::Catalog, 3), (RoleName::Cart, 2), (RoleName::Orders, 3), (RoleName::Flash, 2)]);
         assert_eq!(t.clusters[0].local_standbys(), 3);
     }
 

@@ -45,7 +45,10 @@ pub enum Value {
     Float(f64),
     /// A string. `plain` is true for unquoted scalars, whose text may be re-read as
     /// another type when the schema asks for a string (`version: 15` where a string is due).
-    Str { text: String, plain: bool },
+    Str {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Key, Node)>),
 }
@@ -111,10 +114,7 @@ impl Node {
                 _ => {}
             }
         }
-        Ok(builder.root.unwrap_or(Node {
-            value: Value::Null,
-            loc: Location { file, line: 1, col: 1 },
-        }))
+        Ok(builder.root.unwrap_or(Node { value: Value::Null, loc: Location { file, line: 1, col: 1 } }))
     }
 
     /// The mapping entry `name`, if this is a mapping that has it.
@@ -214,11 +214,7 @@ impl Node {
                     &mut items[idx]
                 }
                 other => {
-                    return Err(format!(
-                        "`{}` in `{path}` is a {}, not a mapping",
-                        segs[..i].join("."),
-                        other.type_name()
-                    ));
+                    return Err(format!("`{}` in `{path}` is a {}, not a mapping", segs[..i].join("."), other.type_name()));
                 }
             };
             if last {
@@ -270,9 +266,7 @@ impl Builder {
                 None => {
                     let name = match node.value {
                         Value::Str { text, .. } => text,
-                        Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null => {
-                            node.value.scalar_text().unwrap_or_default()
-                        }
+                        Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null => node.value.scalar_text().unwrap_or_default(),
                         _ => {
                             return Err(Diagnostic::new(node.loc, "", "mapping keys must be plain strings"));
                         }
@@ -301,7 +295,10 @@ fn scalar(text: &str, style: ScalarStyle) -> Value {
         return Value::Int(i);
     }
     let looks_numeric = text.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
-    if looks_numeric && let Ok(f) = text.parse::<f64>() && f.is_finite() {
+    if looks_numeric
+        && let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
         return Value::Float(f);
     }
     Value::Str { text: text.to_string(), plain: true }

@@ -62,15 +62,7 @@ pub struct Duration {
 }
 
 /// Units a duration may be written in, as (name, milliseconds).
-const TIME_UNITS: &[(&str, u64)] = &[
-    ("ms", 1),
-    ("s", 1000),
-    ("sec", 1000),
-    ("m", 60_000),
-    ("min", 60_000),
-    ("h", 3_600_000),
-    ("d", 86_400_000),
-];
+const TIME_UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1000), ("sec", 1000), ("m", 60_000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
 
 impl Duration {
     pub const fn from_secs(secs: u64) -> Self {

@@ -150,7 +150,15 @@ struct Window {
 
 impl Window {
     fn new(rows: usize) -> Window {
-        Window { rows: (0..rows).map(|_| Tally::default()).collect(), delay: histogram(), late: 0, started: 0, retries: 0, retried: BTreeMap::new(), last_start: None }
+        Window {
+            rows: (0..rows).map(|_| Tally::default()).collect(),
+            delay: histogram(),
+            late: 0,
+            started: 0,
+            retries: 0,
+            retried: BTreeMap::new(),
+            last_start: None,
+        }
     }
 
     fn add(&mut self, w: &Window) {

@@ -119,7 +119,9 @@ pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Resul
     let now = SystemTime::now();
     let starts_at = OffsetDateTime::from(now) + cfg.lead;
     let starts_at = starts_at.replace_nanosecond(starts_at.millisecond() as u32 * 1_000_000).unwrap_or(starts_at);
-    let rfc3339 = starts_at.format(&time::format_description::well_known::Rfc3339).map_err(|e| Error::Setup { step: "flash sale".into(), why: e.to_string() })?;
+    let rfc3339 = starts_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::Setup { step: "flash sale".into(), why: e.to_string() })?;
     let body = json!({"product_id": product_id, "units": cfg.units, "starts_at": rfc3339, "per_buyer_limit": 1});
     let req = Request::post("/flash-sales", body.to_string()).token(Some(&setup.seller)).client(&setup.seller_client);
     let sale = call_json(&mut conn, &req, "create the flash sale", &[201]).await?;

@@ -31,11 +31,8 @@ impl Target {
         if authority.is_empty() {
             return Err(bad("no host"));
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
+        let with_port =
+            if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { authority.to_owned() } else { format!("{authority}:80") };
         let addr = with_port.to_socket_addrs().map_err(|e| bad(&e.to_string()))?.next().ok_or_else(|| bad("host has no address"))?;
         let authority = HeaderValue::from_str(authority).map_err(|_| bad("invalid host"))?;
         Ok(Target { addr, authority })
@@ -111,7 +108,10 @@ pub fn bearer(token: &str) -> Option<HeaderValue> {
 /// What came back, or why nothing did.
 #[derive(Debug)]
 pub enum Reply {
-    Response { status: u16, body: Bytes },
+    Response {
+        status: u16,
+        body: Bytes,
+    },
     /// The connection failed (refused, reset, closed early).
     Io,
     /// No full response within the timeout.

@@ -102,7 +102,8 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
         }
         writeln!(out)?;
     }
-    let errors: Vec<String> = run.rows.iter().filter(|row| !row.error_statuses.is_empty()).map(|row| format!("{}: {}", row.name, errors_by_status(row))).collect();
+    let errors: Vec<String> =
+        run.rows.iter().filter(|row| !row.error_statuses.is_empty()).map(|row| format!("{}: {}", row.name, errors_by_status(row))).collect();
     if !errors.is_empty() {
         writeln!(out, "\nerrors by status:")?;
         for e in errors {
@@ -110,7 +111,11 @@ pub fn text(r: &Report, out: &mut impl Write) -> io::Result<()> {
         }
     }
     if !run.retried_statuses.is_empty() {
-        writeln!(out, "\nretried (unknown outcome, sent again with the same key): {}", run.retried_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", "))?;
+        writeln!(
+            out,
+            "\nretried (unknown outcome, sent again with the same key): {}",
+            run.retried_statuses.iter().map(|(s, n)| format!("{s} ×{n}")).collect::<Vec<_>>().join(", ")
+        )?;
     }
     if let Some(f) = &r.flash {
         let o = &f.outcome;
@@ -154,12 +159,25 @@ fn svg_chart(title: &str, x_label: &str, x_ticks: &[(f64, String)], x_max: f64, 
     for e in (lo as i32)..=(hi as i32) {
         let v = 10f64.powi(e);
         let yy = y(v);
-        let _ = write!(s, r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##, left + pw, left - 4.0, yy + 4.0, num(v));
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + pw,
+            left - 4.0,
+            yy + 4.0,
+            num(v)
+        );
     }
     let _ = write!(s, r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">ms (log)</text>"#, top + ph / 2.0, top + ph / 2.0);
     for (v, label) in x_ticks {
         let xx = x(*v);
-        let _ = write!(s, r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"##, top + ph, top + ph + 14.0, esc(label));
+        let _ = write!(
+            s,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{top}" y2="{}" stroke="#eee"/><text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            top + ph,
+            top + ph + 14.0,
+            esc(label)
+        );
     }
     let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, left + pw / 2.0, h - 6.0, esc(x_label));
     for (k, (label, points)) in lines.iter().enumerate() {
@@ -167,7 +185,15 @@ fn svg_chart(title: &str, x_label: &str, x_ticks: &[(f64, String)], x_max: f64, 
         let path: Vec<String> = points.iter().map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py))).collect();
         let _ = write!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#, path.join(" "));
         let ly = top + 10.0 + 16.0 * k as f64;
-        let _ = write!(s, r#"<rect x="{}" y="{}" width="12" height="3" fill="{color}"/><text x="{}" y="{}">{}</text>"#, left + pw + 10.0, ly - 4.0, left + pw + 26.0, ly, esc(label));
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
+            left + pw + 10.0,
+            ly - 4.0,
+            left + pw + 26.0,
+            ly,
+            esc(label)
+        );
     }
     s.push_str("</svg>");
     s
@@ -217,9 +243,15 @@ pub fn html(r: &Report) -> String {
         &[("p50".into(), series(|t| t.p50_ms)), ("p99".into(), series(|t| t.p99_ms)), ("max".into(), series(|t| t.max_ms))],
     );
     let nines = |p: f64| (1.0 / (1.0 - p / 100.0).max(1e-5)).log10();
-    let curves: Vec<(String, Vec<(f64, f64)>)> =
-        run.rows.iter().chain([&run.total]).filter(|row| row.count > 0).map(|row| (row.name.clone(), row.curve.iter().map(|(p, ms)| (nines(*p), *ms)).collect())).collect();
-    let ticks: Vec<(f64, String)> = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate().map(|(k, l)| (k as f64, (*l).to_owned())).collect();
+    let curves: Vec<(String, Vec<(f64, f64)>)> = run
+        .rows
+        .iter()
+        .chain([&run.total])
+        .filter(|row| row.count > 0)
+        .map(|row| (row.name.clone(), row.curve.iter().map(|(p, ms)| (nines(*p), *ms)).collect()))
+        .collect();
+    let ticks: Vec<(f64, String)> =
+        ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate().map(|(k, l)| (k as f64, (*l).to_owned())).collect();
     let percentiles = svg_chart("Latency by percentile", "percentile", &ticks, 5.0, &curves);
     let throughput: String = {
         let max = run.timeline.iter().map(|t| t.count).max().unwrap_or(1).max(1) as f64;
@@ -248,7 +280,11 @@ pub fn html(r: &Report) -> String {
     };
     let rows: String = shown(run).map(table_row).collect();
     let headers: String = HEADERS.iter().map(|h| format!("<th>{h}</th>")).collect();
-    let verdict = if r.passed() { "<p class=ok>Every SLO and check met.</p>".to_owned() } else { format!("<p class=bad>{}</p>", r.failures().iter().map(|f| esc(f)).collect::<Vec<_>>().join("<br>")) };
+    let verdict = if r.passed() {
+        "<p class=ok>Every SLO and check met.</p>".to_owned()
+    } else {
+        format!("<p class=bad>{}</p>", r.failures().iter().map(|f| esc(f)).collect::<Vec<_>>().join("<br>"))
+    };
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>scalectl load: {scenario}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}.ok{{color:#2ca02c}}.bad{{color:#d62728}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>

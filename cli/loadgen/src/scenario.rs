@@ -147,7 +147,11 @@ impl Workload for Raw {
     }
 
     fn op(&self, _i: u64, steps: &mut Vec<Step>) {
-        steps.push(Step { row: 0, request: Request::get(self.path.clone()), classify: |s, _| if (200..300).contains(&s) { Class::Ok } else { Class::Fail } });
+        steps.push(Step {
+            row: 0,
+            request: Request::get(self.path.clone()),
+            classify: |s, _| if (200..300).contains(&s) { Class::Ok } else { Class::Fail },
+        });
     }
 }
 

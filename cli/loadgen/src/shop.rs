@@ -227,7 +227,8 @@ pub async fn prepare(target: &Target, url: &str, cfg: &SetupConfig) -> Result<Se
     let shop_id = match cache.shop_id {
         Some(id) => id,
         None => {
-            let req = Request::post("/shops", json!({"name": format!("load s{}", cfg.seed)}).to_string()).token(Some(&seller_auth)).client(&seller_client);
+            let req =
+                Request::post("/shops", json!({"name": format!("load s{}", cfg.seed)}).to_string()).token(Some(&seller_auth)).client(&seller_client);
             let shop = call_json(&mut conn, &req, "create the shop", &[201]).await?;
             shop["id"].as_i64().ok_or_else(|| setup_err("create the shop", "no id"))?
         }
@@ -253,7 +254,13 @@ pub async fn prepare(target: &Target, url: &str, cfg: &SetupConfig) -> Result<Se
         .iter()
         .take(cfg.buyers)
         .enumerate()
-        .map(|(i, t)| Ok(Buyer { email: buyer_email(cfg.seed, i), auth: bearer(t).ok_or_else(|| setup_err("login", "unusable token"))?, client: client_address(i) }))
+        .map(|(i, t)| {
+            Ok(Buyer {
+                email: buyer_email(cfg.seed, i),
+                auth: bearer(t).ok_or_else(|| setup_err("login", "unusable token"))?,
+                client: client_address(i),
+            })
+        })
         .collect::<Result<Vec<_>, Error>>()?;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(Setup { seed: cfg.seed, password, seller: seller_auth, seller_client, shop_id, products: cache.products.clone(), buyers, stats })

@@ -36,7 +36,10 @@ impl<'a> Daemon<'a> {
     /// The address and port the resource declares.
     pub fn endpoint(&self) -> Result<SocketAddr> {
         let r = self.r;
-        Ok(SocketAddr::from((r.address.with_context(|| format!("{} has no address", r.id))?, r.port.with_context(|| format!("{} has no port", r.id))?)))
+        Ok(SocketAddr::from((
+            r.address.with_context(|| format!("{} has no address", r.id))?,
+            r.port.with_context(|| format!("{} has no port", r.id))?,
+        )))
     }
 
     pub fn pid(&self) -> Option<u32> {

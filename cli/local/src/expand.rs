@@ -552,7 +552,14 @@ mod tests {
         for id in ["etcd/r1", "postgres/r1-pg-1", "haproxy/r1-db", "pgbouncer/r1", "database/shop", "migration/shop"] {
             assert!(ids.contains(id), "the first cluster keeps {id}");
         }
-        for id in ["etcd/r1-shard-2", "postgres/r1-shard-2-pg-3", "haproxy/r1-shard-2-db", "pgbouncer/r1-shard-2", "database/shop@shard-2", "migration/shop@shard-2"] {
+        for id in [
+            "etcd/r1-shard-2",
+            "postgres/r1-shard-2-pg-3",
+            "haproxy/r1-shard-2-db",
+            "pgbouncer/r1-shard-2",
+            "database/shop@shard-2",
+            "migration/shop@shard-2",
+        ] {
             assert!(ids.contains(id), "the second cluster has {id}: {ids:?}");
         }
         let second = g.get("postgres/r1-shard-2-pg-1").unwrap();

@@ -180,8 +180,13 @@ pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
     let nodes: Vec<&Resource> = of(ResourceKind::PatroniNode).chain(of(ResourceKind::Postgres)).collect();
     let role_of = |role: &str| -> Result<Vec<&'a Resource>> {
         let cluster = crate::patroni::cluster(of(ResourceKind::PatroniNode))?;
-        let names: Vec<String> =
-            cluster["members"].as_array().into_iter().flatten().filter(|m| m["role"] == role).filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
+        let names: Vec<String> = cluster["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["role"] == role)
+            .filter_map(|m| m["name"].as_str().map(str::to_string))
+            .collect();
         Ok(of(ResourceKind::PatroniNode).filter(|n| names.contains(&crate::patroni::member_name(n))).collect())
     };
     let found: Vec<&Resource> = match target {

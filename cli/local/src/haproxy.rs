@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::expand::ports;
 use anyhow::{Context, Result};
 use scalectl_core::Resource;
-use crate::expand::ports;
 use scalectl_core::plan::Observed;
 use serde_json::json;
 

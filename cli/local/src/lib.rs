@@ -216,10 +216,7 @@ impl Provider for LocalProvider {
     fn heal(&self) -> Result<Option<String>, ProviderError> {
         let h = faults::heal(&self.env).map_err(boxed)?;
         Ok((h.rules_removed + h.processes_resumed > 0).then(|| {
-            format!(
-                "undid lingering chaos faults: {} network rule(s) removed, {} stopped process(es) resumed",
-                h.rules_removed, h.processes_resumed
-            )
+            format!("undid lingering chaos faults: {} network rule(s) removed, {} stopped process(es) resumed", h.rules_removed, h.processes_resumed)
         }))
     }
 

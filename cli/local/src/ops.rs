@@ -26,11 +26,13 @@ pub fn insights(env: &Env) -> Value {
     if let Some(db) = database(env) {
         out.insert("database".into(), db);
     }
-    let pools: BTreeMap<String, Value> = of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect();
+    let pools: BTreeMap<String, Value> =
+        of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect();
     if !pools.is_empty() {
         out.insert("pools".into(), json!(pools));
     }
-    let caches: BTreeMap<String, Value> = of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect();
+    let caches: BTreeMap<String, Value> =
+        of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect();
     if !caches.is_empty() {
         out.insert("caches".into(), json!(caches));
     }

@@ -39,7 +39,16 @@ pub fn rest(r: &Resource) -> Result<SocketAddr> {
 /// Settings that must be the same on every node; Patroni keeps them in etcd.
 fn cluster_parameters(r: &Resource) -> BTreeMap<&'static str, String> {
     let mut p = BTreeMap::new();
-    for key in ["max_connections", "shared_buffers", "work_mem", "effective_cache_size", "wal_compression", "max_wal_size", "checkpoint_timeout", "synchronous_commit"] {
+    for key in [
+        "max_connections",
+        "shared_buffers",
+        "work_mem",
+        "effective_cache_size",
+        "wal_compression",
+        "max_wal_size",
+        "checkpoint_timeout",
+        "synchronous_commit",
+    ] {
         if let Some(v) = r.prop(key) {
             p.insert(key, v.to_string());
         }

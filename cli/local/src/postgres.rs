@@ -172,14 +172,18 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
 pub fn psql(env: &Env, node: &Resource, database: &str, sql: &str) -> Result<String> {
     let p = paths(env, node);
     let mut cmd = Command::new(bin("psql")?);
-    cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database])
-        .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-f", "-"]);
-    let mut child = as_user(cmd, env.run_as.as_ref())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting psql")?;
+    cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database]).args([
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-X",
+        "-q",
+        "-t",
+        "-A",
+        "-f",
+        "-",
+    ]);
+    let mut child =
+        as_user(cmd, env.run_as.as_ref()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
     child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {

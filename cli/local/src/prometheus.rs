@@ -61,7 +61,10 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
 
 pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     let Some(bin) = tools::find("prometheus") else {
-        return Ok(Some("prometheus is not installed, so metrics are not collected; install it with `apt-get install prometheus` and run `scalectl up` again".into()));
+        return Ok(Some(
+            "prometheus is not installed, so metrics are not collected; install it with `apt-get install prometheus` and run `scalectl up` again"
+                .into(),
+        ));
     };
     let p = paths(env, r);
     std::fs::create_dir_all(p.dir.join("data"))?;

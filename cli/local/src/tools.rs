@@ -36,7 +36,9 @@ pub fn requirements(kind: ResourceKind) -> Vec<Program> {
             .into_iter()
             .map(|name| Program { name, install: name, optional: true })
             .collect(),
-        ResourceKind::CitusWorker => vec![Program { name: "citus", install: "the citus extension (not packaged in Debian bookworm)", optional: false }],
+        ResourceKind::CitusWorker => {
+            vec![Program { name: "citus", install: "the citus extension (not packaged in Debian bookworm)", optional: false }]
+        }
     }
 }
 

@@ -28,7 +28,8 @@ fn file(provider: &LocalProvider, graph: &Graph, id: &str, name: &str) -> String
 
 #[test]
 fn postgresql_conf_gets_postgres_units() {
-    let (g, _dir, p) = files(1, &["spec.postgres.wal.checkpointTimeout=5m", "spec.postgres.wal.maxWalSize=2gb", "spec.postgres.settings.workMem=16384kB"]);
+    let (g, _dir, p) =
+        files(1, &["spec.postgres.wal.checkpointTimeout=5m", "spec.postgres.wal.maxWalSize=2gb", "spec.postgres.settings.workMem=16384kB"]);
     let conf = file(&p, &g, "postgres/r1-pg-1", "postgresql.conf");
     assert!(conf.contains("checkpoint_timeout = 5min"), "{conf}");
     assert!(conf.contains("max_wal_size = 2GB"), "{conf}");

@@ -46,7 +46,8 @@ pub fn journal_clear(ctx: &Ctx, name: &str) {
 
 pub fn journal_add(ctx: &Ctx, name: &str, owner_pid: Option<u32>, fault: String) -> Result<()> {
     let path = journal_path(ctx, name);
-    let mut j = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Journal>(&t).ok()).unwrap_or(Journal { owner_pid, faults: vec![] });
+    let mut j =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<Journal>(&t).ok()).unwrap_or(Journal { owner_pid, faults: vec![] });
     j.owner_pid = owner_pid;
     j.faults.push(fault);
     std::fs::write(&path, serde_json::to_vec_pretty(&j)?).with_context(|| format!("writing {}", path.display()))
@@ -116,7 +117,10 @@ pub fn inject(ctx: &Ctx, name: &str, kind: &str, targets: &[String], hold: Optio
         ctx.progress.say(&format!("chaos: the fault stays until `scalectl chaos heal --env {name}`"));
     }
     if ctx.format == Format::Json {
-        print_json(&json!({"environment": name, "fault": kind, "targets": targets, "did": what, "held_seconds": hold.map(|d| d.as_secs_f64()), "undone": healed}), &mut std::io::stdout())?;
+        print_json(
+            &json!({"environment": name, "fault": kind, "targets": targets, "did": what, "held_seconds": hold.map(|d| d.as_secs_f64()), "undone": healed}),
+            &mut std::io::stdout(),
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,8 @@ pub struct RunArgs {
 
 pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
     let (label, text) = super::chaos::read(&a.experiment)?;
-    let e = scalectl_chaos::load(&label, &text).map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let e = scalectl_chaos::load(&label, &text)
+        .map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let mut reports = Vec::new();
     let mut passed = true;
     for n in 1..=a.runs.max(1) {
@@ -93,7 +94,11 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let buyers = (e.workload.rate as usize * 2).clamp(10, 200);
     let cache = ctx.home.env_dir(&a.env).join("chaos-setup.json");
     let t = ctx.progress.start("setup", "creating buyers and products");
-    let setup = rt.block_on(prepare(&target, &shop, &SetupConfig { seed: a.seed, buyers, products: 3, concurrency: 4, cache: Some(cache), progress: false }))?;
+    let setup = rt.block_on(prepare(
+        &target,
+        &shop,
+        &SetupConfig { seed: a.seed, buyers, products: 3, concurrency: 4, cache: Some(cache), progress: false },
+    ))?;
     ctx.progress.done("setup", "ready", t);
     let user_ids = user_ids(provider, &setup)?;
     let initial = stocks(provider, &setup.products)?;
@@ -165,7 +170,8 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
         text.push_str(&format!("\nsteady state: FAILED, {err}\n"));
     }
     let svg = a.report.clone().unwrap_or_else(|| ctx.home.env_dir(&a.env).join(format!("chaos-{}-{run_id}.svg", e.metadata.name)));
-    let svg = if a.runs > 1 { svg.with_file_name(format!("{}-run{n}.svg", svg.file_stem().and_then(|s| s.to_str()).unwrap_or("chaos"))) } else { svg };
+    let svg =
+        if a.runs > 1 { svg.with_file_name(format!("{}-run{n}.svg", svg.file_stem().and_then(|s| s.to_str()).unwrap_or("chaos"))) } else { svg };
     std::fs::write(&svg, scalectl_chaos::svg::timeline(&report, &history)).with_context(|| format!("writing {}", svg.display()))?;
     std::fs::write(svg.with_extension("jsonl"), history.to_json_lines())?;
     text.push_str(&format!("timeline: {}\nhistory: {}\n", svg.display(), svg.with_extension("jsonl").display()));
@@ -208,7 +214,11 @@ impl ProbesDuring {
             e.2 += 1;
         }
         for (name, (first, last, n)) in by_probe {
-            let why = self.failures.iter().find(|(_, f)| f.split_once(':').is_some_and(|(p, _)| p == name)).map_or("", |(_, f)| f.split_once(": ").map_or("", |(_, w)| w));
+            let why = self
+                .failures
+                .iter()
+                .find(|(_, f)| f.split_once(':').is_some_and(|(p, _)| p == name))
+                .map_or("", |(_, f)| f.split_once(": ").map_or("", |(_, w)| w));
             out.push_str(&format!("  {name}: failed {n}× from {first:.1}s to {last:.1}s (first: {why})\n"));
         }
         out
@@ -297,7 +307,9 @@ fn user_ids(provider: &dyn Provider, setup: &Setup) -> Result<Vec<i64>> {
 
 fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64>> {
     let ids: Vec<String> = products.iter().map(i64::to_string).collect();
-    let text = provider.query(&format!("SELECT coalesce(json_object_agg(id, stock), '{{}}') FROM products WHERE id IN ({})", ids.join(","))).map_err(|e| anyhow!("{e}"))?;
+    let text = provider
+        .query(&format!("SELECT coalesce(json_object_agg(id, stock), '{{}}') FROM products WHERE id IN ({})", ids.join(",")))
+        .map_err(|e| anyhow!("{e}"))?;
     let map: BTreeMap<String, i64> = serde_json::from_str(text.trim()).context("reading stock")?;
     Ok(map.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect())
 }
@@ -346,7 +358,15 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
 }
 
 /// Injects each fault at its offset; a fault with a duration is undone when it is over.
-fn inject_faults(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, e: &Experiment, t0: Instant, windows: &Mutex<Vec<FaultWindow>>, stop: &AtomicBool) -> Result<()> {
+fn inject_faults(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    graph: &Graph,
+    e: &Experiment,
+    t0: Instant,
+    windows: &Mutex<Vec<FaultWindow>>,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mut faults: Vec<_> = e.method.iter().collect();
     faults.sort_by_key(|f| f.at.0);
     for f in faults {
@@ -500,17 +520,35 @@ impl Workload<'_> {
             let started = Instant::now();
             let route = format!("/products/{product}");
             let reply = conn.send(&Request::get(route.clone()).client(&buyer.client), timeout).await;
-            return vec![Op { client, op: Operation::Read { route }, scheduled: since(due), started: since(started), ended: since(Instant::now()), outcome: read_outcome(&reply) }];
+            return vec![Op {
+                client,
+                op: Operation::Read { route },
+                scheduled: since(due),
+                started: since(started),
+                ended: since(Instant::now()),
+                outcome: read_outcome(&reply),
+            }];
         }
         let key = format!("chaos-{}-{i}", self.run_id);
         if let Some(sale_id) = self.sale {
             let op = Operation::FlashPurchase { user_id: self.user_ids[b], sale_id, quantity: 1, idempotency_key: key.clone() };
-            let buy = Request::post(format!("/flash-sales/{sale_id}/purchase"), "{\"quantity\":1}").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
+            let buy = Request::post(format!("/flash-sales/{sale_id}/purchase"), "{\"quantity\":1}")
+                .token(Some(&buyer.auth))
+                .client(&buyer.client)
+                .key(&key);
             let mut attempts = Vec::new();
-            until_settled(conn, &buy, Instant::now(), |began, o| Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o }, &mut attempts).await;
+            until_settled(
+                conn,
+                &buy,
+                Instant::now(),
+                |began, o| Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o },
+                &mut attempts,
+            )
+            .await;
             return attempts;
         }
-        let op = Operation::Checkout { user_id: self.user_ids[b], idempotency_key: key.clone(), cart: vec![Line { product_id: product, quantity: 1 }] };
+        let op =
+            Operation::Checkout { user_id: self.user_ids[b], idempotency_key: key.clone(), cart: vec![Line { product_id: product, quantity: 1 }] };
         let mut attempts = Vec::new();
         let started = Instant::now();
         let add = Request::post("/cart/items", format!("{{\"product_id\":{product},\"quantity\":1}}")).token(Some(&buyer.auth)).client(&buyer.client);
@@ -525,7 +563,14 @@ impl Workload<'_> {
             return attempts;
         }
         let checkout = Request::post("/checkout", "").token(Some(&buyer.auth)).client(&buyer.client).key(&key);
-        let record = |began: Instant, o: Outcome| Op { client, op: op.clone(), scheduled: since(due), started: since(began), ended: since(Instant::now()), outcome: o };
+        let record = |began: Instant, o: Outcome| Op {
+            client,
+            op: op.clone(),
+            scheduled: since(due),
+            started: since(began),
+            ended: since(Instant::now()),
+            outcome: o,
+        };
         let acknowledged = until_settled(conn, &checkout, started, record, &mut attempts).await;
         if acknowledged && i % REPLAY_EVERY == REPLAY_EVERY / 2 {
             // A client that lost the answer does it all again under the same key; the shop

@@ -16,7 +16,13 @@ pub fn print_insights(insights: &Value, out: &mut impl Write) -> std::io::Result
         writeln!(out, "\nDatabase: leader {}", db["leader"].as_str().unwrap_or("NONE (no node is primary)"))?;
         for m in db["members"].as_array().into_iter().flatten().filter(|m| m["role"] != "leader" && m["role"] != "primary") {
             let lag = m["lag_bytes"].as_u64().map_or("lag unknown".to_string(), |b| format!("lag {}", bytes(b)));
-            writeln!(out, "  {:<22} {:<13} {:<10} {lag}", m["id"].as_str().unwrap_or("?"), role(m["role"].as_str().unwrap_or("?")), m["state"].as_str().unwrap_or("?"))?;
+            writeln!(
+                out,
+                "  {:<22} {:<13} {:<10} {lag}",
+                m["id"].as_str().unwrap_or("?"),
+                role(m["role"].as_str().unwrap_or("?")),
+                m["state"].as_str().unwrap_or("?")
+            )?;
         }
     }
     for (id, dbs) in insights.get("pools").and_then(Value::as_object).into_iter().flatten() {
@@ -75,7 +81,14 @@ pub fn slow_queries(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
             .map(|q| {
                 let text = q["query"].as_str().unwrap_or("");
                 let short: String = if text.chars().count() > 90 { text.chars().take(89).chain(['…']).collect() } else { text.to_string() };
-                vec![q["calls"].to_string(), q["total_ms"].to_string(), q["mean_ms"].to_string(), format!("{}%", q["percent"]), q["rows"].to_string(), short]
+                vec![
+                    q["calls"].to_string(),
+                    q["total_ms"].to_string(),
+                    q["mean_ms"].to_string(),
+                    format!("{}%", q["percent"]),
+                    q["rows"].to_string(),
+                    short,
+                ]
             })
             .collect();
         if rows.is_empty() {

@@ -267,7 +267,9 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
             pid.map_or("-".into(), |p| p.to_string()),
             uptime.map_or("-".into(), ago),
         ]);
-        items.push(json!({"id": r.id, "kind": r.kind, "address": r.endpoint(), "state": seen, "healthy": healthy, "pid": pid, "uptime_seconds": uptime}));
+        items.push(
+            json!({"id": r.id, "kind": r.kind, "address": r.endpoint(), "state": seen, "healthy": healthy, "pid": pid, "uptime_seconds": uptime}),
+        );
     }
     let insights = provider.insights();
     let mut out = std::io::stdout().lock();
@@ -277,7 +279,13 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
             &mut out,
         )?,
         Format::Text => {
-            writeln!(out, "Environment `{name}`: level {}, {}, {}\n", state.level, state.target, if healthy_all { "healthy" } else { "NOT healthy" })?;
+            writeln!(
+                out,
+                "Environment `{name}`: level {}, {}, {}\n",
+                state.level,
+                state.target,
+                if healthy_all { "healthy" } else { "NOT healthy" }
+            )?;
             print_table(&["COMPONENT", "ADDRESS", "STATE", "PID", "UPTIME"], &rows, &mut out)?;
             super::data::print_insights(&insights, &mut out)?;
         }

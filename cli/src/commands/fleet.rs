@@ -20,7 +20,14 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
             Some(t) if t <= now() => "expired".to_string(),
             Some(t) => ago(t - now()),
         };
-        rows.push(vec![name.clone(), s.level.to_string(), s.target.to_string(), ago(now().saturating_sub(s.created_at)), ttl, s.resources.len().to_string()]);
+        rows.push(vec![
+            name.clone(),
+            s.level.to_string(),
+            s.target.to_string(),
+            ago(now().saturating_sub(s.created_at)),
+            ttl,
+            s.resources.len().to_string(),
+        ]);
         items.push(json!({"name": name, "level": s.level, "target": s.target, "created_at": s.created_at, "updated_at": s.updated_at, "expires_at": s.expires_at, "components": s.resources.len()}));
     }
     let mut out = std::io::stdout().lock();

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::driver::{Program, tools};
 use anyhow::Result;
 use scalectl_core::levels::{LEVELS, level};
 use scalectl_core::{Diagnostic, Manifest, ResourceKind, Sources, Target};
-use crate::driver::{Program, tools};
 use serde_json::json;
 
 use super::Ctx;
@@ -65,11 +65,8 @@ pub fn levels(ctx: &Ctx) -> Result<ExitCode> {
     let titles: Vec<String> = (1..=6).map(|n| format!("LEVEL {n}")).collect();
     headers.extend(titles.iter().map(String::as_str));
     let per_level: Vec<Vec<(&str, String)>> = all.iter().map(facts).collect();
-    let rows: Vec<Vec<String>> = names
-        .iter()
-        .enumerate()
-        .map(|(i, k)| std::iter::once(k.to_string()).chain(per_level.iter().map(|f| f[i].1.clone())).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        names.iter().enumerate().map(|(i, k)| std::iter::once(k.to_string()).chain(per_level.iter().map(|f| f[i].1.clone())).collect()).collect();
     print_table(&headers, &rows, &mut out)?;
     writeln!(out, "\n`scalectl explain --level N` says what a level adds and why.")?;
     Ok(ExitCode::SUCCESS)
@@ -139,11 +136,7 @@ pub fn schema() -> Result<ExitCode> {
 pub fn missing_programs(kinds: impl Iterator<Item = ResourceKind>) -> Vec<Program> {
     let kinds: BTreeSet<ResourceKind> = kinds.collect();
     let mut seen = BTreeSet::new();
-    kinds
-        .into_iter()
-        .flat_map(tools::requirements)
-        .filter(|p| !p.optional && seen.insert(p.name) && tools::find(p.name).is_none())
-        .collect()
+    kinds.into_iter().flat_map(tools::requirements).filter(|p| !p.optional && seen.insert(p.name) && tools::find(p.name).is_none()).collect()
 }
 
 /// The command that installs `missing`.
@@ -182,7 +175,12 @@ pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
                 (None, true) => "missing (optional)",
                 (None, false) => "MISSING",
             };
-            rows.push(vec![n.to_string(), p.name.to_string(), state.to_string(), found.as_ref().map_or_else(|| p.install.to_string(), |f| f.display().to_string())]);
+            rows.push(vec![
+                n.to_string(),
+                p.name.to_string(),
+                state.to_string(),
+                found.as_ref().map_or_else(|| p.install.to_string(), |f| f.display().to_string()),
+            ]);
             items.push(json!({"level": n, "program": p.name, "found": found, "optional": p.optional, "install": p.install}));
         }
     }

@@ -190,7 +190,10 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
             say(&format!("setting up {users} buyers and the catalog (seed {}) at {}…", args.seed, site.url));
             let cfg = SetupConfig { seed: args.seed, buyers: users, products: 20, concurrency: 8, cache, progress };
             let s = rt.block_on(shop::prepare(&target, &site.url, &cfg))?;
-            say(&format!("setup done in {:.1} s ({} reused, {} logged in, {} registered)", s.stats.seconds, s.stats.reused, s.stats.logged_in, s.stats.registered));
+            say(&format!(
+                "setup done in {:.1} s ({} reused, {} logged in, {} registered)",
+                s.stats.seconds, s.stats.reused, s.stats.logged_in, s.stats.registered
+            ));
             Some(Arc::new(s))
         }
     };

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{CheckName, CheckResult, FaultWindow, Finding};
 use crate::experiment::{AvailabilityCheck, FaultKind};
-use crate::span::Span;
 use crate::history::History;
+use crate::span::Span;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultStats {
@@ -78,9 +78,7 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
             let horizon = starts.iter().copied().find(|s| *s > f.start);
             let during: Vec<_> = history.ops.iter().filter(|o| o.scheduled >= f.start && o.scheduled < f.end).collect();
             let errors = during.iter().filter(|o| o.is_error()).count();
-            let first_ack_after = |t: Duration| {
-                history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t).map(|o| o.ended - t).min()
-            };
+            let first_ack_after = |t: Duration| history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t).map(|o| o.ended - t).min();
             FaultStats {
                 fault: f.clone(),
                 rto: first_ack_after(f.start),
@@ -100,8 +98,7 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
 /// starting at the injection and ending with the first acknowledgement after the fault's
 /// end (for a switchover, when it completed).
 fn longest_write_gap(history: &History, f: &FaultWindow) -> Option<Duration> {
-    let mut acks: Vec<Duration> =
-        history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start).map(|o| o.ended).collect();
+    let mut acks: Vec<Duration> = history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start).map(|o| o.ended).collect();
     acks.sort_unstable();
     let resumed = acks.iter().position(|t| *t >= f.end)?;
     let mut previous = f.start;
@@ -174,9 +171,7 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
         }
         match (s.recovery, config.max_recovery) {
             (None, _) => findings.push(Finding::NotRecovered { fault, target }),
-            (Some(recovery), Some(max)) if recovery > max.0 => {
-                findings.push(Finding::RecoveryExceeded { fault, target, recovery, max: max.0 })
-            }
+            (Some(recovery), Some(max)) if recovery > max.0 => findings.push(Finding::RecoveryExceeded { fault, target, recovery, max: max.0 }),
             _ => {}
         }
     }
@@ -224,12 +219,7 @@ mod tests {
     }
 
     fn window(start_ms: u64, end_ms: u64) -> FaultWindow {
-        FaultWindow {
-            kind: FaultKind::NodeLoss,
-            target: "leader".into(),
-            start: Duration::from_millis(start_ms),
-            end: Duration::from_millis(end_ms),
-        }
+        FaultWindow { kind: FaultKind::NodeLoss, target: "leader".into(), start: Duration::from_millis(start_ms), end: Duration::from_millis(end_ms) }
     }
 
     fn config() -> AvailabilityCheck {
@@ -275,13 +265,15 @@ mod tests {
     #[test]
     fn thresholds_judge_rto_and_recovery() {
         let stats = analyse(&outage(), &[window(20_000, 25_000)], &config());
-        let tight = AvailabilityCheck { max_rto: Some(Span::secs(5)), max_resume: Some(Span::secs(5)), max_recovery: Some(Span::secs(9)), ..config() };
+        let tight =
+            AvailabilityCheck { max_rto: Some(Span::secs(5)), max_resume: Some(Span::secs(5)), max_recovery: Some(Span::secs(9)), ..config() };
         let r = verdict(&stats, &tight);
         assert_eq!(r.findings.len(), 3, "{r:?}");
         assert_eq!(r.findings[0].to_string(), "node-loss on leader: first acknowledged write after 10.0s (max 5.0s)");
         assert_eq!(r.findings[1].to_string(), "node-loss on leader: first acknowledged write 5.0s after the fault ended (max 5.0s)");
         assert_eq!(r.findings[2].to_string(), "node-loss on leader: steady state after 9.9s (max 9.0s)");
-        let loose = AvailabilityCheck { max_rto: Some(Span::secs(15)), max_resume: Some(Span::secs(6)), max_recovery: Some(Span::secs(15)), ..config() };
+        let loose =
+            AvailabilityCheck { max_rto: Some(Span::secs(15)), max_resume: Some(Span::secs(6)), max_recovery: Some(Span::secs(15)), ..config() };
         let r = verdict(&stats, &loose);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         assert_eq!(r.summary, "node-loss on leader: RTO 10.0s, longest write gap 10.0s, recovery 9.9s, 100.0% errors");
@@ -310,7 +302,10 @@ mod tests {
         assert_eq!(judged(Some(Span::secs(1)), None).verdict, Verdict::Pass);
         let r = judged(Some(Span::secs(1)), Some(Span::secs(3)));
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.findings.iter().map(ToString::to_string).collect::<Vec<_>>(), ["node-loss on leader: no write acknowledged for 3.5s (max 3.0s)"]);
+        assert_eq!(
+            r.findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["node-loss on leader: no write acknowledged for 3.5s (max 3.0s)"]
+        );
         assert_eq!(judged(None, Some(Span::secs(4))).verdict, Verdict::Pass);
 
         // Writes that never come back leave no gap to report: one finding, whichever
@@ -319,7 +314,8 @@ mod tests {
         broken.ops.retain(|o| o.scheduled < Duration::from_secs(30));
         let stats = analyse(&broken, &[window(20_000, 25_000)], &config());
         assert_eq!(stats[0].write_gap, None);
-        let all = AvailabilityCheck { max_rto: Some(Span::secs(30)), max_resume: Some(Span::secs(30)), max_write_gap: Some(Span::secs(30)), ..config() };
+        let all =
+            AvailabilityCheck { max_rto: Some(Span::secs(30)), max_resume: Some(Span::secs(30)), max_write_gap: Some(Span::secs(30)), ..config() };
         assert_eq!(
             verdict(&stats, &all).findings,
             [

@@ -12,28 +12,85 @@ use crate::experiment::FaultKind;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Finding {
     /// Acknowledged, absent from the database.
-    LostOrder { user_id: i64, idempotency_key: String, order_id: Option<i64> },
+    LostOrder {
+        user_id: i64,
+        idempotency_key: String,
+        order_id: Option<i64>,
+    },
     /// Two or more orders for one user's idempotency key.
-    DuplicateOrder { user_id: i64, idempotency_key: String, order_ids: Vec<i64> },
+    DuplicateOrder {
+        user_id: i64,
+        idempotency_key: String,
+        order_ids: Vec<i64>,
+    },
     /// The acknowledged id is not the order the database holds for the key.
-    WrongOrder { user_id: i64, idempotency_key: String, acknowledged: i64, found: Vec<i64> },
-    MissingItems { order_id: i64 },
-    MissingPayment { order_id: i64 },
+    WrongOrder {
+        user_id: i64,
+        idempotency_key: String,
+        acknowledged: i64,
+        found: Vec<i64>,
+    },
+    MissingItems {
+        order_id: i64,
+    },
+    MissingPayment {
+        order_id: i64,
+    },
     /// Every attempt was refused definitively, yet an order exists.
-    FailedButCommitted { user_id: i64, idempotency_key: String, order_ids: Vec<i64> },
-    NegativeStock { product_id: i64, stock: i64 },
+    FailedButCommitted {
+        user_id: i64,
+        idempotency_key: String,
+        order_ids: Vec<i64>,
+    },
+    NegativeStock {
+        product_id: i64,
+        stock: i64,
+    },
     /// initial − sold ≠ remaining.
-    StockMismatch { product_id: i64, initial: i64, sold: i64, remaining: i64 },
-    Oversold { sale_id: i64, offered: i64, sold: i64 },
+    StockMismatch {
+        product_id: i64,
+        initial: i64,
+        sold: i64,
+        remaining: i64,
+    },
+    Oversold {
+        sale_id: i64,
+        offered: i64,
+        sold: i64,
+    },
     /// More units acknowledged to buyers than the sale offered.
-    OverAcknowledged { sale_id: i64, offered: i64, acknowledged: i64 },
+    OverAcknowledged {
+        sale_id: i64,
+        offered: i64,
+        acknowledged: i64,
+    },
     /// sold + remaining ≠ offered.
-    SaleMismatch { sale_id: i64, offered: i64, sold: i64, remaining: i64 },
-    EventMissing { order_id: i64 },
-    EventDuplicated { order_id: i64, event_ids: Vec<i64> },
-    EventUndelivered { order_id: i64, event_id: i64, dead_lettered: bool },
-    EventProcessedTwice { order_id: i64, notifications: u32 },
-    NoAcknowledgedWrite { fault: FaultKind, target: String },
+    SaleMismatch {
+        sale_id: i64,
+        offered: i64,
+        sold: i64,
+        remaining: i64,
+    },
+    EventMissing {
+        order_id: i64,
+    },
+    EventDuplicated {
+        order_id: i64,
+        event_ids: Vec<i64>,
+    },
+    EventUndelivered {
+        order_id: i64,
+        event_id: i64,
+        dead_lettered: bool,
+    },
+    EventProcessedTwice {
+        order_id: i64,
+        notifications: u32,
+    },
+    NoAcknowledgedWrite {
+        fault: FaultKind,
+        target: String,
+    },
     RtoExceeded {
         fault: FaultKind,
         target: String,
@@ -58,7 +115,10 @@ pub enum Finding {
         #[serde(rename = "max_s", with = "crate::time::secs")]
         max: Duration,
     },
-    NotRecovered { fault: FaultKind, target: String },
+    NotRecovered {
+        fault: FaultKind,
+        target: String,
+    },
     RecoveryExceeded {
         fault: FaultKind,
         target: String,
@@ -80,24 +140,18 @@ impl fmt::Display for Finding {
             DuplicateOrder { user_id, idempotency_key, order_ids } => {
                 write!(f, "duplicate orders {} for user {user_id}, key {idempotency_key}", ids(order_ids))
             }
-            WrongOrder { user_id, idempotency_key, acknowledged, found } => write!(
-                f,
-                "order {acknowledged} acknowledged for user {user_id}, key {idempotency_key}, but the database holds {}",
-                ids(found)
-            ),
+            WrongOrder { user_id, idempotency_key, acknowledged, found } => {
+                write!(f, "order {acknowledged} acknowledged for user {user_id}, key {idempotency_key}, but the database holds {}", ids(found))
+            }
             MissingItems { order_id } => write!(f, "order {order_id} has no items"),
             MissingPayment { order_id } => write!(f, "order {order_id} has no payment"),
-            FailedButCommitted { user_id, idempotency_key, order_ids } => write!(
-                f,
-                "user {user_id}, key {idempotency_key} was refused, yet orders {} exist",
-                ids(order_ids)
-            ),
+            FailedButCommitted { user_id, idempotency_key, order_ids } => {
+                write!(f, "user {user_id}, key {idempotency_key} was refused, yet orders {} exist", ids(order_ids))
+            }
             NegativeStock { product_id, stock } => write!(f, "product {product_id} has stock {stock}"),
-            StockMismatch { product_id, initial, sold, remaining } => write!(
-                f,
-                "product {product_id}: {initial} initial − {sold} sold = {}, but {remaining} remain",
-                initial - sold
-            ),
+            StockMismatch { product_id, initial, sold, remaining } => {
+                write!(f, "product {product_id}: {initial} initial − {sold} sold = {}, but {remaining} remain", initial - sold)
+            }
             Oversold { sale_id, offered, sold } => write!(f, "flash sale {sale_id} sold {sold} of {offered} units"),
             OverAcknowledged { sale_id, offered, acknowledged } => {
                 write!(f, "flash sale {sale_id} acknowledged {acknowledged} units to buyers, but offered {offered}")
@@ -124,19 +178,13 @@ impl fmt::Display for Finding {
                 resume.as_secs_f64(),
                 max.as_secs_f64()
             ),
-            WriteGapExceeded { fault, target, gap, max } => write!(
-                f,
-                "{fault} on {target}: no write acknowledged for {:.1}s (max {:.1}s)",
-                gap.as_secs_f64(),
-                max.as_secs_f64()
-            ),
+            WriteGapExceeded { fault, target, gap, max } => {
+                write!(f, "{fault} on {target}: no write acknowledged for {:.1}s (max {:.1}s)", gap.as_secs_f64(), max.as_secs_f64())
+            }
             NotRecovered { fault, target } => write!(f, "{fault} on {target}: the error ratio never settled"),
-            RecoveryExceeded { fault, target, recovery, max } => write!(
-                f,
-                "{fault} on {target}: steady state after {:.1}s (max {:.1}s)",
-                recovery.as_secs_f64(),
-                max.as_secs_f64()
-            ),
+            RecoveryExceeded { fault, target, recovery, max } => {
+                write!(f, "{fault} on {target}: steady state after {:.1}s (max {:.1}s)", recovery.as_secs_f64(), max.as_secs_f64())
+            }
         }
     }
 }

@@ -47,9 +47,7 @@ pub fn unknown() -> Outcome {
 
 /// Complete orders (items and payment present) as (id, user, key).
 pub fn orders(rows: &[(i64, i64, &str)]) -> DbSnapshot {
-    let orders = rows
-        .iter()
-        .map(|(id, user, key)| OrderRow { id: *id, user_id: *user, idempotency_key: key.to_string(), items: 1, payment: true })
-        .collect();
+    let orders =
+        rows.iter().map(|(id, user, key)| OrderRow { id: *id, user_id: *user, idempotency_key: key.to_string(), items: 1, payment: true }).collect();
     DbSnapshot { orders, ..DbSnapshot::default() }
 }

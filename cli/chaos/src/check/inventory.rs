@@ -43,12 +43,7 @@ pub fn flash_sales(history: &History, snapshot: &DbSnapshot) -> CheckResult {
             findings.push(Finding::SaleMismatch { sale_id: s.id, offered: s.units, sold: s.sold, remaining: s.remaining });
         }
     }
-    let summary = snapshot
-        .flash_sales
-        .iter()
-        .map(|s| format!("sale {}: {} of {} sold", s.id, s.sold, s.units))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let summary = snapshot.flash_sales.iter().map(|s| format!("sale {}: {} of {} sold", s.id, s.sold, s.units)).collect::<Vec<_>>().join("; ");
     let summary = if summary.is_empty() { "no flash sale in the snapshot".to_string() } else { summary };
     CheckResult::new(CheckName::FlashSale, !findings.is_empty(), summary, findings)
 }
@@ -61,8 +56,7 @@ mod tests {
     use crate::snapshot::{FlashSaleRow, ProductRow};
 
     fn products(rows: &[(i64, i64, i64, i64)]) -> DbSnapshot {
-        let products =
-            rows.iter().map(|&(id, initial_stock, stock, units_sold)| ProductRow { id, initial_stock, stock, units_sold }).collect();
+        let products = rows.iter().map(|&(id, initial_stock, stock, units_sold)| ProductRow { id, initial_stock, stock, units_sold }).collect();
         DbSnapshot { products, ..DbSnapshot::default() }
     }
 
@@ -76,10 +70,7 @@ mod tests {
         let r = stock(&products(&[(1, 100, 61, 40), (2, 5, -1, 6)]));
         assert_eq!(
             r.findings,
-            [
-                Finding::StockMismatch { product_id: 1, initial: 100, sold: 40, remaining: 61 },
-                Finding::NegativeStock { product_id: 2, stock: -1 },
-            ]
+            [Finding::StockMismatch { product_id: 1, initial: 100, sold: 40, remaining: 61 }, Finding::NegativeStock { product_id: 2, stock: -1 },]
         );
         assert_eq!(r.findings[0].to_string(), "product 1: 100 initial − 40 sold = 60, but 61 remain");
     }

@@ -8,9 +8,9 @@
 //! - [`availability`]: RTO, recovery to steady state, errors and latency per fault.
 
 pub mod availability;
+pub mod finding;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod finding;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;
@@ -119,13 +119,7 @@ pub fn check(history: &History, snapshot: &DbSnapshot, faults: &[FaultWindow], e
     if let Some(c) = &expect.availability {
         checks.push(availability::verdict(&stats, c));
     }
-    Report {
-        passed: checks.iter().all(|c| c.verdict == Verdict::Pass),
-        checks,
-        rpo: orders.lost(),
-        unknown: orders.resolutions,
-        faults: stats,
-    }
+    Report { passed: checks.iter().all(|c| c.verdict == Verdict::Pass), checks, rpo: orders.lost(), unknown: orders.resolutions, faults: stats }
 }
 
 #[cfg(test)]

@@ -84,7 +84,12 @@ pub fn analyse(history: &History, snapshot: &DbSnapshot) -> Analysis {
                 out.findings.push(Finding::DuplicateOrder { user_id, idempotency_key: idempotency_key.clone(), order_ids: acked.clone() });
             }
             for a in acked.iter().filter(|a| !found_ids.contains(a)) {
-                out.findings.push(Finding::WrongOrder { user_id, idempotency_key: idempotency_key.clone(), acknowledged: *a, found: found_ids.clone() });
+                out.findings.push(Finding::WrongOrder {
+                    user_id,
+                    idempotency_key: idempotency_key.clone(),
+                    acknowledged: *a,
+                    found: found_ids.clone(),
+                });
             }
         } else if intent.unsure {
             out.resolutions.push(Resolution {
