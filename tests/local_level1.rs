@@ -238,3 +238,42 @@ fn a_rebuilt_shop_shows_in_the_plan_and_up_rolls_it_out() {
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
     assert!(sc(&["down", "--env", &env, "-q"]).status.success());
 }
+
+/// Rewrites a state file into the layout scalectl 0.1 wrote (state format 1): no
+/// version, no outputs, the digests among the props. `cli/src/home.rs` checks this
+/// layout against a file recorded from a real 0.1 `up`.
+fn rewrite_as_v1(path: &std::path::Path) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("version");
+    o.remove("outputs");
+    for r in o["resources"].as_object_mut().unwrap().values_mut() {
+        let r = r.as_object_mut().unwrap();
+        if let Some(Value::Object(d)) = r.remove("digests") {
+            r["props"].as_object_mut().unwrap().extend(d);
+        }
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn an_environment_brought_up_with_state_format_1_plans_as_a_no_op_and_keeps_serving() {
+    let home = Home::new();
+    let env = home.env("v1");
+    let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    let shop = up["endpoints"]["shop"].as_str().unwrap().to_string();
+    let path = home.env_dir(&env).join("state.json");
+    rewrite_as_v1(&path);
+    let v1: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(v1.get("version").is_none() && v1.get("outputs").is_none(), "{v1}");
+
+    let plan = home.expect(0, &["plan", "--env", &env, "--exit-code"]);
+    assert!(text(&plan.stdout).contains("No changes"), "{}", text(&plan.stdout));
+    let again = home.json(&["up", "--env", &env, "-q"]);
+    assert_eq!(again["changed"], false, "nothing restarts after the upgrade");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(state["version"], 2, "the next save writes the new format");
+    assert!(state["resources"]["shop/r1-all-1"]["digests"]["program_digest"].is_string(), "{state}");
+    shop_checkout(&shop);
+    home.expect(0, &["down", "--env", &env, "-q"]);
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use scalectl_core::plan::{Action, Plan};
-use scalectl_core::{Graph, Provider};
+use scalectl_core::{Applied, Graph, Provider, ProviderError, Resource};
 
 use crate::home::{Home, State};
 use crate::output::Progress;
@@ -16,6 +16,7 @@ use crate::output::Progress;
 /// How many steps run at once; the machine has few cores and most steps wait on I/O.
 const PARALLEL: usize = 4;
 
+#[derive(Debug)]
 pub struct Outcome {
     /// Notes from providers worth showing (an optional part skipped, say).
     pub notes: Vec<String>,
@@ -36,6 +37,7 @@ pub fn execute(
         let t = progress.start(&step.id, "destroying");
         provider.destroy(&r, false).map_err(|e| anyhow!("destroying {}: {e}", r.id))?;
         state.resources.remove(&step.id);
+        state.outputs.remove(&step.id);
         home.save(state)?;
         progress.done(&step.id, "destroyed", t);
     }
@@ -47,7 +49,7 @@ pub fn execute(
     let mut failure: Option<anyhow::Error> = None;
 
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(String, Result<Option<String>>)>();
+        let (tx, rx) = mpsc::channel::<(String, Result<Applied>)>();
         let mut running = 0usize;
         loop {
             if failure.is_none() {
@@ -67,9 +69,8 @@ pub fn execute(
                     let t = progress.start(&step.id, verb.0);
                     let action = step.action.clone();
                     scope.spawn(move || {
-                        let result = provider
-                            .apply(r, &action)
-                            .and_then(|note| provider.wait_healthy(r, Instant::now() + health_timeout).map(|()| note))
+                        let result = apply_with_retries(provider, r, &action, Instant::now() + health_timeout, progress)
+                            .and_then(|applied| provider.wait_healthy(r, Instant::now() + health_timeout).map(|()| applied))
                             .map_err(|e| anyhow!("{} {}: {e}", verb.0, r.id));
                         if result.is_ok() {
                             progress.done(&r.id, verb.1, t);
@@ -84,10 +85,15 @@ pub fn execute(
             let (id, result) = rx.recv().expect("a step always reports");
             running -= 1;
             match result {
-                Ok(note) => {
-                    notes.extend(note.map(|n| format!("{id}: {n}")));
+                Ok(applied) => {
+                    notes.extend(applied.note.map(|n| format!("{id}: {n}")));
                     let r = graph.get(&id).expect("from the graph").clone();
                     state.resources.insert(id.clone(), r);
+                    if applied.outputs.is_empty() {
+                        state.outputs.remove(&id);
+                    } else {
+                        state.outputs.insert(id.clone(), applied.outputs);
+                    }
                     if let Err(e) = home.save(state) {
                         failure.get_or_insert(e);
                     }
@@ -106,6 +112,32 @@ pub fn execute(
     }
 }
 
+/// First wait before retrying a transient failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Applies `r`, retrying a transient failure (see `ErrorKind`) with backoff for as long
+/// as `deadline` allows; any other failure ends the step at once.
+fn apply_with_retries(
+    provider: &dyn Provider,
+    r: &Resource,
+    action: &Action,
+    deadline: Instant,
+    progress: &Progress,
+) -> Result<Applied, ProviderError> {
+    let mut wait = FIRST_BACKOFF;
+    loop {
+        match provider.apply(r, action) {
+            Err(e) if e.is_transient() && Instant::now() + wait < deadline => {
+                progress.say(&format!("  {}: {e}; retrying in {:.1} s", r.id, wait.as_secs_f64()));
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+            other => return other,
+        }
+    }
+}
+
 fn verb(action: &Action) -> (&'static str, &'static str) {
     match action {
         Action::Create => ("creating", "created"),
@@ -114,5 +146,197 @@ fn verb(action: &Action) -> (&'static str, &'static str) {
         Action::Rerun => ("re-running", "done"),
         Action::Destroy => ("destroying", "destroyed"),
         Action::Keep => ("keeping", "kept"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine against a fake provider that records every call and fails where a
+    //! test scripts it to.
+
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Mutex;
+
+    use scalectl_core::plan::{Observed, plan};
+    use scalectl_core::{ErrorKind, ResourceKind, Sources, Target};
+
+    use super::*;
+
+    /// Records `start id` / `end id` around each apply; `script` says how the next
+    /// applies of a resource end (Ok once the list is empty).
+    struct FakeProvider {
+        log: Mutex<Vec<String>>,
+        script: Mutex<BTreeMap<String, VecDeque<ErrorKind>>>,
+        step_time: Duration,
+    }
+
+    impl FakeProvider {
+        fn new(step_time: Duration) -> Self {
+            FakeProvider { log: Mutex::new(Vec::new()), script: Mutex::new(BTreeMap::new()), step_time }
+        }
+
+        fn fail(&self, id: &str, kinds: &[ErrorKind]) {
+            self.script.lock().unwrap().insert(id.to_string(), kinds.iter().copied().collect());
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+
+        fn applies(&self, id: &str) -> usize {
+            self.log().iter().filter(|l| *l == &format!("start {id}")).count()
+        }
+    }
+
+    impl Provider for FakeProvider {
+        fn target(&self) -> Target {
+            Target::Local
+        }
+        fn supports(&self, _: ResourceKind) -> bool {
+            true
+        }
+        fn observe(&self, _: &Resource) -> Observed {
+            Observed::Running { pid: None }
+        }
+        fn apply(&self, r: &Resource, _: &Action) -> Result<Applied, ProviderError> {
+            self.log.lock().unwrap().push(format!("start {}", r.id));
+            std::thread::sleep(self.step_time);
+            let scripted = self.script.lock().unwrap().get_mut(&r.id).and_then(VecDeque::pop_front);
+            self.log.lock().unwrap().push(format!("end {}", r.id));
+            match scripted {
+                Some(kind) => Err(ProviderError::new(kind, format!("{} failed as scripted ({kind:?})", r.id))),
+                None => Ok(Applied { note: None, outputs: [("endpoint".to_string(), format!("{}:1", r.id))].into() }),
+            }
+        }
+        fn wait_healthy(&self, _: &Resource, _: Instant) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn destroy(&self, _: &Resource, _: bool) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn logs(&self, _: &Resource, _: usize) -> Result<String, ProviderError> {
+            Ok(String::new())
+        }
+        fn config_files(&self, _: &Resource) -> Result<Vec<(String, String)>, ProviderError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn res(id: &str, deps: &[&str]) -> Resource {
+        Resource {
+            id: id.into(),
+            kind: ResourceKind::Shop,
+            digests: BTreeMap::new(),
+            region: "r1".into(),
+            address: None,
+            port: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            props: BTreeMap::new(),
+        }
+    }
+
+    /// a → {b, c, d} → e: three steps that may run at once between two that may not.
+    fn diamond() -> Graph {
+        Graph::new(vec![res("a", &[]), res("b", &["a"]), res("c", &["a"]), res("d", &["a"]), res("e", &["b", "c", "d"])]).unwrap()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        home: Home,
+        state: State,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().to_path_buf());
+        let l = scalectl_core::levels::level(1).unwrap();
+        let manifest = Sources::new(l.file, l.manifest).load().unwrap();
+        std::fs::create_dir_all(home.env_dir("fake")).unwrap();
+        Fixture { _dir: dir, home, state: State::new("fake", Target::Local, 0, manifest) }
+    }
+
+    fn run(p: &FakeProvider, f: &mut Fixture, graph: &Graph) -> Result<Outcome> {
+        let observed = f.state.resources.keys().map(|id| (id.clone(), Observed::Running { pid: None })).collect();
+        let steps = plan(graph, &f.state.resources, &observed);
+        execute(p, &f.home, &mut f.state, graph, &steps, Duration::from_secs(10), &Progress::new(true))
+    }
+
+    fn position(log: &[String], line: &str) -> usize {
+        log.iter().position(|l| l == line).unwrap_or_else(|| panic!("no `{line}` in {log:?}"))
+    }
+
+    #[test]
+    fn each_step_starts_after_its_dependencies_end_and_independent_ones_overlap() {
+        let p = FakeProvider::new(Duration::from_millis(50));
+        let mut f = fixture();
+        let g = diamond();
+        run(&p, &mut f, &g).unwrap();
+        let log = p.log();
+        for r in &g.resources {
+            for d in &r.depends_on {
+                assert!(position(&log, &format!("end {d}")) < position(&log, &format!("start {}", r.id)), "{} before {d}: {log:?}", r.id);
+            }
+        }
+        let (mut running, mut most) = (0, 0);
+        for line in &log {
+            running = if line.starts_with("start") { running + 1 } else { running - 1 };
+            most = most.max(running);
+        }
+        assert_eq!(most, 3, "b, c and d run at once, no more: {log:?}");
+        assert_eq!(f.state.resources.len(), 5);
+        assert_eq!(f.state.outputs["e"]["endpoint"], "e:1", "outputs are recorded");
+        let saved = f.home.load("fake").unwrap().unwrap();
+        assert_eq!(saved.resources.len(), 5, "and saved");
+    }
+
+    #[test]
+    fn a_failure_stops_its_dependents_and_keeps_what_finished() {
+        let p = FakeProvider::new(Duration::from_millis(10));
+        p.fail("c", &[ErrorKind::Failed]);
+        let mut f = fixture();
+        let err = run(&p, &mut f, &diamond()).unwrap_err().to_string();
+        assert!(err.contains("creating c: c failed as scripted"), "{err}");
+        assert_eq!(p.applies("e"), 0, "e depends on c");
+        assert_eq!(p.applies("c"), 1, "a failure that is not transient is not retried");
+        let recorded: Vec<&str> = f.state.resources.keys().map(String::as_str).collect();
+        assert_eq!(recorded, ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_and_a_conflict_is_not() {
+        let p = FakeProvider::new(Duration::ZERO);
+        p.fail("b", &[ErrorKind::Transient, ErrorKind::Transient]);
+        let mut f = fixture();
+        run(&p, &mut f, &diamond()).unwrap();
+        assert_eq!(p.applies("b"), 3, "two transient failures, then success");
+
+        let p = FakeProvider::new(Duration::ZERO);
+        p.fail("b", &[ErrorKind::Conflict]);
+        let mut f = fixture();
+        assert!(run(&p, &mut f, &diamond()).is_err());
+        assert_eq!(p.applies("b"), 1);
+    }
+
+    #[test]
+    fn a_run_killed_at_any_step_is_finished_by_the_next_without_redoing_what_was_done() {
+        let g = diamond();
+        for (k, victim) in g.resources.iter().map(|r| r.id.clone()).enumerate() {
+            // The step that was running when the process died never reported success:
+            // it failed, and everything recorded before it stays recorded.
+            let first = FakeProvider::new(Duration::ZERO);
+            first.fail(&victim, &[ErrorKind::Failed]);
+            let mut f = fixture();
+            assert!(run(&first, &mut f, &g).is_err(), "kill at step {k}");
+            let done_before: Vec<String> = f.state.resources.keys().cloned().collect();
+            assert!(!done_before.contains(&victim));
+
+            let second = FakeProvider::new(Duration::ZERO);
+            run(&second, &mut f, &g).unwrap();
+            assert_eq!(f.state.resources.len(), g.resources.len(), "kill at {victim}: everything exists after the resume");
+            for id in &done_before {
+                assert_eq!(second.applies(id), 0, "kill at {victim}: {id} was done and is not redone");
+            }
+            assert_eq!(second.applies(&victim), 1, "kill at {victim}: it is done again");
+        }
     }
 }

@@ -31,9 +31,15 @@ pub struct Home {
     pub root: PathBuf,
 }
 
+/// The state file format this scalectl writes. Older files are migrated when read
+/// ([`migrate`]); a newer one is refused, since this release cannot know what it means.
+pub const STATE_VERSION: u64 = 2;
+
 /// What scalectl remembers about one environment. Written atomically after every step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
+    /// [`STATE_VERSION`] when written.
+    pub version: u64,
     pub name: String,
     pub level: u8,
     pub target: Target,
@@ -49,6 +55,60 @@ pub struct State {
     /// Resources as last applied successfully.
     #[serde(default)]
     pub resources: BTreeMap<String, Resource>,
+    /// What each resource's provider reported creating (endpoints, cloud ids), by id.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl State {
+    /// A new environment's state, before anything of it exists.
+    pub fn new(name: &str, target: Target, slot: u8, manifest: Manifest) -> State {
+        State {
+            version: STATE_VERSION,
+            name: name.to_string(),
+            level: manifest.metadata.level,
+            target,
+            created_at: now(),
+            updated_at: now(),
+            expires_at: None,
+            slot,
+            manifest,
+            resources: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+/// Brings a state file's JSON up to [`STATE_VERSION`].
+///
+/// - 1 (no `version`; scalectl before Core v2): the digests of generated files and of
+///   the shop binary sat among a resource's `props`; they move to `digests`, where
+///   `plan` now records them, so an environment brought up by 1 plans as a no-op.
+pub fn migrate(mut v: serde_json::Value) -> Result<serde_json::Value> {
+    let version = v.get("version").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if version > STATE_VERSION {
+        bail!("written by a newer scalectl (state format {version}; this one reads up to {STATE_VERSION}); upgrade scalectl");
+    }
+    if version < 2
+        && let Some(resources) = v.get_mut("resources").and_then(serde_json::Value::as_object_mut)
+    {
+        for r in resources.values_mut() {
+            let Some(r) = r.as_object_mut() else { continue };
+            let mut digests = serde_json::Map::new();
+            if let Some(props) = r.get_mut("props").and_then(serde_json::Value::as_object_mut) {
+                for key in ["config_digest", "program_digest"] {
+                    if let Some(d) = props.remove(key) {
+                        digests.insert(key.to_string(), d);
+                    }
+                }
+            }
+            if !digests.is_empty() {
+                r.insert("digests".into(), digests.into());
+            }
+        }
+    }
+    v["version"] = STATE_VERSION.into();
+    Ok(v)
 }
 
 /// Held while a command acts on an environment; released on drop (and by the kernel if
@@ -106,7 +166,10 @@ impl Home {
     pub fn load(&self, name: &str) -> Result<Option<State>> {
         let path = self.state_path(name);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?)),
+            Ok(bytes) => {
+                let read = || -> Result<State> { Ok(serde_json::from_value(migrate(serde_json::from_slice(&bytes)?)?)?) };
+                Ok(Some(read().with_context(|| format!("reading {}", path.display()))?))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -166,6 +229,43 @@ mod tests {
         assert!(home.lock("ci-2").is_ok(), "other environments are independent");
         drop(first);
         assert!(home.lock("ci-1").is_ok(), "released when the holder ends");
+    }
+
+    /// A level-1 state file as scalectl 0.1 (state format 1) wrote it, recorded from a
+    /// real `up`: digests among the props, no version, no outputs.
+    const V1_LEVEL_1: &str = include_str!("../../tests/fixtures/state-v1-level-1.json");
+
+    #[test]
+    fn a_v1_state_file_migrates_with_its_digests_moved_out_of_props() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::new(tmp.path().to_path_buf());
+        let v1: serde_json::Value = serde_json::from_str(V1_LEVEL_1).unwrap();
+        let name = v1["name"].as_str().unwrap().to_string();
+        fs::create_dir_all(home.env_dir(&name)).unwrap();
+        fs::write(home.state_path(&name), V1_LEVEL_1).unwrap();
+
+        let state = home.load(&name).unwrap().unwrap();
+        assert_eq!(state.version, STATE_VERSION);
+        let shop = &state.resources["shop/r1-all-1"];
+        assert!(!shop.props.contains_key("program_digest") && !shop.props.contains_key("config_digest"), "{:?}", shop.props);
+        assert_eq!(
+            shop.digests.get("program_digest"),
+            v1["resources"]["shop/r1-all-1"]["props"]["program_digest"].as_str().map(String::from).as_ref()
+        );
+        let pg = &state.resources["postgres/r1-pg-1"];
+        assert_eq!(pg.digests.get("config_digest").map(String::as_str), v1["resources"]["postgres/r1-pg-1"]["props"]["config_digest"].as_str());
+        assert_eq!(pg.props.get("max_connections").map(String::as_str), Some("100"), "the rest is kept");
+        assert_eq!(state.resources.len(), v1["resources"].as_object().unwrap().len());
+
+        home.save(&state).unwrap();
+        let again = home.load(&name).unwrap().unwrap();
+        assert_eq!(again.resources, state.resources, "migrating a migrated file changes nothing");
+    }
+
+    #[test]
+    fn a_state_file_from_a_newer_scalectl_is_refused_with_what_to_do() {
+        let err = migrate(serde_json::json!({"version": 99})).unwrap_err().to_string();
+        assert!(err.contains("newer scalectl (state format 99") && err.contains("upgrade scalectl"), "{err}");
     }
 
     #[test]

@@ -110,10 +110,10 @@ enum ChaosCommand {
         #[arg(long, short = 'e', value_name = "NAME")]
         env: String,
         #[arg(long, value_name = "KIND")]
-        fault: String,
+        fault: scalectl_core::fault::FaultKind,
         /// What it hits; `--target leader,replicas` for a partition's two sides.
         #[arg(long, value_delimiter = ',', required = true)]
-        target: Vec<String>,
+        target: Vec<scalectl_core::fault::Selector>,
         /// Undo it after this long (freeze, partition); without, it stays until `chaos heal`.
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         hold: Option<std::time::Duration>,
@@ -315,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => commands::load::load(&g, &a, cli.global.quiet),
         Command::Chaos(ChaosCommand::List) => commands::chaos::list(&g),
         Command::Chaos(ChaosCommand::Validate { files }) => commands::chaos::validate(&g, &files),
-        Command::Chaos(ChaosCommand::Inject { env, fault, target, hold }) => commands::chaos::inject(&g, &env, &fault, &target, hold),
+        Command::Chaos(ChaosCommand::Inject { env, fault, target, hold }) => commands::chaos::inject(&g, &env, fault, &target, hold),
         Command::Chaos(ChaosCommand::Heal { env }) => commands::chaos::heal(&g, &env),
         Command::Chaos(ChaosCommand::Run { experiment, env, runs, seed, report }) => {
             commands::chaos_run::run(&g, &commands::chaos_run::RunArgs { experiment, env, runs, seed, report })

@@ -1,8 +1,7 @@
 //! The typed experiment file (`chaos/*.yaml`): serde for reading it, schemars for the
 //! JSON Schema that validation and editors use. Rules across fields live in `rules.rs`.
 
-use std::fmt;
-
+pub use scalectl_core::fault::{FaultKind, Selector as Target};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -193,107 +192,6 @@ pub struct Fault {
     /// rollbacks run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<Span>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKind {
-    /// SIGKILL every process of a node.
-    NodeLoss,
-    /// SIGSTOP, then SIGCONT when the duration is over.
-    Freeze,
-    /// Stop and start a node's processes.
-    Restart,
-    /// Drop traffic between two sides' addresses.
-    Partition,
-    /// A planned Patroni switchover to the target.
-    Switchover,
-    /// Kill the Redis server.
-    RedisLoss,
-    /// Kill one shop process behind the edge balancer.
-    ShopInstanceLoss,
-}
-
-impl FaultKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultKind::NodeLoss => "node-loss",
-            FaultKind::Freeze => "freeze",
-            FaultKind::Restart => "restart",
-            FaultKind::Partition => "partition",
-            FaultKind::Switchover => "switchover",
-            FaultKind::RedisLoss => "redis-loss",
-            FaultKind::ShopInstanceLoss => "shop-instance-loss",
-        }
-    }
-}
-
-impl fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which of the environment's nodes a fault hits, resolved when the fault starts (the
-/// leader is whoever leads then). Plural selectors name groups, for partition sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-pub enum Target {
-    #[serde(rename = "leader")]
-    Leader,
-    #[serde(rename = "sync-standby")]
-    SyncStandby,
-    /// Any one replica (the asynchronous one when there is one).
-    #[serde(rename = "replica")]
-    Replica,
-    /// Every PostgreSQL node but the leader.
-    #[serde(rename = "replicas")]
-    Replicas,
-    /// Every PostgreSQL node.
-    #[serde(rename = "db")]
-    Db,
-    #[serde(rename = "redis")]
-    Redis,
-    /// One shop process, picked at random.
-    #[serde(rename = "shop:any")]
-    ShopAny,
-    /// Every shop process.
-    #[serde(rename = "shops")]
-    Shops,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Leader => "leader",
-            Target::SyncStandby => "sync-standby",
-            Target::Replica => "replica",
-            Target::Replicas => "replicas",
-            Target::Db => "db",
-            Target::Redis => "redis",
-            Target::ShopAny => "shop:any",
-            Target::Shops => "shops",
-        }
-    }
-
-    /// A group of nodes rather than one: only a partition's side may be a group.
-    pub fn is_group(self) -> bool {
-        matches!(self, Target::Replicas | Target::Db | Target::Shops)
-    }
-
-    /// The lowest level whose environment has this target (replicas and Redis come
-    /// with level 3).
-    pub fn min_level(self) -> u8 {
-        match self {
-            Target::SyncStandby | Target::Replica | Target::Replicas | Target::Redis => 3,
-            Target::Leader | Target::Db | Target::ShopAny | Target::Shops => 1,
-        }
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// What undoes faults. Each runs whether or not its fault ran, and is idempotent.

@@ -83,6 +83,13 @@ pub struct Resource {
     pub depends_on: Vec<String>,
     #[serde(default)]
     pub props: BTreeMap<String, String>,
+    /// What the resource runs that its definition does not say: digests of its
+    /// generated configuration files (`config_digest`) and, for our own programs, of the
+    /// binary (`program_digest`). Kept apart from `props`, which `expand` alone decides,
+    /// and compared by `plan` like them, so a template change or a rebuilt shop is a
+    /// planned change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 impl Resource {
@@ -171,6 +178,7 @@ mod tests {
         Resource {
             id: id.into(),
             kind: ResourceKind::Shop,
+            digests: BTreeMap::new(),
             region: "r1".into(),
             address: None,
             port: None,

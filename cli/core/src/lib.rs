@@ -8,6 +8,7 @@
 //! - [`rules`]: rules across fields that a schema cannot express.
 //! - [`units`]: durations and sizes, parsed once and rendered for each consumer.
 //! - [`diagnostic`]: one located problem, with a suggestion.
+//! - [`fault`]: chaos fault kinds and selectors, shared by experiments and providers.
 //! - [`levels`]: the six built-in levels and what each adds, for `levels` and `explain`.
 //! - [`topology`]: what an environment is made of, target-neutral, from a manifest.
 //! - [`target`]: the targets; each provider crate expands the topology for its own.
@@ -16,6 +17,7 @@
 //! - [`provider`]: the trait each target implements.
 
 pub mod diagnostic;
+pub mod fault;
 pub mod graph;
 pub mod levels;
 pub mod manifest;
@@ -32,7 +34,7 @@ pub use diagnostic::Diagnostic;
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
-pub use provider::{Provider, ProviderError};
+pub use provider::{Applied, ErrorKind, Provider, ProviderError};
 pub use target::Target;
 pub use topology::Topology;
 pub use units::{ByteSize, Duration};

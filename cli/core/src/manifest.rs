@@ -500,6 +500,7 @@ pub struct Rate {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default)]
 pub struct Observability {
     #[serde(default)]
     pub prometheus: Prometheus,
@@ -510,12 +511,6 @@ pub struct Observability {
     /// Multi-window burn-rate alerts on the SLOs.
     #[serde(default)]
     pub burn_rate_alerts: bool,
-}
-
-impl Default for Observability {
-    fn default() -> Self {
-        Observability { prometheus: Prometheus::default(), exporters: Vec::new(), dashboards: false, burn_rate_alerts: false }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -156,9 +156,11 @@ fn diff(had: &Resource, want: &Resource) -> Vec<Change> {
     field("address", had.address.map(|a| a.to_string()), want.address.map(|a| a.to_string()));
     field("port", had.port.map(|p| p.to_string()), want.port.map(|p| p.to_string()));
     field("depends_on", Some(had.depends_on.join(",")), Some(want.depends_on.join(",")));
-    let keys: BTreeSet<&String> = had.props.keys().chain(want.props.keys()).collect();
-    for k in keys {
-        field(k, had.props.get(k).cloned(), want.props.get(k).cloned());
+    for (had, want) in [(&had.props, &want.props), (&had.digests, &want.digests)] {
+        let keys: BTreeSet<&String> = had.keys().chain(want.keys()).collect();
+        for k in keys {
+            field(k, had.get(k).cloned(), want.get(k).cloned());
+        }
     }
     out
 }
@@ -171,6 +173,7 @@ mod tests {
         Resource {
             id: id.into(),
             kind,
+            digests: BTreeMap::new(),
             region: "r1".into(),
             address: None,
             port: None,
@@ -224,6 +227,19 @@ mod tests {
         assert_eq!(pg.changes, vec![Change { field: "max_connections".into(), from: Some("100".into()), to: Some("200".into()) }]);
         assert_eq!(p.step("database/shop").unwrap().action, Action::Rerun);
         assert_eq!(p.step("shop/1").unwrap().action, Action::Keep, "a process is not restarted for its dependency");
+    }
+
+    #[test]
+    fn a_new_config_or_program_digest_is_a_named_change() {
+        let g = graph();
+        let mut rec = recorded(&g);
+        rec.get_mut("shop/1").unwrap().digests.insert("program_digest".into(), "old".into());
+        let mut want = g.clone();
+        want.resources[2].digests.insert("program_digest".into(), "new".into());
+        let p = plan(&want, &rec, &running(&g));
+        let s = p.step("shop/1").unwrap();
+        assert_eq!(s.action, Action::Update);
+        assert_eq!(s.changes, vec![Change { field: "program_digest".into(), from: Some("old".into()), to: Some("new".into()) }]);
     }
 
     #[test]

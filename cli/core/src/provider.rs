@@ -1,13 +1,71 @@
 //! The one trait every target implements. The core only declares it; the providers
 //! (`cli/local`, later `cli/kube` and `cli/aws`) do the I/O.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
+use crate::fault::{FaultKind, Selector};
 use crate::graph::{Graph, Resource, ResourceKind};
 use crate::plan::{Action, Observed};
 use crate::target::Target;
 
-pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
+/// What the engine needs to know about a failed provider call to act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The same call may succeed if made again (a busy peer, throttling, a timeout):
+    /// the engine retries it with backoff until the step's deadline.
+    Transient,
+    /// Something else holds what the call needs (a port, an object another manager
+    /// owns): retrying will not help until that is resolved.
+    Conflict,
+    /// What the call refers to does not exist.
+    NotFound,
+    /// Anything else: retrying will not help until the input or the machine changes.
+    Failed,
+}
+
+/// A failed provider call: its kind and a message that names the resource and says
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError { kind, message: message.into() }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        ProviderError::new(ErrorKind::Transient, message)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// A plain message is a failure that retrying will not mend.
+impl From<String> for ProviderError {
+    fn from(message: String) -> Self {
+        ProviderError::new(ErrorKind::Failed, message)
+    }
+}
+
+/// What `apply` reports back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Something the user should read (a skipped optional part, say).
+    pub note: Option<String>,
+    /// What the step created that later steps and commands refer to (an endpoint, a
+    /// cloud id), recorded in state so that nothing has to be guessed again.
+    pub outputs: BTreeMap<String, String>,
+}
 
 /// Runs resources on one target. Every method is idempotent: calling `apply` on a
 /// resource that is already as desired changes nothing, and a call interrupted at any
@@ -28,9 +86,8 @@ pub trait Provider: Sync {
     fn observe(&self, resource: &Resource) -> Observed;
 
     /// Brings `resource` to its desired definition (`action` says why it is called).
-    /// The returned note, if any, is something the user should read (a skipped optional
-    /// part, say).
-    fn apply(&self, resource: &Resource, action: &Action) -> Result<Option<String>, ProviderError>;
+    /// Returns what it created that others refer to, and anything the user should read.
+    fn apply(&self, resource: &Resource, action: &Action) -> Result<Applied, ProviderError>;
 
     /// Waits until `resource` answers its health check, or fails at `deadline`.
     fn wait_healthy(&self, resource: &Resource, deadline: Instant) -> Result<(), ProviderError>;
@@ -62,10 +119,9 @@ pub trait Provider: Sync {
         Err(format!("SQL is not available on the {} target", self.target()).into())
     }
 
-    /// Injects one chaos fault (`kind` as in experiment files: node-loss, freeze,
-    /// restart, partition, switchover, redis-loss, shop-instance-loss) on `targets`
-    /// (one selector, or two sides for a partition); returns what it did.
-    fn inject(&self, _kind: &str, _targets: &[&str]) -> Result<String, ProviderError> {
+    /// Injects one chaos fault of `kind` on `targets` (one selector, or two sides for a
+    /// partition), resolved now (the leader is whoever leads); returns what it did.
+    fn inject(&self, _kind: FaultKind, _targets: &[Selector]) -> Result<String, ProviderError> {
         Err(format!("chaos faults are not available on the {} target", self.target()).into())
     }
 

@@ -120,15 +120,17 @@ impl Checker<'_> {
     }
 
     fn type_matches(&self, node: &mut Node, types: &[&str]) -> bool {
-        let ok = types.iter().any(|t| match (*t, &node.value) {
-            ("null", Value::Null) => true,
-            ("boolean", Value::Bool(_)) => true,
-            ("integer", Value::Int(_)) => true,
-            ("number", Value::Int(_) | Value::Float(_)) => true,
-            ("string", Value::Str { .. }) => true,
-            ("array", Value::Seq(_)) => true,
-            ("object", Value::Map(_)) => true,
-            _ => false,
+        let ok = types.iter().any(|t| {
+            matches!(
+                (*t, &node.value),
+                ("null", Value::Null)
+                    | ("boolean", Value::Bool(_))
+                    | ("integer", Value::Int(_))
+                    | ("number", Value::Int(_) | Value::Float(_))
+                    | ("string", Value::Str { .. })
+                    | ("array", Value::Seq(_))
+                    | ("object", Value::Map(_))
+            )
         });
         if ok {
             return true;

@@ -104,7 +104,7 @@ impl Duration {
 
     /// The largest unit that writes the value exactly, from `units` (largest last).
     fn largest_exact(self, units: &[(&'static str, u64)]) -> String {
-        let (name, mult) = units.iter().rev().find(|(_, m)| self.ms % m == 0).copied().unwrap_or(units[0]);
+        let (name, mult) = units.iter().rev().find(|(_, m)| self.ms.is_multiple_of(*m)).copied().unwrap_or(units[0]);
         format!("{}{name}", self.ms / mult)
     }
 
@@ -187,7 +187,7 @@ impl ByteSize {
     }
 
     fn largest_exact(self, units: &[(&'static str, u64); 5]) -> String {
-        let (name, mult) = units.iter().rev().find(|(_, m)| self.bytes % m == 0).copied().unwrap_or(units[0]);
+        let (name, mult) = units.iter().rev().find(|(_, m)| self.bytes.is_multiple_of(*m)).copied().unwrap_or(units[0]);
         format!("{}{name}", self.bytes / mult)
     }
 

@@ -31,7 +31,7 @@ impl Schedule {
         let count = (rate * duration.as_secs_f64()).round().max(0.0) as u64;
         let offsets = match arrivals {
             Arrivals::Poisson => {
-                let mut rng = SplitMix(seed ^ 0x5eed_0f_a771_7a15);
+                let mut rng = SplitMix(seed ^ 0x005e_ed0f_a771_7a15);
                 let mut t = 0.0f64;
                 (0..count)
                     .map(|_| {

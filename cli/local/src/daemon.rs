@@ -70,7 +70,7 @@ impl<'a> Daemon<'a> {
         p.stop(self.program)?;
         for addr in listen {
             if health::port_taken(*addr) {
-                bail!("{addr} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+                return Err(crate::PortTaken(*addr).into());
             }
         }
         process::spawn_detached(launch(cmd, who, crate::cgroup::procs_file(self.env, self.r)), &p.log(), &p.pid())

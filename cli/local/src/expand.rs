@@ -116,6 +116,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             out.push(Resource {
                 id: id.clone(),
                 kind: ResourceKind::Redis,
+                digests: BTreeMap::new(),
                 region: region.name.clone(),
                 address: Some(placement.address(ri, hosts::REDIS)),
                 port: Some(ports::REDIS),
@@ -146,6 +147,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 out.push(Resource {
                     id: id.clone(),
                     kind: ResourceKind::Shop,
+                    digests: BTreeMap::new(),
                     region: region.name.clone(),
                     address: Some(address),
                     port: Some(ports::SHOP),
@@ -173,6 +175,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 out.push(Resource {
                     id: format!("worker/{}-{i}", region.name),
                     kind: ResourceKind::Worker,
+                    digests: BTreeMap::new(),
                     region: region.name.clone(),
                     address: None,
                     port: None,
@@ -191,6 +194,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             out.push(Resource {
                 id: format!("haproxy/{}", region.name),
                 kind: ResourceKind::Haproxy,
+                digests: BTreeMap::new(),
                 region: region.name.clone(),
                 address: Some(address),
                 port: Some(ports::HAPROXY),
@@ -229,6 +233,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         out.push(Resource {
             id: "exporter/node".into(),
             kind: ResourceKind::Exporter,
+            digests: BTreeMap::new(),
             region: primary.name.clone(),
             address: Some(address),
             port: Some(ports::NODE_EXPORTER),
@@ -246,6 +251,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         out.push(Resource {
             id: "prometheus/main".into(),
             kind: ResourceKind::Prometheus,
+            digests: BTreeMap::new(),
             region: site.name.clone(),
             address: Some(address),
             port: Some(ports::PROMETHEUS),
@@ -273,6 +279,7 @@ fn database_and_migration(t: &Topology, cluster: &DbCluster, db: &DataTier, prem
     out.push(Resource {
         id: database.clone(),
         kind: ResourceKind::Database,
+        digests: BTreeMap::new(),
         region: cluster.home_region.clone(),
         address: None,
         port: None,
@@ -289,6 +296,7 @@ fn database_and_migration(t: &Topology, cluster: &DbCluster, db: &DataTier, prem
     out.push(Resource {
         id: migration.clone(),
         kind: ResourceKind::Migration,
+        digests: BTreeMap::new(),
         region: cluster.home_region.clone(),
         address: None,
         port: None,
@@ -365,6 +373,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         out.push(Resource {
             id: etcd_id.clone(),
             kind: ResourceKind::Etcd,
+            digests: BTreeMap::new(),
             region: home.name.clone(),
             address: Some(at(ri, hosts::ETCD)),
             port: Some(ports::ETCD_CLIENT),
@@ -391,6 +400,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         out.push(Resource {
             id: id.clone(),
             kind,
+            digests: BTreeMap::new(),
             region: home.name.clone(),
             address: Some(address),
             port: Some(ports::POSTGRES),
@@ -411,6 +421,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         out.push(Resource {
             id: format!("postgres/{}-pg-{}", scoped(&site.name, cluster), member.ordinal),
             kind: if cluster.ha.is_some() { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
+            digests: BTreeMap::new(),
             region: site.name.clone(),
             address: Some(at(site.index, hosts::PG_FIRST + member.ordinal - 1)),
             port: Some(ports::POSTGRES),
@@ -429,6 +440,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
             out.push(Resource {
                 id: id.clone(),
                 kind: ResourceKind::CitusWorker,
+                digests: BTreeMap::new(),
                 region: home.name.clone(),
                 address: Some(at(ri, hosts::CITUS_FIRST + w)),
                 port: Some(ports::POSTGRES),
@@ -449,6 +461,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         out.push(Resource {
             id: id.clone(),
             kind: ResourceKind::Haproxy,
+            digests: BTreeMap::new(),
             region: home.name.clone(),
             address: Some(address),
             port: Some(ports::PG_WRITE),
@@ -486,6 +499,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         out.push(Resource {
             id: id.clone(),
             kind: ResourceKind::Pgbouncer,
+            digests: BTreeMap::new(),
             region: home.name.clone(),
             address: Some(address),
             port: Some(ports::PGBOUNCER),
@@ -511,6 +525,7 @@ fn exporter(region: &str, address: Ipv4Addr, port: u16, what: &str, of: &str) ->
     Resource {
         id: format!("exporter/{name}"),
         kind: ResourceKind::Exporter,
+        digests: BTreeMap::new(),
         region: region.to_string(),
         address: Some(address),
         port: Some(port),

@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use scalectl_core::fault::{FaultKind, Selector};
 use scalectl_core::{Resource, ResourceKind};
 use serde::Serialize;
 
@@ -175,10 +176,10 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 /// The resources a chaos target names, found now (roles move with failovers).
-pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
+pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
     let of = |k: ResourceKind| env.graph.resources.iter().filter(move |r| r.kind == k);
     let nodes: Vec<&Resource> = of(ResourceKind::PatroniNode).chain(of(ResourceKind::Postgres)).collect();
-    let role_of = |role: &str| -> Result<Vec<&'a Resource>> {
+    let role_of = |role: &str| -> Result<Vec<&Resource>> {
         let cluster = crate::patroni::cluster(of(ResourceKind::PatroniNode))?;
         let names: Vec<String> = cluster["members"]
             .as_array()
@@ -190,30 +191,29 @@ pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
         Ok(of(ResourceKind::PatroniNode).filter(|n| names.contains(&crate::patroni::member_name(n))).collect())
     };
     let found: Vec<&Resource> = match target {
-        "leader" => vec![crate::postgres::primary(env, &nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())?],
-        "sync-standby" => role_of("sync_standby")?,
-        "replica" => {
+        Selector::Leader => vec![crate::postgres::primary(env, &nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())?],
+        Selector::SyncStandby => role_of("sync_standby")?,
+        Selector::Replica => {
             let mut r = role_of("replica")?;
             if r.is_empty() {
                 r = role_of("sync_standby")?;
             }
             r.into_iter().take(1).collect()
         }
-        "replicas" => {
+        Selector::Replicas => {
             let mut r = role_of("replica")?;
             r.extend(role_of("sync_standby")?);
             r
         }
-        "db" => {
+        Selector::Db => {
             let mut r = nodes.clone();
             r.extend(of(ResourceKind::Pgbouncer));
             r.extend(env.graph.resources.iter().filter(|r| r.kind == ResourceKind::Haproxy && r.prop("role") == Some("db")));
             r
         }
-        "redis" => of(ResourceKind::Redis).collect(),
-        "shop:any" => of(ResourceKind::Shop).take(1).collect(),
-        "shops" => of(ResourceKind::Shop).collect(),
-        other => bail!("unknown chaos target `{other}`"),
+        Selector::Redis => of(ResourceKind::Redis).collect(),
+        Selector::ShopAny => of(ResourceKind::Shop).take(1).collect(),
+        Selector::Shops => of(ResourceKind::Shop).collect(),
     };
     if found.is_empty() {
         bail!("this environment has nothing that is `{target}` now");
@@ -222,38 +222,37 @@ pub fn resolve<'a>(env: &'a Env, target: &str) -> Result<Vec<&'a Resource>> {
 }
 
 /// One fault, by its name in experiment files, on what `targets` select now.
-pub fn inject(env: &Env, kind: &str, targets: &[&str]) -> Result<String> {
-    let one = |i: usize| -> Result<Vec<&Resource>> { resolve(env, targets.get(i).context("the fault needs a target")?) };
+pub fn inject(env: &Env, kind: FaultKind, targets: &[Selector]) -> Result<String> {
+    let one = |i: usize| -> Result<Vec<&Resource>> { resolve(env, *targets.get(i).context("the fault needs a target")?) };
     let names = |rs: &[&Resource]| rs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
     Ok(match kind {
-        "node-loss" | "redis-loss" | "shop-instance-loss" => {
+        FaultKind::NodeLoss | FaultKind::RedisLoss | FaultKind::ShopInstanceLoss => {
             let rs = one(0)?;
             let n: usize = rs.iter().map(|r| kill_node(env, r)).sum::<Result<usize>>()?;
             format!("killed {n} process(es) of {}", names(&rs))
         }
-        "freeze" => {
+        FaultKind::Freeze => {
             let rs = one(0)?;
             let n: usize = rs.iter().map(|r| freeze(env, r)).sum::<Result<usize>>()?;
             format!("froze {n} process(es) of {}", names(&rs))
         }
-        "restart" => {
+        FaultKind::Restart => {
             let rs = one(0)?;
             for r in &rs {
                 kill_node(env, r)?;
             }
             format!("killed {}; `scalectl up` (or the experiment's restart rollback) starts it again", names(&rs))
         }
-        "partition" => {
+        FaultKind::Partition => {
             let (a, b) = (one(0)?, one(1)?);
             let n = partition(env, &a, &b)?;
             format!("cut {} from {} ({n} rules)", names(&a), names(&b))
         }
-        "switchover" => {
+        FaultKind::Switchover => {
             let to = one(0)?.first().map(|r| r.id.clone());
             let report = crate::ops::switchover(env, to.as_deref())?;
             format!("switched over from {} to {}", report["from"], report["to"])
         }
-        other => bail!("unknown fault `{other}`"),
     })
 }
 

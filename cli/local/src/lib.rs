@@ -39,8 +39,9 @@ pub mod user;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use scalectl_core::fault::{FaultKind, Selector};
 use scalectl_core::plan::{Action, Observed};
-use scalectl_core::{Graph, Provider, ProviderError, Resource, ResourceKind, Target};
+use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Resource, ResourceKind, Target};
 
 pub use crate::expand::{Placement, expand};
 
@@ -93,9 +94,17 @@ impl LocalProvider {
     }
 }
 
+/// An address another program holds: a conflict that no retry mends.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is already in use by another program; stop it or run `scalectl down` on the environment that holds it")]
+pub struct PortTaken(pub std::net::SocketAddr);
+
+/// A component's error as the engine sees it: a taken address is a conflict, the rest
+/// fails the step (the local target retries inside its own waits where that helps).
 fn boxed(e: anyhow::Error) -> ProviderError {
+    let kind = if e.chain().any(|c| c.is::<PortTaken>()) { ErrorKind::Conflict } else { ErrorKind::Failed };
     // `{:#}` keeps the whole cause chain in one message.
-    format!("{e:#}").into()
+    ProviderError::new(kind, format!("{e:#}"))
 }
 
 impl Provider for LocalProvider {
@@ -134,7 +143,7 @@ impl Provider for LocalProvider {
         }
     }
 
-    fn apply(&self, r: &Resource, action: &Action) -> Result<Option<String>, ProviderError> {
+    fn apply(&self, r: &Resource, action: &Action) -> Result<Applied, ProviderError> {
         let env = &self.env;
         let done = |res: anyhow::Result<()>| res.map(|()| None);
         match r.kind {
@@ -151,6 +160,7 @@ impl Provider for LocalProvider {
             ResourceKind::Exporter => exporter::apply(env, r),
             ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
         }
+        .map(|note| Applied { note, outputs: r.endpoint().map(|e| [("endpoint".to_string(), e)].into()).unwrap_or_default() })
         .map_err(boxed)
     }
 
@@ -224,7 +234,7 @@ impl Provider for LocalProvider {
         ops::query(&self.env, sql).map_err(boxed)
     }
 
-    fn inject(&self, kind: &str, targets: &[&str]) -> Result<String, ProviderError> {
+    fn inject(&self, kind: FaultKind, targets: &[Selector]) -> Result<String, ProviderError> {
         faults::inject(&self.env, kind, targets).map_err(boxed)
     }
 

@@ -115,7 +115,7 @@ pub fn start(env: &Env, r: &Resource) -> Result<()> {
     if let (Some(a), port) = (r.address, port(r))
         && health::port_taken(SocketAddr::from((a, port)))
     {
-        bail!("port {port} on {a} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+        return Err(crate::PortTaken(SocketAddr::from((a, port))).into());
     }
     pg_ctl(env, r, &["start"])
 }
@@ -155,10 +155,10 @@ pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
     let p = paths(env, r);
-    if let Some(pid) = process::running_pid(&p.data.join("postmaster.pid"), "postgres") {
-        if pg_ctl(env, r, &["stop", "-m", "fast"]).is_err() {
-            process::stop(pid, "postgres", Duration::from_secs(10))?;
-        }
+    if let Some(pid) = process::running_pid(&p.data.join("postmaster.pid"), "postgres")
+        && pg_ctl(env, r, &["stop", "-m", "fast"]).is_err()
+    {
+        process::stop(pid, "postgres", Duration::from_secs(10))?;
     }
     crate::cgroup::remove(env, r);
     if !keep_data {

@@ -75,7 +75,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     p.stop("prometheus")?;
     let addr = endpoint(r)?;
     if health::port_taken(addr) {
-        bail!("{addr} is already in use by another program");
+        return Err(crate::PortTaken(addr).into());
     }
     let mut cmd = Command::new(bin);
     cmd.arg(format!("--config.file={}", config.display()))

@@ -114,7 +114,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
         ResourceKind::Shop => {
             let addr = endpoint(r)?;
             if health::port_taken(addr) {
-                bail!("{addr} is already in use by another program; stop it or run `scalectl down` on the environment that holds it");
+                return Err(crate::PortTaken(addr).into());
             }
             let mut cmd = command(env, r, &["serve", "--roles", r.prop("roles").unwrap_or("all")])?;
             cmd.env("SHOP_BIND", addr.to_string());

@@ -56,7 +56,7 @@ impl RunAs {
         for dir in path.ancestors().skip(1) {
             let Ok(meta) = std::fs::metadata(dir) else { continue };
             let mode = meta.permissions().mode();
-            if mode & 0o001 == 0 && !(meta_uid(&meta) == self.uid) {
+            if mode & 0o001 == 0 && (meta_uid(&meta) != self.uid) {
                 bail!(
                     "{} is not searchable by user `{}`, which runs the database servers as root cannot; \
                      run `chmod o+x {}` or choose another --home",

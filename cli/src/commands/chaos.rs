@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use scalectl_chaos::SHIPPED;
+use scalectl_core::fault::{FaultKind, Selector};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -95,15 +96,15 @@ pub fn validate(ctx: &Ctx, files: &[String]) -> Result<ExitCode> {
 
 /// One fault by hand. With `hold`, it is undone after that long (and by the next
 /// command if this one is killed); without, it stays until `chaos heal`.
-pub fn inject(ctx: &Ctx, name: &str, kind: &str, targets: &[String], hold: Option<Duration>) -> Result<ExitCode> {
+pub fn inject(ctx: &Ctx, name: &str, kind: FaultKind, targets: &[Selector], hold: Option<Duration>) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let lingers = matches!(kind, "freeze" | "partition");
+    let lingers = matches!(kind, FaultKind::Freeze | FaultKind::Partition);
     if lingers {
         // Recorded before it happens, so a kill right after leaves a trace to undo.
-        journal_add(ctx, name, hold.map(|_| std::process::id()), format!("{kind} {}", targets.join(" | ")))?;
+        let sides: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+        journal_add(ctx, name, hold.map(|_| std::process::id()), format!("{kind} {}", sides.join(" | ")))?;
     }
-    let what = provider.inject(kind, &targets).map_err(|e| anyhow!("{e}"))?;
+    let what = provider.inject(kind, targets).map_err(|e| anyhow!("{e}"))?;
     ctx.progress.say(&format!("chaos: {what}"));
     let mut healed = None;
     if let Some(d) = hold {

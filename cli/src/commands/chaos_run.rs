@@ -377,14 +377,13 @@ fn inject_faults(
             }
             std::thread::sleep(Duration::from_millis(20).min(at.saturating_duration_since(Instant::now())));
         }
-        let targets: Vec<String> = match (&f.target, &f.between) {
-            (Some(t), _) => vec![t.as_str().to_string()],
-            (None, Some(sides)) => sides.iter().map(|t| t.as_str().to_string()).collect(),
+        let targets: Vec<_> = match (&f.target, &f.between) {
+            (Some(t), _) => vec![*t],
+            (None, Some(sides)) => sides.clone(),
             _ => bail!("a {} fault without a target", f.kind.as_str()),
         };
-        let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
         let start = t0.elapsed();
-        let did = provider.inject(f.kind.as_str(), &refs).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
+        let did = provider.inject(f.kind, &targets).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
         ctx.progress.say(&format!("chaos: {:.1} s: {did}", start.as_secs_f64()));
         let end = match f.duration {
             Some(d) => {

@@ -58,17 +58,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         None => crate::driver::claim_slot(&env_dir)?,
     };
     let graph = desired(&manifest, target, slot)?;
-    let mut state = existing.clone().unwrap_or_else(|| State {
-        name: name.clone(),
-        level: manifest.metadata.level,
-        target,
-        created_at: now(),
-        updated_at: now(),
-        expires_at: None,
-        slot,
-        manifest: manifest.clone(),
-        resources: BTreeMap::new(),
-    });
+    let mut state = existing.clone().unwrap_or_else(|| State::new(&name, target, slot, manifest.clone()));
     state.level = manifest.metadata.level;
     state.manifest = manifest.clone();
     state.updated_at = now();

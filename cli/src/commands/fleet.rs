@@ -44,7 +44,7 @@ pub fn gc(ctx: &Ctx, dry_run: bool) -> Result<ExitCode> {
     let mut failed = Vec::new();
     for name in ctx.home.list()? {
         let Some(s) = ctx.home.load(&name)? else { continue };
-        if !s.expires_at.is_some_and(|t| t <= now()) {
+        if s.expires_at.is_none_or(|t| t > now()) {
             continue;
         }
         if dry_run {

@@ -67,7 +67,7 @@ pub fn with_config_digests(provider: &dyn Provider, mut graph: Graph) -> Result<
     use sha2::Digest;
     for r in &mut graph.resources {
         if let Some(d) = provider.program_digest(r) {
-            r.props.insert("program_digest".into(), d);
+            r.digests.insert("program_digest".into(), d);
         }
         let files = provider.config_files(r).map_err(|e| anyhow::anyhow!("{e}"))?;
         if files.is_empty() {
@@ -79,7 +79,7 @@ pub fn with_config_digests(provider: &dyn Provider, mut graph: Graph) -> Result<
             h.update([0]);
             h.update(text.as_bytes());
         }
-        r.props.insert("config_digest".into(), hex::encode(&h.finalize()[..6]));
+        r.digests.insert("config_digest".into(), hex::encode(&h.finalize()[..6]));
     }
     Ok(graph)
 }
