@@ -795,17 +795,21 @@ impl Sources {
             return Err(problems);
         }
         problems.extend(schema_check::check(&mut tree, &json_schema()));
-        if !problems.is_empty() {
-            return Err(problems);
+        // Rules across fields run whenever the manifest still reads as typed values (a
+        // number out of range does; a wrong type or an unknown key does not), so one run
+        // reports both kinds of problem. A rule about a field the schema already refused
+        // would only repeat it.
+        let manifest = match serde_json::from_value::<Manifest>(tree.to_json()) {
+            Ok(m) => m,
+            Err(_) if !problems.is_empty() => return Err(problems),
+            Err(e) => return Err(vec![Diagnostic::new(tree.loc.clone(), "", format!("manifest does not fit its schema: {e}"))]),
+        };
+        for (path, msg) in crate::rules::check(&manifest) {
+            if !problems.iter().any(|p| p.path == path) {
+                problems.push(Diagnostic::new(tree.locate(&path), &path, msg));
+            }
         }
-        let manifest: Manifest = serde_json::from_value(tree.to_json())
-            .map_err(|e| vec![Diagnostic::new(tree.loc.clone(), "", format!("manifest does not fit its schema: {e}"))])?;
-        let semantic = crate::rules::check(&manifest);
-        if semantic.is_empty() {
-            Ok(manifest)
-        } else {
-            Err(semantic.into_iter().map(|(path, msg)| Diagnostic::new(tree.locate(&path), &path, msg)).collect())
-        }
+        if problems.is_empty() { Ok(manifest) } else { Err(problems) }
     }
 }
 
@@ -874,6 +878,20 @@ mod tests {
         assert_eq!(errs[0].path, "spec.edge.loadBalancer");
         assert!(errs[0].message.contains("3 shop processes need a load balancer"), "{}", errs[0]);
         assert_eq!(errs[0].loc.line, pos(&text, "loadBalancer: none").0);
+    }
+
+    #[test]
+    fn schema_and_cross_field_problems_are_reported_together() {
+        let text = level(1)
+            .unwrap()
+            .manifest
+            .replace("        replicas: 1\n    workers", "        replicas: 3\n    workers")
+            .replace("dbPoolSize: 10", "dbPoolSize: 5000");
+        let errs = errors(Sources::new("m.yaml", &text));
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["spec.shop.dbPoolSize", "spec.edge.loadBalancer"], "{errs:?}");
+        assert!(errs[0].message.contains("must be at most 1000"), "{}", errs[0]);
+        assert_eq!(errs[1].loc.line, pos(&text, "loadBalancer: none").0);
     }
 
     #[test]
