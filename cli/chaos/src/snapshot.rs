@@ -41,7 +41,11 @@ pub struct FlashSaleRow {
     pub id: i64,
     pub units: i64,
     pub remaining: i64,
+    /// Units in `flash_purchases`.
     pub sold: i64,
+    /// Units in the sale's flash orders: each purchase is exactly one order line.
+    #[serde(default)]
+    pub ordered: i64,
 }
 
 /// One outbox event and what the workers did with it.

@@ -15,6 +15,7 @@ use crate::engine::{self, Class, Config, Row, Run, Step, Workload};
 use crate::http::{Conn, Request, STATUS_IO, STATUS_TIMEOUT, Target};
 use crate::schedule::Schedule;
 use crate::shop::{Setup, call_json, create_product};
+use crate::shop_sql::DbView;
 
 /// Rows of the flash sale's report.
 pub const PURCHASE: usize = 0;
@@ -49,19 +50,6 @@ pub struct FlashOutcome {
     pub unknown: u64,
     /// `remaining` as `GET /flash-sales/{id}` reports it afterwards.
     pub remaining: i64,
-}
-
-/// What the database says about the sale (from the caller, which can reach it).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct DbView {
-    pub units: i64,
-    pub remaining: i64,
-    /// Rows in `flash_purchases` and the units they hold.
-    pub purchases: i64,
-    pub purchased_units: i64,
-    /// Order lines for the sale's product (it is sold nowhere else).
-    pub order_lines: i64,
-    pub ordered_units: i64,
 }
 
 /// One correctness check.
@@ -182,25 +170,6 @@ pub fn checks(o: &FlashOutcome, db: Option<&DbView>) -> Vec<Check> {
     out
 }
 
-/// The SQL the caller runs on the primary (psql, unaligned, `|`-separated) to fill a [`DbView`].
-pub fn db_query(sale_id: i64) -> String {
-    format!(
-        "SELECT f.units, f.remaining, \
-           (SELECT count(*) FROM flash_purchases p WHERE p.sale_id = f.id), \
-           (SELECT coalesce(sum(quantity), 0) FROM flash_purchases p WHERE p.sale_id = f.id), \
-           (SELECT count(*) FROM order_items i WHERE i.product_id = f.product_id), \
-           (SELECT coalesce(sum(quantity), 0) FROM order_items i WHERE i.product_id = f.product_id) \
-         FROM flash_sales f WHERE f.id = {sale_id}"
-    )
-}
-
-/// Reads [`db_query`]'s one row.
-pub fn parse_db_view(text: &str) -> Option<DbView> {
-    let v: Vec<i64> = text.trim().split('|').map(|f| f.trim().parse().ok()).collect::<Option<_>>()?;
-    let [units, remaining, purchases, purchased_units, order_lines, ordered_units] = v[..] else { return None };
-    Some(DbView { units, remaining, purchases, purchased_units, order_lines, ordered_units })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,14 +183,5 @@ mod tests {
         assert_eq!(purchase_class(503, b""), Class::Retry);
         assert_eq!(purchase_class(STATUS_TIMEOUT, b""), Class::Retry);
         assert_eq!(purchase_class(422, b""), Class::Fail);
-    }
-
-    #[test]
-    fn the_database_row_parses() {
-        assert_eq!(
-            parse_db_view("50|0|50|50|50|50\n"),
-            Some(DbView { units: 50, remaining: 0, purchases: 50, purchased_units: 50, order_lines: 50, ordered_units: 50 })
-        );
-        assert_eq!(parse_db_view(""), None);
     }
 }

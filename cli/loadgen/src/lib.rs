@@ -11,6 +11,8 @@
 //! - [`shop`]: the shop's API for setup (buyers, seller, catalog), reused across runs.
 //! - [`scenario`]: browse, checkout and mixed as workloads.
 //! - [`flash`]: the flash sale and its checks.
+//! - [`shop_sql`]: the SQL that reads what the shop's database holds (flash sales, a chaos
+//!   run's orders), shared by `load` and `chaos run` so both count alike.
 //! - [`report`]: the text summary and the self-contained HTML report.
 //!
 //! The crate does HTTP and nothing else: database checks reach it as values from the
@@ -23,6 +25,7 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod shop;
+pub mod shop_sql;
 pub mod slo;
 pub mod stats;
 

@@ -317,23 +317,7 @@ fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64
 /// What the checker compares the history with: this run's orders (by their keys), the
 /// products' stock, and the outbox events of those orders.
 fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &BTreeMap<i64, i64>, sale: Option<i64>) -> Result<DbSnapshot> {
-    let ids: Vec<String> = products.iter().map(i64::to_string).collect();
-    let sql = format!(
-        "WITH o AS (SELECT * FROM orders WHERE idempotency_key LIKE 'chaos-{run_id}-%') \
-         SELECT json_build_object( \
-           'orders', coalesce((SELECT json_agg(json_build_object('id', o.id, 'user_id', o.user_id, 'idempotency_key', o.idempotency_key, \
-               'items', (SELECT count(*) FROM order_items i WHERE i.order_id = o.id), \
-               'payment', EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id))) FROM o), '[]'), \
-           'products', coalesce((SELECT json_agg(json_build_object('id', p.id, 'stock', p.stock, \
-               'units_sold', coalesce((SELECT sum(i.quantity) FROM order_items i JOIN o ON o.id = i.order_id WHERE i.product_id = p.id), 0))) \
-               FROM products p WHERE p.id IN ({ids})), '[]'), \
-           'outbox', coalesce((SELECT json_agg(json_build_object('id', x.id, 'order_id', (x.payload->>'order_id')::bigint, \
-               'processed', x.processed_at IS NOT NULL, \
-               'notifications', (SELECT count(*) FROM notifications n WHERE n.outbox_id = x.id), \
-               'dead_lettered', EXISTS (SELECT 1 FROM dead_letters d WHERE d.outbox_id = x.id))) \
-               FROM outbox x WHERE x.topic = 'order.placed' AND (x.payload->>'order_id')::bigint IN (SELECT id FROM o)), '[]'))",
-        ids = ids.join(",")
-    );
+    let sql = scalectl_loadgen::shop_sql::chaos_snapshot(run_id, products);
     let text = provider.query(&sql).map_err(|e| anyhow!("{e}"))?;
     let mut v: Value = serde_json::from_str(text.trim()).context("reading the snapshot")?;
     for p in v["products"].as_array_mut().into_iter().flatten() {
@@ -342,15 +326,9 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
     }
     v["flash_sales"] = match sale {
         Some(id) => {
-            let text = provider
-                .query(&format!(
-                    "SELECT json_build_array(json_build_object('id', f.id, 'units', f.units, 'remaining', f.remaining, \
-                       'sold', coalesce((SELECT sum(i.quantity) FROM order_items i JOIN orders o ON o.id = i.order_id \
-                                         WHERE i.product_id = f.product_id AND o.kind = 'flash'), 0))) \
-                     FROM flash_sales f WHERE f.id = {id}"
-                ))
-                .map_err(|e| anyhow!("{e}"))?;
-            serde_json::from_str(text.trim()).context("reading the flash sale")?
+            let text = provider.query(&scalectl_loadgen::shop_sql::flash_sale(id)).map_err(|e| anyhow!("{e}"))?;
+            let view = scalectl_loadgen::shop_sql::parse_flash_sale(&text).with_context(|| format!("reading flash sale {id}: {text:?}"))?;
+            json!([{"id": id, "units": view.units, "remaining": view.remaining, "sold": view.purchased_units, "ordered": view.ordered_units}])
         }
         None => json!([]),
     };

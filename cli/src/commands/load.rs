@@ -15,6 +15,7 @@ use scalectl_loadgen::flash::{self, FlashConfig};
 use scalectl_loadgen::report::{self, FlashSummary, Report};
 use scalectl_loadgen::scenario::{Mix, Raw, ShopWorkload};
 use scalectl_loadgen::shop::{self, SetupConfig};
+use scalectl_loadgen::shop_sql::{self, DbView};
 use scalectl_loadgen::slo::{self, Slos};
 use scalectl_loadgen::{Arrivals, Config, Schedule, Target};
 
@@ -119,14 +120,14 @@ fn site(ctx: &Ctx, args: &LoadArgs) -> Result<Site> {
 }
 
 /// The flash sale's view from the database: local environments only.
-fn flash_db_view(ctx: &Ctx, env: &str, sale_id: i64) -> Result<flash::DbView> {
+fn flash_db_view(ctx: &Ctx, env: &str, sale_id: i64) -> Result<DbView> {
     let (state, _) = super::open(ctx, env)?;
     if state.target != Where::Local {
         bail!("database checks run on the local target only");
     }
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let text = crate::driver::shop_sql(&ctx.home.env_dir(env), env, state.slot, graph, &flash::db_query(sale_id))?;
-    flash::parse_db_view(&text).with_context(|| format!("unexpected answer from the database: {text:?}"))
+    let text = crate::driver::shop_sql(&ctx.home.env_dir(env), env, state.slot, graph, &shop_sql::flash_sale(sale_id))?;
+    shop_sql::parse_flash_sale(&text).with_context(|| format!("unexpected answer from the database: {text:?}"))
 }
 
 pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {

@@ -64,6 +64,12 @@ pub enum Finding {
         offered: i64,
         acknowledged: i64,
     },
+    /// The units a sale's purchases hold differ from those its orders hold.
+    SaleOrdersMismatch {
+        sale_id: i64,
+        sold: i64,
+        ordered: i64,
+    },
     /// sold + remaining ≠ offered.
     SaleMismatch {
         sale_id: i64,
@@ -155,6 +161,9 @@ impl fmt::Display for Finding {
             Oversold { sale_id, offered, sold } => write!(f, "flash sale {sale_id} sold {sold} of {offered} units"),
             OverAcknowledged { sale_id, offered, acknowledged } => {
                 write!(f, "flash sale {sale_id} acknowledged {acknowledged} units to buyers, but offered {offered}")
+            }
+            SaleOrdersMismatch { sale_id, sold, ordered } => {
+                write!(f, "flash sale {sale_id}: purchases hold {sold} units but its orders hold {ordered}")
             }
             SaleMismatch { sale_id, offered, sold, remaining } => {
                 write!(f, "flash sale {sale_id}: {sold} sold + {remaining} remaining ≠ {offered} offered")

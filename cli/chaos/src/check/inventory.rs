@@ -39,6 +39,9 @@ pub fn flash_sales(history: &History, snapshot: &DbSnapshot) -> CheckResult {
         if acked > s.units {
             findings.push(Finding::OverAcknowledged { sale_id: s.id, offered: s.units, acknowledged: acked });
         }
+        if s.ordered != s.sold {
+            findings.push(Finding::SaleOrdersMismatch { sale_id: s.id, sold: s.sold, ordered: s.ordered });
+        }
         if s.sold + s.remaining != s.units || s.remaining < 0 {
             findings.push(Finding::SaleMismatch { sale_id: s.id, offered: s.units, sold: s.sold, remaining: s.remaining });
         }
@@ -61,7 +64,7 @@ mod tests {
     }
 
     fn sale(id: i64, units: i64, remaining: i64, sold: i64) -> DbSnapshot {
-        DbSnapshot { flash_sales: vec![FlashSaleRow { id, units, remaining, sold }], ..DbSnapshot::default() }
+        DbSnapshot { flash_sales: vec![FlashSaleRow { id, units, remaining, sold, ordered: sold }], ..DbSnapshot::default() }
     }
 
     #[test]
@@ -89,5 +92,15 @@ mod tests {
         let h = history((0..3).map(|u| flash(u, 7, 1, 100 + u as u64, ok(u))).collect());
         let r = flash_sales(&h, &sale(7, 2, 0, 2));
         assert_eq!(r.findings, [Finding::OverAcknowledged { sale_id: 7, offered: 2, acknowledged: 3 }]);
+    }
+
+    #[test]
+    fn a_purchase_without_its_order_line_is_caught() {
+        let h = history(vec![flash(1, 7, 1, 100, ok(1))]);
+        let mut db = sale(7, 10, 9, 1);
+        db.flash_sales[0].ordered = 0;
+        let r = flash_sales(&h, &db);
+        assert_eq!(r.findings, [Finding::SaleOrdersMismatch { sale_id: 7, sold: 1, ordered: 0 }]);
+        assert_eq!(r.findings[0].to_string(), "flash sale 7: purchases hold 1 units but its orders hold 0");
     }
 }

@@ -151,7 +151,7 @@ mod tests {
         ]);
         let mut db = orders(&[(11, 1, "a"), (12, 2, "b"), (13, 3, "flash-3-9500"), (14, 4, "c")]);
         db.products = vec![ProductRow { id: 1, initial_stock: 10, stock: 8, units_sold: 2 }];
-        db.flash_sales = vec![FlashSaleRow { id: 7, units: 5, remaining: 4, sold: 1 }];
+        db.flash_sales = vec![FlashSaleRow { id: 7, units: 5, remaining: 4, sold: 1, ordered: 1 }];
         db.outbox = [11, 12, 13, 14]
             .iter()
             .map(|&o| OutboxRow { id: o + 100, order_id: o, processed: true, notifications: 1, dead_lettered: false })
