@@ -15,12 +15,14 @@
 //! - [`graph`]: desired resources as a dependency graph.
 //! - [`plan`]: desired against recorded and observed, as ordered steps.
 //! - [`provider`]: the trait each target implements.
+//! - [`ops`]: capabilities beyond up and down (database operations, chaos), typed.
 
 pub mod diagnostic;
 pub mod fault;
 pub mod graph;
 pub mod levels;
 pub mod manifest;
+pub mod ops;
 pub mod plan;
 pub mod provider;
 pub mod rules;

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fault::{FaultKind, Selector};
 use crate::graph::{Graph, Resource, ResourceKind};
+use crate::ops::{ChaosOps, DatabaseOps};
 use crate::plan::{Action, Observed};
 use crate::target::Target;
 
@@ -107,39 +107,13 @@ pub trait Provider: Sync {
         None
     }
 
-    /// Undoes what a chaos fault may have left behind (network rules, stopped
-    /// processes), for instance after an interrupted `chaos run`. Every command on an
-    /// environment calls it first; returns a note when it undid something.
-    fn heal(&self) -> Result<Option<String>, ProviderError> {
-        Ok(None)
+    /// The database operations this target offers, if any.
+    fn database(&self) -> Option<&dyn DatabaseOps> {
+        None
     }
 
-    /// Runs SQL on the primary's shop database as the superuser; psql's unaligned output.
-    fn query(&self, _sql: &str) -> Result<String, ProviderError> {
-        Err(format!("SQL is not available on the {} target", self.target()).into())
-    }
-
-    /// Injects one chaos fault of `kind` on `targets` (one selector, or two sides for a
-    /// partition), resolved now (the leader is whoever leads); returns what it did.
-    fn inject(&self, _kind: FaultKind, _targets: &[Selector]) -> Result<String, ProviderError> {
-        Err(format!("chaos faults are not available on the {} target", self.target()).into())
-    }
-
-    /// What an operator asks beyond up or down: the database leader and each replica's
-    /// lag, pool use, cache hit ratio. Best effort: what cannot be read is left out.
-    fn insights(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-
-    /// The statements that cost the most, from pg_stat_statements on the primary:
-    /// `{"by_total": [...], "by_mean": [...]}`, at most `limit` each.
-    fn slow_queries(&self, _limit: usize) -> Result<serde_json::Value, ProviderError> {
-        Err(format!("slow-query analysis is not available on the {} target", self.target()).into())
-    }
-
-    /// A planned switchover of the database leader (to `to`, or to the synchronous
-    /// standby), waiting until writes through the shop's path succeed again.
-    fn switchover(&self, _to: Option<&str>) -> Result<serde_json::Value, ProviderError> {
-        Err(format!("switchover is not available on the {} target", self.target()).into())
+    /// The chaos faults this target can inject and undo, if any.
+    fn chaos(&self) -> Option<&dyn ChaosOps> {
+        None
     }
 }

@@ -251,7 +251,7 @@ pub fn inject(env: &Env, kind: FaultKind, targets: &[Selector]) -> Result<String
         FaultKind::Switchover => {
             let to = one(0)?.first().map(|r| r.id.clone());
             let report = crate::ops::switchover(env, to.as_deref())?;
-            format!("switched over from {} to {}", report["from"], report["to"])
+            format!("switched over from {} to {}", report.from, report.to)
         }
     })
 }

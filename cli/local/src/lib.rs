@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use scalectl_core::fault::{FaultKind, Selector};
+use scalectl_core::ops::{ChaosOps, DatabaseOps, Insights, SlowQueries, SwitchoverReport};
 use scalectl_core::plan::{Action, Observed};
 use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Resource, ResourceKind, Target};
 
@@ -223,30 +224,42 @@ impl Provider for LocalProvider {
         matches!(r.kind, ResourceKind::Shop | ResourceKind::Worker | ResourceKind::Migration).then(shop::program_digest).flatten()
     }
 
+    fn database(&self) -> Option<&dyn DatabaseOps> {
+        Some(self)
+    }
+
+    fn chaos(&self) -> Option<&dyn ChaosOps> {
+        Some(self)
+    }
+}
+
+impl DatabaseOps for LocalProvider {
+    fn query(&self, sql: &str) -> Result<String, ProviderError> {
+        ops::query(&self.env, sql).map_err(boxed)
+    }
+
+    fn insights(&self) -> Insights {
+        ops::insights(&self.env)
+    }
+
+    fn slow_queries(&self, limit: usize) -> Result<SlowQueries, ProviderError> {
+        ops::slow_queries(&self.env, limit).map_err(boxed)
+    }
+
+    fn switchover(&self, to: Option<&str>) -> Result<SwitchoverReport, ProviderError> {
+        ops::switchover(&self.env, to).map_err(boxed)
+    }
+}
+
+impl ChaosOps for LocalProvider {
+    fn inject(&self, kind: FaultKind, targets: &[Selector]) -> Result<String, ProviderError> {
+        faults::inject(&self.env, kind, targets).map_err(boxed)
+    }
+
     fn heal(&self) -> Result<Option<String>, ProviderError> {
         let h = faults::heal(&self.env).map_err(boxed)?;
         Ok((h.rules_removed + h.processes_resumed > 0).then(|| {
             format!("undid lingering chaos faults: {} network rule(s) removed, {} stopped process(es) resumed", h.rules_removed, h.processes_resumed)
         }))
-    }
-
-    fn query(&self, sql: &str) -> Result<String, ProviderError> {
-        ops::query(&self.env, sql).map_err(boxed)
-    }
-
-    fn inject(&self, kind: FaultKind, targets: &[Selector]) -> Result<String, ProviderError> {
-        faults::inject(&self.env, kind, targets).map_err(boxed)
-    }
-
-    fn insights(&self) -> serde_json::Value {
-        ops::insights(&self.env)
-    }
-
-    fn slow_queries(&self, limit: usize) -> Result<serde_json::Value, ProviderError> {
-        ops::slow_queries(&self.env, limit).map_err(boxed)
-    }
-
-    fn switchover(&self, to: Option<&str>) -> Result<serde_json::Value, ProviderError> {
-        ops::switchover(&self.env, to).map_err(boxed)
     }
 }

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use scalectl_core::ops::{CacheUse, DatabaseInsight, Insights, MemberInsight, PoolUse, SlowQueries, Statement, SwitchoverReport};
 use scalectl_core::{Resource, ResourceKind};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{Env, health, patroni, pgbouncer, postgres, redis};
 
@@ -21,79 +22,68 @@ fn ids_of(env: &Env, kind: ResourceKind) -> Vec<String> {
 }
 
 /// Everything `status` adds below its table.
-pub fn insights(env: &Env) -> Value {
-    let mut out = serde_json::Map::new();
-    if let Some(db) = database(env) {
-        out.insert("database".into(), db);
+pub fn insights(env: &Env) -> Insights {
+    Insights {
+        database: database(env),
+        pools: of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect(),
+        caches: of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect(),
     }
-    let pools: BTreeMap<String, Value> =
-        of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect();
-    if !pools.is_empty() {
-        out.insert("pools".into(), json!(pools));
-    }
-    let caches: BTreeMap<String, Value> =
-        of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect();
-    if !caches.is_empty() {
-        out.insert("caches".into(), json!(caches));
-    }
-    Value::Object(out)
 }
 
 /// The leader and each member's role, state and replication lag.
-fn database(env: &Env) -> Option<Value> {
+fn database(env: &Env) -> Option<DatabaseInsight> {
     let nodes = of_kind(env, ResourceKind::PatroniNode);
     if nodes.is_empty() {
         let single = of_kind(env, ResourceKind::Postgres);
-        return single.first().map(|n| json!({"leader": n.id, "members": [{"id": n.id, "role": "primary", "state": "running"}]}));
+        return single.first().map(|n| DatabaseInsight {
+            leader: Some(n.id.clone()),
+            members: vec![MemberInsight { id: n.id.clone(), role: "primary".into(), state: "running".into(), timeline: None, lag_bytes: None }],
+        });
     }
     let cluster = patroni::cluster(nodes.iter().copied()).ok()?;
     let id_of = |name: &str| nodes.iter().find(|n| patroni::member_name(n) == name).map_or(name.to_string(), |n| n.id.clone());
-    let members: Vec<Value> = cluster["members"]
+    let text = |m: &Value, k: &str| m[k].as_str().unwrap_or("?").to_string();
+    let members: Vec<MemberInsight> = cluster["members"]
         .as_array()?
         .iter()
-        .map(|m| {
-            json!({
-                "id": id_of(m["name"].as_str().unwrap_or("")),
-                "role": m["role"],
-                "state": m["state"],
-                "timeline": m["timeline"],
-                "lag_bytes": m.get("lag").and_then(Value::as_u64),
-            })
+        .map(|m| MemberInsight {
+            id: id_of(m["name"].as_str().unwrap_or("")),
+            role: text(m, "role"),
+            state: text(m, "state"),
+            timeline: m["timeline"].as_u64(),
+            lag_bytes: m.get("lag").and_then(Value::as_u64),
         })
         .collect();
-    let leader = members.iter().find(|m| m["role"] == "leader").map(|m| m["id"].clone()).unwrap_or(Value::Null);
-    Some(json!({"leader": leader, "members": members}))
+    let leader = members.iter().find(|m| m.role == "leader").map(|m| m.id.clone());
+    Some(DatabaseInsight { leader, members })
 }
 
 /// PgBouncer's SHOW POOLS for the shop's databases.
-fn pool(env: &Env, r: &Resource) -> Result<Value> {
+fn pool(env: &Env, r: &Resource) -> Result<Vec<PoolUse>> {
     let rows = pgbouncer::client(env, r)?.table("pgbouncer", "SHOW POOLS")?;
     let size: u64 = r.prop("default_pool_size").and_then(|s| s.parse().ok()).unwrap_or(0);
     let n = |row: &BTreeMap<String, String>, k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let dbs: Vec<Value> = rows
+    Ok(rows
         .iter()
-        .filter(|row| row.get("database").is_some_and(|d| d != "pgbouncer"))
-        .map(|row| {
-            json!({
-                "database": row.get("database"),
-                "clients_active": n(row, "cl_active"),
-                "clients_waiting": n(row, "cl_waiting"),
-                "servers_active": n(row, "sv_active"),
-                "servers_idle": n(row, "sv_idle") + n(row, "sv_used"),
-                "pool_size": size,
-            })
+        .filter_map(|row| row.get("database").filter(|d| *d != "pgbouncer").map(|d| (d, row)))
+        .map(|(database, row)| PoolUse {
+            database: database.clone(),
+            clients_active: n(row, "cl_active"),
+            clients_waiting: n(row, "cl_waiting"),
+            servers_active: n(row, "sv_active"),
+            servers_idle: n(row, "sv_idle") + n(row, "sv_used"),
+            pool_size: size,
         })
-        .collect();
-    Ok(json!(dbs))
+        .collect())
 }
 
 /// Redis's keyspace hits and misses since it started.
-fn cache(r: &Resource) -> Result<Value> {
+fn cache(r: &Resource) -> Result<CacheUse> {
     let info = redis::command(r, "INFO stats").map_err(anyhow::Error::msg)?;
     let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let (hits, misses) = (field("keyspace_hits"), field("keyspace_misses"));
     let ratio = if hits + misses > 0 { Some(hits as f64 / (hits + misses) as f64) } else { None };
-    Ok(json!({"hits": hits, "misses": misses, "hit_ratio": ratio}))
+    Ok(CacheUse { hits, misses, hit_ratio: ratio })
 }
 
 /// The server that takes writes now.
@@ -113,7 +103,7 @@ pub fn query(env: &Env, sql: &str) -> Result<String> {
     postgres::psql(env, primary(env)?, "shop", sql)
 }
 
-pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
+pub fn slow_queries(env: &Env, limit: usize) -> Result<SlowQueries> {
     let node = primary(env)?;
     let installed = postgres::psql(env, node, "shop", "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")?;
     if installed.trim() != "1" {
@@ -129,10 +119,10 @@ pub fn slow_queries(env: &Env, limit: usize) -> Result<Value> {
                WHERE d.datname = 'shop' AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = 'shop') ORDER BY {order} DESC LIMIT {limit}) t"
         )
     };
-    let parse = |text: String| serde_json::from_str::<Value>(text.trim()).context("reading pg_stat_statements");
+    let parse = |text: String| serde_json::from_str::<Vec<Statement>>(text.trim()).context("reading pg_stat_statements");
     let by_total = parse(postgres::psql(env, node, "shop", &query("s.total_exec_time"))?)?;
     let by_mean = parse(postgres::psql(env, node, "shop", &query("s.mean_exec_time"))?)?;
-    Ok(json!({"server": node.id, "by_total": by_total, "by_mean": by_mean}))
+    Ok(SlowQueries { server: node.id.clone(), by_total, by_mean })
 }
 
 /// Whether the shop can write now: a write through the pooler (the shop's own path;
@@ -158,7 +148,7 @@ fn write_probe(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {
+pub fn switchover(env: &Env, to: Option<&str>) -> Result<SwitchoverReport> {
     let nodes = of_kind(env, ResourceKind::PatroniNode);
     if nodes.is_empty() {
         bail!("switchover needs a Patroni cluster (level 3 and up); this environment has a single PostgreSQL server");
@@ -173,13 +163,13 @@ pub fn switchover(env: &Env, to: Option<&str>) -> Result<Value> {
     });
     let (to, promoted, writes_after) = switched?;
     let to_id = nodes.iter().find(|n| patroni::member_name(n) == to).map_or(to.clone(), |n| n.id.clone());
-    Ok(json!({
-        "from": from,
-        "to": to_id,
-        "promoted_after_seconds": promoted.as_secs_f64(),
-        "writes_resumed_after_seconds": writes_after.as_secs_f64(),
-        "writes_paused_seconds": paused.as_secs_f64(),
-    }))
+    Ok(SwitchoverReport {
+        from,
+        to: to_id,
+        promoted_after_seconds: promoted.as_secs_f64(),
+        writes_resumed_after_seconds: writes_after.as_secs_f64(),
+        writes_paused_seconds: paused.as_secs_f64(),
+    })
 }
 
 /// Asks Patroni to switch over, then waits until the shop is ready and a write goes

@@ -104,12 +104,12 @@ pub fn inject(ctx: &Ctx, name: &str, kind: FaultKind, targets: &[Selector], hold
         let sides: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
         journal_add(ctx, name, hold.map(|_| std::process::id()), format!("{kind} {}", sides.join(" | ")))?;
     }
-    let what = provider.inject(kind, targets).map_err(|e| anyhow!("{e}"))?;
+    let what = super::chaos_ops(provider.as_ref())?.inject(kind, targets).map_err(|e| anyhow!("{e}"))?;
     ctx.progress.say(&format!("chaos: {what}"));
     let mut healed = None;
     if let Some(d) = hold {
         std::thread::sleep(d);
-        healed = provider.heal().map_err(|e| anyhow!("{e}"))?;
+        healed = super::heal_faults(provider.as_ref()).map_err(|e| anyhow!("{e}"))?;
         journal_clear(ctx, name);
         if let Some(n) = &healed {
             ctx.progress.say(&format!("chaos: {n}"));
@@ -128,7 +128,7 @@ pub fn inject(ctx: &Ctx, name: &str, kind: FaultKind, targets: &[Selector], hold
 
 pub fn heal(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let note = provider.heal().map_err(|e| anyhow!("{e}"))?;
+    let note = super::heal_faults(provider.as_ref()).map_err(|e| anyhow!("{e}"))?;
     journal_clear(ctx, name);
     match ctx.format {
         Format::Json => print_json(&json!({"environment": name, "undone": note}), &mut std::io::stdout())?,

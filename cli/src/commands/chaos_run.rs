@@ -238,10 +238,10 @@ fn probe_all(provider: &dyn Provider, graph: &Graph, shop: &str, prometheus: Opt
                 Err(e) => Err(e),
             }
         } else if let Some(q) = &p.sql {
-            match provider.query(&q.query) {
+            match super::database(provider).map_err(|e| format!("{e:#}")).and_then(|db| db.query(&q.query).map_err(|e| e.to_string())) {
                 Ok(v) if q.expect.holds(v.lines().next().unwrap_or("")) => Ok(()),
                 Ok(v) => Err(format!("returned {}", v.trim())),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             }
         } else if let Some(q) = &p.prometheus {
             match prometheus.map(|base| http_get(&format!("{base}/api/v1/query?query={}", urlencode(&q.query)))) {
@@ -298,7 +298,7 @@ fn http_get(url: &str) -> Result<(u16, String), String> {
 /// The database ids of the buyers setup made, by email.
 fn user_ids(provider: &dyn Provider, setup: &Setup) -> Result<Vec<i64>> {
     let emails: Vec<String> = setup.buyers.iter().map(|b| format!("'{}'", b.email.replace('\'', "''"))).collect();
-    let text = provider
+    let text = super::database(provider)?
         .query(&format!("SELECT coalesce(json_object_agg(email, id), '{{}}') FROM users WHERE email IN ({})", emails.join(",")))
         .map_err(|e| anyhow!("{e}"))?;
     let map: BTreeMap<String, i64> = serde_json::from_str(text.trim()).context("reading user ids")?;
@@ -307,7 +307,7 @@ fn user_ids(provider: &dyn Provider, setup: &Setup) -> Result<Vec<i64>> {
 
 fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64>> {
     let ids: Vec<String> = products.iter().map(i64::to_string).collect();
-    let text = provider
+    let text = super::database(provider)?
         .query(&format!("SELECT coalesce(json_object_agg(id, stock), '{{}}') FROM products WHERE id IN ({})", ids.join(",")))
         .map_err(|e| anyhow!("{e}"))?;
     let map: BTreeMap<String, i64> = serde_json::from_str(text.trim()).context("reading stock")?;
@@ -318,7 +318,8 @@ fn stocks(provider: &dyn Provider, products: &[i64]) -> Result<BTreeMap<i64, i64
 /// products' stock, and the outbox events of those orders.
 fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &BTreeMap<i64, i64>, sale: Option<i64>) -> Result<DbSnapshot> {
     let sql = scalectl_loadgen::shop_sql::chaos_snapshot(run_id, products);
-    let text = provider.query(&sql).map_err(|e| anyhow!("{e}"))?;
+    let db = super::database(provider)?;
+    let text = db.query(&sql).map_err(|e| anyhow!("{e}"))?;
     let mut v: Value = serde_json::from_str(text.trim()).context("reading the snapshot")?;
     for p in v["products"].as_array_mut().into_iter().flatten() {
         let id = p["id"].as_i64().unwrap_or(0);
@@ -326,7 +327,7 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
     }
     v["flash_sales"] = match sale {
         Some(id) => {
-            let text = provider.query(&scalectl_loadgen::shop_sql::flash_sale(id)).map_err(|e| anyhow!("{e}"))?;
+            let text = db.query(&scalectl_loadgen::shop_sql::flash_sale(id)).map_err(|e| anyhow!("{e}"))?;
             let view = scalectl_loadgen::shop_sql::parse_flash_sale(&text).with_context(|| format!("reading flash sale {id}: {text:?}"))?;
             json!([{"id": id, "units": view.units, "remaining": view.remaining, "sold": view.purchased_units, "ordered": view.ordered_units}])
         }
@@ -361,13 +362,13 @@ fn inject_faults(
             _ => bail!("a {} fault without a target", f.kind.as_str()),
         };
         let start = t0.elapsed();
-        let did = provider.inject(f.kind, &targets).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
+        let did = super::chaos_ops(provider)?.inject(f.kind, &targets).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
         ctx.progress.say(&format!("chaos: {:.1} s: {did}", start.as_secs_f64()));
         let end = match f.duration {
             Some(d) => {
                 std::thread::sleep(d.0);
                 // Lingering faults are undone; lost processes are started again.
-                if let Some(note) = provider.heal().map_err(|err| anyhow!("{err}"))? {
+                if let Some(note) = super::heal_faults(provider).map_err(|err| anyhow!("{err}"))? {
                     ctx.progress.say(&format!("chaos: {:.1} s: {note}", t0.elapsed().as_secs_f64()));
                 }
                 restart_down(ctx, provider, graph)?;
@@ -385,7 +386,7 @@ fn inject_faults(
 /// The experiment's rollbacks: heal and resume (both undo lingering faults), and
 /// restart every recorded process that is not running.
 fn rollbacks(ctx: &Ctx, provider: &dyn Provider, graph: &Graph, rollbacks: &[Rollback]) -> Result<()> {
-    if let Some(note) = provider.heal().map_err(|e| anyhow!("{e}"))? {
+    if let Some(note) = super::heal_faults(provider).map_err(|e| anyhow!("{e}"))? {
         ctx.progress.say(&format!("chaos: rollback: {note}"));
     }
     if rollbacks.contains(&Rollback::Restart) {

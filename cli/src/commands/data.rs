@@ -5,43 +5,32 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use serde_json::Value;
+use scalectl_core::ops::Insights;
 
 use super::Ctx;
 use crate::output::{Format, json as print_json, print_table};
 
 /// The leader and replicas, pool use and cache hit ratio below the status table.
-pub fn print_insights(insights: &Value, out: &mut impl Write) -> std::io::Result<()> {
-    if let Some(db) = insights.get("database") {
-        writeln!(out, "\nDatabase: leader {}", db["leader"].as_str().unwrap_or("NONE (no node is primary)"))?;
-        for m in db["members"].as_array().into_iter().flatten().filter(|m| m["role"] != "leader" && m["role"] != "primary") {
-            let lag = m["lag_bytes"].as_u64().map_or("lag unknown".to_string(), |b| format!("lag {}", bytes(b)));
-            writeln!(
-                out,
-                "  {:<22} {:<13} {:<10} {lag}",
-                m["id"].as_str().unwrap_or("?"),
-                role(m["role"].as_str().unwrap_or("?")),
-                m["state"].as_str().unwrap_or("?")
-            )?;
+pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Result<()> {
+    if let Some(db) = &insights.database {
+        writeln!(out, "\nDatabase: leader {}", db.leader.as_deref().unwrap_or("NONE (no node is primary)"))?;
+        for m in db.members.iter().filter(|m| m.role != "leader" && m.role != "primary") {
+            let lag = m.lag_bytes.map_or("lag unknown".to_string(), |b| format!("lag {}", bytes(b)));
+            writeln!(out, "  {:<22} {:<13} {:<10} {lag}", m.id, role(&m.role), m.state)?;
         }
     }
-    for (id, dbs) in insights.get("pools").and_then(Value::as_object).into_iter().flatten() {
-        for d in dbs.as_array().into_iter().flatten() {
+    for (id, dbs) in &insights.pools {
+        for d in dbs {
             writeln!(
                 out,
                 "Pool {id} ({}): {} of {} server connections busy, {} idle; {} clients active, {} waiting",
-                d["database"].as_str().unwrap_or("?"),
-                d["servers_active"],
-                d["pool_size"],
-                d["servers_idle"],
-                d["clients_active"],
-                d["clients_waiting"],
+                d.database, d.servers_active, d.pool_size, d.servers_idle, d.clients_active, d.clients_waiting,
             )?;
         }
     }
-    for (id, c) in insights.get("caches").and_then(Value::as_object).into_iter().flatten() {
-        match c["hit_ratio"].as_f64() {
-            Some(r) => writeln!(out, "Cache {id}: hit ratio {:.1} % ({} hits, {} misses)", r * 100.0, c["hits"], c["misses"])?,
+    for (id, c) in &insights.caches {
+        match c.hit_ratio {
+            Some(r) => writeln!(out, "Cache {id}: hit ratio {:.1} % ({} hits, {} misses)", r * 100.0, c.hits, c.misses)?,
             None => writeln!(out, "Cache {id}: no reads yet")?,
         }
     }
@@ -66,29 +55,21 @@ fn bytes(b: u64) -> String {
 
 pub fn slow_queries(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let report = provider.slow_queries(limit).map_err(|e| anyhow!("{e}"))?;
+    let report = super::database(provider.as_ref())?.slow_queries(limit).map_err(|e| anyhow!("{e}"))?;
     let mut out = std::io::stdout().lock();
     if ctx.format == Format::Json {
         print_json(&report, &mut out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    for (key, title) in [("by_total", "total time"), ("by_mean", "mean time")] {
-        writeln!(out, "Top statements by {title} on {} (pg_stat_statements, database shop):\n", report["server"].as_str().unwrap_or("?"))?;
-        let rows: Vec<Vec<String>> = report[key]
-            .as_array()
-            .into_iter()
-            .flatten()
+    for (statements, title) in [(&report.by_total, "total time"), (&report.by_mean, "mean time")] {
+        writeln!(out, "Top statements by {title} on {} (pg_stat_statements, database shop):\n", report.server)?;
+        let rows: Vec<Vec<String>> = statements
+            .iter()
             .map(|q| {
-                let text = q["query"].as_str().unwrap_or("");
+                let text = &q.query;
                 let short: String = if text.chars().count() > 90 { text.chars().take(89).chain(['…']).collect() } else { text.to_string() };
-                vec![
-                    q["calls"].to_string(),
-                    q["total_ms"].to_string(),
-                    q["mean_ms"].to_string(),
-                    format!("{}%", q["percent"]),
-                    q["rows"].to_string(),
-                    short,
-                ]
+                let percent = q.percent.map_or("-".to_string(), |p| format!("{p}%"));
+                vec![q.calls.to_string(), q.total_ms.to_string(), q.mean_ms.to_string(), percent, q.rows.to_string(), short]
             })
             .collect();
         if rows.is_empty() {
@@ -105,7 +86,7 @@ pub fn switchover(ctx: &Ctx, name: &str, to: Option<&str>) -> Result<ExitCode> {
     let _lock = ctx.home.lock(name)?;
     let (_, provider) = super::open(ctx, name)?;
     let t = ctx.progress.start("switchover", "switching over");
-    let report = provider.switchover(to).map_err(|e| {
+    let report = super::database(provider.as_ref())?.switchover(to).map_err(|e| {
         ctx.progress.failed("switchover");
         anyhow!("{e}")
     })?;
@@ -114,11 +95,7 @@ pub fn switchover(ctx: &Ctx, name: &str, to: Option<&str>) -> Result<ExitCode> {
         Format::Json => print_json(&report, &mut std::io::stdout())?,
         Format::Text => println!(
             "Switched over from {} to {}: new leader after {:.1} s, the shop's writes resumed after {:.1} s; writes paused for {:.1} s.",
-            report["from"].as_str().unwrap_or("?"),
-            report["to"].as_str().unwrap_or("?"),
-            report["promoted_after_seconds"].as_f64().unwrap_or(f64::NAN),
-            report["writes_resumed_after_seconds"].as_f64().unwrap_or(f64::NAN),
-            report["writes_paused_seconds"].as_f64().unwrap_or(f64::NAN),
+            report.from, report.to, report.promoted_after_seconds, report.writes_resumed_after_seconds, report.writes_paused_seconds,
         ),
     }
     Ok(ExitCode::SUCCESS)

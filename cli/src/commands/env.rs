@@ -175,7 +175,7 @@ pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
     let ordered = Graph::new(all.clone()).map(|g| g.resources).unwrap_or(all);
     let provider = provider(ctx, name, state.target, state.slot, Graph { resources: ordered.clone() })?;
     // Frozen processes would not stop, and rules would outlive the environment.
-    if provider.heal().is_ok() {
+    if super::heal_faults(provider.as_ref()).is_ok() {
         super::chaos::journal_clear(ctx, name);
     }
     for r in ordered.iter().rev() {
@@ -261,7 +261,7 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
             json!({"id": r.id, "kind": r.kind, "address": r.endpoint(), "state": seen, "healthy": healthy, "pid": pid, "uptime_seconds": uptime}),
         );
     }
-    let insights = provider.insights();
+    let insights = provider.database().map(|d| d.insights()).unwrap_or_default();
     let mut out = std::io::stdout().lock();
     match ctx.format {
         Format::Json => print_json(

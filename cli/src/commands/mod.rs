@@ -13,6 +13,7 @@ pub mod load;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use scalectl_core::ops::{ChaosOps, DatabaseOps};
 use scalectl_core::plan::Observed;
 use scalectl_core::{Graph, Manifest, Provider, ResourceKind, Target};
 
@@ -53,11 +54,26 @@ pub fn heal(ctx: &Ctx, name: &str, provider: &dyn Provider) -> Result<()> {
     if chaos::journal_holds(ctx, name) {
         return Ok(());
     }
-    if let Some(note) = provider.heal().map_err(|e| anyhow::anyhow!("undoing chaos faults: {e}"))? {
+    if let Some(note) = heal_faults(provider).map_err(|e| anyhow::anyhow!("undoing chaos faults: {e}"))? {
         ctx.progress.say(&note);
     }
     chaos::journal_clear(ctx, name);
     Ok(())
+}
+
+/// The target's database operations, or an error that says the target has none.
+pub fn database(provider: &dyn Provider) -> Result<&dyn DatabaseOps> {
+    provider.database().with_context(|| format!("database operations are not available on the {} target", provider.target()))
+}
+
+/// The target's chaos faults, or an error that says the target has none.
+pub fn chaos_ops(provider: &dyn Provider) -> Result<&dyn ChaosOps> {
+    provider.chaos().with_context(|| format!("chaos faults are not available on the {} target", provider.target()))
+}
+
+/// Undoes lingering faults where the target can inject them; nothing to do elsewhere.
+pub fn heal_faults(provider: &dyn Provider) -> Result<Option<String>, scalectl_core::ProviderError> {
+    provider.chaos().map_or(Ok(None), ChaosOps::heal)
 }
 
 /// Adds to each resource a digest of its generated config files, so that a change in a
