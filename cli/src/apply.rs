@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use scalectl_core::plan::{Action, Plan};
-use scalectl_core::{Applied, Graph, Provider, ProviderError, Resource};
+use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource};
 
 use crate::home::{Home, State};
 use crate::output::Progress;
@@ -70,7 +70,7 @@ pub fn execute(
                     let action = step.action.clone();
                     scope.spawn(move || {
                         let result = apply_with_retries(provider, r, &action, Instant::now() + health_timeout, progress)
-                            .and_then(|applied| provider.wait_healthy(r, Instant::now() + health_timeout).map(|()| applied))
+                            .and_then(|applied| wait_ready(provider, r, health_timeout, progress).map(|()| applied))
                             .map_err(|e| anyhow!("{} {}: {e}", verb.0, r.id));
                         if result.is_ok() {
                             progress.done(&r.id, verb.1, t);
@@ -138,6 +138,39 @@ fn apply_with_retries(
     }
 }
 
+/// Polls `r`'s readiness with backoff (50 ms doubling to 1 s) until it is ready, fails,
+/// or its deadline passes: the provider's own for this resource, else `default`. A wait
+/// past a few seconds says what it is waiting for, once per new reason.
+pub fn wait_ready(provider: &dyn Provider, r: &Resource, default: Duration, progress: &Progress) -> Result<(), ProviderError> {
+    let started = Instant::now();
+    let deadline = started + provider.ready_within(r).unwrap_or(default);
+    let mut wait = Duration::from_millis(50);
+    let mut told = String::new();
+    loop {
+        let why = match provider.readiness(r) {
+            Readiness::Ready => return Ok(()),
+            Readiness::Failed(why) => return Err(ProviderError::new(ErrorKind::Failed, why)),
+            Readiness::Pending(why) => why,
+        };
+        if Instant::now() >= deadline {
+            let waited = started.elapsed().as_secs();
+            return Err(ProviderError::new(
+                ErrorKind::Failed,
+                format!("{} is not ready after {waited} s ({why}); see `scalectl logs {}`", r.id, r.id),
+            ));
+        }
+        if started.elapsed() >= SAY_WAITING_AFTER && why != told {
+            progress.say(&format!("  {}: waiting: {why}", r.id));
+            told = why;
+        }
+        std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// How long a resource may be pending before its wait is reported.
+const SAY_WAITING_AFTER: Duration = Duration::from_secs(5);
+
 fn verb(action: &Action) -> (&'static str, &'static str) {
     match action {
         Action::Create => ("creating", "created"),
@@ -167,12 +200,14 @@ mod tests {
     struct FakeProvider {
         log: Mutex<Vec<String>>,
         script: Mutex<BTreeMap<String, VecDeque<ErrorKind>>>,
+        /// How many readiness polls say "pending" before "ready", by id.
+        pending: Mutex<BTreeMap<String, u32>>,
         step_time: Duration,
     }
 
     impl FakeProvider {
         fn new(step_time: Duration) -> Self {
-            FakeProvider { log: Mutex::new(Vec::new()), script: Mutex::new(BTreeMap::new()), step_time }
+            FakeProvider { log: Mutex::new(Vec::new()), script: Mutex::new(BTreeMap::new()), pending: Mutex::new(BTreeMap::new()), step_time }
         }
 
         fn fail(&self, id: &str, kinds: &[ErrorKind]) {
@@ -208,8 +243,16 @@ mod tests {
                 None => Ok(Applied { note: None, outputs: [("endpoint".to_string(), format!("{}:1", r.id))].into() }),
             }
         }
-        fn wait_healthy(&self, _: &Resource, _: Instant) -> Result<(), ProviderError> {
-            Ok(())
+        fn readiness(&self, r: &Resource) -> Readiness {
+            let mut pending = self.pending.lock().unwrap();
+            match pending.get_mut(&r.id) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    Readiness::Pending(format!("{} polls to go", *n + 1))
+                }
+                Some(_) if r.id == "never" => Readiness::Failed("never became ready".into()),
+                _ => Readiness::Ready,
+            }
         }
         fn destroy(&self, _: &Resource, _: bool) -> Result<(), ProviderError> {
             Ok(())
@@ -315,6 +358,25 @@ mod tests {
         let mut f = fixture();
         assert!(run(&p, &mut f, &diamond()).is_err());
         assert_eq!(p.applies("b"), 1);
+    }
+
+    #[test]
+    fn readiness_is_polled_until_ready_and_a_failure_or_deadline_ends_the_wait() {
+        let p = FakeProvider::new(Duration::ZERO);
+        p.pending.lock().unwrap().insert("a".into(), 3);
+        let quiet = Progress::new(true);
+        let started = Instant::now();
+        wait_ready(&p, &res("a", &[]), Duration::from_secs(10), &quiet).unwrap();
+        assert_eq!(p.pending.lock().unwrap()["a"], 0, "polled until ready");
+        assert!(started.elapsed() < Duration::from_secs(2), "with a short backoff: {:?}", started.elapsed());
+
+        p.pending.lock().unwrap().insert("slow".into(), u32::MAX);
+        let e = wait_ready(&p, &res("slow", &[]), Duration::from_millis(300), &quiet).unwrap_err();
+        assert!(e.message.starts_with("slow is not ready after 0 s (") && e.message.contains("polls to go"), "{e}");
+
+        p.pending.lock().unwrap().insert("never".into(), 0);
+        let e = wait_ready(&p, &res("never", &[]), Duration::from_secs(10), &quiet).unwrap_err();
+        assert_eq!(e.message, "never became ready", "a failure ends the wait at once");
     }
 
     #[test]

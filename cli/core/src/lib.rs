@@ -36,7 +36,7 @@ pub use diagnostic::Diagnostic;
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
-pub use provider::{Applied, ErrorKind, Provider, ProviderError};
+pub use provider::{Applied, ErrorKind, Provider, ProviderError, Readiness};
 pub use target::Target;
 pub use topology::Topology;
 pub use units::{ByteSize, Duration};

@@ -2,7 +2,7 @@
 //! (`cli/local`, later `cli/kube` and `cli/aws`) do the I/O.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,17 @@ impl From<String> for ProviderError {
     }
 }
 
+/// What a readiness check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "why", rename_all = "snake_case")]
+pub enum Readiness {
+    Ready,
+    /// Not yet, and why (a replica catching up, a port not answering).
+    Pending(String),
+    /// It will not become ready by waiting (the process exited), and why.
+    Failed(String),
+}
+
 /// What `apply` reports back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -89,8 +100,16 @@ pub trait Provider: Sync {
     /// Returns what it created that others refer to, and anything the user should read.
     fn apply(&self, resource: &Resource, action: &Action) -> Result<Applied, ProviderError>;
 
-    /// Waits until `resource` answers its health check, or fails at `deadline`.
-    fn wait_healthy(&self, resource: &Resource, deadline: Instant) -> Result<(), ProviderError>;
+    /// Whether `resource` is ready now: one cheap check, never a wait. The engine polls
+    /// it with backoff until the resource is ready, fails, or its deadline passes, and
+    /// shows the reason it is pending.
+    fn readiness(&self, resource: &Resource) -> Readiness;
+
+    /// How long `resource` may take to become ready after `apply`, when the target knows
+    /// better than the manifest's `healthTimeoutSeconds` (a cloud database takes minutes).
+    fn ready_within(&self, _resource: &Resource) -> Option<Duration> {
+        None
+    }
 
     /// Stops `resource` and, unless `keep_data`, deletes its data.
     fn destroy(&self, resource: &Resource, keep_data: bool) -> Result<(), ProviderError>;

@@ -5,16 +5,16 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
 use crate::process::{self, Paths};
 use crate::user::launch;
 use crate::{Env, fsutil, health};
+use scalectl_core::Readiness;
 
 /// One server process of one resource.
 pub struct Daemon<'a> {
@@ -91,28 +91,18 @@ impl<'a> Daemon<'a> {
         Ok(true)
     }
 
-    /// Waits until `probe` passes; fails early when the process exits, with its log.
-    pub fn wait(&self, deadline: Instant, mut probe: impl FnMut() -> Result<(), String>) -> Result<()> {
-        let p = self.paths();
-        loop {
-            if !process::recorded_alive(&p.pid()) {
-                let log = process::tail(&p.log(), 15).unwrap_or_default();
-                bail!("{} exited; last lines of {}:\n{log}", self.r.id, p.log().display());
-            }
-            let last = match probe() {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                bail!("{} is not ready ({last}); see `scalectl logs {}`", self.r.id, self.r.id);
-            }
-            sleep(Duration::from_millis(100));
-        }
+    /// Ready when `probe` passes; failed, with the end of its log, when the process has
+    /// exited (waiting will not bring it back).
+    pub fn check(&self, probe: impl FnOnce() -> Result<(), String>) -> Readiness {
+        exited(self.r, &self.paths()).unwrap_or_else(|| match probe() {
+            Ok(()) => Readiness::Ready,
+            Err(why) => Readiness::Pending(why),
+        })
     }
 
-    /// Waits until an HTTP `GET path` answers 200.
-    pub fn wait_http(&self, deadline: Instant, addr: SocketAddr, path: &str) -> Result<()> {
-        self.wait(deadline, || match health::http_status(addr, path, Duration::from_secs(1))? {
+    /// Ready when an HTTP `GET path` answers 200.
+    pub fn check_http(&self, addr: SocketAddr, path: &str) -> Readiness {
+        self.check(|| match health::http_status(addr, path, Duration::from_secs(1))? {
             200 => Ok(()),
             code => Err(format!("GET {path} answered {code}")),
         })
@@ -123,4 +113,14 @@ impl<'a> Daemon<'a> {
         crate::cgroup::remove(self.env, self.r);
         Ok(())
     }
+}
+
+/// `Failed` with the last lines of its log when the process recorded in `paths` has
+/// exited; `None` while it runs.
+pub fn exited(r: &Resource, paths: &Paths) -> Option<Readiness> {
+    if process::recorded_alive(&paths.pid()) {
+        return None;
+    }
+    let log = process::tail(&paths.log(), 15).unwrap_or_default();
+    Some(Readiness::Failed(format!("{} exited; last lines of {}:\n{log}", r.id, paths.log().display())))
 }

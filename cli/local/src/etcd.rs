@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
@@ -43,10 +44,13 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     Ok(())
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let d = daemon(env, r);
-    let addr = d.endpoint()?;
-    d.wait(deadline, || {
+    let addr = match d.endpoint() {
+        Ok(a) => a,
+        Err(e) => return Readiness::Failed(format!("{e:#}")),
+    };
+    d.check(|| {
         let body = health::http_get(addr, "/health", Duration::from_secs(1))?;
         if body.contains("\"true\"") { Ok(()) } else { Err(format!("etcd reports {body}")) }
     })

@@ -5,9 +5,9 @@
 //! metrics.)
 
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
@@ -69,12 +69,14 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     Ok(None)
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     if !matches!(observe(env, r), Observed::Running { .. } | Observed::Down { .. }) {
-        return Ok(());
+        return Readiness::Ready;
     }
-    let d = daemon(env, r)?;
-    d.wait_http(deadline, d.endpoint()?, "/metrics")
+    match daemon(env, r).and_then(|d| Ok((d.endpoint()?, d))) {
+        Ok((addr, d)) => d.check_http(addr, "/metrics"),
+        Err(e) => Readiness::Failed(format!("{e:#}")),
+    }
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

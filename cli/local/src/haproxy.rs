@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::expand::ports;
 use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 use serde_json::json;
@@ -67,19 +68,25 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     Ok(())
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let d = daemon(env, r);
     if is_router(r) {
         // Ready once some node is routed to as the leader: the write port accepts and
         // HAProxy's stats show an UP server in the primary backend.
-        let stats = metrics_endpoint(r)?;
-        return d.wait(deadline, || {
+        let stats = match metrics_endpoint(r) {
+            Ok(s) => s,
+            Err(e) => return Readiness::Failed(format!("{e:#}")),
+        };
+        return d.check(|| {
             let csv = health::http_get(stats, "/stats;csv", Duration::from_secs(1))?;
             let up = csv.lines().any(|l| l.starts_with("postgres_primary,") && !l.contains("BACKEND") && l.contains(",UP,"));
             if up { Ok(()) } else { Err("no PostgreSQL node is routed to as the leader yet".into()) }
         });
     }
-    d.wait_http(deadline, d.endpoint()?, "/readyz")
+    match d.endpoint() {
+        Ok(addr) => d.check_http(addr, "/readyz"),
+        Err(e) => Readiness::Failed(format!("{e:#}")),
+    }
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -37,12 +37,11 @@ pub mod tools;
 pub mod user;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use scalectl_core::fault::{FaultKind, Selector};
 use scalectl_core::ops::{ChaosOps, DatabaseOps, Insights, SlowQueries, SwitchoverReport};
 use scalectl_core::plan::{Action, Observed};
-use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Resource, ResourceKind, Target};
+use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource, ResourceKind, Target};
 
 pub use crate::expand::{Placement, expand};
 
@@ -165,21 +164,20 @@ impl Provider for LocalProvider {
         .map_err(boxed)
     }
 
-    fn wait_healthy(&self, r: &Resource, deadline: Instant) -> Result<(), ProviderError> {
+    fn readiness(&self, r: &Resource) -> Readiness {
         let env = &self.env;
         match r.kind {
-            ResourceKind::Postgres => postgres::wait_healthy(env, r, deadline),
-            ResourceKind::PatroniNode => patroni::wait_healthy(env, r, deadline),
-            ResourceKind::Etcd => etcd::wait_healthy(env, r, deadline),
-            ResourceKind::Pgbouncer => pgbouncer::wait_healthy(env, r, deadline),
-            ResourceKind::Haproxy => haproxy::wait_healthy(env, r, deadline),
-            ResourceKind::Redis => redis::wait_healthy(env, r, deadline),
-            ResourceKind::Shop | ResourceKind::Worker => shop::wait_healthy(env, r, deadline),
-            ResourceKind::Prometheus => prometheus::wait_healthy(env, r, deadline),
-            ResourceKind::Exporter => exporter::wait_healthy(env, r, deadline),
-            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
+            ResourceKind::Postgres => postgres::readiness(env, r),
+            ResourceKind::PatroniNode => patroni::readiness(env, r),
+            ResourceKind::Etcd => etcd::readiness(env, r),
+            ResourceKind::Pgbouncer => pgbouncer::readiness(env, r),
+            ResourceKind::Haproxy => haproxy::readiness(env, r),
+            ResourceKind::Redis => redis::readiness(env, r),
+            ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
+            ResourceKind::Prometheus => prometheus::readiness(env, r),
+            ResourceKind::Exporter => exporter::readiness(env, r),
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Readiness::Ready,
         }
-        .map_err(boxed)
     }
 
     fn destroy(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {

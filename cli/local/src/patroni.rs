@@ -10,6 +10,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::{Action, Observed};
 use serde_json::{Value, json};
@@ -181,10 +182,13 @@ fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result
     }
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let d = daemon(env, r);
-    let api = rest(r)?;
-    d.wait(deadline, || {
+    let api = match rest(r) {
+        Ok(a) => a,
+        Err(e) => return Readiness::Failed(format!("{e:#}")),
+    };
+    d.check(|| {
         health::http_get(api, "/health", TIMEOUT).map_err(|_| "PostgreSQL is not running under Patroni yet".to_string())?;
         let cluster: Value = serde_json::from_str(&health::http_get(api, "/cluster", TIMEOUT)?).map_err(|e| e.to_string())?;
         let members = cluster["members"].as_array().cloned().unwrap_or_default();

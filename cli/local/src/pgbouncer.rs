@@ -4,9 +4,9 @@
 //! database, `shop_ro`, that reaches the replicas.
 
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::plan::{Action, Observed};
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::json;
@@ -62,12 +62,15 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     Ok(())
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let d = daemon(env, r);
-    let addr = d.endpoint()?;
+    let addr = match d.endpoint() {
+        Ok(a) => a,
+        Err(e) => return Readiness::Failed(format!("{e:#}")),
+    };
     // The admin console answers without a server behind it, so this checks PgBouncer
     // itself and its client authentication.
-    d.wait(deadline, || client(env, r).and_then(|c| c.query("pgbouncer", "SHOW VERSION")).map(drop).map_err(|e| format!("{addr}: {e:#}")))
+    d.check(|| client(env, r).and_then(|c| c.query("pgbouncer", "SHOW VERSION")).map(drop).map_err(|e| format!("{addr}: {e:#}")))
 }
 
 /// A client of this pooler, logged in as the shop.

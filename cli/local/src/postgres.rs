@@ -5,10 +5,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::{Action, Observed};
 use serde_json::json;
@@ -138,18 +138,17 @@ fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let p = paths(env, r);
-    loop {
-        let mut cmd = Command::new(bin("pg_isready")?);
-        cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(r).to_string(), "-U", "postgres", "-q"]);
-        if as_user(cmd, env.run_as.as_ref()).status().is_ok_and(|s| s.success()) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("postgres {} did not accept connections in time; see `scalectl logs {}`", r.id, r.id);
-        }
-        sleep(Duration::from_millis(50));
+    let mut cmd = match bin("pg_isready") {
+        Ok(b) => Command::new(b),
+        Err(e) => return Readiness::Failed(format!("{e:#}")),
+    };
+    cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(r).to_string(), "-U", "postgres", "-q"]);
+    if as_user(cmd, env.run_as.as_ref()).status().is_ok_and(|s| s.success()) {
+        Readiness::Ready
+    } else {
+        Readiness::Pending("not accepting connections yet".into())
     }
 }
 

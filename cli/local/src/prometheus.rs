@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 use serde_json::json;
@@ -90,25 +90,20 @@ fn endpoint(r: &Resource) -> Result<SocketAddr> {
     Ok(SocketAddr::from((r.address.context("prometheus without an address")?, r.port.unwrap_or(9090))))
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     if tools::find("prometheus").is_none() {
-        return Ok(());
+        return Readiness::Ready;
     }
-    let p = paths(env, r);
-    loop {
-        // Not `running_pid`: between exec and the new program's arguments being set up
-        // its command line reads empty, which once failed a fresh `up` in CI.
-        if !process::recorded_alive(&p.pid()) {
-            let log = process::tail(&p.log(), 10).unwrap_or_default();
-            bail!("prometheus exited; last lines of its log:\n{log}");
-        }
-        if health::http_status(endpoint(r)?, "/-/ready", Duration::from_secs(1)) == Ok(200) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("prometheus is not ready; see `scalectl logs {}`", r.id);
-        }
-        sleep(Duration::from_millis(100));
+    // Not `running_pid`: between exec and the new program's arguments being set up its
+    // command line reads empty, which once failed a fresh `up` in CI.
+    if let Some(failed) = crate::daemon::exited(r, &paths(env, r)) {
+        return failed;
+    }
+    match endpoint(r).map(|addr| health::http_status(addr, "/-/ready", Duration::from_secs(1))) {
+        Ok(Ok(200)) => Readiness::Ready,
+        Ok(Ok(code)) => Readiness::Pending(format!("/-/ready answered {code}")),
+        Ok(Err(e)) => Readiness::Pending(e),
+        Err(e) => Readiness::Failed(format!("{e:#}")),
     }
 }
 

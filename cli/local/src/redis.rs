@@ -2,9 +2,10 @@
 //! survive a restart: PostgreSQL holds the truth and the shop rebuilds what it needs.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 use serde_json::json;
@@ -45,8 +46,8 @@ pub fn command(r: &Resource, line: &str) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
-    daemon(env, r).wait(deadline, || match command(r, "PING") {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+    daemon(env, r).check(|| match command(r, "PING") {
         Ok(reply) if reply.starts_with("+PONG") => Ok(()),
         Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
         Err(e) => Err(e),

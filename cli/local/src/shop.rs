@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use scalectl_core::Readiness;
 use scalectl_core::plan::Observed;
 use scalectl_core::{Resource, ResourceKind};
 
@@ -137,28 +137,21 @@ fn endpoint(r: &Resource) -> Result<SocketAddr> {
     Ok(SocketAddr::from((r.address.context("shop without an address")?, r.port.context("shop without a port")?)))
 }
 
-pub fn wait_healthy(env: &Env, r: &Resource, deadline: Instant) -> Result<()> {
+pub fn readiness(env: &Env, r: &Resource) -> Readiness {
     let p = paths(env, r);
-    let mut last = String::from("not started");
-    loop {
-        if !process::recorded_alive(&p.pid()) {
-            let log = process::tail(&p.log(), 10).unwrap_or_default();
-            bail!("{} exited; last lines of {}:\n{log}", r.id, p.log().display());
-        }
-        match r.kind {
-            ResourceKind::Shop => match health::http_status(endpoint(r)?, "/readyz", Duration::from_secs(1)) {
-                Ok(200) => return Ok(()),
-                Ok(code) => last = format!("/readyz answered {code}"),
-                Err(e) => last = e,
-            },
-            // A worker is healthy once it has stayed up past its start.
-            _ if started_ago(&p.pid()).is_some_and(|d| d >= Duration::from_millis(500)) => return Ok(()),
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            bail!("{} is not ready ({last}); see `scalectl logs {}`", r.id, r.id);
-        }
-        sleep(Duration::from_millis(50));
+    if let Some(failed) = crate::daemon::exited(r, &p) {
+        return failed;
+    }
+    match r.kind {
+        ResourceKind::Shop => match endpoint(r).map(|addr| health::http_status(addr, "/readyz", Duration::from_secs(1))) {
+            Ok(Ok(200)) => Readiness::Ready,
+            Ok(Ok(code)) => Readiness::Pending(format!("/readyz answered {code}")),
+            Ok(Err(e)) => Readiness::Pending(e),
+            Err(e) => Readiness::Failed(format!("{e:#}")),
+        },
+        // A worker is ready once it has stayed up past its start.
+        _ if started_ago(&p.pid()).is_some_and(|d| d >= Duration::from_millis(500)) => Readiness::Ready,
+        _ => Readiness::Pending("just started".into()),
     }
 }
 

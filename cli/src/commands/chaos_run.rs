@@ -401,7 +401,7 @@ fn restart_down(ctx: &Ctx, provider: &dyn Provider, graph: &Graph) -> Result<()>
         if matches!(provider.observe(r), Observed::Down { .. }) {
             let t = ctx.progress.start(&r.id, "restarting");
             provider.apply(r, &Action::Start).map_err(|e| anyhow!("restarting {}: {e}", r.id))?;
-            provider.wait_healthy(r, Instant::now() + Duration::from_secs(90)).map_err(|e| anyhow!("{e}"))?;
+            crate::apply::wait_ready(provider, r, Duration::from_secs(90), &ctx.progress).map_err(|e| anyhow!("{e}"))?;
             ctx.progress.done(&r.id, "restarted", t);
         }
     }

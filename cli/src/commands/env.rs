@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use scalectl_core::plan::{Observed, plan as make_plan};
-use scalectl_core::{Graph, Manifest, Provider, Resource, ResourceKind, Target};
+use scalectl_core::{Graph, Manifest, Provider, Readiness, Resource, ResourceKind, Target};
 use serde_json::json;
 
 use super::{Ctx, check_runnable, desired, observe_all, provider, with_config_digests};
@@ -87,9 +87,8 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         .with_context(|| format!("`up` stopped; fix the cause and run `scalectl up --env {name}` again to resume"))?;
 
     // Everything, changed or not, must answer its health check before `up` is done.
-    let deadline = Instant::now() + timeout;
     for r in &graph.resources {
-        provider.wait_healthy(r, deadline).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::apply::wait_ready(provider.as_ref(), r, timeout, &ctx.progress).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     state.updated_at = now();
     ctx.home.save(&state)?;
@@ -241,7 +240,7 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         let seen = provider.observe(r);
         let (state_text, healthy, pid) = match &seen {
             Observed::Running { pid } => {
-                let ok = provider.wait_healthy(r, Instant::now()).is_ok();
+                let ok = provider.readiness(r) == Readiness::Ready;
                 (if ok { "healthy" } else { "unhealthy" }.to_string(), ok, *pid)
             }
             Observed::Down { reason } => (format!("down: {reason}"), false, None),
