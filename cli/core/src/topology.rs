@@ -421,6 +421,14 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
             "the packaged pgbouncer exporter cannot read PgBouncer 1.18's SHOW STATS; pool use shows in the shop's metrics and `status`",
         );
     }
+    let shop_uses = [RedisUse::Cache, RedisUse::RateLimit, RedisUse::FlashSaleGate];
+    if s.redis.enabled && !shop_uses.iter().all(|u| s.redis.uses.contains(u)) {
+        note(
+            "spec.redis.uses",
+            format!("{:?}", s.redis.uses),
+            "the shop uses Redis for its cache, rate limits and flash-sale gate whenever Redis is enabled",
+        );
+    }
     if s.redis.uses.contains(&RedisUse::Queue) {
         note("spec.redis.uses", "queue".into(), "the shop's outbox worker reads the database, not a Redis queue");
     }
@@ -536,6 +544,10 @@ mod tests {
         let l = level(1).unwrap();
         let m = Sources::new(l.file, l.manifest).load().unwrap();
         assert_eq!(unused(&m, Target::Local), [], "level 1 sets nothing local ignores");
+        let mut s = Sources::new(l.file, l.manifest);
+        s.set("spec.redis.enabled=true").set("spec.redis.uses=[cache]");
+        let u = unused(&s.load().unwrap(), Target::Local);
+        assert_eq!(u.iter().map(|u| u.path.as_str()).collect::<Vec<_>>(), ["spec.redis.uses"], "{u:?}");
         let l = level(6).unwrap();
         let m = Sources::new(l.file, l.manifest).load().unwrap();
         let paths: Vec<String> = unused(&m, Target::Local).into_iter().map(|u| u.path).collect();
