@@ -79,7 +79,7 @@ impl fmt::Display for Expect {
     }
 }
 
-crate::text_value::text_value!(Expect, "Expect", "A comparison such as `== 1`, `< 0.01` or `>= 2`.");
+scalectl_core::text_value!(Expect, "Expect", "A comparison such as `== 1`, `< 0.01` or `>= 2`.", read = Expect::parse);
 
 #[cfg(test)]
 mod tests {

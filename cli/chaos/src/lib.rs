@@ -13,7 +13,7 @@
 //!   the database holds afterwards, as plain data.
 //! - [`check`]: history + snapshot + fault windows → a [`Report`] with a verdict per
 //!   check; [`render`] writes it as text, [`svg`] as a timeline.
-//! - [`time`]: how durations are serialized; `text_value` how parsed text values are.
+//! - [`time`]: how durations are serialized (text values use `scalectl_core::text_value!`).
 
 pub mod check;
 pub mod expect;
@@ -26,7 +26,6 @@ pub mod rules;
 pub mod snapshot;
 pub mod span;
 pub mod svg;
-mod text_value;
 pub mod time;
 
 pub use check::{CheckName, CheckResult, FaultWindow, Finding, Report, Verdict, check};

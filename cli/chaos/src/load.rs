@@ -12,11 +12,17 @@ use crate::experiment::{Experiment, json_schema};
 /// Validates an experiment file; `file` names it in diagnostics.
 pub fn load(file: &str, text: &str) -> Result<Experiment, Vec<Diagnostic>> {
     let mut tree = Node::parse(file, text).map_err(|d| vec![d])?;
-    let problems = schema_check::check(&mut tree, &json_schema());
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let experiment = deserialize(&tree)?;
+    let mut problems = schema_check::check(&mut tree, &json_schema());
+    // Values with their own parser that the schema check does not know (comparisons) are
+    // reported with its problems; one the check already refused is not repeated.
+    let experiment = match deserialize(&tree) {
+        Ok(e) if problems.is_empty() => e,
+        Ok(_) => return Err(problems),
+        Err(more) => {
+            problems.extend(more.into_iter().filter(|d| !problems.iter().any(|p| p.path == d.path)).collect::<Vec<_>>());
+            return Err(problems);
+        }
+    };
     let broken = crate::rules::check(&experiment);
     if broken.is_empty() {
         Ok(experiment)
@@ -144,7 +150,8 @@ mod tests {
         assert!(got.contains(&("method.0.at", pos(&text, "soon").0)), "{got:?}");
         assert!(got.contains(&("steadyState.probes.2.sql.expect", pos(&text, ">= one").0)), "{got:?}");
         assert!(got.contains(&("workload.duration", pos(&text, "duration: 90\n").0)), "{got:?}");
-        assert!(errs.iter().any(|e| e.message.contains("`soon` is not a duration")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.message.contains("`soon` is not a whole number with a unit, such as 30s")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.message.contains("`90` has no unit; write it with one, such as 90s")), "{errs:?}");
     }
 
     #[test]

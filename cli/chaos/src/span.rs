@@ -12,10 +12,11 @@ impl Span {
         Span(Duration::from_secs(s))
     }
 
-    /// Reads `500ms`, `30s`, `1m 30s`; a bare number is refused because its unit would
-    /// be a guess.
+    /// Reads `500ms`, `30s`, `1m 30s` in the grammar of manifests
+    /// (`scalectl_core::units::Duration`); a bare number is refused because its unit
+    /// would be a guess.
     pub fn parse(text: &str) -> Result<Span, String> {
-        humantime::parse_duration(text.trim()).map(Span).map_err(|e| format!("`{text}` is not a duration such as 500ms, 30s or 2m ({e})"))
+        scalectl_core::units::Duration::parse(text).map(|d| Span(d.as_std())).map_err(|e| e.to_string())
     }
 }
 
@@ -25,7 +26,7 @@ impl fmt::Display for Span {
     }
 }
 
-crate::text_value::text_value!(Span, "Duration", "A duration such as 500ms, 30s or 2m.");
+scalectl_core::text_value!(Span, "Duration", "A duration such as 500ms, 30s or 2m.", read = Span::parse, format = "duration");
 
 #[cfg(test)]
 mod tests {
@@ -35,7 +36,8 @@ mod tests {
     fn durations_read_as_written_and_bare_numbers_are_refused() {
         assert_eq!(Span::parse("500ms").unwrap().0, Duration::from_millis(500));
         assert_eq!(Span::parse("1m 30s").unwrap().0, Duration::from_secs(90));
-        assert!(Span::parse("30").unwrap_err().contains("not a duration"));
+        assert!(Span::parse("30").unwrap_err().contains("`30` has no unit"));
+        assert!(Span::parse("2 minutes").is_err(), "one grammar with manifests");
         assert_eq!(Span::secs(90).to_string(), "1m 30s");
     }
 }

@@ -4,11 +4,7 @@
 //! holds the parsed value and every consumer asks for its own rendering. Validation,
 //! `plan` and the configuration files then agree by construction.
 
-use std::borrow::Cow;
 use std::fmt;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a duration or size was refused; the message says what would be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,9 +76,14 @@ impl Duration {
         Ok(Duration { ms })
     }
 
-    /// What a bare number meant before durations had one grammar: seconds.
-    fn legacy_bare(n: u64) -> Self {
-        Duration { ms: n.saturating_mul(1000) }
+    /// Reads a recorded value (a state file's manifest): the grammar, and a bare number
+    /// in the unit scalectl before 0.2 gave it, seconds, so that such a state file still
+    /// loads. A manifest goes through the schema check first, which refuses bare numbers.
+    pub fn read_recorded(text: &str) -> Result<Self, UnitError> {
+        match text.trim().parse::<u64>() {
+            Ok(n) => Ok(Duration { ms: n.saturating_mul(1000) }),
+            Err(_) => Duration::parse(text),
+        }
     }
 
     pub fn as_millis(self) -> u64 {
@@ -177,9 +178,13 @@ impl ByteSize {
         Ok(ByteSize { bytes })
     }
 
-    /// What a bare number meant before sizes had one grammar: bytes.
-    fn legacy_bare(n: u64) -> Self {
-        ByteSize { bytes: n }
+    /// Reads a recorded value: the grammar, and a bare number as bytes, as scalectl
+    /// before 0.2 read it (see [`Duration::read_recorded`]).
+    pub fn read_recorded(text: &str) -> Result<Self, UnitError> {
+        match text.trim().parse::<u64>() {
+            Ok(bytes) => Ok(ByteSize { bytes }),
+            Err(_) => ByteSize::parse(text),
+        }
     }
 
     pub fn bytes(self) -> u64 {
@@ -220,44 +225,53 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
-/// Serde and schemars for both: a string in the manifest's grammar, marked with a
-/// `format` that the located schema check (`schema_check.rs`) parses with the same
-/// `parse`, so a bad value is reported at its line with the others.
+/// Values written as text but held parsed (durations, sizes, the comparisons of chaos
+/// experiments): `Serialize` through `Display`, `Deserialize` through `$read` (whose
+/// error becomes the message), and a JSON Schema string. With `format`, the schema
+/// carries it and the located schema check (`schema_check.rs`) parses the value with
+/// [`check_format`], so a bad value is reported at its line with every other problem.
+#[macro_export]
 macro_rules! text_value {
-    ($t:ty, $format:literal, $description:literal) => {
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+    ($ty:ty, $name:literal, $description:literal, read = $read:path $(, format = $format:literal)?) => {
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
             }
         }
 
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = Cow::<str>::deserialize(d)?;
-                // A bare number still reads, in the unit scalectl before 0.2 gave it, so
-                // that a state file recording such a manifest loads; a manifest is
-                // checked against the schema first, and there it is refused.
-                if let Ok(n) = text.trim().parse::<u64>() {
-                    return Ok(<$t>::legacy_bare(n));
-                }
-                <$t>::parse(&text).map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let text = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(d)?;
+                $read(&text).map_err(::serde::de::Error::custom)
             }
         }
 
-        impl JsonSchema for $t {
-            fn schema_name() -> Cow<'static, str> {
-                stringify!($t).into()
+        impl ::schemars::JsonSchema for $ty {
+            fn schema_name() -> ::std::borrow::Cow<'static, str> {
+                $name.into()
             }
 
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({ "type": "string", "format": $format, "description": $description })
+            fn json_schema(_: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
+                ::schemars::json_schema!({ "type": "string", "description": $description $(, "format": $format)? })
             }
         }
     };
 }
 
-text_value!(Duration, "duration", "A duration with a unit: 250ms, 30s, 5m (or 5min), 2h, 1d, or a sum such as 1h30m.");
-text_value!(ByteSize, "byte-size", "A size with a binary unit, any case: 64kB, 512MB, 4GB, 1TB.");
+text_value!(
+    Duration,
+    "Duration",
+    "A duration with a unit: 250ms, 30s, 5m (or 5min), 2h, 1d, or a sum such as 1h30m.",
+    read = Duration::read_recorded,
+    format = "duration"
+);
+text_value!(
+    ByteSize,
+    "ByteSize",
+    "A size with a binary unit, any case: 64kB, 512MB, 4GB, 1TB.",
+    read = ByteSize::read_recorded,
+    format = "byte-size"
+);
 
 /// Checks `text` against the grammar a schema `format` names; `None` for formats this
 /// crate does not own. The schema check calls it, so validation parses exactly as the
