@@ -30,13 +30,8 @@ async fn run() -> anyhow::Result<()> {
     let size: usize = size.parse().context("SIZE must be a number of bytes")?;
     let body: &'static str = Box::leak(json_body(size)?.into_boxed_str());
     // Same path shape as the shop's product route, so the router does the same work.
-    let app = Router::new().route(
-        "/products/{id}",
-        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
-    );
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let app = Router::new().route("/products/{id}", get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }));
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
     println!("{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())

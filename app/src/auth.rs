@@ -72,18 +72,9 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// Runs `f` on a blocking thread, at most one per core at a time.
-async fn on_hasher<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> AppResult<T> {
-    let _permit = state
-        .hasher
-        .acquire()
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))
+async fn on_hasher<T: Send + 'static>(state: &AppState, f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    let _permit = state.hasher.acquire().await.map_err(|e| AppError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(e.into()))
 }
 
 pub async fn hash_password(state: &AppState, password: String) -> AppResult<String> {
@@ -91,26 +82,15 @@ pub async fn hash_password(state: &AppState, password: String) -> AppResult<Stri
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         let salt = SaltString::encode_b64(&bytes).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hash password: {e}"))
+        argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("hash password: {e}"))
     })
     .await?
     .map_err(AppError::Internal)
 }
 
 async fn verify_password(state: &AppState, password: String, hash: String) -> AppResult<bool> {
-    on_hasher(state, move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                argon2()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
+    on_hasher(state, move || PasswordHash::new(&hash).map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false))
+        .await
 }
 
 #[utoipa::path(post, path = "/register", tag = "auth", request_body = RegisterRequest,
@@ -121,36 +101,18 @@ pub async fn register(
     ClientIp(client): ClientIp,
     Json(req): Json<RegisterRequest>,
 ) -> AppResult<(StatusCode, axum::Json<UserResponse>)> {
-    ratelimit::check(
-        &state,
-        "register",
-        &client,
-        state.settings.rate_limits.register,
-    )
-    .await?;
+    ratelimit::check(&state, "register", &client, state.settings.rate_limits.register).await?;
     tracing::Span::current().record("email", req.email.0.as_str());
     let hash = hash_password(&state, req.password.0).await?;
-    let row: Result<(i64,), sqlx::Error> = sqlx::query_as(
-        "INSERT INTO users (email, password_hash, roles) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(&req.email.0)
-    .bind(&hash)
-    .bind(req.roles.as_str())
-    .fetch_one(&state.primary)
-    .await;
+    let row: Result<(i64,), sqlx::Error> = sqlx::query_as("INSERT INTO users (email, password_hash, roles) VALUES ($1, $2, $3) RETURNING id")
+        .bind(&req.email.0)
+        .bind(&hash)
+        .bind(req.roles.as_str())
+        .fetch_one(&state.primary)
+        .await;
     match row {
-        Ok((id,)) => Ok((
-            StatusCode::CREATED,
-            axum::Json(UserResponse {
-                id,
-                email: req.email.0,
-                roles: req.roles.as_str().to_owned(),
-            }),
-        )),
-        Err(e) if is_unique_violation(&e) => Err(AppError::conflict(
-            "email already registered",
-            Some("email"),
-        )),
+        Ok((id,)) => Ok((StatusCode::CREATED, axum::Json(UserResponse { id, email: req.email.0, roles: req.roles.as_str().to_owned() }))),
+        Err(e) if is_unique_violation(&e) => Err(AppError::conflict("email already registered", Some("email"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -158,17 +120,10 @@ pub async fn register(
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn login(
-    State(state): State<AppState>,
-    ClientIp(client): ClientIp,
-    Json(req): Json<LoginRequest>,
-) -> AppResult<axum::Json<LoginResponse>> {
+pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Json(req): Json<LoginRequest>) -> AppResult<axum::Json<LoginResponse>> {
     ratelimit::check(&state, "login", &client, state.settings.rate_limits.login).await?;
     let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1")
-            .bind(&req.email.0)
-            .fetch_optional(&state.primary)
-            .await?;
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1").bind(&req.email.0).fetch_optional(&state.primary).await?;
     let Some((user_id, hash)) = row else {
         return Err(wrong_credentials());
     };
@@ -201,9 +156,5 @@ pub async fn me(user: AuthUser) -> axum::Json<UserResponse> {
         (false, true) => "seller",
         _ => "buyer",
     };
-    axum::Json(UserResponse {
-        id: user.id,
-        email: user.email,
-        roles: roles.to_owned(),
-    })
+    axum::Json(UserResponse { id: user.id, email: user.email, roles: roles.to_owned() })
 }

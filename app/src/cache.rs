@@ -17,19 +17,13 @@ pub struct LocalCache<K, V> {
 impl<K: Eq + Hash, V: Clone> LocalCache<K, V> {
     /// A cache whose entries live `ttl`; a zero `ttl` keeps nothing.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        LocalCache {
-            ttl,
-            capacity,
-            entries: RwLock::new(HashMap::new()),
-        }
+        LocalCache { ttl, capacity, entries: RwLock::new(HashMap::new()) }
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
         // A read lock: concurrent hits do not wait for each other.
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, v)| v.clone())
+        map.get(key).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
     }
 
     pub fn put(&self, key: K, value: V) {
@@ -50,10 +44,7 @@ impl<K: Eq + Hash, V: Clone> LocalCache<K, V> {
     }
 
     pub fn remove(&self, key: &K) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.entries.write().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 

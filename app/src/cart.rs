@@ -46,44 +46,32 @@ pub struct Cart {
 #[utoipa::path(post, path = "/cart/items", tag = "cart", request_body = AddItem, security(("bearer" = [])),
     responses((status = 201, body = CartItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(product_id = req.product_id))]
-pub async fn add_item(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Json(req): Json<AddItem>,
-) -> AppResult<(StatusCode, axum::Json<CartItem>)> {
+pub async fn add_item(State(state): State<AppState>, user: AuthUser, Json(req): Json<AddItem>) -> AppResult<(StatusCode, axum::Json<CartItem>)> {
     user.require_buyer()?;
     // An unknown product is the foreign key's to refuse: no separate lookup first.
-    let item: Option<CartItem> = sqlx::query_as(
-        "INSERT INTO cart_items (user_id, product_id, quantity) VALUES ($1, $2, $3)
+    let item: Option<CartItem> =
+        sqlx::query_as(
+            "INSERT INTO cart_items (user_id, product_id, quantity) VALUES ($1, $2, $3)
          ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
          WHERE cart_items.quantity + EXCLUDED.quantity <= $4
          RETURNING id, product_id, quantity",
-    )
-    .bind(user.id)
-    .bind(req.product_id)
-    .bind(req.quantity.0)
-    .bind(MAX_LINE_QUANTITY)
-    .fetch_optional(&state.primary)
-    .await
-    .map_err(|e| {
-        if is_foreign_key_violation(&e, "cart_items_product_id_fkey") {
-            AppError::unknown("product", "product_id")
-        } else {
-            e.into()
-        }
-    })?;
-    let item = item.ok_or_else(|| {
-        AppError::unprocessable("quantity in cart would exceed 1000000", "quantity")
-    })?;
+        )
+        .bind(user.id)
+        .bind(req.product_id)
+        .bind(req.quantity.0)
+        .bind(MAX_LINE_QUANTITY)
+        .fetch_optional(&state.primary)
+        .await
+        .map_err(|e| {
+            if is_foreign_key_violation(&e, "cart_items_product_id_fkey") { AppError::unknown("product", "product_id") } else { e.into() }
+        })?;
+    let item = item.ok_or_else(|| AppError::unprocessable("quantity in cart would exceed 1000000", "quantity"))?;
     Ok((StatusCode::CREATED, axum::Json(item)))
 }
 
 #[utoipa::path(get, path = "/cart", tag = "cart", security(("bearer" = [])), responses((status = 200, body = Cart)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn get_cart(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> AppResult<axum::Json<Cart>> {
+pub async fn get_cart(State(state): State<AppState>, user: AuthUser) -> AppResult<axum::Json<Cart>> {
     // The cart is read right after it is written: always the primary.
     let items: Vec<CartLine> = sqlx::query_as(
         "SELECT c.id, c.product_id, p.name, c.quantity, p.price_cents AS unit_price_cents,
@@ -101,17 +89,9 @@ pub async fn get_cart(
 #[utoipa::path(delete, path = "/cart/items/{id}", tag = "cart", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(item_id = id))]
-pub async fn remove_item(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<i64>,
-) -> AppResult<StatusCode> {
-    let deleted = sqlx::query("DELETE FROM cart_items WHERE id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(user.id)
-        .execute(&state.primary)
-        .await?
-        .rows_affected();
+pub async fn remove_item(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> AppResult<StatusCode> {
+    let deleted =
+        sqlx::query("DELETE FROM cart_items WHERE id = $1 AND user_id = $2").bind(id).bind(user.id).execute(&state.primary).await?.rows_affected();
     if deleted == 0 {
         return Err(AppError::not_found("cart item"));
     }

@@ -134,10 +134,7 @@ pub fn page_limit(limit: Option<i64>) -> AppResult<i64> {
     match limit {
         None => Ok(20),
         Some(l) if l >= 1 => Ok(l.min(100)),
-        Some(_) => Err(AppError::bad_request(
-            "limit must be between 1 and 100",
-            "limit",
-        )),
+        Some(_) => Err(AppError::bad_request("limit must be between 1 and 100", "limit")),
     }
 }
 
@@ -149,46 +146,32 @@ pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page
     } else {
         None
     };
-    Page {
-        items: rows,
-        next_cursor,
-    }
+    Page { items: rows, next_cursor }
 }
 
 #[utoipa::path(post, path = "/shops", tag = "catalog", request_body = CreateShop, security(("bearer" = [])),
     responses((status = 201, body = Shop), (status = 403, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn create_shop(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Json(req): Json<CreateShop>,
-) -> AppResult<(StatusCode, axum::Json<Shop>)> {
+pub async fn create_shop(State(state): State<AppState>, user: AuthUser, Json(req): Json<CreateShop>) -> AppResult<(StatusCode, axum::Json<Shop>)> {
     user.require_seller()?;
-    let shop: Shop = sqlx::query_as(
-        "INSERT INTO shops (owner_id, name) VALUES ($1, $2) RETURNING id, owner_id, name",
-    )
-    .bind(user.id)
-    .bind(&req.name.0)
-    .fetch_one(&state.primary)
-    .await?;
+    let shop: Shop = sqlx::query_as("INSERT INTO shops (owner_id, name) VALUES ($1, $2) RETURNING id, owner_id, name")
+        .bind(user.id)
+        .bind(&req.name.0)
+        .fetch_one(&state.primary)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(shop)))
 }
 
 #[utoipa::path(get, path = "/shops", tag = "catalog", params(PageQuery), responses((status = 200, body = Page<Shop>)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn list_shops(
-    State(state): State<AppState>,
-    MaybeUser(user): MaybeUser,
-    Query(q): Query<PageQuery>,
-) -> AppResult<axum::Json<Page<Shop>>> {
+pub async fn list_shops(State(state): State<AppState>, MaybeUser(user): MaybeUser, Query(q): Query<PageQuery>) -> AppResult<axum::Json<Page<Shop>>> {
     let after = decode_cursor(q.cursor.as_deref())?;
     let limit = page_limit(q.limit)?;
-    let rows: Vec<Shop> =
-        sqlx::query_as("SELECT id, owner_id, name FROM shops WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after)
-            .bind(limit + 1)
-            .fetch_all(state.read_pool(user.map(|u| u.id)).await)
-            .await?;
+    let rows: Vec<Shop> = sqlx::query_as("SELECT id, owner_id, name FROM shops WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(state.read_pool(user.map(|u| u.id)).await)
+        .await?;
     Ok(axum::Json(paginate(rows, limit, |s| s.id)))
 }
 
@@ -201,10 +184,7 @@ pub async fn create_product(
     Json(req): Json<CreateProduct>,
 ) -> AppResult<(StatusCode, axum::Json<Product>)> {
     user.require_seller()?;
-    let owner: Option<(i64,)> = sqlx::query_as("SELECT owner_id FROM shops WHERE id = $1")
-        .bind(req.shop_id)
-        .fetch_optional(&state.primary)
-        .await?;
+    let owner: Option<(i64,)> = sqlx::query_as("SELECT owner_id FROM shops WHERE id = $1").bind(req.shop_id).fetch_optional(&state.primary).await?;
     match owner {
         None => return Err(AppError::unknown("shop", "shop_id")),
         Some((owner,)) if owner != user.id => {
@@ -257,10 +237,7 @@ pub async fn update_product(
     .fetch_optional(&state.primary)
     .await?;
     let Some(product) = updated else {
-        let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.primary)
-            .await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1").bind(id).fetch_optional(&state.primary).await?;
         return Err(match exists {
             Some(_) => AppError::forbidden("not the owner of this product"),
             None => AppError::not_found("product"),
@@ -276,10 +253,7 @@ pub async fn invalidate_product(state: &AppState, id: i64) {
     state.product_cache.remove(&id);
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
-        if let Err(e) = redis
-            .call(|mut c| async move { c.del::<_, ()>(key).await })
-            .await
-        {
+        if let Err(e) = redis.call(|mut c| async move { c.del::<_, ()>(key).await }).await {
             tracing::warn!(error = %e, product_id = id, "could not invalidate cached product");
         }
     }
@@ -294,10 +268,7 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
     }
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
-        match redis
-            .call(|mut c| async move { c.get::<_, Option<String>>(key).await })
-            .await
-        {
+        match redis.call(|mut c| async move { c.get::<_, Option<String>>(key).await }).await {
             // Parsed before it is trusted: what Redis holds may be from an older shop.
             Ok(Some(json)) if serde_json::from_str::<Product>(&json).is_ok() => {
                 state.metrics.incr_cache(true);
@@ -310,24 +281,16 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
         }
     }
     state.metrics.incr_cache(false);
-    let product: Product = sqlx::query_as(
-        "SELECT id, shop_id, name, description, price_cents, stock FROM products WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(state.read_pool(user_id).await)
-    .await?
-    .ok_or(AppError::not_found("product"))?;
+    let product: Product = sqlx::query_as("SELECT id, shop_id, name, description, price_cents, stock FROM products WHERE id = $1")
+        .bind(id)
+        .fetch_optional(state.read_pool(user_id).await)
+        .await?
+        .ok_or(AppError::not_found("product"))?;
     let json = serde_json::to_string(&product).map_err(|e| AppError::Internal(e.into()))?;
     if let Some(redis) = state.redis() {
         let key = redis.key(format_args!("product:{id}"));
         let value = json.clone();
-        if let Err(e) = redis
-            .call(|mut c| async move {
-                c.set_ex::<_, _, ()>(key, value, REDIS_PRODUCT_TTL_SECS)
-                    .await
-            })
-            .await
-        {
+        if let Err(e) = redis.call(|mut c| async move { c.set_ex::<_, _, ()>(key, value, REDIS_PRODUCT_TTL_SECS).await }).await {
             tracing::warn!(error = %e, "redis product write failed");
         }
     }
@@ -341,28 +304,14 @@ async fn load_product(state: &AppState, id: i64, user_id: Option<i64>) -> AppRes
 // The hottest route: its span is debug-level (creating a span costs more than the
 // cached read itself); its log lines still name the request (request_log.rs).
 #[tracing::instrument(level = "debug", skip_all, fields(product_id = id))]
-pub async fn get_product(
-    State(state): State<AppState>,
-    MaybeUser(user): MaybeUser,
-    Path(id): Path<i64>,
-) -> AppResult<Response> {
+pub async fn get_product(State(state): State<AppState>, MaybeUser(user): MaybeUser, Path(id): Path<i64>) -> AppResult<Response> {
     let body = load_product(&state, id, user.map(|u| u.id)).await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// Escapes LIKE wildcards so a search for `50%` means the literal text.
 fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
+    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }
 
@@ -381,10 +330,7 @@ pub async fn list_products(
     let after = decode_cursor(q.cursor.as_deref())?;
     let limit = page_limit(q.limit)?;
     if q.q.as_ref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(AppError::bad_request(
-            "search text must be at most 200 characters",
-            "q",
-        ));
+        return Err(AppError::bad_request("search text must be at most 200 characters", "q"));
     }
     let rows: Vec<Product> = sqlx::query_as(
         "SELECT id, shop_id, name, description, price_cents, stock FROM products
@@ -430,14 +376,10 @@ pub async fn create_review(
         return Err(AppError::not_found("product"));
     };
     if owner == user.id {
-        return Err(AppError::forbidden(
-            "sellers cannot review their own products",
-        ));
+        return Err(AppError::forbidden("sellers cannot review their own products"));
     }
     if !purchased {
-        return Err(AppError::forbidden(
-            "only buyers of this product can review it",
-        ));
+        return Err(AppError::forbidden("only buyers of this product can review it"));
     }
     let result = sqlx::query_as::<_, Review>(
         "INSERT INTO reviews (product_id, user_id, rating, body) VALUES ($1, $2, $3, $4)
@@ -451,9 +393,7 @@ pub async fn create_review(
     .await;
     match result {
         Ok(review) => Ok((StatusCode::CREATED, axum::Json(review))),
-        Err(e) if is_unique_violation(&e) => {
-            Err(AppError::conflict("already reviewed", Some("product_id")))
-        }
+        Err(e) if is_unique_violation(&e) => Err(AppError::conflict("already reviewed", Some("product_id"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -470,10 +410,7 @@ pub async fn list_reviews(
     let after = decode_cursor(q.cursor.as_deref())?;
     let limit = page_limit(q.limit)?;
     let pool = state.read_pool(user.map(|u| u.id)).await;
-    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1").bind(id).fetch_optional(pool).await?;
     if exists.is_none() {
         return Err(AppError::not_found("product"));
     }

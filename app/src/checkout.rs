@@ -24,11 +24,7 @@ enum Outcome {
         (status = 200, description = "replay of an earlier request with this key", body = Order),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn checkout(
-    State(state): State<AppState>,
-    user: AuthUser,
-    key: Result<IdempotencyKey, AppError>,
-) -> AppResult<Response> {
+pub async fn checkout(State(state): State<AppState>, user: AuthUser, key: Result<IdempotencyKey, AppError>) -> AppResult<Response> {
     user.require_buyer()?;
     let key = if state.settings.unsafe_non_idempotent_checkout {
         // Test-only: every request gets a fresh key, so retries duplicate orders.
@@ -52,12 +48,11 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
     let mut tx = state.primary.begin().await?;
     // Locking the cart rows makes a concurrent checkout of the same cart wait here;
     // once we commit, it finds the cart empty and replays our order.
-    let cart: Vec<(i64, i64, i32)> = sqlx::query_as(
-        "SELECT id, product_id, quantity FROM cart_items WHERE user_id = $1 ORDER BY product_id FOR UPDATE",
-    )
-    .bind(user.id)
-    .fetch_all(&mut tx)
-    .await?;
+    let cart: Vec<(i64, i64, i32)> =
+        sqlx::query_as("SELECT id, product_id, quantity FROM cart_items WHERE user_id = $1 ORDER BY product_id FOR UPDATE")
+            .bind(user.id)
+            .fetch_all(&mut tx)
+            .await?;
     let hash = (!cart.is_empty()).then(|| {
         let mut canonical = String::from("checkout");
         for (_, product_id, quantity) in &cart {
@@ -70,10 +65,7 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
     match claim_key(&mut tx, user.id, key, hash.as_deref()).await? {
         Claim::Replay(order) => return Ok(Outcome::Replayed(order)),
         Claim::Mismatch => {
-            return Err(AppError::conflict(
-                "Idempotency-Key was already used for a different cart",
-                Some(IDEMPOTENCY_HEADER),
-            ));
+            return Err(AppError::conflict("Idempotency-Key was already used for a different cart", Some(IDEMPOTENCY_HEADER)));
         }
         Claim::New => {}
     }
@@ -104,31 +96,19 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         let Some((_, price)) = taken.iter().find(|t| t.0 == *product_id) else {
             return Err(refusal(&mut tx, *product_id).await);
         };
-        lines.push(Line {
-            product_id: *product_id,
-            quantity: *quantity,
-            unit_price_cents: *price,
-        });
+        lines.push(Line { product_id: *product_id, quantity: *quantity, unit_price_cents: *price });
     }
     let emptied: Vec<i64> = cart.iter().map(|c| c.0).collect();
     let order = place_order(&mut tx, user, "cart", key, &lines, &emptied).await?;
     tx.commit().await?;
-    tracing::info!(
-        order_id = order.id,
-        total_cents = order.total_cents,
-        "order placed"
-    );
+    tracing::info!(order_id = order.id, total_cents = order.total_cents, "order placed");
     Ok(Outcome::Created(order))
 }
 
 /// Why the stock update skipped `product_id`: it is gone, or it has too little stock.
 /// Only a refused checkout pays for this extra query.
 async fn refusal(tx: &mut crate::db::Tx, product_id: i64) -> AppError {
-    let exists =
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
-            .bind(product_id)
-            .fetch_one(&mut *tx)
-            .await;
+    let exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)").bind(product_id).fetch_one(&mut *tx).await;
     match exists {
         Ok(true) => AppError::InsufficientStock { product_id },
         Ok(false) => AppError::unknown("product", "product_id"),

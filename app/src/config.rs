@@ -19,13 +19,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Auth,
-        Role::Catalog,
-        Role::Cart,
-        Role::Orders,
-        Role::Flash,
-    ];
+    pub const ALL: [Role; 5] = [Role::Auth, Role::Catalog, Role::Cart, Role::Orders, Role::Flash];
 }
 
 /// The set of route groups a process serves.
@@ -75,10 +69,7 @@ pub struct RateSpec {
 }
 
 impl RateSpec {
-    pub const DISABLED: RateSpec = RateSpec {
-        per_second: 0.0,
-        burst: 0.0,
-    };
+    pub const DISABLED: RateSpec = RateSpec { per_second: 0.0, burst: 0.0 };
     pub fn is_enabled(&self) -> bool {
         self.per_second > 0.0
     }
@@ -87,10 +78,7 @@ impl RateSpec {
 impl Default for RateSpec {
     /// Generous enough that normal traffic and tests never see a 429.
     fn default() -> Self {
-        RateSpec {
-            per_second: 50.0,
-            burst: 100.0,
-        }
+        RateSpec { per_second: 50.0, burst: 100.0 }
     }
 }
 
@@ -107,10 +95,7 @@ impl FromStr for RateSpec {
             return Ok(RateSpec::DISABLED);
         }
         let (rate, burst) = match s.split_once(':') {
-            Some((r, b)) => (
-                r.trim().parse::<f64>().map_err(|_| err())?,
-                b.trim().parse::<f64>().map_err(|_| err())?,
-            ),
+            Some((r, b)) => (r.trim().parse::<f64>().map_err(|_| err())?, b.trim().parse::<f64>().map_err(|_| err())?),
             None => {
                 let r = s.parse::<f64>().map_err(|_| err())?;
                 (r, r)
@@ -122,20 +107,13 @@ impl FromStr for RateSpec {
         if rate == 0.0 {
             return Ok(RateSpec::DISABLED);
         }
-        Ok(RateSpec {
-            per_second: rate,
-            burst,
-        })
+        Ok(RateSpec { per_second: rate, burst })
     }
 }
 
 impl fmt::Display for RateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_enabled() {
-            write!(f, "{}:{}", self.per_second, self.burst)
-        } else {
-            f.write_str("0")
-        }
+        if self.is_enabled() { write!(f, "{}:{}", self.per_second, self.burst) } else { f.write_str("0") }
     }
 }
 
@@ -208,20 +186,8 @@ mod tests {
 
     #[test]
     fn parses_rates() {
-        assert_eq!(
-            "10:20".parse::<RateSpec>().unwrap(),
-            RateSpec {
-                per_second: 10.0,
-                burst: 20.0
-            }
-        );
-        assert_eq!(
-            "5".parse::<RateSpec>().unwrap(),
-            RateSpec {
-                per_second: 5.0,
-                burst: 5.0
-            }
-        );
+        assert_eq!("10:20".parse::<RateSpec>().unwrap(), RateSpec { per_second: 10.0, burst: 20.0 });
+        assert_eq!("5".parse::<RateSpec>().unwrap(), RateSpec { per_second: 5.0, burst: 5.0 });
         assert!(!"0".parse::<RateSpec>().unwrap().is_enabled());
         assert!("x:1".parse::<RateSpec>().is_err());
         assert!("-1:3".parse::<RateSpec>().is_err());

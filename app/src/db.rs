@@ -31,12 +31,8 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{
-    PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
-};
-use sqlx::{
-    Connection, Database, Describe, Either, Execute, Executor, PgPool, Postgres, TransactionManager,
-};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::{Connection, Database, Describe, Either, Execute, Executor, PgPool, Postgres, TransactionManager};
 
 use warm::{Conn, PING_IDLE_AFTER, Warm, ended};
 
@@ -153,12 +149,7 @@ impl Db {
 
     fn with_warm(pool: PgPool, pooler: Pooler, keep: bool) -> Db {
         let size = pool.options().get_max_connections();
-        Db {
-            warm: Arc::new(Warm::new(size, keep)),
-            pool,
-            pooler,
-            statements: Arc::default(),
-        }
+        Db { warm: Arc::new(Warm::new(size, keep)), pool, pooler, statements: Arc::default() }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -194,20 +185,12 @@ impl Db {
     async fn begin_with(&self, begin: &'static str) -> Result<Tx, sqlx::Error> {
         let mut conn = self.warm.acquire(&self.pool).await?;
         Txm::begin(&mut conn, Some(Cow::Borrowed(begin))).await?;
-        Ok(Tx {
-            conn,
-            open: true,
-            pooler: self.pooler,
-            statements: self.statements.clone(),
-        })
+        Ok(Tx { conn, open: true, pooler: self.pooler, statements: self.statements.clone() })
     }
 
     /// Runs one statement outside a transaction on a connection of its own; rows are
     /// collected, which the shop's small result sets afford.
-    async fn run_alone<'q, E: 'q + Execute<'q, Postgres>>(
-        &self,
-        query: E,
-    ) -> Result<Vec<Step>, sqlx::Error> {
+    async fn run_alone<'q, E: 'q + Execute<'q, Postgres>>(&self, query: E) -> Result<Vec<Step>, sqlx::Error> {
         self.count();
         let mut conn = self.warm.acquire(&self.pool).await?;
         let steps = (&mut *conn).fetch_many(query).try_collect().await;
@@ -255,10 +238,7 @@ impl Tx {
 
     fn statement<'q, E: Execute<'q, Postgres>>(&self, query: E) -> Statement<E> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        Statement {
-            persistent: self.pooler == Pooler::None && query.persistent(),
-            query,
-        }
+        Statement { persistent: self.pooler == Pooler::None && query.persistent(), query }
     }
 }
 
@@ -274,10 +254,7 @@ impl Drop for Tx {
 
 impl fmt::Debug for Tx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tx")
-            .field("open", &self.open)
-            .field("pooler", &self.pooler)
-            .finish()
+        f.debug_struct("Tx").field("open", &self.open).field("pooler", &self.pooler).finish()
     }
 }
 
@@ -306,9 +283,7 @@ impl<'q, E: Execute<'q, Postgres>> Execute<'q, Postgres> for Statement<E> {
 fn refuse_named(pooler: Pooler) -> Result<(), sqlx::Error> {
     match pooler {
         Pooler::None => Ok(()),
-        Pooler::Transaction => Err(sqlx::Error::Configuration(
-            "named prepared statements are not used behind a transaction pooler".into(),
-        )),
+        Pooler::Transaction => Err(sqlx::Error::Configuration("named prepared statements are not used behind a transaction pooler".into())),
     }
 }
 
@@ -326,10 +301,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         (&mut *self.conn).fetch_many(query)
     }
 
-    fn fetch_optional<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
     where
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
@@ -338,11 +310,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         (&mut *self.conn).fetch_optional(query)
     }
 
-    fn prepare_with<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-        parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    fn prepare_with<'e, 'q: 'e>(self, sql: &'q str, parameters: &'e [PgTypeInfo]) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -352,10 +320,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         })
     }
 
-    fn describe<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -385,16 +350,10 @@ impl<'c> Executor<'c> for &'c Db {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(steps)
         };
-        stream::once(steps)
-            .map_ok(|steps| stream::iter(steps.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed()
+        stream::once(steps).map_ok(|steps| stream::iter(steps.into_iter().map(Ok))).try_flatten().boxed()
     }
 
-    fn fetch_optional<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
     where
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
@@ -411,11 +370,7 @@ impl<'c> Executor<'c> for &'c Db {
         })
     }
 
-    fn prepare_with<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-        parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    fn prepare_with<'e, 'q: 'e>(self, sql: &'q str, parameters: &'e [PgTypeInfo]) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -425,10 +380,7 @@ impl<'c> Executor<'c> for &'c Db {
         })
     }
 
-    fn describe<'e, 'q: 'e>(
-        self,
-        sql: &'q str,
-    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {
@@ -445,10 +397,7 @@ mod tests {
 
     #[test]
     fn parses_poolers() {
-        assert_eq!(
-            "transaction".parse::<Pooler>().unwrap(),
-            Pooler::Transaction
-        );
+        assert_eq!("transaction".parse::<Pooler>().unwrap(), Pooler::Transaction);
         assert_eq!("none".parse::<Pooler>().unwrap(), Pooler::None);
         assert!("session".parse::<Pooler>().is_err());
         assert_eq!(Pooler::Transaction.to_string(), "transaction");

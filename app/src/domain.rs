@@ -12,11 +12,7 @@ macro_rules! bounded_int {
         impl TryFrom<i64> for $name {
             type Error = String;
             fn try_from(v: i64) -> Result<Self, String> {
-                if ($min..=$max).contains(&v) {
-                    Ok($name(v as $inner))
-                } else {
-                    Err($msg.to_owned())
-                }
+                if ($min..=$max).contains(&v) { Ok($name(v as $inner)) } else { Err($msg.to_owned()) }
             }
         }
         impl From<$name> for i64 {
@@ -27,27 +23,9 @@ macro_rules! bounded_int {
     };
 }
 
-bounded_int!(
-    Quantity,
-    i32,
-    1,
-    1_000_000,
-    "must be an integer between 1 and 1000000"
-);
-bounded_int!(
-    Stock,
-    i32,
-    0,
-    i32::MAX as i64,
-    "must be a non-negative integer"
-);
-bounded_int!(
-    Cents,
-    i64,
-    0,
-    1_000_000_000_000,
-    "must be a non-negative amount of cents"
-);
+bounded_int!(Quantity, i32, 1, 1_000_000, "must be an integer between 1 and 1000000");
+bounded_int!(Stock, i32, 0, i32::MAX as i64, "must be a non-negative integer");
+bounded_int!(Cents, i64, 0, 1_000_000_000_000, "must be a non-negative amount of cents");
 bounded_int!(Rating, i16, 1, 5, "must be an integer from 1 to 5");
 bounded_int!(Units, i32, 1, 10_000_000, "must be a positive integer");
 
@@ -61,14 +39,7 @@ impl TryFrom<String> for Email {
     fn try_from(v: String) -> Result<Self, String> {
         let v = v.trim().to_lowercase();
         match v.split_once('@') {
-            Some((local, domain))
-                if !local.is_empty()
-                    && !domain.is_empty()
-                    && !domain.contains('@')
-                    && v.len() <= 254 =>
-            {
-                Ok(Email(v))
-            }
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') && v.len() <= 254 => Ok(Email(v)),
             _ => Err("must be an email address".to_owned()),
         }
     }
@@ -82,11 +53,7 @@ pub struct Password(pub String);
 impl TryFrom<String> for Password {
     type Error = String;
     fn try_from(v: String) -> Result<Self, String> {
-        if (8..=256).contains(&v.chars().count()) {
-            Ok(Password(v))
-        } else {
-            Err("must be 8 to 256 characters".to_owned())
-        }
+        if (8..=256).contains(&v.chars().count()) { Ok(Password(v)) } else { Err("must be 8 to 256 characters".to_owned()) }
     }
 }
 
@@ -99,11 +66,7 @@ impl TryFrom<String> for Name {
     type Error = String;
     fn try_from(v: String) -> Result<Self, String> {
         let v = v.trim().to_owned();
-        if v.is_empty() || v.chars().count() > 200 {
-            Err("must be 1 to 200 characters".to_owned())
-        } else {
-            Ok(Name(v))
-        }
+        if v.is_empty() || v.chars().count() > 200 { Err("must be 1 to 200 characters".to_owned()) } else { Ok(Name(v)) }
     }
 }
 
@@ -115,11 +78,7 @@ pub struct Text(pub String);
 impl TryFrom<String> for Text {
     type Error = String;
     fn try_from(v: String) -> Result<Self, String> {
-        if v.chars().count() > 10_000 {
-            Err("must be at most 10000 characters".to_owned())
-        } else {
-            Ok(Text(v))
-        }
+        if v.chars().count() > 10_000 { Err("must be at most 10000 characters".to_owned()) } else { Ok(Text(v)) }
     }
 }
 

@@ -24,15 +24,9 @@ pub struct ErrorBody {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{message}")]
-    BadRequest {
-        message: String,
-        field: Option<String>,
-    },
+    BadRequest { message: String, field: Option<String> },
     #[error("{message}")]
-    Unprocessable {
-        message: String,
-        field: Option<String>,
-    },
+    Unprocessable { message: String, field: Option<String> },
     #[error("unauthorized")]
     Unauthorized,
     #[error("wrong email or password")]
@@ -40,15 +34,9 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{what} not found")]
-    NotFound {
-        what: &'static str,
-        field: Option<&'static str>,
-    },
+    NotFound { what: &'static str, field: Option<&'static str> },
     #[error("{message}")]
-    Conflict {
-        message: String,
-        field: Option<String>,
-    },
+    Conflict { message: String, field: Option<String> },
     #[error("insufficient stock")]
     InsufficientStock { product_id: i64 },
     #[error("request body too large")]
@@ -70,22 +58,13 @@ pub struct InternalCause(pub String);
 
 impl AppError {
     pub fn bad_request(message: impl Into<String>, field: &str) -> Self {
-        AppError::BadRequest {
-            message: message.into(),
-            field: Some(field.to_owned()),
-        }
+        AppError::BadRequest { message: message.into(), field: Some(field.to_owned()) }
     }
     pub fn unprocessable(message: impl Into<String>, field: &str) -> Self {
-        AppError::Unprocessable {
-            message: message.into(),
-            field: Some(field.to_owned()),
-        }
+        AppError::Unprocessable { message: message.into(), field: Some(field.to_owned()) }
     }
     pub fn conflict(message: impl Into<String>, field: Option<&str>) -> Self {
-        AppError::Conflict {
-            message: message.into(),
-            field: field.map(str::to_owned),
-        }
+        AppError::Conflict { message: message.into(), field: field.map(str::to_owned) }
     }
     /// A resource addressed by the URL does not exist (or is not the caller's).
     pub fn not_found(what: &'static str) -> Self {
@@ -93,10 +72,7 @@ impl AppError {
     }
     /// An id in the request body or query names nothing.
     pub fn unknown(what: &'static str, field: &'static str) -> Self {
-        AppError::NotFound {
-            what,
-            field: Some(field),
-        }
+        AppError::NotFound { what, field: Some(field) }
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         AppError::Forbidden(message.into())
@@ -121,16 +97,12 @@ impl AppError {
 /// Whether a database error is worth retrying the whole transaction for
 /// (serialization failure or deadlock).
 pub fn is_retryable(err: &sqlx::Error) -> bool {
-    matches!(
-        err.as_database_error().and_then(|e| e.code()).as_deref(),
-        Some("40001") | Some("40P01")
-    )
+    matches!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("40001") | Some("40P01"))
 }
 
 /// Whether a database error is a violation of the foreign key `constraint`.
 pub fn is_foreign_key_violation(err: &sqlx::Error, constraint: &str) -> bool {
-    err.as_database_error()
-        .is_some_and(|e| e.code().as_deref() == Some("23503") && e.constraint() == Some(constraint))
+    err.as_database_error().is_some_and(|e| e.code().as_deref() == Some("23503") && e.constraint() == Some(constraint))
 }
 
 /// Whether a database error is a unique-constraint violation.
@@ -142,20 +114,12 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (error, field) = match &self {
-            AppError::BadRequest { message, field }
-            | AppError::Unprocessable { message, field }
-            | AppError::Conflict { message, field } => (message.clone(), field.clone()),
-            AppError::Unauthorized => (
-                "missing, invalid or expired token".to_owned(),
-                Some("Authorization".to_owned()),
-            ),
-            AppError::NotFound { what, field } => {
-                (format!("{what} not found"), field.map(str::to_owned))
+            AppError::BadRequest { message, field } | AppError::Unprocessable { message, field } | AppError::Conflict { message, field } => {
+                (message.clone(), field.clone())
             }
-            AppError::WrongCredentials => (
-                "wrong email or password".to_owned(),
-                Some("password".to_owned()),
-            ),
+            AppError::Unauthorized => ("missing, invalid or expired token".to_owned(), Some("Authorization".to_owned())),
+            AppError::NotFound { what, field } => (format!("{what} not found"), field.map(str::to_owned)),
+            AppError::WrongCredentials => ("wrong email or password".to_owned(), Some("password".to_owned())),
             AppError::Database(_) | AppError::Internal(_) => ("internal error".to_owned(), None),
             other => (other.to_string(), None),
         };
@@ -163,41 +127,20 @@ impl IntoResponse for AppError {
             AppError::InsufficientStock { product_id } => Some(*product_id),
             _ => None,
         };
-        let field = if product_id.is_some() {
-            Some("product_id".to_owned())
-        } else {
-            field
-        };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error,
-                field,
-                request_id: None,
-                product_id,
-            }),
-        )
-            .into_response();
+        let field = if product_id.is_some() { Some("product_id".to_owned()) } else { field };
+        let mut response = (status, Json(ErrorBody { error, field, request_id: None, product_id })).into_response();
         match self {
             AppError::RateLimited { retry_after_secs } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             AppError::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             AppError::Database(e) => {
-                response
-                    .extensions_mut()
-                    .insert(InternalCause(format!("database: {e}")));
+                response.extensions_mut().insert(InternalCause(format!("database: {e}")));
             }
             AppError::Internal(e) => {
-                response
-                    .extensions_mut()
-                    .insert(InternalCause(format!("{e:#}")));
+                response.extensions_mut().insert(InternalCause(format!("{e:#}")));
             }
             _ => {}
         }

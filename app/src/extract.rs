@@ -37,15 +37,10 @@ fn json_rejection(rejection: JsonRejection) -> AppError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
             let (message, field) = describe_serde_error(&e.body_text());
-            AppError::Unprocessable {
-                message,
-                field: Some(field.unwrap_or_else(|| "body".to_owned())),
-            }
+            AppError::Unprocessable { message, field: Some(field.unwrap_or_else(|| "body".to_owned())) }
         }
         JsonRejection::JsonSyntaxError(_) => AppError::bad_request("malformed JSON", "body"),
-        JsonRejection::MissingJsonContentType(_) => {
-            AppError::bad_request("expected `Content-Type: application/json`", "Content-Type")
-        }
+        JsonRejection::MissingJsonContentType(_) => AppError::bad_request("expected `Content-Type: application/json`", "Content-Type"),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         _ => AppError::bad_request("unreadable request body", "body"),
     }
@@ -88,15 +83,12 @@ where
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
                 let field = match e.kind() {
-                    ErrorKind::ParseErrorAtKey { key, .. }
-                    | ErrorKind::InvalidUtf8InPathParam { key }
-                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } | ErrorKind::DeserializeError { key, .. } => {
+                        key.clone()
+                    }
                     _ => "id".to_owned(),
                 };
-                Err(AppError::bad_request(
-                    format!("invalid path parameter `{field}`"),
-                    &field,
-                ))
+                Err(AppError::bad_request(format!("invalid path parameter `{field}`"), &field))
             }
             Err(_) => Err(AppError::bad_request("invalid path", "path")),
         }
@@ -118,10 +110,7 @@ where
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
                 let (message, field) = describe_serde_error(&e.body_text());
-                Err(AppError::BadRequest {
-                    message,
-                    field: Some(field.unwrap_or_else(|| "query".to_owned())),
-                })
+                Err(AppError::BadRequest { message, field: Some(field.unwrap_or_else(|| "query".to_owned())) })
             }
             Err(_) => Err(AppError::bad_request("invalid query string", "query")),
         }
@@ -142,10 +131,7 @@ pub struct UserRoles {
 
 impl UserRoles {
     pub fn from_db(s: &str) -> Self {
-        UserRoles {
-            buyer: s == "buyer" || s == "both",
-            seller: s == "seller" || s == "both",
-        }
+        UserRoles { buyer: s == "buyer" || s == "both", seller: s == "seller" || s == "both" }
     }
 }
 
@@ -159,28 +145,17 @@ pub struct AuthUser {
 
 impl AuthUser {
     pub fn require_seller(&self) -> Result<(), AppError> {
-        if self.roles.seller {
-            Ok(())
-        } else {
-            Err(AppError::forbidden("seller role required"))
-        }
+        if self.roles.seller { Ok(()) } else { Err(AppError::forbidden("seller role required")) }
     }
     pub fn require_buyer(&self) -> Result<(), AppError> {
-        if self.roles.buyer {
-            Ok(())
-        } else {
-            Err(AppError::forbidden("buyer role required"))
-        }
+        if self.roles.buyer { Ok(()) } else { Err(AppError::forbidden("buyer role required")) }
     }
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty() && t.len() <= 256)
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
 /// A session as the database last confirmed it, kept in `AppState::session_cache`.
@@ -211,15 +186,8 @@ async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppEr
     .fetch_optional(&state.primary)
     .await?;
     Ok(row.map(|(id, email, roles, expires_at)| {
-        let user = AuthUser {
-            id,
-            email,
-            roles: UserRoles::from_db(&roles),
-        };
-        let cached = CachedSession {
-            user: user.clone(),
-            expires_at,
-        };
+        let user = AuthUser { id, email, roles: UserRoles::from_db(&roles) };
+        let cached = CachedSession { user: user.clone(), expires_at };
         state.session_cache.put(hash, cached);
         user
     }))
@@ -280,10 +248,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         if let Some(ip) = forwarded {
             return Ok(ClientIp(ip.to_owned()));
         }
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         Ok(ClientIp(peer.unwrap_or_else(|| "unknown".to_owned())))
     }
 }
@@ -297,17 +262,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
-        let value = parts.headers.get(IDEMPOTENCY_HEADER).ok_or_else(|| {
-            AppError::bad_request("missing Idempotency-Key header", IDEMPOTENCY_HEADER)
-        })?;
+        let value =
+            parts.headers.get(IDEMPOTENCY_HEADER).ok_or_else(|| AppError::bad_request("missing Idempotency-Key header", IDEMPOTENCY_HEADER))?;
         let key = value
             .to_str()
             .ok()
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= 255)
-            .ok_or_else(|| {
-                AppError::bad_request("invalid Idempotency-Key header", IDEMPOTENCY_HEADER)
-            })?;
+            .ok_or_else(|| AppError::bad_request("invalid Idempotency-Key header", IDEMPOTENCY_HEADER))?;
         Ok(IdempotencyKey(key.to_owned()))
     }
 }
@@ -322,17 +284,11 @@ mod tests {
             "Failed to deserialize the JSON body into the target type: quantity: invalid type: string \"x\", expected i32 at line 1 column 20",
         );
         assert_eq!(f.as_deref(), Some("quantity"));
-        let (_, f) = describe_serde_error(
-            "Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2",
-        );
+        let (_, f) = describe_serde_error("Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2");
         assert_eq!(f.as_deref(), Some("email"));
-        let (_, f) = describe_serde_error(
-            "Failed to deserialize query string: limit: invalid digit found in string",
-        );
+        let (_, f) = describe_serde_error("Failed to deserialize query string: limit: invalid digit found in string");
         assert_eq!(f.as_deref(), Some("limit"));
-        let (_, f) = describe_serde_error(
-            "Failed to deserialize the JSON body into the target type: b[0].y: bad",
-        );
+        let (_, f) = describe_serde_error("Failed to deserialize the JSON body into the target type: b[0].y: bad");
         assert_eq!(f.as_deref(), Some("y"));
     }
 }

@@ -20,9 +20,7 @@ use crate::catalog::invalidate_product;
 use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path};
-use crate::orders::{
-    Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries,
-};
+use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::state::AppState;
 
 /// Admits a buyer while the counter is positive (and takes their units); `-1` says
@@ -92,16 +90,10 @@ pub struct FlashLocal {
 
 impl FlashLocal {
     fn is_sold_out(&self, id: i64) -> bool {
-        self.sold_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
+        self.sold_out.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
     fn mark_sold_out(&self, id: i64) {
-        self.sold_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        self.sold_out.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
     }
     /// True at most once per [`VERIFY_EVERY`] per sale.
     fn should_verify(&self, id: i64) -> bool {
@@ -127,12 +119,10 @@ pub async fn create_sale(
 ) -> AppResult<(StatusCode, axum::Json<FlashSale>)> {
     user.require_seller()?;
     let mut tx = state.primary.begin().await?;
-    let owner: Option<(i64,)> = sqlx::query_as(
-        "SELECT s.owner_id FROM products p JOIN shops s ON s.id = p.shop_id WHERE p.id = $1 FOR UPDATE OF p",
-    )
-    .bind(req.product_id)
-    .fetch_optional(&mut tx)
-    .await?;
+    let owner: Option<(i64,)> = sqlx::query_as("SELECT s.owner_id FROM products p JOIN shops s ON s.id = p.shop_id WHERE p.id = $1 FOR UPDATE OF p")
+        .bind(req.product_id)
+        .fetch_optional(&mut tx)
+        .await?;
     match owner {
         None => return Err(AppError::unknown("product", "product_id")),
         Some((owner,)) if owner != user.id => {
@@ -142,18 +132,14 @@ pub async fn create_sale(
     }
     // The sale's units leave the product's stock now, so ordinary checkouts and the
     // sale can never sell the same unit.
-    let reserved = sqlx::query(
-        "UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2",
-    )
-    .bind(req.product_id)
-    .bind(req.units.0)
-    .execute(&mut tx)
-    .await?
-    .rows_affected();
+    let reserved = sqlx::query("UPDATE products SET stock = stock - $2, updated_at = now() WHERE id = $1 AND stock >= $2")
+        .bind(req.product_id)
+        .bind(req.units.0)
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
     if reserved == 0 {
-        return Err(AppError::InsufficientStock {
-            product_id: req.product_id,
-        });
+        return Err(AppError::InsufficientStock { product_id: req.product_id });
     }
     let sale: FlashSale = sqlx::query_as(
         "INSERT INTO flash_sales (product_id, seller_id, units, remaining, starts_at, per_buyer_limit)
@@ -175,56 +161,31 @@ pub async fn create_sale(
 #[utoipa::path(get, path = "/flash-sales/{id}", tag = "flash", params(("id" = i64, Path)),
     responses((status = 200, body = FlashSale), (status = 404, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
-pub async fn get_sale(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> AppResult<axum::Json<FlashSale>> {
-    let sale: Option<FlashSale> = sqlx::query_as(
-        "SELECT id, product_id, units, remaining, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.primary)
-    .await?;
-    sale.map(axum::Json)
-        .ok_or(AppError::not_found("flash sale"))
+pub async fn get_sale(State(state): State<AppState>, Path(id): Path<i64>) -> AppResult<axum::Json<FlashSale>> {
+    let sale: Option<FlashSale> =
+        sqlx::query_as("SELECT id, product_id, units, remaining, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.primary)
+            .await?;
+    sale.map(axum::Json).ok_or(AppError::not_found("flash sale"))
 }
 
 async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
-    if let Some(meta) = state
-        .flash
-        .meta
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-    {
+    if let Some(meta) = state.flash.meta.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
         return Ok(*meta);
     }
-    let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as(
-        "SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.primary)
-    .await?;
+    let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as("SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.primary)
+        .await?;
     let (product_id, starts_at, per_buyer_limit) = row.ok_or(AppError::not_found("flash sale"))?;
-    let meta = SaleMeta {
-        product_id,
-        starts_at,
-        per_buyer_limit,
-    };
-    state
-        .flash
-        .meta
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, meta);
+    let meta = SaleMeta { product_id, starts_at, per_buyer_limit };
+    state.flash.meta.lock().unwrap_or_else(|e| e.into_inner()).insert(id, meta);
     Ok(meta)
 }
 
 async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
-    let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1")
-        .bind(id)
-        .fetch_one(&state.primary)
-        .await?;
+    let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1").bind(id).fetch_one(&state.primary).await?;
     if remaining == 0 {
         state.flash.mark_sold_out(id);
     }
@@ -262,16 +223,7 @@ async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
                 // source of truth. NX: if another process rebuilt it first, keep theirs.
                 let remaining = pg_remaining(state, id).await?;
                 let set: redis::RedisResult<()> = redis
-                    .call(|mut c| async move {
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(remaining)
-                            .arg("NX")
-                            .arg("EX")
-                            .arg(86_400)
-                            .query_async(&mut c)
-                            .await
-                    })
+                    .call(|mut c| async move { redis::cmd("SET").arg(key).arg(remaining).arg("NX").arg("EX").arg(86_400).query_async(&mut c).await })
                     .await;
                 if let Err(e) = set {
                     tracing::warn!(error = %e, sale_id = id, "could not rebuild flash counter");
@@ -319,21 +271,13 @@ enum Refusal {
 }
 
 fn sold_out(state: &AppState) -> AppError {
-    state
-        .metrics
-        .sold_out_rejections
-        .fetch_add(1, Ordering::Relaxed);
+    state.metrics.sold_out_rejections.fetch_add(1, Ordering::Relaxed);
     AppError::conflict("sold out", None)
 }
 
 /// The order an earlier request with this key placed, so a retry after the sale sold
 /// out still returns the buyer's order instead of "sold out".
-async fn stored_replay(
-    state: &AppState,
-    user_id: i64,
-    key: &str,
-    hash: &str,
-) -> AppResult<Option<Response>> {
+async fn stored_replay(state: &AppState, user_id: i64, key: &str, hash: &str) -> AppResult<Option<Response>> {
     match stored_order(&state.primary, user_id, key).await? {
         Some((h, _)) if h != hash => Err(key_reused()),
         Some((_, order)) => Ok(Some((StatusCode::OK, axum::Json(order)).into_response())),
@@ -342,10 +286,7 @@ async fn stored_replay(
 }
 
 fn key_reused() -> AppError {
-    AppError::conflict(
-        "Idempotency-Key was already used for a different request",
-        Some(IDEMPOTENCY_HEADER),
-    )
+    AppError::conflict("Idempotency-Key was already used for a different request", Some(IDEMPOTENCY_HEADER))
 }
 
 fn parse_purchase(body: &Bytes) -> AppResult<i32> {
@@ -354,10 +295,7 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
     }
     match serde_json::from_slice::<PurchaseRequest>(body) {
         Ok(req) => Ok(req.quantity.0),
-        Err(e) if e.is_data() => Err(AppError::unprocessable(
-            format!("quantity: {e}"),
-            "quantity",
-        )),
+        Err(e) if e.is_data() => Err(AppError::unprocessable(format!("quantity: {e}"), "quantity")),
         Err(_) => Err(AppError::bad_request("malformed JSON", "body")),
     }
 }
@@ -385,10 +323,7 @@ pub async fn purchase(
         return Err(AppError::conflict("not started", None));
     }
     if quantity > meta.per_buyer_limit {
-        return Err(AppError::conflict(
-            "per-buyer limit exceeded",
-            Some("quantity"),
-        ));
+        return Err(AppError::conflict("per-buyer limit exceeded", Some("quantity")));
     }
     if state.flash.is_sold_out(id) {
         return match stored_replay(&state, user.id, &key, &hash).await? {
@@ -437,14 +372,7 @@ pub async fn purchase(
         Ok(Err(Refusal::Refused { left })) => {
             // PostgreSQL said no: its remaining is the truth, so the counter copies it.
             adjust_counter(&state, id, Some(left), 0).await;
-            if left == 0 {
-                Err(sold_out(&state))
-            } else {
-                Err(AppError::conflict(
-                    format!("only {left} units left"),
-                    Some("quantity"),
-                ))
-            }
+            if left == 0 { Err(sold_out(&state)) } else { Err(AppError::conflict(format!("only {left} units left"), Some("quantity"))) }
         }
         Err(e) => {
             if admitted {
@@ -457,15 +385,7 @@ pub async fn purchase(
 
 type Attempt = Result<(Outcome, i32), Refusal>;
 
-async fn attempt(
-    state: &AppState,
-    user: &AuthUser,
-    id: i64,
-    meta: SaleMeta,
-    quantity: i32,
-    key: &str,
-    hash: &str,
-) -> AppResult<Attempt> {
+async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, quantity: i32, key: &str, hash: &str) -> AppResult<Attempt> {
     let mut tx = state.primary.begin().await?;
     // Checked again after waiting for a connection: the sale may have sold out
     // while this request queued, and then the whole transaction is wasted work.
@@ -493,30 +413,19 @@ async fn attempt(
     .fetch_optional(&mut tx)
     .await?;
     if bought.is_none() {
-        return Err(AppError::conflict(
-            "per-buyer limit exceeded",
-            Some("quantity"),
-        ));
+        return Err(AppError::conflict("per-buyer limit exceeded", Some("quantity")));
     }
-    let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1")
-        .bind(meta.product_id)
-        .fetch_one(&mut tx)
-        .await?;
-    let lines = [Line {
-        product_id: meta.product_id,
-        quantity,
-        unit_price_cents: price,
-    }];
+    let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1").bind(meta.product_id).fetch_one(&mut tx).await?;
+    let lines = [Line { product_id: meta.product_id, quantity, unit_price_cents: price }];
     let order = place_order(&mut tx, user, "flash", key, &lines, &[]).await?;
     // The decisive, conditional update comes last so the sale's hot row stays locked
     // only from here to commit.
-    let taken: Option<(i32,)> = sqlx::query_as(
-        "UPDATE flash_sales SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining",
-    )
-    .bind(id)
-    .bind(quantity)
-    .fetch_optional(&mut tx)
-    .await?;
+    let taken: Option<(i32,)> =
+        sqlx::query_as("UPDATE flash_sales SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining")
+            .bind(id)
+            .bind(quantity)
+            .fetch_optional(&mut tx)
+            .await?;
     let Some((remaining,)) = taken else {
         tx.rollback().await?;
         let left = pg_remaining(state, id).await?;

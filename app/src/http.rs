@@ -35,29 +35,14 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json));
     if roles.contains(Role::Auth) {
-        router = router
-            .route("/register", post(auth::register))
-            .route("/login", post(auth::login))
-            .route("/me", get(auth::me));
+        router = router.route("/register", post(auth::register)).route("/login", post(auth::login)).route("/me", get(auth::me));
     }
     if roles.contains(Role::Catalog) {
         router = router
-            .route(
-                "/shops",
-                post(catalog::create_shop).get(catalog::list_shops),
-            )
-            .route(
-                "/products",
-                post(catalog::create_product).get(catalog::list_products),
-            )
-            .route(
-                "/products/{id}",
-                get(catalog::get_product).put(catalog::update_product),
-            )
-            .route(
-                "/products/{id}/reviews",
-                post(catalog::create_review).get(catalog::list_reviews),
-            );
+            .route("/shops", post(catalog::create_shop).get(catalog::list_shops))
+            .route("/products", post(catalog::create_product).get(catalog::list_products))
+            .route("/products/{id}", get(catalog::get_product).put(catalog::update_product))
+            .route("/products/{id}/reviews", post(catalog::create_review).get(catalog::list_reviews));
     }
     if roles.contains(Role::Cart) {
         router = router
@@ -95,12 +80,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
 }
 
 async fn not_found() -> AppError {
@@ -108,12 +88,7 @@ async fn not_found() -> AppError {
 }
 
 async fn method_not_allowed() -> Response {
-    let body = ErrorBody {
-        error: "method not allowed".to_owned(),
-        field: None,
-        request_id: None,
-        product_id: None,
-    };
+    let body = ErrorBody { error: "method not allowed".to_owned(), field: None, request_id: None, product_id: None };
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
@@ -123,9 +98,7 @@ fn new_request_id() -> String {
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     // Encoded straight into a buffer: `to_string` would go through `fmt`.
-    id.hyphenated()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned()
+    id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
 fn valid_request_id(v: &HeaderValue) -> Option<&str> {
@@ -137,12 +110,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
 /// metrics by route template, and the logging + opaque rewrite of internal errors.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(valid_request_id)
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
+    let request_id = req.headers().get(&REQUEST_ID).and_then(valid_request_id).map(str::to_owned).unwrap_or_else(new_request_id);
     let route = req.extensions().get::<MatchedPath>().cloned();
     // Every line logged while the request runs, including the failure and slow-request
     // lines below, names the request (and its user once the bearer token is resolved,
@@ -153,37 +121,22 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let status = response.status();
     if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
         log.in_scope(|| tracing::error!(error = %cause, "internal error"));
-        let body = ErrorBody {
-            error: "internal error".to_owned(),
-            field: None,
-            request_id: Some(log.request_id().to_owned()),
-            product_id: None,
-        };
+        let body = ErrorBody { error: "internal error".to_owned(), field: None, request_id: Some(log.request_id().to_owned()), product_id: None };
         let mut rewritten = (status, axum::Json(body)).into_response();
         std::mem::swap(rewritten.headers_mut(), response.headers_mut());
-        rewritten.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        rewritten.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response = rewritten;
     }
     if let Ok(v) = HeaderValue::from_str(log.request_id()) {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     let elapsed = start.elapsed();
-    state
-        .metrics
-        .observe(log.route(), log.method(), status.as_u16(), elapsed);
+    state.metrics.observe(log.route(), log.method(), status.as_u16(), elapsed);
     // One line per request would cost more than the request itself on the hot
     // paths: ordinary requests log at debug, slow ones at info, failures at warn.
     macro_rules! finished {
         ($level:expr, $message:literal) => {
-            tracing::event!(
-                $level,
-                status = status.as_u16(),
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                $message
-            )
+            tracing::event!($level, status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, $message)
         };
     }
     // The ordinary request's line is debug: skip even setting up its scope unless
@@ -206,11 +159,7 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "the primary answers"), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
-    let probe = tokio::time::timeout(
-        Duration::from_secs(1),
-        sqlx::query("SELECT 1").execute(&state.primary),
-    )
-    .await;
+    let probe = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&state.primary)).await;
     match probe {
         Ok(Ok(_)) => Ok("ready"),
         Ok(Err(e)) => {
@@ -229,17 +178,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let backlog = tokio::time::timeout(
         Duration::from_millis(500),
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
-            .fetch_one(&state.primary),
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE processed_at IS NULL").fetch_one(&state.primary),
     )
     .await
     .ok()
     .and_then(Result::ok);
-    let text = state.metrics.render(&Gauges {
-        pools,
-        outbox_backlog: backlog,
-        redis_up: state.redis_status(),
-    });
+    let text = state.metrics.render(&Gauges { pools, outbox_backlog: backlog, redis_up: state.redis_status() });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(Body::from(text))

@@ -20,11 +20,7 @@ use sqlx::postgres::PgPoolOptions;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "shop",
-    version,
-    about = "The e-commerce service deployed by scalectl"
-)]
+#[command(name = "shop", version, about = "The e-commerce service deployed by scalectl")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,10 +142,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shop: cannot start the runtime: {e}");
@@ -170,21 +163,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     // A closed log pipe must not take the service down: without this, a failed log
     // write is reported with eprintln!, which panics the request's task.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .log_internal_errors(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     // Lines logged while a request runs also name the request (shop::request_log).
     match format {
         LogFormat::Json => builder.json().event_format(WithRequest::json()).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .event_format(WithRequest::text())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).event_format(WithRequest::text()).init(),
     }
 }
 
@@ -206,12 +192,7 @@ async fn shutdown_signal() {
 
 /// One connection straight to PostgreSQL, for the one-shot commands.
 async fn direct_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .context("cannot connect to the database")
+    PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await.context("cannot connect to the database")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -244,44 +225,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 roles,
                 token_ttl: Duration::from_secs(token_ttl),
                 session_cache: Duration::from_secs(session_cache_secs),
-                rate_limits: RateLimits {
-                    login: rate_login,
-                    register: rate_register,
-                    search: rate_search,
-                },
+                rate_limits: RateLimits { login: rate_login, register: rate_register, search: rate_search },
                 read_your_writes_window: Duration::from_secs(read_your_writes_secs),
                 slow_request: Duration::from_millis(slow_request_ms),
                 unsafe_non_idempotent_checkout,
             };
             // Bind before anything slow, then report the real port: scalectl and tests
             // read it from this line.
-            let listener = tokio::net::TcpListener::bind(&bind)
-                .await
-                .with_context(|| format!("cannot bind {bind}"))?;
-            let addr = listener
-                .local_addr()
-                .context("cannot read the bound address")?;
-            let state = shop::AppState::connect(settings)
-                .await
-                .context("cannot build the service state")?;
+            let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| format!("cannot bind {bind}"))?;
+            let addr = listener.local_addr().context("cannot read the bound address")?;
+            let state = shop::AppState::connect(settings).await.context("cannot build the service state")?;
             tracing::info!(%addr, "listening on {addr}");
-            shop::serve(listener, state, shutdown_signal())
-                .await
-                .context("server failed")?;
+            shop::serve(listener, state, shutdown_signal()).await.context("server failed")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker {
-            common,
-            pooling,
-            batch_size,
-            max_attempts,
-            poll_interval_ms,
-            base_backoff_ms,
-            order_partitions_premake,
-        } => {
+        Command::Worker { common, pooling, batch_size, max_attempts, poll_interval_ms, base_backoff_ms, order_partitions_premake } => {
             init_logging(common.log_format);
-            let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler)
-                .context("invalid database url")?;
+            let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler).context("invalid database url")?;
             let config = WorkerConfig {
                 batch_size: batch_size.max(1),
                 max_attempts: max_attempts.max(1),
@@ -289,13 +249,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_backoff: Duration::from_secs(300),
                 poll_interval: Duration::from_millis(poll_interval_ms),
             };
-            let keeper = order_partitions_premake.map(|premake| {
-                tokio::spawn(partitions::keep_ahead_forever(
-                    db.clone(),
-                    premake,
-                    Duration::from_secs(3600),
-                ))
-            });
+            let keeper =
+                order_partitions_premake.map(|premake| tokio::spawn(partitions::keep_ahead_forever(db.clone(), premake, Duration::from_secs(3600))));
             tracing::info!("outbox worker started");
             shop::outbox::run(db, config, shutdown_signal()).await;
             if let Some(keeper) = keeper {
@@ -306,13 +261,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PartitionOrders { common, premake } => {
             init_logging(common.log_format);
             let db = Db::new(direct_pool(&common.database_url).await?, Pooler::None);
-            let config = PartitionConfig {
-                premake,
-                today: None,
-            };
-            let report = partitions::partition_orders(&db, config)
-                .await
-                .context("partitioning orders failed")?;
+            let config = PartitionConfig { premake, today: None };
+            let report = partitions::partition_orders(&db, config).await.context("partitioning orders failed")?;
             tracing::info!(
                 converted = report.converted,
                 created = ?report.created,

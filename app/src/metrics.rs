@@ -11,9 +11,7 @@ use std::time::Duration;
 use crate::db::Db;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 #[derive(Default)]
 struct RouteStats {
@@ -50,12 +48,7 @@ pub struct PoolStats {
 
 impl PoolStats {
     pub fn of(name: &'static str, db: &Db) -> Self {
-        PoolStats {
-            name,
-            size: db.pool().size(),
-            idle: db.idle(),
-            statements: db.statements(),
-        }
+        PoolStats { name, size: db.pool().size(), idle: db.idle(), statements: db.statements() }
     }
 }
 
@@ -88,9 +81,7 @@ impl Metrics {
             }
         }
         stats.count.fetch_add(1, Ordering::Relaxed);
-        stats
-            .sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        stats.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         let counted = stats
             .by_status
             .read()
@@ -101,10 +92,7 @@ impl Metrics {
             .is_some();
         if !counted {
             let mut by_status = stats.by_status.write().unwrap_or_else(|e| e.into_inner());
-            match by_status
-                .iter()
-                .find(|(m, s, _)| m == method && *s == status)
-            {
+            match by_status.iter().find(|(m, s, _)| m == method && *s == status) {
                 Some((_, _, n)) => {
                     n.fetch_add(1, Ordering::Relaxed);
                 }
@@ -114,11 +102,7 @@ impl Metrics {
     }
 
     pub fn incr_cache(&self, hit: bool) {
-        let c = if hit {
-            &self.cache_hits
-        } else {
-            &self.cache_misses
-        };
+        let c = if hit { &self.cache_hits } else { &self.cache_misses };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -131,9 +115,7 @@ impl Metrics {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        out.push_str(
-            "# HELP shop_http_requests_total HTTP requests by route template, method and status.\n",
-        );
+        out.push_str("# HELP shop_http_requests_total HTTP requests by route template, method and status.\n");
         out.push_str("# TYPE shop_http_requests_total counter\n");
         for (route, stats) in &routes {
             let by_status: Vec<(String, u16, u64)> = stats
@@ -154,81 +136,37 @@ impl Metrics {
                 );
             }
         }
-        out.push_str(
-            "# HELP shop_http_request_duration_seconds HTTP request latency by route template.\n",
-        );
+        out.push_str("# HELP shop_http_request_duration_seconds HTTP request latency by route template.\n");
         out.push_str("# TYPE shop_http_request_duration_seconds histogram\n");
         for (route, stats) in &routes {
             let route = escape(route);
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
                 cumulative += stats.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
+                let _ = writeln!(out, "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}");
             }
             let count = stats.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
+            let _ = writeln!(out, "shop_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
             let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "shop_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "shop_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-            );
+            let _ = writeln!(out, "shop_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
+            let _ = writeln!(out, "shop_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
         }
         out.push_str("# HELP shop_db_pool_connections Database pool connections by state.\n");
         out.push_str("# TYPE shop_db_pool_connections gauge\n");
-        for PoolStats {
-            name: pool,
-            size,
-            idle,
-            ..
-        } in &gauges.pools
-        {
+        for PoolStats { name: pool, size, idle, .. } in &gauges.pools {
             let used = (*size as usize).saturating_sub(*idle);
-            let _ = writeln!(
-                out,
-                "shop_db_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}"
-            );
-            let _ = writeln!(
-                out,
-                "shop_db_pool_connections{{pool=\"{pool}\",state=\"used\"}} {used}"
-            );
+            let _ = writeln!(out, "shop_db_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}");
+            let _ = writeln!(out, "shop_db_pool_connections{{pool=\"{pool}\",state=\"used\"}} {used}");
         }
-        out.push_str(
-            "# HELP shop_db_queries_total Statements run per database pool (replica: catalog and order-history reads).\n",
-        );
+        out.push_str("# HELP shop_db_queries_total Statements run per database pool (replica: catalog and order-history reads).\n");
         out.push_str("# TYPE shop_db_queries_total counter\n");
         for p in &gauges.pools {
-            let _ = writeln!(
-                out,
-                "shop_db_queries_total{{pool=\"{}\"}} {}",
-                p.name, p.statements
-            );
+            let _ = writeln!(out, "shop_db_queries_total{{pool=\"{}\"}} {}", p.name, p.statements);
         }
         for (name, help, value) in [
-            (
-                "shop_cache_hits_total",
-                "Product cache hits.",
-                &self.cache_hits,
-            ),
-            (
-                "shop_cache_misses_total",
-                "Product cache misses.",
-                &self.cache_misses,
-            ),
-            (
-                "shop_sold_out_rejections_total",
-                "Flash-sale purchases rejected as sold out.",
-                &self.sold_out_rejections,
-            ),
+            ("shop_cache_hits_total", "Product cache hits.", &self.cache_hits),
+            ("shop_cache_misses_total", "Product cache misses.", &self.cache_misses),
+            ("shop_sold_out_rejections_total", "Flash-sale purchases rejected as sold out.", &self.sold_out_rejections),
             (
                 "shop_read_your_writes_fallbacks_total",
                 "Reads sent to the primary because Redis could not tell whether the user wrote recently.",
@@ -240,11 +178,7 @@ impl Metrics {
                 &self.ryw_mark_failures,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
         }
         if let Some(backlog) = gauges.outbox_backlog {
             let _ = writeln!(
@@ -264,9 +198,7 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -280,27 +212,14 @@ mod tests {
         m.observe("/products/{id}", "GET", 200, Duration::from_millis(30));
         m.observe("/products/{id}", "GET", 404, Duration::from_secs(10));
         let text = m.render(&Gauges {
-            pools: vec![PoolStats {
-                name: "primary",
-                size: 3,
-                idle: 1,
-                statements: 42,
-            }],
+            pools: vec![PoolStats { name: "primary", size: 3, idle: 1, statements: 42 }],
             outbox_backlog: Some(7),
             redis_up: Some(false),
         });
-        assert!(text.contains(
-            "shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"
-        ));
-        assert!(text.contains(
-            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"5\"} 2"
-        ));
-        assert!(text.contains(
-            "shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"+Inf\"} 3"
-        ));
+        assert!(text.contains("shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"));
+        assert!(text.contains("shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"0.005\"} 1"));
+        assert!(text.contains("shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"5\"} 2"));
+        assert!(text.contains("shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"+Inf\"} 3"));
         assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"used\"} 2"));
         assert!(text.contains("shop_db_queries_total{pool=\"primary\"} 42"));
         assert!(text.contains("shop_outbox_backlog 7"));

@@ -94,12 +94,7 @@ pub enum Claim {
 /// Claims `(user_id, key)`. The primary key decides races: a concurrent claimant
 /// blocks on the insert until the winner commits (then sees its order) or rolls
 /// back (then wins itself). `hash = None` accepts any stored request.
-pub async fn claim_key(
-    conn: &mut Tx,
-    user_id: i64,
-    key: &str,
-    hash: Option<&str>,
-) -> Result<Claim, sqlx::Error> {
+pub async fn claim_key(conn: &mut Tx, user_id: i64, key: &str, hash: Option<&str>) -> Result<Claim, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
          ON CONFLICT (user_id, key) DO NOTHING",
@@ -124,11 +119,7 @@ pub async fn claim_key(
 /// The request hash stored with `(user_id, key)` and the order its request placed,
 /// read back from the order tables. Nothing changes an order once placed (returns and
 /// refunds are rows of their own), so this is the order as its request was answered.
-pub async fn stored_order<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    user_id: i64,
-    key: &str,
-) -> Result<Option<(String, Order)>, sqlx::Error> {
+pub async fn stored_order<'e>(db: impl sqlx::PgExecutor<'e>, user_id: i64, key: &str) -> Result<Option<(String, Order)>, sqlx::Error> {
     let rows: Vec<StoredLine> = sqlx::query_as(
         "SELECT k.request_hash, o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
                 i.id AS item_id, i.product_id, i.quantity, i.unit_price_cents
@@ -173,12 +164,7 @@ struct StoredLine {
 fn assemble(lines: impl IntoIterator<Item = OrderLine>) -> Option<Order> {
     let mut order: Option<Order> = None;
     for l in lines {
-        let item = OrderItem {
-            id: l.item_id,
-            product_id: l.product_id,
-            quantity: l.quantity,
-            unit_price_cents: l.unit_price_cents,
-        };
+        let item = OrderItem { id: l.item_id, product_id: l.product_id, quantity: l.quantity, unit_price_cents: l.unit_price_cents };
         match &mut order {
             Some(o) => o.items.push(item),
             None => {
@@ -206,18 +192,8 @@ fn assemble(lines: impl IntoIterator<Item = OrderLine>) -> Option<Order> {
 /// One statement (data-modifying CTEs) rather than one per table: the caller holds row
 /// locks on stock until it commits, and every round trip inside the transaction is time
 /// those locks are held and a pooled connection is busy.
-pub async fn place_order(
-    tx: &mut Tx,
-    user: &AuthUser,
-    kind: &str,
-    key: &str,
-    lines: &[Line],
-    emptied_cart: &[i64],
-) -> Result<Order, sqlx::Error> {
-    let total_cents: i64 = lines
-        .iter()
-        .map(|l| l.unit_price_cents * l.quantity as i64)
-        .sum();
+pub async fn place_order(tx: &mut Tx, user: &AuthUser, kind: &str, key: &str, lines: &[Line], emptied_cart: &[i64]) -> Result<Order, sqlx::Error> {
+    let total_cents: i64 = lines.iter().map(|l| l.unit_price_cents * l.quantity as i64).sum();
     // The simulated payment provider is idempotent by order id, as a real provider's
     // idempotency key would be (ON CONFLICT DO NOTHING).
     let rows: Vec<OrderLine> = sqlx::query_as(
@@ -295,11 +271,7 @@ pub struct OrdersQuery {
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(OrdersQuery),
     responses((status = 200, body = Page<OrderSummary>)))]
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn list_orders(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Query(q): Query<OrdersQuery>,
-) -> AppResult<axum::Json<Page<OrderSummary>>> {
+pub async fn list_orders(State(state): State<AppState>, user: AuthUser, Query(q): Query<OrdersQuery>) -> AppResult<axum::Json<Page<OrderSummary>>> {
     let before = match q.cursor.as_deref() {
         None => i64::MAX,
         c => crate::catalog::decode_cursor(c)?,
@@ -335,22 +307,14 @@ async fn load_order(state: &AppState, user: &AuthUser, id: i64) -> AppResult<Ord
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
-pub async fn get_order(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<i64>,
-) -> AppResult<axum::Json<Order>> {
+pub async fn get_order(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> AppResult<axum::Json<Order>> {
     Ok(axum::Json(load_order(&state, &user, id).await?))
 }
 
 #[utoipa::path(get, path = "/orders/{id}/invoice", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Invoice), (status = 404, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
-pub async fn get_invoice(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<i64>,
-) -> AppResult<axum::Json<Invoice>> {
+pub async fn get_invoice(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> AppResult<axum::Json<Invoice>> {
     let invoice: Option<Invoice> = sqlx::query_as(
         "SELECT i.id, i.order_id, i.number, i.amount_cents, i.issued_at
          FROM invoices i JOIN orders o ON o.id = i.order_id WHERE o.id = $1 AND o.user_id = $2",
@@ -365,11 +329,7 @@ pub async fn get_invoice(
 #[utoipa::path(get, path = "/orders/{id}/delivery", tag = "orders", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = Delivery), (status = 404, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(order_id = id))]
-pub async fn get_delivery(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<i64>,
-) -> AppResult<axum::Json<Delivery>> {
+pub async fn get_delivery(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> AppResult<axum::Json<Delivery>> {
     let delivery: Option<Delivery> = sqlx::query_as(
         "SELECT d.id, d.order_id, d.status, d.scheduled_for
          FROM deliveries d JOIN orders o ON o.id = d.order_id WHERE o.id = $1 AND o.user_id = $2",

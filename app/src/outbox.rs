@@ -53,20 +53,13 @@ struct OrderEvent {
 
 /// The simulated email/SMS gateway: renders the message or says why it cannot.
 fn render(topic: &str, payload: &serde_json::Value) -> Result<(String, String, String), String> {
-    let event: OrderEvent =
-        serde_json::from_value(payload.clone()).map_err(|e| format!("bad payload: {e}"))?;
+    let event: OrderEvent = serde_json::from_value(payload.clone()).map_err(|e| format!("bad payload: {e}"))?;
     if !event.email.contains('@') {
         return Err(format!("undeliverable address `{}`", event.email));
     }
     let body = match topic {
-        "order.placed" => format!(
-            "Order {} confirmed: {} cents charged.",
-            event.order_id, event.total_cents
-        ),
-        "order.refunded" => format!(
-            "Order {}: {} cents refunded.",
-            event.order_id, event.total_cents
-        ),
+        "order.placed" => format!("Order {} confirmed: {} cents charged.", event.order_id, event.total_cents),
+        "order.refunded" => format!("Order {}: {} cents refunded.", event.order_id, event.total_cents),
         other => return Err(format!("unknown topic `{other}`")),
     };
     Ok(("email".to_owned(), event.email, body))
@@ -100,12 +93,7 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
                 .bind(&body)
                 .execute(&mut tx)
                 .await?;
-                sqlx::query(
-                    "UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
-                )
-                .bind(id)
-                .execute(&mut tx)
-                .await?;
+                sqlx::query("UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = $1").bind(id).execute(&mut tx).await?;
                 report.delivered += 1;
             }
             Err(reason) => {
@@ -122,20 +110,13 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
                     .bind(&reason)
                     .execute(&mut tx)
                     .await?;
-                    sqlx::query(
-                        "UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(attempts)
-                    .bind(&reason)
-                    .execute(&mut tx)
-                    .await?;
-                    tracing::warn!(
-                        outbox_id = id,
-                        attempts,
-                        reason,
-                        "outbox event dead-lettered"
-                    );
+                    sqlx::query("UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(attempts)
+                        .bind(&reason)
+                        .execute(&mut tx)
+                        .await?;
+                    tracing::warn!(outbox_id = id, attempts, reason, "outbox event dead-lettered");
                     report.dead += 1;
                 } else {
                     let delay = backoff(config, attempts);
@@ -161,10 +142,7 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
 
 fn backoff(config: &WorkerConfig, attempts: i32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).clamp(0, 20) as u32);
-    config
-        .base_backoff
-        .saturating_mul(factor)
-        .min(config.max_backoff)
+    config.base_backoff.saturating_mul(factor).min(config.max_backoff)
 }
 
 /// Drains forever, sleeping when nothing is due, until `shutdown` resolves.
@@ -174,12 +152,7 @@ pub async fn run(db: Db, config: WorkerConfig, shutdown: impl std::future::Futur
         let idle = match drain_once(&db, &config).await {
             Ok(report) => {
                 if report != DrainReport::default() {
-                    tracing::info!(
-                        delivered = report.delivered,
-                        retried = report.retried,
-                        dead = report.dead,
-                        "outbox batch"
-                    );
+                    tracing::info!(delivered = report.delivered, retried = report.retried, dead = report.dead, "outbox batch");
                 }
                 report.delivered + report.retried + report.dead == 0
             }
@@ -209,11 +182,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let c = WorkerConfig {
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(10),
-            ..Default::default()
-        };
+        let c = WorkerConfig { base_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10), ..Default::default() };
         assert_eq!(backoff(&c, 1), Duration::from_secs(1));
         assert_eq!(backoff(&c, 3), Duration::from_secs(4));
         assert_eq!(backoff(&c, 9), Duration::from_secs(10));
@@ -222,19 +191,7 @@ mod tests {
     #[test]
     fn rejects_poison_payloads() {
         assert!(render("order.placed", &serde_json::json!({"nope": 1})).is_err());
-        assert!(
-            render(
-                "order.placed",
-                &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})
-            )
-            .is_ok()
-        );
-        assert!(
-            render(
-                "weird",
-                &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})
-            )
-            .is_err()
-        );
+        assert!(render("order.placed", &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})).is_ok());
+        assert!(render("weird", &serde_json::json!({"order_id": 1, "email": "a@b", "total_cents": 5})).is_err());
     }
 }

@@ -84,21 +84,12 @@ pub struct YearMonth {
 
 impl YearMonth {
     pub fn of(date: Date) -> Self {
-        YearMonth {
-            year: date.year(),
-            month: date.month(),
-        }
+        YearMonth { year: date.year(), month: date.month() }
     }
     pub fn next(self) -> Self {
         match self.month {
-            Month::December => YearMonth {
-                year: self.year + 1,
-                month: Month::January,
-            },
-            m => YearMonth {
-                year: self.year,
-                month: m.next(),
-            },
+            Month::December => YearMonth { year: self.year + 1, month: Month::January },
+            m => YearMonth { year: self.year, month: m.next() },
         }
     }
     /// `orders_2026_11`
@@ -113,18 +104,13 @@ impl YearMonth {
 
 /// The current month and `premake` months after it.
 pub fn months_ahead(today: Date, premake: u32) -> Vec<YearMonth> {
-    std::iter::successors(Some(YearMonth::of(today)), |m| Some(m.next()))
-        .take(premake as usize + 1)
-        .collect()
+    std::iter::successors(Some(YearMonth::of(today)), |m| Some(m.next())).take(premake as usize + 1).collect()
 }
 
 /// Converts a plain `orders` table into the monthly layout (if it is not already) and
 /// creates the missing partitions up to `premake` months ahead, in one transaction.
 /// Idempotent: a second run only adds partitions that have come due.
-pub async fn partition_orders(
-    db: &Db,
-    config: PartitionConfig,
-) -> Result<PartitionReport, PartitionError> {
+pub async fn partition_orders(db: &Db, config: PartitionConfig) -> Result<PartitionReport, PartitionError> {
     let mut tx = begin_locked(db).await?;
     let today = today(&mut tx, config.today).await?;
     let mut report = PartitionReport::default();
@@ -138,10 +124,7 @@ pub async fn partition_orders(
 }
 
 /// Creates the missing partitions of an already partitioned `orders`; never converts.
-pub async fn keep_ahead(
-    db: &Db,
-    config: PartitionConfig,
-) -> Result<PartitionReport, PartitionError> {
+pub async fn keep_ahead(db: &Db, config: PartitionConfig) -> Result<PartitionReport, PartitionError> {
     let mut tx = begin_locked(db).await?;
     if !is_partitioned(&mut tx).await? {
         return Err(PartitionError::NotPartitioned);
@@ -156,10 +139,7 @@ pub async fn keep_ahead(
 /// Runs [`keep_ahead`] now and then every `every`, logging what it did (for `shop
 /// worker`); a failure is retried after a minute.
 pub async fn keep_ahead_forever(db: Db, premake: u32, every: Duration) {
-    let config = PartitionConfig {
-        premake,
-        today: None,
-    };
+    let config = PartitionConfig { premake, today: None };
     loop {
         let wait = match keep_ahead(&db, config).await {
             Ok(report) => {
@@ -185,15 +165,8 @@ pub async fn keep_ahead_forever(db: Db, premake: u32, every: Duration) {
 async fn begin_locked(db: &Db) -> Result<Tx, PartitionError> {
     let mut tx = db.begin().await.step("begin")?;
     // Waiting behind long transactions must not stall checkouts queued behind us.
-    sqlx::query("SET LOCAL lock_timeout = '10s'")
-        .execute(&mut tx)
-        .await
-        .step("set lock_timeout")?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut tx)
-        .await
-        .step("advisory lock")?;
+    sqlx::query("SET LOCAL lock_timeout = '10s'").execute(&mut tx).await.step("set lock_timeout")?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LOCK_KEY).execute(&mut tx).await.step("advisory lock")?;
     Ok(tx)
 }
 
@@ -201,10 +174,7 @@ async fn today(tx: &mut Tx, given: Option<Date>) -> Result<Date, PartitionError>
     match given {
         Some(d) => Ok(d),
         None => {
-            let now: OffsetDateTime = sqlx::query_scalar("SELECT now()")
-                .fetch_one(&mut *tx)
-                .await
-                .step("read the clock")?;
+            let now: OffsetDateTime = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await.step("read the clock")?;
             Ok(now.to_offset(time::UtcOffset::UTC).date())
         }
     }
@@ -212,31 +182,19 @@ async fn today(tx: &mut Tx, given: Option<Date>) -> Result<Date, PartitionError>
 
 async fn is_partitioned(tx: &mut Tx) -> Result<bool, PartitionError> {
     let kind: String =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = 'orders'::regclass")
-            .fetch_one(&mut *tx)
-            .await
-            .step("inspect orders")?;
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = 'orders'::regclass").fetch_one(&mut *tx).await.step("inspect orders")?;
     Ok(kind == "p")
 }
 
 async fn exec(tx: &mut Tx, step: &'static str, sql: &str) -> Result<u64, PartitionError> {
-    Ok(sqlx::query(sql)
-        .execute(&mut *tx)
-        .await
-        .step(step)?
-        .rows_affected())
+    Ok(sqlx::query(sql).execute(&mut *tx).await.step(step)?.rows_affected())
 }
 
 /// The conversion: the plain table becomes `orders_legacy`, the partition for
 /// everything before `current`; its rows from `current` on move to the default
 /// partition, from which [`premake`] moves them into their months.
 async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> {
-    exec(
-        tx,
-        "lock orders",
-        "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE",
-    )
-    .await?;
+    exec(tx, "lock orders", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").await?;
     let foreign_keys: Vec<(String, String)> = sqlx::query_as(
         "SELECT conrelid::regclass::text, conname::text FROM pg_constraint
          WHERE confrelid = 'orders'::regclass AND contype = 'f' ORDER BY 1, 2",
@@ -245,12 +203,7 @@ async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> 
     .await
     .step("list foreign keys to orders")?;
     for (table, name) in &foreign_keys {
-        exec(
-            tx,
-            "drop foreign keys to orders",
-            &format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote(name)),
-        )
-        .await?;
+        exec(tx, "drop foreign keys to orders", &format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote(name))).await?;
     }
     // The old table keeps its rows, its indexes (renamed, so the new ones can take
     // the names) and its stricter unique (user_id, idempotency_key); its identity
@@ -264,12 +217,7 @@ async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> 
     .fetch_one(&mut *tx)
     .await
     .step("read the next order id")?;
-    exec(
-        tx,
-        "rename the old table",
-        "ALTER TABLE orders RENAME TO orders_legacy",
-    )
-    .await?;
+    exec(tx, "rename the old table", "ALTER TABLE orders RENAME TO orders_legacy").await?;
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
          WHERE i.indrelid = 'orders_legacy'::regclass ORDER BY 1",
@@ -279,12 +227,7 @@ async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> 
     .step("list the old indexes")?;
     for index in indexes.iter().filter(|i| i.starts_with("orders_")) {
         let renamed = format!("orders_legacy_{}", &index["orders_".len()..]);
-        exec(
-            tx,
-            "rename the old indexes",
-            &format!("ALTER INDEX {} RENAME TO {}", quote(index), quote(&renamed)),
-        )
-        .await?;
+        exec(tx, "rename the old indexes", &format!("ALTER INDEX {} RENAME TO {}", quote(index), quote(&renamed))).await?;
     }
     let create = [
         "ALTER TABLE orders_legacy ALTER COLUMN id DROP IDENTITY".to_owned(),
@@ -326,10 +269,7 @@ async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> 
     exec(
         tx,
         "attach the old table",
-        &format!(
-            "ALTER TABLE orders ATTACH PARTITION orders_legacy FOR VALUES FROM (MINVALUE) TO ('{}')",
-            current.start()
-        ),
+        &format!("ALTER TABLE orders ATTACH PARTITION orders_legacy FOR VALUES FROM (MINVALUE) TO ('{}')", current.start()),
     )
     .await?;
     Ok(())
@@ -337,35 +277,17 @@ async fn convert(tx: &mut Tx, current: YearMonth) -> Result<(), PartitionError> 
 
 /// Creates each missing month from the current one to `premake` ahead, moving any rows
 /// the default partition holds for it.
-async fn premake(
-    tx: &mut Tx,
-    today: Date,
-    premake: u32,
-    report: &mut PartitionReport,
-) -> Result<(), PartitionError> {
-    exec(
-        tx,
-        "create the default partition",
-        "CREATE TABLE IF NOT EXISTS orders_default PARTITION OF orders DEFAULT",
-    )
-    .await?;
+async fn premake(tx: &mut Tx, today: Date, premake: u32, report: &mut PartitionReport) -> Result<(), PartitionError> {
+    exec(tx, "create the default partition", "CREATE TABLE IF NOT EXISTS orders_default PARTITION OF orders DEFAULT").await?;
     for month in months_ahead(today, premake) {
         let table = month.table();
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(&table)
-            .fetch_one(&mut *tx)
-            .await
-            .step("look for a partition")?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(&table).fetch_one(&mut *tx).await.step("look for a partition")?;
         if exists {
             continue;
         }
         let (from, to) = (month.start(), month.next().start());
-        exec(
-            tx,
-            "create a partition",
-            &format!("CREATE TABLE {table} (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"),
-        )
-        .await?;
+        exec(tx, "create a partition", &format!("CREATE TABLE {table} (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")).await?;
         report.moved += exec(
             tx,
             "move rows out of the default partition",
@@ -377,14 +299,7 @@ async fn premake(
             ),
         )
         .await?;
-        exec(
-            tx,
-            "attach a partition",
-            &format!(
-                "ALTER TABLE orders ATTACH PARTITION {table} FOR VALUES FROM ('{from}') TO ('{to}')"
-            ),
-        )
-        .await?;
+        exec(tx, "attach a partition", &format!("ALTER TABLE orders ATTACH PARTITION {table} FOR VALUES FROM ('{from}') TO ('{to}')")).await?;
         report.created.push(table);
     }
     Ok(())
@@ -402,23 +317,9 @@ mod tests {
 
     #[test]
     fn months_roll_over_the_year() {
-        let names: Vec<String> = months_ahead(date!(2026 - 11 - 30), 3)
-            .into_iter()
-            .map(YearMonth::table)
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "orders_2026_11",
-                "orders_2026_12",
-                "orders_2027_01",
-                "orders_2027_02"
-            ]
-        );
+        let names: Vec<String> = months_ahead(date!(2026 - 11 - 30), 3).into_iter().map(YearMonth::table).collect();
+        assert_eq!(names, ["orders_2026_11", "orders_2026_12", "orders_2027_01", "orders_2027_02"]);
         assert_eq!(months_ahead(date!(2026 - 01 - 01), 0).len(), 1);
-        assert_eq!(
-            YearMonth::of(date!(2026 - 12 - 05)).next().start(),
-            "2027-01-01 00:00:00+00"
-        );
+        assert_eq!(YearMonth::of(date!(2026 - 12 - 05)).next().start(), "2027-01-01 00:00:00+00");
     }
 }

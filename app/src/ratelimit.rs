@@ -45,13 +45,10 @@ impl LocalBuckets {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
             // Full buckets carry no information; dropping them bounds memory.
-            map.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * spec.per_second < spec.burst
-            });
+            map.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * spec.per_second < spec.burst);
         }
         let (tokens, at) = map.entry(key).or_insert((spec.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * spec.per_second).min(spec.burst);
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * spec.per_second).min(spec.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -63,12 +60,7 @@ impl LocalBuckets {
 }
 
 /// Charges one request of `client` against the `group` bucket.
-pub async fn check(
-    state: &AppState,
-    group: &str,
-    client: &str,
-    spec: RateSpec,
-) -> Result<(), AppError> {
+pub async fn check(state: &AppState, group: &str, client: &str, spec: RateSpec) -> Result<(), AppError> {
     if !spec.is_enabled() {
         return Ok(());
     }
@@ -76,14 +68,9 @@ pub async fn check(
         Some(redis) => {
             let key = redis.key(format_args!("rl:{group}:{client}"));
             let result: redis::RedisResult<(i64, String)> = redis
-                .call(|mut c| async move {
-                    redis::Script::new(TOKEN_BUCKET)
-                        .key(key)
-                        .arg(spec.per_second)
-                        .arg(spec.burst)
-                        .invoke_async(&mut c)
-                        .await
-                })
+                .call(
+                    |mut c| async move { redis::Script::new(TOKEN_BUCKET).key(key).arg(spec.per_second).arg(spec.burst).invoke_async(&mut c).await },
+                )
                 .await;
             match result {
                 Ok((1, _)) => Ok(()),
@@ -96,7 +83,5 @@ pub async fn check(
         }
         None => state.buckets.take(format!("{group}:{client}"), spec),
     };
-    verdict.map_err(|secs| AppError::RateLimited {
-        retry_after_secs: secs.ceil().max(1.0) as u64,
-    })
+    verdict.map_err(|secs| AppError::RateLimited { retry_after_secs: secs.ceil().max(1.0) as u64 })
 }

@@ -36,11 +36,7 @@ pub struct RedisLink {
 
 impl RedisLink {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
-        RedisLink {
-            conn,
-            prefix: prefix.into(),
-            breaker: Arc::new(Breaker::new(COOL_DOWN)),
-        }
+        RedisLink { conn, prefix: prefix.into(), breaker: Arc::new(Breaker::new(COOL_DOWN)) }
     }
 
     pub fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
@@ -66,10 +62,7 @@ impl RedisLink {
     {
         let result = match tokio::time::timeout(CALL_DEADLINE, op(self.conn.clone())).await {
             Ok(r) => r,
-            Err(_) => Err(RedisError::from((
-                ErrorKind::IoError,
-                "redis call timed out",
-            ))),
+            Err(_) => Err(RedisError::from((ErrorKind::IoError, "redis call timed out"))),
         };
         match &result {
             Err(e) if is_unavailable(e) => self.breaker.failed(),
@@ -100,11 +93,7 @@ struct Breaker {
 
 impl Breaker {
     fn new(cool_down: Duration) -> Self {
-        Breaker {
-            epoch: Instant::now(),
-            cool_down_ms: cool_down.as_millis() as u64,
-            opened_at_ms: AtomicU64::new(0),
-        }
+        Breaker { epoch: Instant::now(), cool_down_ms: cool_down.as_millis() as u64, opened_at_ms: AtomicU64::new(0) }
     }
 
     fn now_ms(&self) -> u64 {
@@ -122,9 +111,7 @@ impl Breaker {
             return false;
         }
         // Half-open: whoever moves the mark forward is the one caller that tries.
-        self.opened_at_ms
-            .compare_exchange(opened, now, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.opened_at_ms.compare_exchange(opened, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     fn failed(&self) {

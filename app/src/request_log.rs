@@ -38,12 +38,7 @@ pub struct RequestLog {
 
 impl RequestLog {
     pub fn new(request_id: String, method: Method, route: Option<MatchedPath>) -> Arc<Self> {
-        Arc::new(RequestLog {
-            request_id,
-            method,
-            route,
-            user_id: OnceLock::new(),
-        })
+        Arc::new(RequestLog { request_id, method, route, user_id: OnceLock::new() })
     }
 
     pub fn request_id(&self) -> &str {
@@ -85,13 +80,7 @@ impl RequestLog {
 impl fmt::Display for RequestLog {
     /// The text form: `request_id=… method=… route=… user_id=…`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "request_id={} method={} route={}",
-            self.request_id,
-            self.method(),
-            self.route()
-        )?;
+        write!(f, "request_id={} method={} route={}", self.request_id, self.method(), self.route())?;
         match self.user_id.get() {
             Some(id) => write!(f, " user_id={id}"),
             None => Ok(()),
@@ -116,10 +105,7 @@ pub struct WithRequest<F> {
 impl WithRequest<Format<Json>> {
     /// The shop's JSON lines: one object per event, the current span as `span`.
     pub fn json() -> Self {
-        let inner = tracing_subscriber::fmt::format()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false);
+        let inner = tracing_subscriber::fmt::format().json().with_current_span(true).with_span_list(false);
         WithRequest { inner, json: true }
     }
 }
@@ -127,10 +113,7 @@ impl WithRequest<Format<Json>> {
 impl WithRequest<Format<Full>> {
     /// The shop's text lines, for people reading a terminal.
     pub fn text() -> Self {
-        WithRequest {
-            inner: tracing_subscriber::fmt::format(),
-            json: false,
-        }
+        WithRequest { inner: tracing_subscriber::fmt::format(), json: false }
     }
 }
 
@@ -140,18 +123,12 @@ where
     N: for<'w> FormatFields<'w> + 'static,
     F: FormatEvent<S, N>,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let Ok(log) = CURRENT.try_with(Arc::clone) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
-        self.inner
-            .format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
         let line = line.trim_end_matches('\n');
         if !self.json {
             return writeln!(writer, "{line} {log}");
@@ -172,9 +149,7 @@ where
                 let Some(object) = value.as_object_mut() else {
                     return writeln!(writer, "{line}");
                 };
-                let merged = object
-                    .entry("span")
-                    .or_insert_with(|| Value::Object(Map::new()));
+                let merged = object.entry("span").or_insert_with(|| Value::Object(Map::new()));
                 if let (Some(merged), Value::Object(ours)) = (merged.as_object_mut(), span) {
                     for (key, v) in ours {
                         merged.entry(key).or_insert(v);
@@ -219,18 +194,11 @@ mod tests {
     /// the lines written.
     fn logged(json: bool, f: impl FnOnce()) -> Vec<String> {
         let lines = Lines::default();
-        let builder = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(lines.clone());
+        let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_writer(lines.clone());
         let subscriber: Box<dyn Subscriber + Send + Sync> = if json {
             Box::new(builder.json().event_format(WithRequest::json()).finish())
         } else {
-            Box::new(
-                builder
-                    .with_ansi(false)
-                    .event_format(WithRequest::text())
-                    .finish(),
-            )
+            Box::new(builder.with_ansi(false).event_format(WithRequest::text()).finish())
         };
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
@@ -253,10 +221,7 @@ mod tests {
                 handler.in_scope(|| tracing::warn!("inside the handler's span"));
             });
         });
-        let parsed: Vec<Value> = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
+        let parsed: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
         assert_eq!(parsed.len(), 3, "{lines:?}");
         assert!(parsed[0].get("span").is_none(), "{}", parsed[0]);
 
@@ -288,12 +253,7 @@ mod tests {
             tracing::info!("after the request");
         });
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(
-            lines[0]
-                .ends_with("order placed request_id=req-1 method=POST route=unmatched user_id=5"),
-            "{}",
-            lines[0]
-        );
+        assert!(lines[0].ends_with("order placed request_id=req-1 method=POST route=unmatched user_id=5"), "{}", lines[0]);
         assert!(lines[1].ends_with("after the request"), "{}", lines[1]);
     }
 }

@@ -66,16 +66,9 @@ impl AppState {
     /// Builds the state. Pools connect lazily so the process starts (and reports
     /// not-ready) while the database is down; Redis is joined when it is reachable.
     pub async fn connect(settings: Settings) -> Result<AppState, StateError> {
-        let pool = |url: &str| {
-            Db::connect_lazy(url, settings.db_pool_size, settings.db_pooler)
-                .map_err(StateError::DatabaseUrl)
-        };
+        let pool = |url: &str| Db::connect_lazy(url, settings.db_pool_size, settings.db_pooler).map_err(StateError::DatabaseUrl);
         let primary = pool(&settings.database_url)?;
-        let replica = settings
-            .read_database_url
-            .as_deref()
-            .map(pool)
-            .transpose()?;
+        let replica = settings.read_database_url.as_deref().map(pool).transpose()?;
         let redis_client = match &settings.redis_url {
             Some(url) => Some(redis::Client::open(url.as_str()).map_err(StateError::RedisUrl)?),
             None => None,
@@ -86,9 +79,7 @@ impl AppState {
                  retries create duplicate orders. TEST ONLY - never in production !!!"
             );
         }
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let settings_session_cache = settings.session_cache;
         let state = AppState(Arc::new(Inner {
             settings,
@@ -127,9 +118,7 @@ impl AppState {
             .set_max_delay(500);
         match ConnectionManager::new_with_config(client.clone(), config).await {
             Ok(conn) => {
-                let _ = self
-                    .redis
-                    .set(RedisLink::new(conn, &self.settings.redis_prefix));
+                let _ = self.redis.set(RedisLink::new(conn, &self.settings.redis_prefix));
                 tracing::info!("redis connected");
                 true
             }
@@ -148,10 +137,7 @@ impl AppState {
 
     /// For `/metrics`: `None` without a Redis URL, else whether Redis is in use now.
     pub fn redis_status(&self) -> Option<bool> {
-        self.settings
-            .redis_url
-            .as_ref()
-            .map(|_| self.redis.get().is_some_and(|r| !r.is_open()))
+        self.settings.redis_url.as_ref().map(|_| self.redis.get().is_some_and(|r| !r.is_open()))
     }
 
     /// Records that `user_id` wrote, so their reads stay on the primary for the
@@ -166,10 +152,7 @@ impl AppState {
         let now = Instant::now();
         let window = self.settings.read_your_writes_window;
         {
-            let mut map = self
-                .recent_writers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut map = self.recent_writers.lock().unwrap_or_else(|e| e.into_inner());
             if map.len() > 100_000 {
                 map.retain(|_, at| now.duration_since(*at) < window);
             }
@@ -183,15 +166,7 @@ impl AppState {
                 let key = redis.key(format_args!("ryw:{user_id}"));
                 let px = window.as_millis().max(1) as u64;
                 redis
-                    .call(|mut c| async move {
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(1)
-                            .arg("PX")
-                            .arg(px)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
+                    .call(|mut c| async move { redis::cmd("SET").arg(key).arg(1).arg("PX").arg(px).query_async::<()>(&mut c).await })
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -199,9 +174,7 @@ impl AppState {
         };
         if let Err(error) = result {
             tracing::warn!(%error, user_id, "read-your-writes mark not recorded in redis");
-            self.metrics
-                .ryw_mark_failures
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.ryw_mark_failures.fetch_add(1, Ordering::Relaxed);
             self.ryw_redis_failed();
         }
     }
@@ -239,31 +212,21 @@ impl AppState {
     }
 
     fn wrote_here_recently(&self, user_id: i64) -> bool {
-        let map = self
-            .recent_writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        map.get(&user_id)
-            .is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window)
+        let map = self.recent_writers.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&user_id).is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window)
     }
 
     /// Redis's answer to "did this user write within the window, through any
     /// instance?"; `None` when Redis cannot tell (not connected, failing, or failed
     /// here within the last window).
     async fn wrote_anywhere_recently(&self, user_id: i64) -> Option<bool> {
-        let failed_at = *self
-            .ryw_redis_failed_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let failed_at = *self.ryw_redis_failed_at.lock().unwrap_or_else(|e| e.into_inner());
         if failed_at.is_some_and(|at| at.elapsed() < self.settings.read_your_writes_window) {
             return None;
         }
         let redis = self.redis()?;
         let key = redis.key(format_args!("ryw:{user_id}"));
-        match redis
-            .call(|mut c| async move { redis::AsyncCommands::exists::<_, bool>(&mut c, key).await })
-            .await
-        {
+        match redis.call(|mut c| async move { redis::AsyncCommands::exists::<_, bool>(&mut c, key).await }).await {
             Ok(wrote) => Some(wrote),
             Err(e) => {
                 tracing::warn!(error = %e, user_id, "read-your-writes check failed; reading from the primary");
@@ -274,9 +237,6 @@ impl AppState {
     }
 
     fn ryw_redis_failed(&self) {
-        *self
-            .ryw_redis_failed_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *self.ryw_redis_failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 }

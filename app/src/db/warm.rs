@@ -41,11 +41,7 @@ pub struct Warm {
 impl Warm {
     /// `size` is the pool's maximum; `keep` whether this process is the pool's only user.
     pub fn new(size: u32, keep: bool) -> Warm {
-        Warm {
-            keep,
-            permits: Arc::new(Semaphore::new(size.max(1) as usize)),
-            ready: Mutex::new(Vec::new()),
-        }
+        Warm { keep, permits: Arc::new(Semaphore::new(size.max(1) as usize)), ready: Mutex::new(Vec::new()) }
     }
 
     /// Connections waiting here (idle, for the pool metrics).
@@ -64,12 +60,7 @@ impl Warm {
             Some(conn) => conn,
             None => pool.acquire().await?,
         };
-        Ok(Conn {
-            conn: Some(conn),
-            clean: false,
-            warm: self.clone(),
-            _permit: permit,
-        })
+        Ok(Conn { conn: Some(conn), clean: false, warm: self.clone(), _permit: permit })
     }
 
     /// The most recent warm connection, if it is recent enough; stale ones are dropped,
@@ -125,11 +116,7 @@ impl Drop for Conn {
             && self.clean
             && self.warm.keep
         {
-            self.warm
-                .ready
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((Instant::now(), conn));
+            self.warm.ready.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), conn));
         }
     }
 }

@@ -7,68 +7,26 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_login_me_and_token_rules() {
     let app = spawn_app().await;
-    let user = app
-        .post(
-            "/register",
-            None,
-            json!({"email": "Ann@Example.test", "password": "correct horse", "roles": "buyer"}),
-        )
-        .await
-        .expect(201);
+    let user = app.post("/register", None, json!({"email": "Ann@Example.test", "password": "correct horse", "roles": "buyer"})).await.expect(201);
     assert_eq!(user["email"], "ann@example.test");
     assert_eq!(user["roles"], "buyer");
 
-    let dup = app
-        .post(
-            "/register",
-            None,
-            json!({"email": "ann@example.TEST", "password": "whatever1", "roles": "seller"}),
-        )
-        .await;
+    let dup = app.post("/register", None, json!({"email": "ann@example.TEST", "password": "whatever1", "roles": "seller"})).await;
     assert_eq!(dup.status, 409);
     assert_eq!(dup.field(), "email");
 
-    let bad_role = app
-        .post(
-            "/register",
-            None,
-            json!({"email": "b@example.test", "password": "whatever1", "roles": "admin"}),
-        )
-        .await;
+    let bad_role = app.post("/register", None, json!({"email": "b@example.test", "password": "whatever1", "roles": "admin"})).await;
     assert_eq!(bad_role.status, 422);
     assert_eq!(bad_role.field(), "roles");
 
-    let wrong = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "ann@example.test", "password": "wrong password"}),
-        )
-        .await;
+    let wrong = app.post("/login", None, json!({"email": "ann@example.test", "password": "wrong password"})).await;
     assert_eq!(wrong.status, 401);
-    let unknown = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "nobody@example.test", "password": "wrong password"}),
-        )
-        .await;
+    let unknown = app.post("/login", None, json!({"email": "nobody@example.test", "password": "wrong password"})).await;
     assert_eq!(unknown.status, 401);
 
-    let login = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "ann@example.test", "password": "correct horse"}),
-        )
-        .await
-        .expect(200);
+    let login = app.post("/login", None, json!({"email": "ann@example.test", "password": "correct horse"})).await.expect(200);
     let token = login["token"].as_str().unwrap().to_owned();
-    let expires = time::OffsetDateTime::parse(
-        login["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    let expires = time::OffsetDateTime::parse(login["expires_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
     assert!(expires > time::OffsetDateTime::now_utc());
 
     let me = app.get("/me", Some(&token)).await.expect(200);
@@ -76,11 +34,7 @@ async fn register_login_me_and_token_rules() {
     assert_eq!(me["roles"], "buyer");
 
     // The token is stored hashed, never in clear.
-    let clear = app
-        .count(&format!(
-            "SELECT count(*) FROM sessions WHERE encode(token_hash, 'escape') = '{token}'"
-        ))
-        .await;
+    let clear = app.count(&format!("SELECT count(*) FROM sessions WHERE encode(token_hash, 'escape') = '{token}'")).await;
     assert_eq!(clear, 0);
 
     let missing = app.get("/me", None).await;
@@ -90,52 +44,29 @@ async fn register_login_me_and_token_rules() {
 
     // A session about to expire is refused once it has, although the shop trusts it
     // from its session cache until then (the cache lives longer than this).
-    let login = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "ann@example.test", "password": "correct horse"}),
-        )
-        .await
-        .expect(200);
+    let login = app.post("/login", None, json!({"email": "ann@example.test", "password": "correct horse"})).await.expect(200);
     let short = login["token"].as_str().unwrap().to_owned();
-    sqlx::query(
-        "UPDATE sessions SET expires_at = now() + interval '1 second' WHERE token_hash = $1",
-    )
-    .bind(&shop::extract::hash_token(&short)[..])
-    .execute(&app.db)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE sessions SET expires_at = now() + interval '1 second' WHERE token_hash = $1")
+        .bind(&shop::extract::hash_token(&short)[..])
+        .execute(&app.db)
+        .await
+        .unwrap();
     app.get("/me", Some(&short)).await.expect(200);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(
-        app.get("/me", Some(&short)).await.status,
-        401,
-        "expired token must be refused"
-    );
+    assert_eq!(app.get("/me", Some(&short)).await.status, 401, "expired token must be refused");
     app.get("/me", Some(&token)).await.expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_session_works_only_as_long_as_the_session_cache_trusts_it() {
     for cache in [Duration::ZERO, Duration::from_secs(1)] {
-        let app = spawn_app_with(Options {
-            session_cache: cache,
-            ..Default::default()
-        })
-        .await;
+        let app = spawn_app_with(Options { session_cache: cache, ..Default::default() }).await;
         let (_, token) = app.user("buyer").await;
         app.get("/me", Some(&token)).await.expect(200);
-        sqlx::query("DELETE FROM sessions")
-            .execute(&app.db)
-            .await
-            .unwrap();
+        sqlx::query("DELETE FROM sessions").execute(&app.db).await.unwrap();
         let right_after = app.get("/me", Some(&token)).await.status;
         if cache.is_zero() {
-            assert_eq!(
-                right_after, 401,
-                "without a cache the database decides at once"
-            );
+            assert_eq!(right_after, 401, "without a cache the database decides at once");
         } else {
             // Trusted from the cache: this request did not ask the database.
             assert_eq!(right_after, 200);
@@ -148,62 +79,29 @@ async fn a_deleted_session_works_only_as_long_as_the_session_cache_trusts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_rate_limit_with_and_without_redis() {
     for redis in [true, false] {
-        let limits = shop::RateLimits {
-            login: "1:2".parse().unwrap(),
-            ..Default::default()
-        };
-        let app = spawn_app_with(Options {
-            redis,
-            rate_limits: limits,
-            ..Default::default()
-        })
-        .await;
+        let limits = shop::RateLimits { login: "1:2".parse().unwrap(), ..Default::default() };
+        let app = spawn_app_with(Options { redis, rate_limits: limits, ..Default::default() }).await;
         let body = json!({"email": "nobody@example.test", "password": "irrelevant"});
         assert_eq!(app.post("/login", None, body.clone()).await.status, 401);
         assert_eq!(app.post("/login", None, body.clone()).await.status, 401);
         let limited = app.post("/login", None, body.clone()).await;
         assert_eq!(limited.status, 429, "redis={redis}");
-        let retry: u64 = limited.headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!(retry >= 1);
         // Another client (per X-Forwarded-For) has its own bucket.
-        let other = app
-            .send_with(
-                reqwest::Method::POST,
-                "/login",
-                None,
-                Some(body.clone()),
-                &[("X-Forwarded-For", "10.9.9.9")],
-            )
-            .await;
+        let other = app.send_with(reqwest::Method::POST, "/login", None, Some(body.clone()), &[("X-Forwarded-For", "10.9.9.9")]).await;
         assert_eq!(other.status, 401, "redis={redis}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_search_are_rate_limited() {
-    let limits = shop::RateLimits {
-        register: "1:1".parse().unwrap(),
-        search: "1:1".parse().unwrap(),
-        ..Default::default()
-    };
-    let app = spawn_app_with(Options {
-        redis: true,
-        rate_limits: limits,
-        ..Default::default()
-    })
-    .await;
+    let limits = shop::RateLimits { register: "1:1".parse().unwrap(), search: "1:1".parse().unwrap(), ..Default::default() };
+    let app = spawn_app_with(Options { redis: true, rate_limits: limits, ..Default::default() }).await;
     let reg = |n: u32| json!({"email": format!("u{n}@example.test"), "password": "password1", "roles": "buyer"});
     app.post("/register", None, reg(1)).await.expect(201);
     assert_eq!(app.post("/register", None, reg(2)).await.status, 429);
-    assert_eq!(
-        app.count("SELECT count(*) FROM users").await,
-        1,
-        "a limited request changes nothing"
-    );
+    assert_eq!(app.count("SELECT count(*) FROM users").await, 1, "a limited request changes nothing");
     app.get("/products?q=x", None).await.expect(200);
     assert_eq!(app.get("/products?q=x", None).await.status, 429);
     // Browsing without a search term is not limited.

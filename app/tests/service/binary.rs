@@ -10,11 +10,7 @@ use crate::support::*;
 async fn the_binary_migrates_serves_and_reports_its_port() {
     let url = fresh_database().await;
     let bin = env!("CARGO_BIN_EXE_shop");
-    let status = Command::new(bin)
-        .arg("migrate")
-        .env("DATABASE_URL", &url)
-        .status()
-        .unwrap();
+    let status = Command::new(bin).arg("migrate").env("DATABASE_URL", &url).status().unwrap();
     assert!(status.success());
 
     let mut serve = Reap(
@@ -41,9 +37,7 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
     });
     let next_line_with = |text: &str| -> serde_json::Value {
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("no log line with {text:?}"));
             if line.contains(text) {
                 return serde_json::from_str(&line).expect("json log line");
             }
@@ -59,13 +53,8 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
     // A signed-in request's log line names the request id the client sent and the user.
     let db = sqlx::PgPool::connect(&url).await.unwrap();
     let (user_id, token) = user_with_session(&db, "buyer").await;
-    let me = reqwest::Client::new()
-        .get(format!("http://{addr}/me"))
-        .bearer_auth(&token)
-        .header("x-request-id", "binary-test-me")
-        .send()
-        .await
-        .unwrap();
+    let me =
+        reqwest::Client::new().get(format!("http://{addr}/me")).bearer_auth(&token).header("x-request-id", "binary-test-me").send().await.unwrap();
     assert_eq!(me.status(), 200);
     let log = next_line_with("binary-test-me");
     assert_eq!(log["fields"]["message"], "slow request", "{log}");
@@ -77,20 +66,11 @@ async fn the_binary_migrates_serves_and_reports_its_port() {
         .execute(&db)
         .await
         .unwrap();
-    let _worker = Reap(
-        Command::new(bin)
-            .args(["worker", "--poll-interval-ms", "50"])
-            .env("DATABASE_URL", &url)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker =
+        Reap(Command::new(bin).args(["worker", "--poll-interval-ms", "50"]).env("DATABASE_URL", &url).stderr(Stdio::null()).spawn().unwrap());
     let mut delivered = 0i64;
     for _ in 0..100 {
-        delivered = sqlx::query_scalar("SELECT count(*) FROM notifications")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        delivered = sqlx::query_scalar("SELECT count(*) FROM notifications").fetch_one(&db).await.unwrap();
         if delivered == 1 {
             break;
         }

@@ -9,55 +9,22 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
     let (_, _, p2) = app.seller_product(1_000, 3).await;
     let (buyer_id, buyer) = app.user("buyer").await;
 
-    let first = app
-        .post(
-            "/cart/items",
-            Some(&buyer),
-            json!({"product_id": p1, "quantity": 2}),
-        )
-        .await
-        .expect(201);
-    let again = app
-        .post(
-            "/cart/items",
-            Some(&buyer),
-            json!({"product_id": p1, "quantity": 1}),
-        )
-        .await
-        .expect(201);
+    let first = app.post("/cart/items", Some(&buyer), json!({"product_id": p1, "quantity": 2})).await.expect(201);
+    let again = app.post("/cart/items", Some(&buyer), json!({"product_id": p1, "quantity": 1})).await.expect(201);
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["quantity"], 3, "adding the same product increments");
     app.add_to_cart(&buyer, p2, 1).await;
-    let extra = app
-        .post(
-            "/cart/items",
-            Some(&buyer),
-            json!({"product_id": p2, "quantity": 1}),
-        )
-        .await
-        .expect(201);
+    let extra = app.post("/cart/items", Some(&buyer), json!({"product_id": p2, "quantity": 1})).await.expect(201);
     let cart = app.get("/cart", Some(&buyer)).await.expect(200);
     assert_eq!(cart["items"].as_array().unwrap().len(), 2);
     assert_eq!(cart["total_cents"], 3 * 250 + 2 * 1_000);
     // Removing a line; someone else cannot remove ours.
     let (_, stranger) = app.user("buyer").await;
-    assert_eq!(
-        app.delete(&format!("/cart/items/{}", extra["id"]), Some(&stranger))
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        app.delete(&format!("/cart/items/{}", extra["id"]), Some(&buyer))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(app.delete(&format!("/cart/items/{}", extra["id"]), Some(&stranger)).await.status, 404);
+    assert_eq!(app.delete(&format!("/cart/items/{}", extra["id"]), Some(&buyer)).await.status, 204);
     app.add_to_cart(&buyer, p2, 1).await;
 
-    let missing_key = app
-        .send(reqwest::Method::POST, "/checkout", Some(&buyer), None)
-        .await;
+    let missing_key = app.send(reqwest::Method::POST, "/checkout", Some(&buyer), None).await;
     assert_eq!(missing_key.status, 400);
     assert_eq!(missing_key.field(), "Idempotency-Key");
 
@@ -68,27 +35,9 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
     assert_eq!(order["items"].as_array().unwrap().len(), 2);
     assert_eq!(app.stock(p1).await, 7);
     assert_eq!(app.stock(p2).await, 2);
-    assert_eq!(
-        app.get("/cart", Some(&buyer)).await.expect(200)["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM payments WHERE order_id = {order_id} AND amount_cents = 1750"
-        ))
-        .await,
-        1
-    );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM outbox WHERE payload->>'order_id' = '{order_id}'"
-        ))
-        .await,
-        1
-    );
+    assert_eq!(app.get("/cart", Some(&buyer)).await.expect(200)["items"].as_array().unwrap().len(), 0);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM payments WHERE order_id = {order_id} AND amount_cents = 1750")).await, 1);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM outbox WHERE payload->>'order_id' = '{order_id}'")).await, 1);
 
     let empty = app.checkout(&buyer, &key()).await;
     assert_eq!(empty.status, 422);
@@ -96,75 +45,27 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
 
     let list = app.get("/orders", Some(&buyer)).await.expect(200);
     assert_eq!(list["items"][0]["id"], order_id);
-    let fetched = app
-        .get(&format!("/orders/{order_id}"), Some(&buyer))
-        .await
-        .expect(200);
+    let fetched = app.get(&format!("/orders/{order_id}"), Some(&buyer)).await.expect(200);
     assert_eq!(fetched["user_id"], buyer_id);
-    assert_eq!(
-        fetched, order,
-        "GET /orders/{{id}} is the order checkout answered"
-    );
-    let invoice = app
-        .get(&format!("/orders/{order_id}/invoice"), Some(&buyer))
-        .await
-        .expect(200);
+    assert_eq!(fetched, order, "GET /orders/{{id}} is the order checkout answered");
+    let invoice = app.get(&format!("/orders/{order_id}/invoice"), Some(&buyer)).await.expect(200);
     assert_eq!(invoice["amount_cents"], 1_750);
-    let delivery = app
-        .get(&format!("/orders/{order_id}/delivery"), Some(&buyer))
-        .await
-        .expect(200);
+    let delivery = app.get(&format!("/orders/{order_id}/delivery"), Some(&buyer)).await.expect(200);
     assert_eq!(delivery["status"], "scheduled");
     for path in ["", "/invoice", "/delivery"] {
-        assert_eq!(
-            app.get(&format!("/orders/{order_id}{path}"), Some(&stranger))
-                .await
-                .status,
-            404,
-            "foreign order{path}"
-        );
+        assert_eq!(app.get(&format!("/orders/{order_id}{path}"), Some(&stranger)).await.status, 404, "foreign order{path}");
     }
-    assert_eq!(
-        app.get(&format!("/orders/{order_id}"), None).await.status,
-        401
-    );
+    assert_eq!(app.get(&format!("/orders/{order_id}"), None).await.status, 401);
 
-    let item = fetched["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["product_id"] == p1)
-        .unwrap()
-        .clone();
+    let item = fetched["items"].as_array().unwrap().iter().find(|i| i["product_id"] == p1).unwrap().clone();
     let ret = json!({"order_id": order_id, "order_item_id": item["id"], "quantity": 2});
-    assert_eq!(
-        app.post("/returns", Some(&stranger), ret.clone())
-            .await
-            .status,
-        404
-    );
-    let too_many = app
-        .post(
-            "/returns",
-            Some(&buyer),
-            json!({"order_id": order_id, "order_item_id": item["id"], "quantity": 4}),
-        )
-        .await;
-    assert_eq!(
-        (too_many.status.as_u16(), too_many.field()),
-        (422, "quantity")
-    );
-    let refund = app
-        .post("/returns", Some(&buyer), ret.clone())
-        .await
-        .expect(201);
+    assert_eq!(app.post("/returns", Some(&stranger), ret.clone()).await.status, 404);
+    let too_many = app.post("/returns", Some(&buyer), json!({"order_id": order_id, "order_item_id": item["id"], "quantity": 4})).await;
+    assert_eq!((too_many.status.as_u16(), too_many.field()), (422, "quantity"));
+    let refund = app.post("/returns", Some(&buyer), ret.clone()).await.expect(201);
     assert_eq!(refund["amount_cents"], 500);
     assert_eq!(app.stock(p1).await, 9, "returned units are restocked");
-    assert_eq!(
-        app.post("/returns", Some(&buyer), ret).await.status,
-        409,
-        "one return per item"
-    );
+    assert_eq!(app.post("/returns", Some(&buyer), ret).await.status, 409, "one return per item");
     assert_eq!(app.stock(p1).await, 9);
     assert_eq!(app.count("SELECT count(*) FROM refunds").await, 1);
     // A replay reads the order back; a return does not change what it answers.
@@ -208,19 +109,11 @@ async fn concurrent_requests_with_one_key_make_one_order() {
     let ids: Vec<i64> = results
         .iter()
         .map(|r| {
-            assert!(
-                r.status == 201 || r.status == 200,
-                "status {} body {}",
-                r.status,
-                r.body
-            );
+            assert!(r.status == 201 || r.status == 200, "status {} body {}", r.status, r.body);
             r.body["id"].as_i64().unwrap()
         })
         .collect();
-    assert!(
-        ids.iter().all(|id| *id == ids[0]),
-        "all got the same order: {ids:?}"
-    );
+    assert!(ids.iter().all(|id| *id == ids[0]), "all got the same order: {ids:?}");
     assert_eq!(results.iter().filter(|r| r.status == 201).count(), 1);
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
@@ -287,85 +180,32 @@ async fn buyers_of_overlapping_carts_never_oversell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_flow_works_without_redis() {
-    let app = spawn_app_with(Options {
-        redis: false,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { redis: false, ..Default::default() }).await;
     assert!(app.state.redis().is_none());
-    app.post(
-        "/register",
-        None,
-        json!({"email": "s@example.test", "password": "password1", "roles": "seller"}),
-    )
-    .await
-    .expect(201);
-    app.post(
-        "/register",
-        None,
-        json!({"email": "b@example.test", "password": "password1", "roles": "buyer"}),
-    )
-    .await
-    .expect(201);
-    let seller = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "s@example.test", "password": "password1"}),
-        )
-        .await
-        .expect(200);
+    app.post("/register", None, json!({"email": "s@example.test", "password": "password1", "roles": "seller"})).await.expect(201);
+    app.post("/register", None, json!({"email": "b@example.test", "password": "password1", "roles": "buyer"})).await.expect(201);
+    let seller = app.post("/login", None, json!({"email": "s@example.test", "password": "password1"})).await.expect(200);
     let seller = seller["token"].as_str().unwrap().to_owned();
-    let buyer = app
-        .post(
-            "/login",
-            None,
-            json!({"email": "b@example.test", "password": "password1"}),
-        )
-        .await
-        .expect(200);
+    let buyer = app.post("/login", None, json!({"email": "b@example.test", "password": "password1"})).await.expect(200);
     let buyer = buyer["token"].as_str().unwrap().to_owned();
-    let shop = app
-        .post("/shops", Some(&seller), json!({"name": "S"}))
-        .await
-        .expect(201);
-    let product = app
-        .post(
-            "/products",
-            Some(&seller),
-            json!({"shop_id": shop["id"], "name": "P", "price_cents": 99, "stock": 2}),
-        )
-        .await
-        .expect(201);
+    let shop = app.post("/shops", Some(&seller), json!({"name": "S"})).await.expect(201);
+    let product = app.post("/products", Some(&seller), json!({"shop_id": shop["id"], "name": "P", "price_cents": 99, "stock": 2})).await.expect(201);
     let pid = product["id"].as_i64().unwrap();
     app.get(&format!("/products/{pid}"), None).await.expect(200);
     app.add_to_cart(&buyer, pid, 2).await;
     let k = key();
     let order = app.checkout(&buyer, &k).await.expect(201);
-    assert_eq!(
-        app.checkout(&buyer, &k).await.expect(200)["id"],
-        order["id"]
-    );
+    assert_eq!(app.checkout(&buyer, &k).await.expect(200)["id"], order["id"]);
     assert_eq!(app.stock(pid).await, 0);
-    assert_eq!(
-        app.get(&format!("/products/{pid}"), None).await.expect(200)["stock"],
-        0,
-        "checkout invalidates the cache"
-    );
+    assert_eq!(app.get(&format!("/products/{pid}"), None).await.expect(200)["stock"], 0, "checkout invalidates the cache");
     app.add_to_cart(&buyer, pid, 1).await;
     assert_eq!(app.checkout(&buyer, &key()).await.status, 409);
-    app.get(&format!("/orders/{}/invoice", order["id"]), Some(&buyer))
-        .await
-        .expect(200);
+    app.get(&format!("/orders/{}/invoice", order["id"]), Some(&buyer)).await.expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_switch_ignores_the_idempotency_key() {
-    let app = spawn_app_with(Options {
-        unsafe_non_idempotent_checkout: true,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { unsafe_non_idempotent_checkout: true, ..Default::default() }).await;
     let (_, _, product) = app.seller_product(100, 10).await;
     let (_, buyer) = app.user("buyer").await;
     let k = key();
@@ -373,9 +213,5 @@ async fn unsafe_switch_ignores_the_idempotency_key() {
     app.checkout(&buyer, &k).await.expect(201);
     app.add_to_cart(&buyer, product, 1).await;
     app.checkout(&buyer, &k).await.expect(201);
-    assert_eq!(
-        app.count("SELECT count(*) FROM orders").await,
-        2,
-        "the test-only switch really disables idempotency"
-    );
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 2, "the test-only switch really disables idempotency");
 }

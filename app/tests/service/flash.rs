@@ -6,9 +6,7 @@ use serde_json::json;
 use crate::support::*;
 
 fn rfc3339(offset_secs: i64) -> String {
-    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_secs))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_secs)).format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 async fn sale(app: &TestApp, units: i32, stock: i32, limit: i32, starts_in: i64) -> (i64, i64) {
@@ -25,21 +23,8 @@ async fn sale(app: &TestApp, units: i32, stock: i32, limit: i32, starts_in: i64)
     (sale["id"].as_i64().unwrap(), product)
 }
 
-async fn buy(
-    app: &TestApp,
-    sale: i64,
-    token: &str,
-    key: &str,
-    body: Option<serde_json::Value>,
-) -> Resp {
-    app.send_with(
-        reqwest::Method::POST,
-        &format!("/flash-sales/{sale}/purchase"),
-        Some(token),
-        body,
-        &[("Idempotency-Key", key)],
-    )
-    .await
+async fn buy(app: &TestApp, sale: i64, token: &str, key: &str, body: Option<serde_json::Value>) -> Resp {
+    app.send_with(reqwest::Method::POST, &format!("/flash-sales/{sale}/purchase"), Some(token), body, &[("Idempotency-Key", key)]).await
 }
 
 /// Fires one purchase per buyer, all at once, and checks the sale's invariants.
@@ -56,87 +41,34 @@ async fn stampede(app: &TestApp, buyers: i64, units: i32, chaos: Option<Arc<Atom
         flag.store(true, Ordering::SeqCst);
     }
     let won = results.iter().filter(|(s, _)| *s == 201).count();
-    let lost = results
-        .iter()
-        .filter(|(s, b)| *s == 409 && b["error"] == "sold out")
-        .count();
-    let other: Vec<_> = results
-        .iter()
-        .filter(|(s, _)| *s != 201 && *s != 409)
-        .take(3)
-        .collect();
+    let lost = results.iter().filter(|(s, b)| *s == 409 && b["error"] == "sold out").count();
+    let other: Vec<_> = results.iter().filter(|(s, _)| *s != 201 && *s != 409).take(3).collect();
     assert!(other.is_empty(), "unexpected responses: {other:?}");
     assert_eq!(won, units as usize, "exactly the units are sold");
-    assert_eq!(
-        won + lost,
-        buyers as usize,
-        "every buyer got 201 or 409 sold out"
-    );
+    assert_eq!(won + lost, buyers as usize, "every buyer got 201 or 409 sold out");
     let (remaining, initial): (i32, i32) =
-        sqlx::query_as("SELECT remaining, units FROM flash_sales WHERE id = $1")
-            .bind(sale_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+        sqlx::query_as("SELECT remaining, units FROM flash_sales WHERE id = $1").bind(sale_id).fetch_one(&app.db).await.unwrap();
     assert_eq!(remaining, 0);
     let sold = app.count(&format!("SELECT coalesce(sum(oi.quantity), 0) FROM order_items oi JOIN orders o ON o.id = oi.order_id WHERE o.kind = 'flash' AND oi.product_id = {product}")).await;
-    assert_eq!(
-        sold + remaining as i64,
-        initial as i64,
-        "sold + remaining = initial"
-    );
-    assert_eq!(
-        app.count("SELECT count(*) FROM orders WHERE kind = 'flash'")
-            .await,
-        units as i64
-    );
-    assert_eq!(
-        app.count("SELECT count(*) FROM payments").await,
-        units as i64
-    );
-    assert_eq!(
-        app.count("SELECT coalesce(sum(quantity), 0) FROM flash_purchases")
-            .await,
-        units as i64
-    );
-    assert_eq!(
-        app.stock(product).await,
-        stock - units,
-        "the sale's units left the ordinary stock"
-    );
+    assert_eq!(sold + remaining as i64, initial as i64, "sold + remaining = initial");
+    assert_eq!(app.count("SELECT count(*) FROM orders WHERE kind = 'flash'").await, units as i64);
+    assert_eq!(app.count("SELECT count(*) FROM payments").await, units as i64);
+    assert_eq!(app.count("SELECT coalesce(sum(quantity), 0) FROM flash_purchases").await, units as i64);
+    assert_eq!(app.stock(product).await, stock - units, "the sale's units left the ordinary stock");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flash_sale_2000_buyers_100_units_with_redis() {
-    let app = spawn_app_with(Options {
-        pool_size: 20,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { pool_size: 20, ..Default::default() }).await;
     stampede(&app, 2_000, 100, None).await;
-    let metrics = app
-        .get("/metrics", None)
-        .await
-        .body
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let rejections: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("shop_sold_out_rejections_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = app.get("/metrics", None).await.body.as_str().unwrap().to_owned();
+    let rejections: f64 = metrics.lines().find_map(|l| l.strip_prefix("shop_sold_out_rejections_total ")).unwrap().parse().unwrap();
     assert_eq!(rejections, 1_900.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flash_sale_survives_the_redis_counter_vanishing() {
-    let app = spawn_app_with(Options {
-        pool_size: 20,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { pool_size: 20, ..Default::default() }).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut redis = app.redis().await;
     let prefix = app.redis_prefix.clone();
@@ -145,17 +77,9 @@ async fn flash_sale_survives_the_redis_counter_vanishing() {
     let chaos = tokio::spawn(async move {
         let mut deletes = 0u32;
         while !flag.load(Ordering::SeqCst) {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}flash:*"))
-                .query_async(&mut redis)
-                .await
-                .unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}flash:*")).query_async(&mut redis).await.unwrap();
             for k in keys {
-                let _: () = redis::cmd("DEL")
-                    .arg(k)
-                    .query_async(&mut redis)
-                    .await
-                    .unwrap();
+                let _: () = redis::cmd("DEL").arg(k).query_async(&mut redis).await.unwrap();
                 deletes += 1;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -168,12 +92,7 @@ async fn flash_sale_survives_the_redis_counter_vanishing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flash_sale_without_redis() {
-    let app = spawn_app_with(Options {
-        redis: false,
-        pool_size: 20,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { redis: false, pool_size: 20, ..Default::default() }).await;
     stampede(&app, 2_000, 100, None).await;
 }
 
@@ -182,32 +101,15 @@ async fn a_wrong_redis_counter_cannot_oversell() {
     let app = spawn_app().await;
     let (sale_id, _) = sale(&app, 5, 10, 1, -1).await;
     let mut redis = app.redis().await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}flash:{sale_id}:remaining", app.redis_prefix))
-        .arg(1_000)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg(format!("{}flash:{sale_id}:remaining", app.redis_prefix)).arg(1_000).query_async(&mut redis).await.unwrap();
     let tokens = app.bulk_buyers(20, "wrong").await;
-    let results = futures::future::join_all(
-        tokens
-            .iter()
-            .map(|t| async { buy(&app, sale_id, t, &key(), None).await }),
-    )
-    .await;
+    let results = futures::future::join_all(tokens.iter().map(|t| async { buy(&app, sale_id, t, &key(), None).await })).await;
     assert_eq!(results.iter().filter(|r| r.status == 201).count(), 5);
     assert!(results.iter().all(|r| r.status == 201 || r.status == 409));
-    let remaining: i32 = sqlx::query_scalar("SELECT remaining FROM flash_sales")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let remaining: i32 = sqlx::query_scalar("SELECT remaining FROM flash_sales").fetch_one(&app.db).await.unwrap();
     assert_eq!(remaining, 0);
     // PostgreSQL's "no" corrected the counter.
-    let counter: i64 = redis::cmd("GET")
-        .arg(format!("{}flash:{sale_id}:remaining", app.redis_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let counter: i64 = redis::cmd("GET").arg(format!("{}flash:{sale_id}:remaining", app.redis_prefix)).query_async(&mut redis).await.unwrap();
     assert!(counter <= 0, "counter corrected, got {counter}");
 }
 
@@ -216,58 +118,26 @@ async fn flash_sale_rules() {
     let app = spawn_app().await;
     let (seller, _, product) = app.seller_product(500, 10).await;
     let (_, other_seller) = app.user("seller").await;
-    let body =
-        json!({"product_id": product, "units": 4, "starts_at": rfc3339(-1), "per_buyer_limit": 2});
-    assert_eq!(
-        app.post("/flash-sales", Some(&other_seller), body.clone())
-            .await
-            .status,
-        403
-    );
-    let too_many = app
-        .post("/flash-sales", Some(&seller), json!({"product_id": product, "units": 11, "starts_at": rfc3339(-1), "per_buyer_limit": 1}))
-        .await;
+    let body = json!({"product_id": product, "units": 4, "starts_at": rfc3339(-1), "per_buyer_limit": 2});
+    assert_eq!(app.post("/flash-sales", Some(&other_seller), body.clone()).await.status, 403);
+    let too_many =
+        app.post("/flash-sales", Some(&seller), json!({"product_id": product, "units": 11, "starts_at": rfc3339(-1), "per_buyer_limit": 1})).await;
     assert_eq!(too_many.status, 409);
-    let bad_time = app
-        .post("/flash-sales", Some(&seller), json!({"product_id": product, "units": 1, "starts_at": "tomorrow", "per_buyer_limit": 1}))
-        .await;
-    assert_eq!(
-        (bad_time.status.as_u16(), bad_time.field()),
-        (422, "starts_at")
-    );
-    let sale = app
-        .post("/flash-sales", Some(&seller), body)
-        .await
-        .expect(201);
+    let bad_time =
+        app.post("/flash-sales", Some(&seller), json!({"product_id": product, "units": 1, "starts_at": "tomorrow", "per_buyer_limit": 1})).await;
+    assert_eq!((bad_time.status.as_u16(), bad_time.field()), (422, "starts_at"));
+    let sale = app.post("/flash-sales", Some(&seller), body).await.expect(201);
     let sale_id = sale["id"].as_i64().unwrap();
-    assert_eq!(
-        app.stock(product).await,
-        6,
-        "units are reserved out of stock"
-    );
+    assert_eq!(app.stock(product).await, 6, "units are reserved out of stock");
 
     let (_, buyer) = app.user("buyer").await;
-    let missing_key = app
-        .send(
-            reqwest::Method::POST,
-            &format!("/flash-sales/{sale_id}/purchase"),
-            Some(&buyer),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (missing_key.status.as_u16(), missing_key.field()),
-        (400, "Idempotency-Key")
-    );
+    let missing_key = app.send(reqwest::Method::POST, &format!("/flash-sales/{sale_id}/purchase"), Some(&buyer), None).await;
+    assert_eq!((missing_key.status.as_u16(), missing_key.field()), (400, "Idempotency-Key"));
     let k = key();
-    let order = buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2})))
-        .await
-        .expect(201);
+    let order = buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2}))).await.expect(201);
     assert_eq!(order["kind"], "flash");
     assert_eq!(order["total_cents"], 1_000);
-    let replay = buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2})))
-        .await
-        .expect(200);
+    let replay = buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2}))).await.expect(200);
     assert_eq!(replay["id"], order["id"]);
     let limit = buy(&app, sale_id, &buyer, &key(), None).await;
     assert_eq!(limit.status, 409, "per-buyer limit");
@@ -275,29 +145,16 @@ async fn flash_sale_rules() {
 
     let (_, b2) = app.user("buyer").await;
     let (_, b3) = app.user("buyer").await;
-    buy(&app, sale_id, &b2, &key(), Some(json!({"quantity": 2})))
-        .await
-        .expect(201);
+    buy(&app, sale_id, &b2, &key(), Some(json!({"quantity": 2}))).await.expect(201);
     let sold_out = buy(&app, sale_id, &b3, &key(), None).await;
-    assert_eq!(
-        (sold_out.status.as_u16(), sold_out.error()),
-        (409, "sold out")
-    );
+    assert_eq!((sold_out.status.as_u16(), sold_out.error()), (409, "sold out"));
     // A retry of an acknowledged purchase still returns the order after sell-out.
-    assert_eq!(
-        buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2})))
-            .await
-            .expect(200)["id"],
-        order["id"]
-    );
+    assert_eq!(buy(&app, sale_id, &buyer, &k, Some(json!({"quantity": 2}))).await.expect(200)["id"], order["id"]);
     let (_, b4) = app.user("buyer").await;
     let neg = buy(&app, sale_id, &b4, &key(), Some(json!({"quantity": -1}))).await;
     assert_eq!((neg.status.as_u16(), neg.field()), (422, "quantity"));
     let (_, seller_only) = app.user("seller").await;
-    assert_eq!(
-        buy(&app, sale_id, &seller_only, &key(), None).await.status,
-        403
-    );
+    assert_eq!(buy(&app, sale_id, &seller_only, &key(), None).await.status, 403);
     assert_eq!(buy(&app, 99_999, &b4, &key(), None).await.status, 404);
 
     let later = app
@@ -306,10 +163,7 @@ async fn flash_sale_rules() {
         .expect(201);
     let early = buy(&app, later["id"].as_i64().unwrap(), &b4, &key(), None).await;
     assert_eq!((early.status.as_u16(), early.error()), (409, "not started"));
-    let info = app
-        .get(&format!("/flash-sales/{sale_id}"), None)
-        .await
-        .expect(200);
+    let info = app.get(&format!("/flash-sales/{sale_id}"), None).await.expect(200);
     assert_eq!(info["remaining"], 0);
 }
 
@@ -319,20 +173,11 @@ async fn a_counter_stuck_low_does_not_strand_units() {
     let (sale_id, _) = sale(&app, 3, 10, 1, -1).await;
     let counter = format!("{}flash:{sale_id}:remaining", app.redis_prefix);
     let mut redis = app.redis().await;
-    let _: () = redis::cmd("SET")
-        .arg(&counter)
-        .arg(0)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg(&counter).arg(0).query_async(&mut redis).await.unwrap();
     let (_, buyer) = app.user("buyer").await;
     // The gate says no, but PostgreSQL still has units: the check lets this buyer
     // through and copies PostgreSQL's remaining into the counter.
     buy(&app, sale_id, &buyer, &key(), None).await.expect(201);
-    let healed: i64 = redis::cmd("GET")
-        .arg(&counter)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let healed: i64 = redis::cmd("GET").arg(&counter).query_async(&mut redis).await.unwrap();
     assert_eq!(healed, 2);
 }

@@ -12,20 +12,14 @@ async fn bad_input_is_a_4xx_naming_the_field_and_changes_nothing() {
         (
             app.count("SELECT count(*) FROM cart_items").await,
             app.count("SELECT count(*) FROM products").await,
-            app.count("SELECT (sum(stock) + sum(price_cents))::bigint FROM products")
-                .await,
+            app.count("SELECT (sum(stock) + sum(price_cents))::bigint FROM products").await,
             app.count("SELECT count(*) FROM orders").await,
         )
     };
     let before = snapshot().await;
 
     let raw = |path: &str, token: &str, body: &str| {
-        app.client
-            .post(format!("{}{path}", app.base))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
+        app.client.post(format!("{}{path}", app.base)).bearer_auth(token).header("content-type", "application/json").body(body.to_owned()).send()
     };
     let check = |resp: reqwest::Response, status: u16, field: &'static str| async move {
         assert_eq!(resp.status().as_u16(), status);
@@ -34,166 +28,42 @@ async fn bad_input_is_a_4xx_naming_the_field_and_changes_nothing() {
         assert!(body["error"].is_string());
     };
 
+    check(raw("/cart/items", &buyer, "{\"product_id\": ").await.unwrap(), 400, "body").await;
+    check(raw("/cart/items", &buyer, r#"{"product_id": 1, "quantity": "two"}"#).await.unwrap(), 422, "quantity").await;
+    check(raw("/cart/items", &buyer, r#"{"product_id": "x", "quantity": 1}"#).await.unwrap(), 422, "product_id").await;
+    check(raw("/cart/items", &buyer, &format!(r#"{{"product_id": {product}, "quantity": -3}}"#)).await.unwrap(), 422, "quantity").await;
+    check(raw("/cart/items", &buyer, &format!(r#"{{"product_id": {product}, "quantity": 0}}"#)).await.unwrap(), 422, "quantity").await;
+    check(raw("/cart/items", &buyer, r#"{"quantity": 1}"#).await.unwrap(), 422, "product_id").await;
+    check(raw("/cart/items", &buyer, r#"{"product_id": 987654, "quantity": 1}"#).await.unwrap(), 404, "product_id").await;
     check(
-        raw("/cart/items", &buyer, "{\"product_id\": ")
-            .await
-            .unwrap(),
-        400,
-        "body",
-    )
-    .await;
-    check(
-        raw(
-            "/cart/items",
-            &buyer,
-            r#"{"product_id": 1, "quantity": "two"}"#,
-        )
-        .await
-        .unwrap(),
-        422,
-        "quantity",
-    )
-    .await;
-    check(
-        raw(
-            "/cart/items",
-            &buyer,
-            r#"{"product_id": "x", "quantity": 1}"#,
-        )
-        .await
-        .unwrap(),
-        422,
-        "product_id",
-    )
-    .await;
-    check(
-        raw(
-            "/cart/items",
-            &buyer,
-            &format!(r#"{{"product_id": {product}, "quantity": -3}}"#),
-        )
-        .await
-        .unwrap(),
-        422,
-        "quantity",
-    )
-    .await;
-    check(
-        raw(
-            "/cart/items",
-            &buyer,
-            &format!(r#"{{"product_id": {product}, "quantity": 0}}"#),
-        )
-        .await
-        .unwrap(),
-        422,
-        "quantity",
-    )
-    .await;
-    check(
-        raw("/cart/items", &buyer, r#"{"quantity": 1}"#)
-            .await
-            .unwrap(),
-        422,
-        "product_id",
-    )
-    .await;
-    check(
-        raw(
-            "/cart/items",
-            &buyer,
-            r#"{"product_id": 987654, "quantity": 1}"#,
-        )
-        .await
-        .unwrap(),
-        404,
-        "product_id",
-    )
-    .await;
-    check(
-        raw(
-            "/products",
-            &seller,
-            &format!(r#"{{"shop_id": {shop_id}, "name": "n", "price_cents": -1, "stock": 1}}"#),
-        )
-        .await
-        .unwrap(),
+        raw("/products", &seller, &format!(r#"{{"shop_id": {shop_id}, "name": "n", "price_cents": -1, "stock": 1}}"#)).await.unwrap(),
         422,
         "price_cents",
     )
     .await;
-    check(
-        raw(
-            "/products",
-            &seller,
-            &format!(r#"{{"shop_id": {shop_id}, "name": "", "price_cents": 1, "stock": 1}}"#),
-        )
-        .await
-        .unwrap(),
-        422,
-        "name",
-    )
-    .await;
-    let wrong_method = raw(&format!("/products/{product}"), &seller, "{}")
-        .await
-        .unwrap();
+    check(raw("/products", &seller, &format!(r#"{{"shop_id": {shop_id}, "name": "", "price_cents": 1, "stock": 1}}"#)).await.unwrap(), 422, "name")
+        .await;
+    let wrong_method = raw(&format!("/products/{product}"), &seller, "{}").await.unwrap();
     assert_eq!(wrong_method.status(), 405);
     assert!(wrong_method.json::<serde_json::Value>().await.unwrap()["error"].is_string());
-    let put = app
-        .put(
-            &format!("/products/{product}"),
-            Some(&seller),
-            json!({"stock": -5}),
-        )
-        .await;
+    let put = app.put(&format!("/products/{product}"), Some(&seller), json!({"stock": -5})).await;
     assert_eq!((put.status.as_u16(), put.field()), (422, "stock"));
-    let put = app
-        .put(
-            &format!("/products/{product}"),
-            Some(&seller),
-            json!({"colour": "red"}),
-        )
-        .await;
+    let put = app.put(&format!("/products/{product}"), Some(&seller), json!({"colour": "red"})).await;
     assert_eq!(put.status, 422);
 
-    let big = format!(
-        r#"{{"product_id": 1, "quantity": 1, "pad": "{}"}}"#,
-        "x".repeat(70 * 1024)
-    );
+    let big = format!(r#"{{"product_id": 1, "quantity": 1, "pad": "{}"}}"#, "x".repeat(70 * 1024));
     let resp = raw("/cart/items", &buyer, &big).await.unwrap();
     assert_eq!(resp.status(), 413);
     assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
 
-    let no_ct = app
-        .client
-        .post(format!("{}/cart/items", app.base))
-        .bearer_auth(&buyer)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let no_ct = app.client.post(format!("{}/cart/items", app.base)).bearer_auth(&buyer).body("{}").send().await.unwrap();
     check(no_ct, 400, "Content-Type").await;
 
     let path = app.get("/products/abc", None).await;
     assert_eq!((path.status.as_u16(), path.field()), (400, "id"));
-    let foreign = app
-        .post(
-            "/cart/items",
-            Some("forged-token"),
-            json!({"product_id": product, "quantity": 1}),
-        )
-        .await;
-    assert_eq!(
-        (foreign.status.as_u16(), foreign.field()),
-        (401, "Authorization")
-    );
-    let anon = app
-        .post(
-            "/cart/items",
-            None,
-            json!({"product_id": product, "quantity": 1}),
-        )
-        .await;
+    let foreign = app.post("/cart/items", Some("forged-token"), json!({"product_id": product, "quantity": 1})).await;
+    assert_eq!((foreign.status.as_u16(), foreign.field()), (401, "Authorization"));
+    let anon = app.post("/cart/items", None, json!({"product_id": product, "quantity": 1})).await;
     assert_eq!(anon.status, 401);
     let unknown_route = app.get("/nope", None).await;
     assert_eq!(unknown_route.status, 404);

@@ -16,20 +16,13 @@ async fn one_connection() -> (Db, sqlx::PgPool) {
 }
 
 async fn backend_pid(db: &Db) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(db)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(db).await.unwrap()
 }
 
 /// A transaction that has inserted a user, not yet committed.
 async fn begin_with_user(db: &Db, email: &str) -> shop::db::Tx {
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', 'buyer')")
-        .bind(email)
-        .execute(&mut tx)
-        .await
-        .unwrap();
+    sqlx::query("INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', 'buyer')").bind(email).execute(&mut tx).await.unwrap();
     tx
 }
 
@@ -42,27 +35,15 @@ async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_connection_i
 
     // Same connection, outside any transaction: the insert is gone everywhere.
     assert_eq!(backend_pid(&db).await, pid);
-    let in_tx: bool = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert!(
-        !in_tx,
-        "the next statement ran inside the dropped transaction"
-    );
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'dropped@x.test'")
-        .fetch_one(&check)
-        .await
-        .unwrap();
+    let in_tx: bool = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned() IS NOT NULL").fetch_one(&db).await.unwrap();
+    assert!(!in_tx, "the next statement ran inside the dropped transaction");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'dropped@x.test'").fetch_one(&check).await.unwrap();
     assert_eq!(seen, 0);
 
     // And a new transaction can begin and commit on it.
     let tx = begin_with_user(&db, "kept@x.test").await;
     tx.commit().await.unwrap();
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'kept@x.test'")
-        .fetch_one(&check)
-        .await
-        .unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'kept@x.test'").fetch_one(&check).await.unwrap();
     assert_eq!(kept, 1);
 }
 
@@ -70,34 +51,19 @@ async fn a_transaction_dropped_unfinished_is_rolled_back_before_the_connection_i
 async fn a_statement_cancelled_midway_does_not_poison_the_next_one() {
     let (db, _check) = one_connection().await;
     let slow = sqlx::query("SELECT pg_sleep(2)").execute(&db);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), slow)
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), slow).await.is_err());
     let mut tx = db.begin().await.unwrap();
     let cancelled = sqlx::query("SELECT pg_sleep(2)").execute(&mut tx);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), cancelled)
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(200), cancelled).await.is_err());
     drop(tx);
 
     // The next statements get their own answers, not the sleeps' leftovers.
     for n in 1..=3i32 {
-        let got: i32 = sqlx::query_scalar("SELECT $1")
-            .bind(n)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let got: i32 = sqlx::query_scalar("SELECT $1").bind(n).fetch_one(&db).await.unwrap();
         assert_eq!(got, n);
     }
     let mut tx = db.begin().await.unwrap();
-    let got: i32 = sqlx::query_scalar("SELECT 7")
-        .fetch_one(&mut tx)
-        .await
-        .unwrap();
+    let got: i32 = sqlx::query_scalar("SELECT 7").fetch_one(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(got, 7);
 }
@@ -114,20 +80,12 @@ async fn an_error_from_the_server_leaves_the_connection_usable() {
     tx.commit().await.unwrap();
     let got: i32 = sqlx::query_scalar("SELECT 5").fetch_one(&db).await.unwrap();
     assert_eq!(got, 5);
-    assert_eq!(
-        backend_pid(&db).await,
-        pid,
-        "a server error must not cost the connection"
-    );
+    assert_eq!(backend_pid(&db).await, pid, "a server error must not cost the connection");
 }
 
 /// The first line of the plan PostgreSQL picks for a lookup of two users by id.
 async fn plan_of_key_lookup<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(on: E) -> String {
-    let plan: Vec<String> =
-        sqlx::query_scalar("EXPLAIN SELECT id FROM users WHERE id = ANY('{1,2}'::bigint[])")
-            .fetch_all(on)
-            .await
-            .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT id FROM users WHERE id = ANY('{1,2}'::bigint[])").fetch_all(on).await.unwrap();
     plan[0].clone()
 }
 
@@ -139,20 +97,11 @@ async fn a_handler_transaction_finds_rows_by_index_and_its_planner_settings_end_
     let mut tx = db.begin().await.unwrap();
     let inside = plan_of_key_lookup(&mut tx).await;
     tx.commit().await.unwrap();
-    assert!(
-        inside.starts_with("Index"),
-        "inside a handler transaction: {inside}"
-    );
+    assert!(inside.starts_with("Index"), "inside a handler transaction: {inside}");
 
     // The same connection afterwards (the pool has one): searches plan as usual.
     let after = plan_of_key_lookup(&db).await;
-    assert!(
-        !after.starts_with("Index"),
-        "after the transaction: {after}"
-    );
-    let generic: String = sqlx::query_scalar("SHOW plan_cache_mode")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    assert!(!after.starts_with("Index"), "after the transaction: {after}");
+    let generic: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&db).await.unwrap();
     assert_eq!(generic, "auto");
 }

@@ -11,11 +11,7 @@ use crate::support::*;
 
 /// Two shop instances sharing a primary, a replica and (when `redis`) one Redis key
 /// prefix, like two `shop serve` processes behind HAProxy.
-async fn two_instances(
-    redis: bool,
-    redis_url: Option<String>,
-    window: Duration,
-) -> (TestApp, TestApp) {
+async fn two_instances(redis: bool, redis_url: Option<String>, window: Duration) -> (TestApp, TestApp) {
     let primary = fresh_database().await;
     let replica = fresh_database().await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
@@ -43,14 +39,12 @@ fn written_here(app: &TestApp, user: i64) -> bool {
 
 /// An order of `user`'s inserted straight into the primary: no instance saw it written.
 async fn order_behind_the_shops_back(app: &TestApp, user: i64) {
-    sqlx::query(
-        "INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, 'cart', 100, $2)",
-    )
-    .bind(user)
-    .bind(key())
-    .execute(&app.db)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, 'cart', 100, $2)")
+        .bind(user)
+        .bind(key())
+        .execute(&app.db)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,64 +61,35 @@ async fn a_write_through_one_instance_is_read_through_another() {
     for _ in 0..3 {
         a.add_to_cart(&buyer, product, 1).await;
         last_write = Instant::now();
-        orders.push(
-            a.checkout(&buyer, &key()).await.expect(201)["id"]
-                .as_i64()
-                .unwrap(),
-        );
+        orders.push(a.checkout(&buyer, &key()).await.expect(201)["id"].as_i64().unwrap());
     }
 
     // Through B, right away: every authenticated read route sees the primary.
     assert_eq!(items(&b.get("/orders", Some(&buyer)).await.expect(200)), 3);
     for id in &orders {
-        b.get(&format!("/orders/{id}"), Some(&buyer))
-            .await
-            .expect(200);
-        b.get(&format!("/orders/{id}/invoice"), Some(&buyer))
-            .await
-            .expect(200);
-        b.get(&format!("/orders/{id}/delivery"), Some(&buyer))
-            .await
-            .expect(200);
+        b.get(&format!("/orders/{id}"), Some(&buyer)).await.expect(200);
+        b.get(&format!("/orders/{id}/invoice"), Some(&buyer)).await.expect(200);
+        b.get(&format!("/orders/{id}/delivery"), Some(&buyer)).await.expect(200);
     }
-    assert_eq!(
-        items(&b.get("/products", Some(&buyer)).await.expect(200)),
-        1
-    );
-    b.get(&format!("/products/{product}/reviews"), Some(&buyer))
-        .await
-        .expect(200);
-    assert!(
-        last_write.elapsed() < window,
-        "the machine was too slow to read within the window; the reads above prove nothing"
-    );
+    assert_eq!(items(&b.get("/products", Some(&buyer)).await.expect(200)), 1);
+    b.get(&format!("/products/{product}/reviews"), Some(&buyer)).await.expect(200);
+    assert!(last_write.elapsed() < window, "the machine was too slow to read within the window; the reads above prove nothing");
     // B learnt it from Redis, not from its own memory; and Redis never failed.
     assert!(written_here(&a, buyer_id) && !written_here(&b, buyer_id));
     let ryw_key = format!("{}ryw:{buyer_id}", b.redis_prefix);
     let ttl: i64 = b.redis().await.pttl(&ryw_key).await.unwrap();
     assert!(ttl > 0 && ttl <= window.as_millis() as i64, "pttl {ttl}");
     assert_eq!(metric(&b, "shop_read_your_writes_fallbacks_total").await, 0);
-    assert_eq!(
-        metric(&a, "shop_read_your_writes_mark_failures_total").await,
-        0
-    );
+    assert_eq!(metric(&a, "shop_read_your_writes_mark_failures_total").await, 0);
 
     // Once the window has passed, the buyer's reads go back to the replica.
     let deadline = Instant::now() + window + Duration::from_secs(5);
     while b.redis().await.exists::<_, bool>(&ryw_key).await.unwrap() {
-        assert!(
-            Instant::now() < deadline,
-            "the read-your-writes key did not expire"
-        );
+        assert!(Instant::now() < deadline, "the read-your-writes key did not expire");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(items(&b.get("/orders", Some(&buyer)).await.expect(200)), 0);
-    assert_eq!(
-        b.get(&format!("/orders/{}", orders[0]), Some(&buyer))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(b.get(&format!("/orders/{}", orders[0]), Some(&buyer)).await.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,18 +130,12 @@ async fn reads_go_to_the_primary_when_redis_is_down() {
     assert!(!written_here(&b, buyer_id));
     assert_eq!(items(&b.get("/orders", Some(&buyer)).await.expect(200)), 1);
     assert_eq!(items(&b.get("/orders", Some(&reader)).await.expect(200)), 1);
-    assert_eq!(
-        items(&b.get("/products", Some(&reader)).await.expect(200)),
-        1
-    );
+    assert_eq!(items(&b.get("/products", Some(&reader)).await.expect(200)), 1);
     let fallbacks = metric(&b, "shop_read_your_writes_fallbacks_total").await;
     assert!(fallbacks >= 3, "fallbacks {fallbacks}");
     // Anonymous reads never ask Redis: still the replica, and not counted.
     assert_eq!(items(&b.get("/products", None).await.expect(200)), 0);
-    assert_eq!(
-        metric(&b, "shop_read_your_writes_fallbacks_total").await,
-        fallbacks
-    );
+    assert_eq!(metric(&b, "shop_read_your_writes_fallbacks_total").await, fallbacks);
 
     // Still down a window later (Redis is asked again, and fails again): the primary.
     tokio::time::sleep(window + Duration::from_millis(200)).await;

@@ -50,9 +50,7 @@ fn postgres_bindir() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     candidates.sort();
-    candidates
-        .pop()
-        .expect("no PostgreSQL bin directory with initdb")
+    candidates.pop().expect("no PostgreSQL bin directory with initdb")
 }
 
 /// uid/gid to run the servers as: PostgreSQL refuses to run as root.
@@ -66,8 +64,7 @@ fn server_user() -> Option<(u32, u32)> {
         .lines()
         .find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            (f.len() > 3 && f[0] == "postgres")
-                .then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+            (f.len() > 3 && f[0] == "postgres").then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
         })
         .or(Some((65534, 65534)))
 }
@@ -81,11 +78,7 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
 
 fn start_infra() -> Infra {
     let user = server_user();
-    let dir = std::env::temp_dir().join(format!(
-        "shop-test-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = std::env::temp_dir().join(format!("shop-test-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&dir).expect("create test dir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     if let Some((uid, gid)) = user {
@@ -94,25 +87,11 @@ fn start_infra() -> Infra {
     let bindir = postgres_bindir();
     let data = dir.join("data");
     let out = as_user(&mut Command::new(bindir.join("initdb")), user)
-        .args([
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ])
+        .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
         .current_dir(&dir)
         .output()
         .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
 
     // The wrapper starts both servers, then blocks reading stdin; EOF (our exit,
     // however it happens) stops them and removes the directory.
@@ -152,19 +131,12 @@ fn start_infra() -> Infra {
         }
         if Instant::now() > deadline {
             let mut log = String::new();
-            let _ = std::fs::File::open(dir.join("pg.log"))
-                .and_then(|mut f| f.read_to_string(&mut log));
-            panic!(
-                "test servers did not start (pg ready {pg_ready}, redis ready {redis_ready}); pg log:\n{log}"
-            );
+            let _ = std::fs::File::open(dir.join("pg.log")).and_then(|mut f| f.read_to_string(&mut log));
+            panic!("test servers did not start (pg ready {pg_ready}, redis ready {redis_ready}); pg log:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Infra {
-        dir,
-        _stdin: Mutex::new(stdin),
-        _child: Mutex::new(child),
-    }
+    Infra { dir, _stdin: Mutex::new(stdin), _child: Mutex::new(child) }
 }
 
 fn infra() -> &'static Infra {
@@ -182,24 +154,17 @@ struct Bouncer {
 static BOUNCER: OnceLock<Bouncer> = OnceLock::new();
 
 fn pgbouncer_bin() -> PathBuf {
-    [
-        "/usr/sbin/pgbouncer",
-        "/usr/bin/pgbouncer",
-        "/usr/local/bin/pgbouncer",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("PgBouncer is not installed (apt-get install pgbouncer)")
+    ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/usr/local/bin/pgbouncer"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("PgBouncer is not installed (apt-get install pgbouncer)")
 }
 
 /// Starts PgBouncer on a free loopback port; `None` when it did not come up there (the
 /// port was taken between choosing and binding it), so the caller tries another.
 fn try_start_bouncer(dir: &std::path::Path, user: Option<(u32, u32)>) -> Option<Bouncer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("pick a port")
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("pick a port").port();
     let _ = std::fs::remove_file(dir.join("pgbouncer.log"));
     // `*`: every test database, each with its own pool of PGBOUNCER_POOL_SIZE server
     // connections, logged in as their own role so tests can count them.
@@ -221,11 +186,7 @@ fn try_start_bouncer(dir: &std::path::Path, user: Option<(u32, u32)>) -> Option<
         dir = dir.display(),
     );
     std::fs::write(dir.join("pgbouncer.ini"), config).unwrap();
-    std::fs::write(
-        dir.join("userlist.txt"),
-        format!("\"postgres\" \"{PGBOUNCER_PASSWORD}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("userlist.txt"), format!("\"postgres\" \"{PGBOUNCER_PASSWORD}\"\n")).unwrap();
     if let Some((uid, gid)) = user {
         for f in ["", "pgbouncer.ini", "userlist.txt"] {
             std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
@@ -257,14 +218,8 @@ fn try_start_bouncer(dir: &std::path::Path, user: Option<(u32, u32)>) -> Option<
             break;
         }
         // Ours once it logs that it listens on our port, then accepts there.
-        if log.contains(&format!("listening on 127.0.0.1:{port}"))
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        {
-            return Some(Bouncer {
-                port,
-                _stdin: Mutex::new(stdin),
-                _child: Mutex::new(child),
-            });
+        if log.contains(&format!("listening on 127.0.0.1:{port}")) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Bouncer { port, _stdin: Mutex::new(stdin), _child: Mutex::new(child) });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -278,12 +233,10 @@ fn bouncer() -> &'static Bouncer {
         let user = server_user();
         let dir = infra().dir.join("pgbouncer");
         std::fs::create_dir_all(&dir).expect("create pgbouncer dir");
-        (0..5)
-            .find_map(|_| try_start_bouncer(&dir, user))
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
-                panic!("pgbouncer did not start; log:\n{log}")
-            })
+        (0..5).find_map(|_| try_start_bouncer(&dir, user)).unwrap_or_else(|| {
+            let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+            panic!("pgbouncer did not start; log:\n{log}")
+        })
     })
 }
 
@@ -298,12 +251,7 @@ pub async fn pgbouncer_server_connections(db: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2")
         .bind(db)
         .bind(PGBOUNCER_SERVER_ROLE)
-        .fetch_one(
-            &PgPoolOptions::new()
-                .connect_with(pg_options(db))
-                .await
-                .unwrap(),
-        )
+        .fetch_one(&PgPoolOptions::new().connect_with(pg_options(db)).await.unwrap())
         .await
         .unwrap()
 }
@@ -319,18 +267,11 @@ pub fn redis_url() -> String {
 }
 
 fn pg_options(db: &str) -> PgConnectOptions {
-    PgConnectOptions::new()
-        .socket(&infra().dir)
-        .port(PG_PORT)
-        .username("postgres")
-        .database(db)
+    PgConnectOptions::new().socket(&infra().dir).port(PG_PORT).username("postgres").database(db)
 }
 
 fn pg_url(db: &str) -> String {
-    format!(
-        "postgres://postgres@localhost/{db}?host={}&port={PG_PORT}",
-        infra().dir.display()
-    )
+    format!("postgres://postgres@localhost/{db}?host={}&port={PG_PORT}", infra().dir.display())
 }
 
 /// A fresh, migrated database; returns its URL. With `SHOP_TEST_PARTITIONED=1` its
@@ -339,14 +280,12 @@ fn pg_url(db: &str) -> String {
 /// returns (id, bearer token).
 pub async fn user_with_session(db: &PgPool, roles: &str) -> (i64, String) {
     let email = format!("{}@example.test", uuid::Uuid::new_v4().simple());
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', $2) RETURNING id",
-    )
-    .bind(&email)
-    .bind(roles)
-    .fetch_one(db)
-    .await
-    .unwrap();
+    let (id,): (i64,) = sqlx::query_as("INSERT INTO users (email, password_hash, roles) VALUES ($1, 'x', $2) RETURNING id")
+        .bind(&email)
+        .bind(roles)
+        .fetch_one(db)
+        .await
+        .unwrap();
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, now() + interval '1 hour')")
         .bind(&shop::extract::hash_token(&token)[..])
@@ -360,21 +299,9 @@ pub async fn user_with_session(db: &PgPool, roles: &str) -> (i64, String) {
 pub async fn fresh_database() -> String {
     let url = fresh_plain_database().await;
     if std::env::var_os("SHOP_TEST_PARTITIONED").is_some_and(|v| v == "1") {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(pg_options(db_name(&url)))
-            .await
-            .unwrap();
-        let config = shop::partitions::PartitionConfig {
-            premake: 1,
-            today: None,
-        };
-        shop::partitions::partition_orders(
-            &shop::db::Db::new(pool.clone(), Default::default()),
-            config,
-        )
-        .await
-        .expect("partition orders");
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(pg_options(db_name(&url))).await.unwrap();
+        let config = shop::partitions::PartitionConfig { premake: 1, today: None };
+        shop::partitions::partition_orders(&shop::db::Db::new(pool.clone(), Default::default()), config).await.expect("partition orders");
         pool.close().await;
     }
     url
@@ -383,13 +310,8 @@ pub async fn fresh_database() -> String {
 /// A fresh, migrated database with the plain (unpartitioned) orders table.
 pub async fn fresh_plain_database() -> String {
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect_with(&pg_options("postgres"))
-        .await
-        .expect("connect admin");
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create database");
+    let mut admin = sqlx::PgConnection::connect_with(&pg_options("postgres")).await.expect("connect admin");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
     // Idempotent, and cheap enough to run for every database: the role PgBouncer's
     // server connections use (a superuser, like `postgres`, so it sees every table).
     admin
@@ -403,11 +325,7 @@ pub async fn fresh_plain_database() -> String {
         .await
         .expect("create the pgbouncer role");
     admin.close().await.ok();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(pg_options(&name))
-        .await
-        .unwrap();
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(pg_options(&name)).await.unwrap();
     shop::db::migrate(&pool).await.expect("migrate");
     pool.close().await;
     pg_url(&name)
@@ -468,12 +386,7 @@ pub struct Resp {
 impl Resp {
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
         self.body
     }
     pub fn error(&self) -> &str {
@@ -495,9 +408,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 
 /// Starts the shop on 127.0.0.1:0 against an existing database.
 pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
-    let redis_prefix = opts
-        .redis_prefix
-        .unwrap_or_else(|| format!("t{}:", uuid::Uuid::new_v4().simple()));
+    let redis_prefix = opts.redis_prefix.unwrap_or_else(|| format!("t{}:", uuid::Uuid::new_v4().simple()));
     let mut settings = if opts.through_pgbouncer {
         let mut s = Settings::new(pgbouncer_url(db_name(&db_url)));
         s.db_pooler = shop::db::Pooler::Transaction;
@@ -522,43 +433,17 @@ pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(shop::serve(listener, state.clone(), std::future::pending()));
-    let db = PgPoolOptions::new()
-        .max_connections(5)
-        .connect(&db_url)
-        .await
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    TestApp {
-        base: format!("http://{addr}"),
-        client,
-        db,
-        state,
-        redis_prefix,
-    }
+    let db = PgPoolOptions::new().max_connections(5).connect(&db_url).await.unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    TestApp { base: format!("http://{addr}"), client, db, state, redis_prefix }
 }
 
 impl TestApp {
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
         self.send_with(method, path, token, body, &[]).await
     }
 
-    pub async fn send_with(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Resp {
+    pub async fn send_with(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -574,47 +459,28 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         self.send(reqwest::Method::GET, path, token, None).await
     }
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
-        self.send(reqwest::Method::POST, path, token, Some(body))
-            .await
+        self.send(reqwest::Method::POST, path, token, Some(body)).await
     }
     pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
-        self.send(reqwest::Method::PUT, path, token, Some(body))
-            .await
+        self.send(reqwest::Method::PUT, path, token, Some(body)).await
     }
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.send(reqwest::Method::DELETE, path, token, None).await
     }
     /// Puts `quantity` of `product` in the buyer's cart (201 expected).
     pub async fn add_to_cart(&self, token: &str, product: i64, quantity: i32) {
-        self.post(
-            "/cart/items",
-            Some(token),
-            json!({"product_id": product, "quantity": quantity}),
-        )
-        .await
-        .expect(201);
+        self.post("/cart/items", Some(token), json!({"product_id": product, "quantity": quantity})).await.expect(201);
     }
 
     pub async fn checkout(&self, token: &str, key: &str) -> Resp {
-        self.send_with(
-            reqwest::Method::POST,
-            "/checkout",
-            Some(token),
-            None,
-            &[("Idempotency-Key", key)],
-        )
-        .await
+        self.send_with(reqwest::Method::POST, "/checkout", Some(token), None, &[("Idempotency-Key", key)]).await
     }
 
     /// A user with a session, inserted directly (argon2 would slow tests down);
@@ -644,10 +510,7 @@ impl TestApp {
     /// A seller with a shop and one product; returns (seller token, shop id, product id).
     pub async fn seller_product(&self, price_cents: i64, stock: i32) -> (String, i64, i64) {
         let (_, token) = self.user("seller").await;
-        let shop = self
-            .post("/shops", Some(&token), json!({"name": "Shop"}))
-            .await
-            .expect(201);
+        let shop = self.post("/shops", Some(&token), json!({"name": "Shop"})).await.expect(201);
         let shop_id = shop["id"].as_i64().unwrap();
         let product = self
             .post(
@@ -661,11 +524,7 @@ impl TestApp {
     }
 
     pub async fn stock(&self, product_id: i64) -> i32 {
-        sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
-            .bind(product_id)
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar("SELECT stock FROM products WHERE id = $1").bind(product_id).fetch_one(&self.db).await.unwrap()
     }
 
     /// The fixture pool as the worker sees a database: directly, no pooler.
@@ -678,11 +537,7 @@ impl TestApp {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 }
 
@@ -752,18 +607,8 @@ impl RedisProxy {
                 }
             }
         });
-        tasks
-            .lock()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .push(accept.abort_handle());
-        RedisProxy {
-            url,
-            tasks,
-            frozen,
-            swallowed,
-        }
+        tasks.lock().unwrap().as_mut().unwrap().push(accept.abort_handle());
+        RedisProxy { url, tasks, frozen, swallowed }
     }
 
     /// Closes the port and every connection through it: Redis is down for its clients.
@@ -782,9 +627,7 @@ impl RedisProxy {
     pub fn swallowed(&self, command: &str) -> usize {
         let needle = format!("\r\n{command}\r\n").into_bytes();
         let sent = self.swallowed.lock().unwrap();
-        sent.windows(needle.len())
-            .filter(|w| *w == needle.as_slice())
-            .count()
+        sent.windows(needle.len()).filter(|w| *w == needle.as_slice()).count()
     }
 }
 
