@@ -429,7 +429,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_serde_error;
+    use super::{AuthUser, CachedSession, UserRoles, describe_serde_error};
+
+    #[test]
+    fn a_shared_session_reads_back_as_written() {
+        let roles = UserRoles::from_db("both");
+        let session = CachedSession::new(
+            AuthUser {
+                id: 42,
+                email: "odd but valid@example.test".to_owned(),
+                roles,
+            },
+            time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
+        );
+        let back = CachedSession::decode(&session.encode()).unwrap();
+        assert_eq!(back.user.id, 42);
+        assert_eq!(back.user.email, "odd but valid@example.test");
+        assert_eq!(back.user.roles, roles);
+        assert_eq!(back.expires_at, session.expires_at);
+        assert!(CachedSession::decode("42 buyer").is_none());
+        assert!(CachedSession::decode("x buyer 1 a@b").is_none());
+    }
 
     #[test]
     fn names_the_field() {
