@@ -31,7 +31,7 @@ use utoipa::ToSchema;
 
 use crate::catalog::invalidate_product;
 use crate::domain::{Quantity, Units};
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
 use crate::orders::{
     Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries,
@@ -721,20 +721,37 @@ async fn attempt(
         unit_price_cents: price,
     }];
     let order = place_order(&mut tx, user, "flash", key, &lines, &[]).await?;
-    // The decisive, conditional update comes last so the sale's hot row stays locked
-    // only from here to commit.
-    let taken: Option<(i32,)> = sqlx::query_as(
-        "UPDATE flash_sales SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining",
+    // The decisive update comes last, and travels with the COMMIT in one message, so
+    // the sale's hot row is locked for no round trip at all: every buyer queues on that
+    // lock, so the sale sells only as fast as one holder lets go of it. The update is
+    // unconditional and `CHECK (remaining >= 0)` refuses an oversell: the error aborts
+    // the transaction and PostgreSQL skips the rest of the message. The trailing BEGIN
+    // leaves an empty transaction for `commit`, so the driver's bookkeeping holds.
+    // The values are integers, formatted here because a message of several statements
+    // cannot carry parameters.
+    let decisive = format!(
+        "UPDATE flash_sales SET remaining = remaining - {quantity} WHERE id = {id} RETURNING remaining; \
+         COMMIT; BEGIN"
+    );
+    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(
+        sqlx::Executor::fetch_many(&mut tx, sqlx::raw_sql(&decisive)),
     )
-    .bind(id)
-    .bind(quantity)
-    .fetch_optional(&mut tx)
-    .await?;
-    let Some((remaining,)) = taken else {
+    .await;
+    let remaining = match steps {
+        Ok(steps) => steps
+            .into_iter()
+            .find_map(|step| step.right())
+            .map(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
+            .transpose()?,
+        Err(e) if is_check_violation(&e) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(remaining) = remaining else {
         tx.rollback().await?;
         let left = pg_remaining(state, id).await?;
         return Ok(Err(Refusal::Refused { left }));
     };
+    // Ends the empty transaction; the purchase is already committed.
     tx.commit().await?;
     tracing::info!(order_id = order.id, remaining, "flash purchase");
     Ok(Ok((Outcome::Created(order), remaining)))
