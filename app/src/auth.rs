@@ -13,7 +13,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{Email, Password};
 use crate::error::{AppError, AppResult, ErrorBody, is_unique_violation};
-use crate::extract::{AuthUser, ClientIp, Json, hash_token};
+use crate::extract::{
+    AuthUser, CachedSession, ClientIp, Json, UserRoles, hash_token, share_session,
+};
 use crate::ratelimit;
 use crate::state::AppState;
 
@@ -122,9 +124,12 @@ pub async fn register(
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Json(req): Json<LoginRequest>) -> AppResult<axum::Json<LoginResponse>> {
     ratelimit::check(&state, "login", &client, state.settings.rate_limits.login).await?;
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1").bind(&req.email.0).fetch_optional(&state.primary).await?;
-    let Some((user_id, hash)) = row else {
+    let row: Option<(i64, String, String, String)> =
+        sqlx::query_as("SELECT id, password_hash, email, roles FROM users WHERE lower(email) = $1")
+            .bind(&req.email.0)
+            .fetch_optional(&state.primary)
+            .await?;
+    let Some((user_id, hash, email, roles)) = row else {
         return Err(wrong_credentials());
     };
     if req.password.len() > 256 || !verify_password(&state, req.password, hash).await? {
@@ -134,12 +139,20 @@ pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Js
     rand::rng().fill_bytes(&mut bytes);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let expires_at = OffsetDateTime::now_utc() + state.settings.token_ttl;
+    let token_hash = hash_token(&token);
     sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(&hash_token(&token)[..])
+        .bind(&token_hash[..])
         .bind(user_id)
         .bind(expires_at)
         .execute(&state.primary)
         .await?;
+    // Shared at once, so the token's first request on any instance needs no lookup.
+    let user = AuthUser {
+        id: user_id,
+        email,
+        roles: UserRoles::from_db(&roles),
+    };
+    share_session(&state, &token_hash, &CachedSession::new(user, expires_at)).await;
     Ok(axum::Json(LoginResponse { token, expires_at }))
 }
 
@@ -151,10 +164,9 @@ fn wrong_credentials() -> AppError {
     responses((status = 200, body = UserResponse), (status = 401, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn me(user: AuthUser) -> axum::Json<UserResponse> {
-    let roles = match (user.roles.buyer, user.roles.seller) {
-        (true, true) => "both",
-        (false, true) => "seller",
-        _ => "buyer",
-    };
-    axum::Json(UserResponse { id: user.id, email: user.email, roles: roles.to_owned() })
+    axum::Json(UserResponse {
+        id: user.id,
+        email: user.email,
+        roles: user.roles.as_db().to_owned(),
+    })
 }

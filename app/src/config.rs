@@ -142,6 +142,10 @@ pub struct Settings {
     /// How long this process trusts a session it looked up without asking the database
     /// again (never past the session's own expiry); zero asks on every request.
     pub session_cache: Duration,
+    /// How long Redis keeps a session for every instance (never past its expiry), so
+    /// a token this instance has not seen costs a Redis read, not a database query.
+    /// Zero keeps sessions out of Redis.
+    pub session_share: Duration,
     pub rate_limits: RateLimits,
     /// How long a user's reads stay on the primary after that user wrote.
     pub read_your_writes_window: Duration,
@@ -163,6 +167,7 @@ impl Settings {
             roles: Roles::all(),
             token_ttl: Duration::from_secs(24 * 3600),
             session_cache: Duration::from_secs(10),
+            session_share: Duration::from_secs(24 * 3600),
             rate_limits: RateLimits::default(),
             read_your_writes_window: Duration::from_secs(5),
             slow_request: Duration::from_millis(500),

@@ -110,6 +110,10 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().and_then(|e| e.code()).as_deref() == Some("23505")
 }
 
+pub fn is_check_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|e| e.code()).as_deref() == Some("23514")
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();

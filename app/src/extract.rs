@@ -133,6 +133,14 @@ impl UserRoles {
     pub fn from_db(s: &str) -> Self {
         UserRoles { buyer: s == "buyer" || s == "both", seller: s == "seller" || s == "both" }
     }
+
+    pub fn as_db(self) -> &'static str {
+        match (self.buyer, self.seller) {
+            (true, true) => "both",
+            (false, true) => "seller",
+            _ => "buyer",
+        }
+    }
 }
 
 /// An authenticated user (valid, unexpired bearer token).
@@ -165,10 +173,15 @@ pub struct CachedSession {
     expires_at: OffsetDateTime,
 }
 
-/// The user behind `token`. A session confirmed by the database within the last
-/// `Settings::session_cache` is trusted without asking again (two of the eleven
-/// statements of an order were these lookups); its expiry is still checked on every
-/// request. Unknown tokens are never cached, so a new login works at once anywhere.
+/// The user behind `token`: from this process's cache, else from Redis, else from the
+/// database. A session confirmed by the database within the last
+/// `Settings::session_cache` is trusted here without asking again (two of the eleven
+/// statements of an order were these lookups); one written at login or confirmed by
+/// any instance within `Settings::session_share` is trusted from Redis, so a token this
+/// instance has not seen yet (a flash sale's ten thousand buyers) costs no database
+/// statement. Expiry is checked on every request. Unknown tokens are never cached, so a
+/// new login works at once anywhere. Nothing revokes a session yet; whatever does must
+/// delete its `session:{hash}` key in Redis too, or it is honoured until that expires.
 async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppError> {
     let hash = hash_token(token);
     if let Some(s) = state.session_cache.get(&hash) {
@@ -178,6 +191,11 @@ async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppEr
         state.session_cache.remove(&hash);
         return Ok(None);
     }
+    if let Some(shared) = shared_session(state, &hash).await {
+        let user = shared.user.clone();
+        state.session_cache.put(hash, shared);
+        return Ok(Some(user));
+    }
     let row: Option<(i64, String, String, OffsetDateTime)> = sqlx::query_as(
         "SELECT u.id, u.email, u.roles, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.expires_at > now()",
@@ -185,27 +203,131 @@ async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppEr
     .bind(&hash[..])
     .fetch_optional(&state.primary)
     .await?;
-    Ok(row.map(|(id, email, roles, expires_at)| {
-        let user = AuthUser { id, email, roles: UserRoles::from_db(&roles) };
-        let cached = CachedSession { user: user.clone(), expires_at };
-        state.session_cache.put(hash, cached);
-        user
-    }))
+    let Some((id, email, roles, expires_at)) = row else {
+        return Ok(None);
+    };
+    let cached = CachedSession {
+        user: AuthUser {
+            id,
+            email,
+            roles: UserRoles::from_db(&roles),
+        },
+        expires_at,
+    };
+    share_session(state, &hash, &cached).await;
+    let user = cached.user.clone();
+    state.session_cache.put(hash, cached);
+    Ok(Some(user))
+}
+
+impl CachedSession {
+    pub fn new(user: AuthUser, expires_at: OffsetDateTime) -> Self {
+        CachedSession { user, expires_at }
+    }
+
+    /// `id roles expires_at(unix) email`: the email goes last, it may hold anything.
+    fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.user.id,
+            self.user.roles.as_db(),
+            self.expires_at.unix_timestamp(),
+            self.user.email
+        )
+    }
+
+    fn decode(text: &str) -> Option<CachedSession> {
+        let mut parts = text.splitn(4, ' ');
+        let id = parts.next()?.parse().ok()?;
+        let roles = UserRoles::from_db(parts.next()?);
+        let expires_at = OffsetDateTime::from_unix_timestamp(parts.next()?.parse().ok()?).ok()?;
+        let email = parts.next()?.to_owned();
+        Some(CachedSession {
+            user: AuthUser { id, email, roles },
+            expires_at,
+        })
+    }
+}
+
+fn session_key(
+    state: &AppState,
+    hash: &[u8; 32],
+) -> Option<(crate::redis_link::RedisLink, String)> {
+    // Without a cache of its own an instance asks the database every time, as set.
+    if state.settings.session_share.is_zero() || state.settings.session_cache.is_zero() {
+        return None;
+    }
+    let redis = state.redis()?;
+    let key = redis.key(format_args!("session:{}", hex::encode(hash)));
+    Some((redis.clone(), key))
+}
+
+/// The session Redis holds for `hash`, if it is there, readable and unexpired. Any
+/// failure is `None`: the database decides then.
+async fn shared_session(state: &AppState, hash: &[u8; 32]) -> Option<CachedSession> {
+    let (redis, key) = session_key(state, hash)?;
+    let text: Option<String> = redis
+        .call(|mut c| async move { redis::AsyncCommands::get(&mut c, key).await })
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "session not read from redis"))
+        .ok()?;
+    CachedSession::decode(&text?).filter(|s| s.expires_at > OffsetDateTime::now_utc())
+}
+
+/// Puts a session in Redis for every instance, for `Settings::session_share` and
+/// never past its expiry. Best effort: without it the next instance asks the database.
+pub async fn share_session(state: &AppState, hash: &[u8; 32], session: &CachedSession) {
+    let Some((redis, key)) = session_key(state, hash) else {
+        return;
+    };
+    let left = (session.expires_at - OffsetDateTime::now_utc()).whole_seconds();
+    let ttl = left.min(state.settings.session_share.as_secs() as i64);
+    if ttl <= 0 {
+        return;
+    }
+    let value = session.encode();
+    let result: redis::RedisResult<()> =
+        redis
+            .call(|mut c| async move {
+                redis::AsyncCommands::set_ex(&mut c, key, value, ttl as u64).await
+            })
+            .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "session not shared in redis");
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<AuthUser, AppError> {
+    let token = bearer(parts).ok_or(AppError::Unauthorized)?;
+    let user = lookup(state, token).await?.ok_or(AppError::Unauthorized)?;
+    crate::request_log::record_user(user.id);
+    Ok(user)
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = bearer(parts).ok_or(AppError::Unauthorized)?;
-        let user = lookup(state, token).await?.ok_or(AppError::Unauthorized)?;
-        crate::request_log::record_user(user.id);
+        let user = authenticate(parts, state).await?;
         // Marked before the write happens: conservative, and it cannot be forgotten
         // by a handler.
         if parts.method != Method::GET && parts.method != Method::HEAD {
             state.mark_write(user.id).await;
         }
         Ok(user)
+    }
+}
+
+/// An authenticated user not yet marked as a writer for read-your-writes: the handler
+/// calls `AppState::mark_write` itself before it writes. For routes that mostly refuse
+/// without writing (a flash sale's losers), where the mark is a Redis write per request.
+pub struct UnmarkedUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for UnmarkedUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        authenticate(parts, state).await.map(UnmarkedUser)
     }
 }
 
@@ -276,7 +398,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_serde_error;
+    use super::{AuthUser, CachedSession, UserRoles, describe_serde_error};
+
+    #[test]
+    fn a_shared_session_reads_back_as_written() {
+        let roles = UserRoles::from_db("both");
+        let session = CachedSession::new(
+            AuthUser {
+                id: 42,
+                email: "odd but valid@example.test".to_owned(),
+                roles,
+            },
+            time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
+        );
+        let back = CachedSession::decode(&session.encode()).unwrap();
+        assert_eq!(back.user.id, 42);
+        assert_eq!(back.user.email, "odd but valid@example.test");
+        assert_eq!(back.user.roles, roles);
+        assert_eq!(back.expires_at, session.expires_at);
+        assert!(CachedSession::decode("42 buyer").is_none());
+        assert!(CachedSession::decode("x buyer 1 a@b").is_none());
+    }
 
     #[test]
     fn names_the_field() {

@@ -1,10 +1,23 @@
 //! Flash sales: units reserved out of a product's stock, sold under a per-buyer limit.
 //! Redis (when configured) gates the stampede with an atomic counter so most losers
 //! never reach the hot row; PostgreSQL's conditional update decides every sale.
+//!
+//! Losers must fail fast, so a "sold out" answer asks no database once either
+//! - this process has seen PostgreSQL sold out and read, in the same snapshot, every
+//!   buyer of the sale (the sale is *sealed*: remaining never grows back, so that list
+//!   is final; anyone not on it cannot hold an order to replay), or
+//! - the gate refuses a buyer that its ledger has never let through: a Redis set of
+//!   every buyer the gate sent to PostgreSQL, opened when the sale is created. The
+//!   ledger is trusted only while it is known complete: it is open only if
+//!   `create_sale` made it before any gate call, a process that sends a buyer past the
+//!   gate unrecorded closes it, and a lost or evicted set loses its `open` mark.
+//!
+//! Everyone else (a buyer the ledger knows, or any buyer without a trusted ledger) is
+//! checked against PostgreSQL for an earlier order under the same key, as before.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -18,18 +31,42 @@ use utoipa::ToSchema;
 
 use crate::catalog::invalidate_product;
 use crate::domain::{Quantity, Units};
-use crate::error::{AppError, AppResult, ErrorBody};
-use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path};
-use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
+use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
+use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
+use crate::orders::{
+    Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries,
+};
 use crate::state::AppState;
 
-/// Admits a buyer while the counter is positive (and takes their units); `-1` says
-/// the key is missing and must be rebuilt from PostgreSQL.
+/// Admits a buyer while the counter (KEYS[1]) is positive: takes their units and
+/// records them in the ledger (KEYS[2]), returning 1. A refusal is 0 when the ledger is
+/// open and has never let this buyer through (they cannot hold an order), else 2.
+/// `-1` says the counter is missing and must be rebuilt from PostgreSQL. ARGV: units,
+/// buyer.
 const GATE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return -1 end
-if tonumber(v) <= 0 then return 0 end
+if tonumber(v) <= 0 then
+  if redis.call('SISMEMBER', KEYS[2], 'open') == 1
+     and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then
+    return 0
+  end
+  return 2
+end
 redis.call('DECRBY', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return 1
+"#;
+
+/// Run once by `create_sale`: the counter (KEYS[1]) and an open, empty ledger
+/// (KEYS[2]), unless a gate call got there first (then the ledger stays unopened).
+const OPEN: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', 86400) then
+  redis.call('DEL', KEYS[2])
+  redis.call('SADD', KEYS[2], 'open')
+  redis.call('EXPIRE', KEYS[2], 86400)
+end
 return 1
 "#;
 
@@ -80,15 +117,72 @@ pub struct SaleMeta {
 }
 
 /// Per-process flash-sale memory: immutable sale data, sales seen sold out in
-/// PostgreSQL (remaining never grows back), and when we last verified a gate "no".
+/// PostgreSQL (remaining never grows back) and, once read, their final buyers; when we
+/// last verified a gate "no"; sales whose ledger this process must close.
 #[derive(Default)]
 pub struct FlashLocal {
     meta: Mutex<HashMap<i64, SaleMeta>>,
-    sold_out: Mutex<std::collections::HashSet<i64>>,
+    sold_out: Mutex<HashSet<i64>>,
+    sealed: RwLock<HashMap<i64, Arc<HashSet<i64>>>>,
+    sealing: Mutex<HashSet<i64>>,
     verified: Mutex<HashMap<i64, Instant>>,
+    unrecorded: Mutex<HashSet<i64>>,
 }
 
 impl FlashLocal {
+    /// Every buyer of a sold-out sale, once this process has read them.
+    fn sealed(&self, id: i64) -> Option<Arc<HashSet<i64>>> {
+        self.sealed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+    /// How many buyers this process knows a sold-out sale to have (`None` until it
+    /// has read them).
+    pub fn sealed_buyers(&self, id: i64) -> Option<usize> {
+        self.sealed(id).map(|b| b.len())
+    }
+    /// Whether this caller should read the buyers now (one at a time per sale).
+    fn start_sealing(&self, id: i64) -> bool {
+        !self
+            .sealed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+            && self
+                .sealing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id)
+    }
+    fn finish_sealing(&self, id: i64, buyers: Option<HashSet<i64>>) {
+        if let Some(buyers) = buyers {
+            self.sealed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::new(buyers));
+        }
+        self.sealing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+    /// A buyer went to PostgreSQL without the ledger recording them.
+    fn unrecorded(&self, id: i64) {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+    /// Whether this process owes the sale's ledger a close; clears the debt.
+    fn take_unrecorded(&self, id: i64) -> bool {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
     fn is_sold_out(&self, id: i64) -> bool {
         self.sold_out.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
@@ -154,6 +248,7 @@ pub async fn create_sale(
     .fetch_one(&mut tx)
     .await?;
     tx.commit().await?;
+    open_ledger(&state, sale.id, sale.units).await;
     invalidate_product(&state, req.product_id).await;
     Ok((StatusCode::CREATED, axum::Json(sale)))
 }
@@ -187,37 +282,134 @@ async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
 async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
     let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1").bind(id).fetch_one(&state.primary).await?;
     if remaining == 0 {
-        state.flash.mark_sold_out(id);
+        seen_sold_out(state, id);
     }
     Ok(remaining)
+}
+
+/// PostgreSQL reported the sale sold out: remember it, and read its final buyers in
+/// the background (one read per process and sale) so that later losers are answered
+/// from memory.
+fn seen_sold_out(state: &AppState, id: i64) {
+    state.flash.mark_sold_out(id);
+    if !state.flash.start_sealing(id) {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let buyers = match final_buyers(&state, id).await {
+            Ok(buyers) => buyers,
+            Err(e) => {
+                tracing::warn!(error = %e, sale_id = id, "could not read a sold-out sale's buyers");
+                None
+            }
+        };
+        state.flash.finish_sealing(id, buyers);
+    });
+}
+
+/// Every buyer of the sale, if it is sold out: both read in one statement, so one
+/// snapshot, so no purchase can commit between them (a purchase takes a unit).
+async fn final_buyers(state: &AppState, id: i64) -> Result<Option<HashSet<i64>>, sqlx::Error> {
+    let (remaining, buyers): (i32, Vec<i64>) = sqlx::query_as(
+        "SELECT f.remaining, ARRAY(SELECT p.buyer_id FROM flash_purchases p WHERE p.sale_id = f.id)
+         FROM flash_sales f WHERE f.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.primary)
+    .await?;
+    Ok((remaining == 0).then(|| buyers.into_iter().collect()))
+}
+
+/// Sets the new sale's counter and opens its ledger (see [`OPEN`]). Best effort:
+/// without it the counter is rebuilt on the first purchase and the ledger stays
+/// unopened, so every refusal checks PostgreSQL for a replay.
+async fn open_ledger(state: &AppState, id: i64, units: i32) {
+    let Some(redis) = state.redis() else { return };
+    let counter = redis.key(format_args!("flash:{id}:remaining"));
+    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let (counter, ledger) = (&counter, &ledger);
+    let result: redis::RedisResult<i64> = redis
+        .call(|mut c| async move {
+            redis::Script::new(OPEN)
+                .key(counter)
+                .key(ledger)
+                .arg(units)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, sale_id = id, "could not open the flash ledger");
+    }
+}
+
+/// Closes the sale's ledger if this process let a buyer through to PostgreSQL without
+/// recording them (the gate was bypassed): from then on every refusal checks
+/// PostgreSQL for a replay. Asks Redis only when such a debt exists; kept until paid.
+async fn close_ledger_if_owed(state: &AppState, id: i64) {
+    let Some(redis) = state.redis() else { return };
+    if !state.flash.take_unrecorded(id) {
+        return;
+    }
+    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let closed = redis
+        .call(|mut c| async move { c.srem::<_, _, ()>(ledger, "open").await })
+        .await;
+    if let Err(e) = closed {
+        tracing::warn!(error = %e, sale_id = id, "could not close the flash ledger");
+        state.flash.unrecorded(id);
+    }
+}
+
+/// Records a buyer in the ledger before a gate-refused buyer is let through to
+/// PostgreSQL anyway; false if Redis did not take it.
+async fn record_buyer(state: &AppState, id: i64, buyer: i64) -> bool {
+    let Some(redis) = state.redis() else {
+        return false;
+    };
+    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    redis
+        .call(|mut c| async move { c.sadd::<_, _, ()>(ledger, buyer).await })
+        .await
+        .is_ok()
 }
 
 enum Gate {
     /// Redis took our units; give them back if PostgreSQL does not sell.
     Admitted,
-    /// Redis says sold out.
+    /// Redis says sold out, and its ledger says this buyer never got through.
+    Lost,
+    /// Redis says sold out; this buyer may hold an order from an earlier try.
     Rejected,
     /// No Redis, or Redis failed: PostgreSQL alone decides.
     Bypassed,
 }
 
-async fn gate(state: &AppState, id: i64, quantity: i32) -> AppResult<Gate> {
+async fn gate(state: &AppState, id: i64, quantity: i32, buyer: i64) -> AppResult<Gate> {
     let Some(redis) = state.redis() else {
         return Ok(Gate::Bypassed);
     };
     let key = redis.key(format_args!("flash:{id}:remaining"));
+    let ledger = redis.key(format_args!("flash:{id}:ledger"));
     let script = &redis::Script::new(GATE);
-    let key = &key;
+    let (key, ledger) = (&key, &ledger);
     for _ in 0..2 {
         let verdict: redis::RedisResult<i64> = redis
             .call(|mut c| async move {
                 let mut invocation = script.key(key);
-                invocation.arg(quantity).invoke_async(&mut c).await
+                invocation
+                    .key(ledger)
+                    .arg(quantity)
+                    .arg(buyer)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await;
         match verdict {
             Ok(1) => return Ok(Gate::Admitted),
-            Ok(0) => return Ok(Gate::Rejected),
+            Ok(0) => return Ok(Gate::Lost),
+            Ok(2) => return Ok(Gate::Rejected),
             Ok(_) => {
                 // The counter is gone (eviction, restart, flush): rebuild it from the
                 // source of truth. NX: if another process rebuilt it first, keep theirs.
@@ -310,7 +502,7 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
 #[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
 pub async fn purchase(
     State(state): State<AppState>,
-    user: AuthUser,
+    UnmarkedUser(user): UnmarkedUser,
     Path(id): Path<i64>,
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
@@ -325,15 +517,37 @@ pub async fn purchase(
     if quantity > meta.per_buyer_limit {
         return Err(AppError::conflict("per-buyer limit exceeded", Some("quantity")));
     }
+    close_ledger_if_owed(&state, id).await;
+    if let Some(buyers) = state.flash.sealed(id) {
+        // Sold out, and everyone who bought is known: anyone else lost, and has no
+        // order to replay. (A key they used elsewhere is "sold out" here, not reused.)
+        if !buyers.contains(&user.id) {
+            return Err(sold_out(&state));
+        }
+    }
     if state.flash.is_sold_out(id) {
         return match stored_replay(&state, user.id, &key, &hash).await? {
             Some(replay) => Ok(replay),
             None => Err(sold_out(&state)),
         };
     }
-    let admitted = match gate(&state, id, quantity).await? {
+    let admitted = match gate(&state, id, quantity, user.id).await? {
         Gate::Admitted => true,
-        Gate::Bypassed => false,
+        Gate::Bypassed => {
+            state.flash.unrecorded(id);
+            false
+        }
+        Gate::Lost => {
+            // Never through the gate, so no order to replay. One buyer per second per
+            // process still checks PostgreSQL (recorded first, as any buyer let through).
+            if !state.flash.should_verify(id)
+                || !record_buyer(&state, id, user.id).await
+                || pg_remaining(&state, id).await? == 0
+            {
+                return Err(sold_out(&state));
+            }
+            false
+        }
         Gate::Rejected => {
             if let Some(replay) = stored_replay(&state, user.id, &key, &hash).await? {
                 return Ok(replay);
@@ -346,6 +560,7 @@ pub async fn purchase(
             false
         }
     };
+    state.mark_write(user.id).await;
     let result = with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await;
     match result {
         Ok(Ok((Outcome::Created(order), remaining))) => {
@@ -353,7 +568,7 @@ pub async fn purchase(
                 adjust_counter(&state, id, Some(remaining), 0).await;
             }
             if remaining == 0 {
-                state.flash.mark_sold_out(id);
+                seen_sold_out(&state, id);
             }
             Ok((StatusCode::CREATED, axum::Json(order)).into_response())
         }
@@ -418,19 +633,37 @@ async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, qua
     let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1").bind(meta.product_id).fetch_one(&mut tx).await?;
     let lines = [Line { product_id: meta.product_id, quantity, unit_price_cents: price }];
     let order = place_order(&mut tx, user, "flash", key, &lines, &[]).await?;
-    // The decisive, conditional update comes last so the sale's hot row stays locked
-    // only from here to commit.
-    let taken: Option<(i32,)> =
-        sqlx::query_as("UPDATE flash_sales SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining")
-            .bind(id)
-            .bind(quantity)
-            .fetch_optional(&mut tx)
-            .await?;
-    let Some((remaining,)) = taken else {
+    // The decisive update comes last, and travels with the COMMIT in one message, so
+    // the sale's hot row is locked for no round trip at all: every buyer queues on that
+    // lock, so the sale sells only as fast as one holder lets go of it. The update is
+    // unconditional and `CHECK (remaining >= 0)` refuses an oversell: the error aborts
+    // the transaction and PostgreSQL skips the rest of the message. The trailing BEGIN
+    // leaves an empty transaction for `commit`, so the driver's bookkeeping holds.
+    // The values are integers, formatted here because a message of several statements
+    // cannot carry parameters.
+    let decisive = format!(
+        "UPDATE flash_sales SET remaining = remaining - {quantity} WHERE id = {id} RETURNING remaining; \
+         COMMIT; BEGIN"
+    );
+    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(
+        sqlx::Executor::fetch_many(&mut tx, sqlx::raw_sql(&decisive)),
+    )
+    .await;
+    let remaining = match steps {
+        Ok(steps) => steps
+            .into_iter()
+            .find_map(|step| step.right())
+            .map(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
+            .transpose()?,
+        Err(e) if is_check_violation(&e) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(remaining) = remaining else {
         tx.rollback().await?;
         let left = pg_remaining(state, id).await?;
         return Ok(Err(Refusal::Refused { left }));
     };
+    // Ends the empty transaction; the purchase is already committed.
     tx.commit().await?;
     tracing::info!(order_id = order.id, remaining, "flash purchase");
     Ok(Ok((Outcome::Created(order), remaining)))

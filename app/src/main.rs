@@ -83,6 +83,11 @@ enum Command {
         /// again (a session deleted there still works this long); 0 asks every time
         #[arg(long, env = "SHOP_SESSION_CACHE_SECS", default_value_t = 10)]
         session_cache_secs: u64,
+        /// Seconds Redis keeps a session for every instance (written at login and after
+        /// a database lookup, never past the session's expiry); 0 keeps none there, nor
+        /// does a session cache of 0
+        #[arg(long, env = "SHOP_SESSION_SHARE_SECS", default_value_t = 86_400)]
+        session_share_secs: u64,
         /// Login rate per client as `rate:burst` (per second), `0` disables
         #[arg(long, env = "SHOP_RATE_LOGIN", default_value_t = RateSpec::default())]
         rate_login: RateSpec,
@@ -207,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             roles,
             token_ttl,
             session_cache_secs,
+            session_share_secs,
             rate_login,
             rate_register,
             rate_search,
@@ -225,7 +231,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 roles,
                 token_ttl: Duration::from_secs(token_ttl),
                 session_cache: Duration::from_secs(session_cache_secs),
-                rate_limits: RateLimits { login: rate_login, register: rate_register, search: rate_search },
+                session_share: Duration::from_secs(session_share_secs),
+                rate_limits: RateLimits {
+                    login: rate_login,
+                    register: rate_register,
+                    search: rate_search,
+                },
                 read_your_writes_window: Duration::from_secs(read_your_writes_secs),
                 slow_request: Duration::from_millis(slow_request_ms),
                 unsafe_non_idempotent_checkout,

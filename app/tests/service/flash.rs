@@ -181,3 +181,161 @@ async fn a_counter_stuck_low_does_not_strand_units() {
     let healed: i64 = redis::cmd("GET").arg(&counter).query_async(&mut redis).await.unwrap();
     assert_eq!(healed, 2);
 }
+
+/// Two instances of one shop: one database, one Redis key prefix.
+async fn two_shops() -> (TestApp, TestApp) {
+    let db = fresh_database().await;
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let opts = || Options {
+        redis_prefix: Some(prefix.clone()),
+        ..Default::default()
+    };
+    (
+        spawn_on(db.clone(), opts()).await,
+        spawn_on(db, opts()).await,
+    )
+}
+
+async fn until_sealed(app: &TestApp, sale_id: i64) -> usize {
+    for _ in 0..200 {
+        if let Some(n) = app.state.flash.sealed_buyers(sale_id) {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("sale {sale_id} was never sealed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_sealed_a_sold_out_answer_asks_no_database() {
+    let (a, b) = two_shops().await;
+    let (sale_id, _) = sale(&a, 1, 10, 1, -1).await;
+    let tokens = a.bulk_buyers(5, &format!("s{sale_id}")).await;
+    // Each session is looked up once, by A: Redis has it, B has never seen it.
+    for t in &tokens {
+        a.get("/me", Some(t)).await.expect(200);
+    }
+    let won = key();
+    let order = buy(&a, sale_id, &tokens[0], &won, None).await.expect(201);
+    assert_eq!(until_sealed(&a, sale_id).await, 1);
+    // B's first loser learns the sale and checks PostgreSQL; B then reads the buyers.
+    let first = buy(&b, sale_id, &tokens[1], &key(), None).await;
+    assert_eq!((first.status.as_u16(), first.error()), (409, "sold out"));
+    assert_eq!(until_sealed(&b, sale_id).await, 1);
+    for (app, token) in [(&b, &tokens[2]), (&b, &tokens[3]), (&a, &tokens[4])] {
+        let before = app.state.primary.statements();
+        let lost = buy(app, sale_id, token, &key(), None).await;
+        assert_eq!((lost.status.as_u16(), lost.error()), (409, "sold out"));
+        assert_eq!(
+            app.state.primary.statements(),
+            before,
+            "a sold-out answer (uncached session included) made a database statement"
+        );
+    }
+    // The winner's retry still finds their order, on either instance.
+    for app in [&a, &b] {
+        let replay = buy(app, sale_id, &tokens[0], &won, None).await.expect(200);
+        assert_eq!(replay["id"], order["id"]);
+    }
+    let again = buy(&b, sale_id, &tokens[0], &key(), None).await;
+    assert_eq!((again.status.as_u16(), again.error()), (409, "sold out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_sealed_sale_answers_losers_from_memory() {
+    let app = spawn_app_with(Options {
+        redis: false,
+        ..Default::default()
+    })
+    .await;
+    let (sale_id, _) = sale(&app, 2, 10, 1, -1).await;
+    let tokens = app.bulk_buyers(4, &format!("m{sale_id}")).await;
+    for t in &tokens {
+        app.get("/me", Some(t)).await.expect(200);
+    }
+    let won = key();
+    let order = buy(&app, sale_id, &tokens[0], &won, None).await.expect(201);
+    buy(&app, sale_id, &tokens[1], &key(), None)
+        .await
+        .expect(201);
+    assert_eq!(until_sealed(&app, sale_id).await, 2);
+    let before = app.state.primary.statements();
+    let lost = buy(&app, sale_id, &tokens[2], &key(), None).await;
+    assert_eq!((lost.status.as_u16(), lost.error()), (409, "sold out"));
+    assert_eq!(app.state.primary.statements(), before);
+    let replay = buy(&app, sale_id, &tokens[0], &won, None).await.expect(200);
+    assert_eq!(replay["id"], order["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_refuses_without_the_database_only_buyers_it_never_let_through() {
+    let (a, b) = two_shops().await;
+    let (sale_id, _) = sale(&a, 3, 10, 1, -1).await;
+    let counter = format!("{}flash:{sale_id}:remaining", a.redis_prefix);
+    let ledger = format!("{}flash:{sale_id}:ledger", a.redis_prefix);
+    let mut redis = a.redis().await;
+    let tokens = a.bulk_buyers(5, &format!("g{sale_id}")).await;
+    for t in &tokens {
+        a.get("/me", Some(t)).await.expect(200);
+    }
+    let won = key();
+    let order = buy(&a, sale_id, &tokens[0], &won, None).await.expect(201);
+    let zero = |redis: &mut redis::aio::MultiplexedConnection| {
+        let counter = counter.clone();
+        let mut redis = redis.clone();
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(&counter)
+                .arg(0)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+    };
+    // Two units still in PostgreSQL, none in the counter (as if two buyers were in
+    // flight). B's first refusal is the one per second that checks PostgreSQL: it buys.
+    zero(&mut redis).await;
+    let over = buy(
+        &b,
+        sale_id,
+        &tokens[1],
+        &key(),
+        Some(json!({"quantity": 2})),
+    )
+    .await;
+    assert_eq!(over.status, 409, "B learns the sale without the gate");
+    buy(&b, sale_id, &tokens[1], &key(), None).await.expect(201);
+    let verified = std::time::Instant::now();
+    zero(&mut redis).await;
+    // The winner is in the ledger: their retry is checked in PostgreSQL and replayed.
+    let replay = buy(&b, sale_id, &tokens[0], &won, None).await.expect(200);
+    assert_eq!(replay["id"], order["id"]);
+    // A buyer the gate never let through is refused from Redis alone.
+    let before = b.state.primary.statements();
+    let lost = buy(&b, sale_id, &tokens[2], &key(), None).await;
+    if verified.elapsed() < std::time::Duration::from_millis(900) {
+        assert_eq!((lost.status.as_u16(), lost.error()), (409, "sold out"));
+        assert_eq!(
+            b.state.primary.statements(),
+            before,
+            "refused from Redis alone"
+        );
+    }
+    // A lost ledger is never trusted: the winner's retry still reaches their order.
+    let _: () = redis::cmd("DEL")
+        .arg(&ledger)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let replay = buy(&b, sale_id, &tokens[0], &won, None).await.expect(200);
+    assert_eq!(replay["id"], order["id"]);
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&ledger)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        !members.contains(&"open".to_owned()),
+        "a rebuilt ledger stays closed"
+    );
+}

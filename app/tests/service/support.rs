@@ -348,6 +348,7 @@ pub struct Options {
     pub redis_prefix: Option<String>,
     pub read_your_writes_window: Duration,
     pub session_cache: Duration,
+    pub session_share: Duration,
 }
 
 impl Default for Options {
@@ -364,6 +365,7 @@ impl Default for Options {
             redis_prefix: None,
             read_your_writes_window: Duration::from_secs(5),
             session_cache: Settings::new("").session_cache,
+            session_share: Settings::new("").session_share,
         }
     }
 }
@@ -426,6 +428,7 @@ pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     settings.unsafe_non_idempotent_checkout = opts.unsafe_non_idempotent_checkout;
     settings.read_your_writes_window = opts.read_your_writes_window;
     settings.session_cache = opts.session_cache;
+    settings.session_share = opts.session_share;
     let state = AppState::connect(settings).await.expect("state");
     if must_connect {
         assert!(state.redis().is_some(), "redis did not connect");
