@@ -13,9 +13,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{Email, Password};
 use crate::error::{AppError, AppResult, ErrorBody, is_unique_violation};
-use crate::extract::{
-    AuthUser, CachedSession, ClientIp, Json, UserRoles, hash_token, share_session,
-};
+use crate::extract::{AuthUser, CachedSession, ClientIp, Json, UserRoles, hash_token, share_session};
 use crate::ratelimit;
 use crate::state::AppState;
 
@@ -124,11 +122,10 @@ pub async fn register(
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Json(req): Json<LoginRequest>) -> AppResult<axum::Json<LoginResponse>> {
     ratelimit::check(&state, "login", &client, state.settings.rate_limits.login).await?;
-    let row: Option<(i64, String, String, String)> =
-        sqlx::query_as("SELECT id, password_hash, email, roles FROM users WHERE lower(email) = $1")
-            .bind(&req.email.0)
-            .fetch_optional(&state.primary)
-            .await?;
+    let row: Option<(i64, String, String, String)> = sqlx::query_as("SELECT id, password_hash, email, roles FROM users WHERE lower(email) = $1")
+        .bind(&req.email.0)
+        .fetch_optional(&state.primary)
+        .await?;
     let Some((user_id, hash, email, roles)) = row else {
         return Err(wrong_credentials());
     };
@@ -147,11 +144,7 @@ pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Js
         .execute(&state.primary)
         .await?;
     // Shared at once, so the token's first request on any instance needs no lookup.
-    let user = AuthUser {
-        id: user_id,
-        email,
-        roles: UserRoles::from_db(&roles),
-    };
+    let user = AuthUser { id: user_id, email, roles: UserRoles::from_db(&roles) };
     share_session(&state, &token_hash, &CachedSession::new(user, expires_at)).await;
     Ok(axum::Json(LoginResponse { token, expires_at }))
 }
@@ -164,9 +157,5 @@ fn wrong_credentials() -> AppError {
     responses((status = 200, body = UserResponse), (status = 401, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn me(user: AuthUser) -> axum::Json<UserResponse> {
-    axum::Json(UserResponse {
-        id: user.id,
-        email: user.email,
-        roles: user.roles.as_db().to_owned(),
-    })
+    axum::Json(UserResponse { id: user.id, email: user.email, roles: user.roles.as_db().to_owned() })
 }

@@ -206,14 +206,7 @@ async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppEr
     let Some((id, email, roles, expires_at)) = row else {
         return Ok(None);
     };
-    let cached = CachedSession {
-        user: AuthUser {
-            id,
-            email,
-            roles: UserRoles::from_db(&roles),
-        },
-        expires_at,
-    };
+    let cached = CachedSession { user: AuthUser { id, email, roles: UserRoles::from_db(&roles) }, expires_at };
     share_session(state, &hash, &cached).await;
     let user = cached.user.clone();
     state.session_cache.put(hash, cached);
@@ -227,13 +220,7 @@ impl CachedSession {
 
     /// `id roles expires_at(unix) email`: the email goes last, it may hold anything.
     fn encode(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.user.id,
-            self.user.roles.as_db(),
-            self.expires_at.unix_timestamp(),
-            self.user.email
-        )
+        format!("{} {} {} {}", self.user.id, self.user.roles.as_db(), self.expires_at.unix_timestamp(), self.user.email)
     }
 
     fn decode(text: &str) -> Option<CachedSession> {
@@ -242,17 +229,11 @@ impl CachedSession {
         let roles = UserRoles::from_db(parts.next()?);
         let expires_at = OffsetDateTime::from_unix_timestamp(parts.next()?.parse().ok()?).ok()?;
         let email = parts.next()?.to_owned();
-        Some(CachedSession {
-            user: AuthUser { id, email, roles },
-            expires_at,
-        })
+        Some(CachedSession { user: AuthUser { id, email, roles }, expires_at })
     }
 }
 
-fn session_key(
-    state: &AppState,
-    hash: &[u8; 32],
-) -> Option<(crate::redis_link::RedisLink, String)> {
+fn session_key(state: &AppState, hash: &[u8; 32]) -> Option<(crate::redis_link::RedisLink, String)> {
     // Without a cache of its own an instance asks the database every time, as set.
     if state.settings.session_share.is_zero() || state.settings.session_cache.is_zero() {
         return None;
@@ -286,12 +267,7 @@ pub async fn share_session(state: &AppState, hash: &[u8; 32], session: &CachedSe
         return;
     }
     let value = session.encode();
-    let result: redis::RedisResult<()> =
-        redis
-            .call(|mut c| async move {
-                redis::AsyncCommands::set_ex(&mut c, key, value, ttl as u64).await
-            })
-            .await;
+    let result: redis::RedisResult<()> = redis.call(|mut c| async move { redis::AsyncCommands::set_ex(&mut c, key, value, ttl as u64).await }).await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "session not shared in redis");
     }
@@ -404,11 +380,7 @@ mod tests {
     fn a_shared_session_reads_back_as_written() {
         let roles = UserRoles::from_db("both");
         let session = CachedSession::new(
-            AuthUser {
-                id: 42,
-                email: "odd but valid@example.test".to_owned(),
-                roles,
-            },
+            AuthUser { id: 42, email: "odd but valid@example.test".to_owned(), roles },
             time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
         );
         let back = CachedSession::decode(&session.encode()).unwrap();

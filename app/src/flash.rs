@@ -33,9 +33,7 @@ use crate::catalog::invalidate_product;
 use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
-use crate::orders::{
-    Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries,
-};
+use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::state::AppState;
 
 /// Admits a buyer while the counter (KEYS[1]) is positive: takes their units and
@@ -132,11 +130,7 @@ pub struct FlashLocal {
 impl FlashLocal {
     /// Every buyer of a sold-out sale, once this process has read them.
     fn sealed(&self, id: i64) -> Option<Arc<HashSet<i64>>> {
-        self.sealed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+        self.sealed.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
     /// How many buyers this process knows a sold-out sale to have (`None` until it
     /// has read them).
@@ -145,42 +139,21 @@ impl FlashLocal {
     }
     /// Whether this caller should read the buyers now (one at a time per sale).
     fn start_sealing(&self, id: i64) -> bool {
-        !self
-            .sealed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&id)
-            && self
-                .sealing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id)
+        !self.sealed.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) && self.sealing.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
     }
     fn finish_sealing(&self, id: i64, buyers: Option<HashSet<i64>>) {
         if let Some(buyers) = buyers {
-            self.sealed
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, Arc::new(buyers));
+            self.sealed.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(buyers));
         }
-        self.sealing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.sealing.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
     /// A buyer went to PostgreSQL without the ledger recording them.
     fn unrecorded(&self, id: i64) {
-        self.unrecorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
     }
     /// Whether this process owes the sale's ledger a close; clears the debt.
     fn take_unrecorded(&self, id: i64) -> bool {
-        self.unrecorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
     }
 
     fn is_sold_out(&self, id: i64) -> bool {
@@ -329,16 +302,8 @@ async fn open_ledger(state: &AppState, id: i64, units: i32) {
     let counter = redis.key(format_args!("flash:{id}:remaining"));
     let ledger = redis.key(format_args!("flash:{id}:ledger"));
     let (counter, ledger) = (&counter, &ledger);
-    let result: redis::RedisResult<i64> = redis
-        .call(|mut c| async move {
-            redis::Script::new(OPEN)
-                .key(counter)
-                .key(ledger)
-                .arg(units)
-                .invoke_async(&mut c)
-                .await
-        })
-        .await;
+    let result: redis::RedisResult<i64> =
+        redis.call(|mut c| async move { redis::Script::new(OPEN).key(counter).key(ledger).arg(units).invoke_async(&mut c).await }).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, sale_id = id, "could not open the flash ledger");
     }
@@ -353,9 +318,7 @@ async fn close_ledger_if_owed(state: &AppState, id: i64) {
         return;
     }
     let ledger = redis.key(format_args!("flash:{id}:ledger"));
-    let closed = redis
-        .call(|mut c| async move { c.srem::<_, _, ()>(ledger, "open").await })
-        .await;
+    let closed = redis.call(|mut c| async move { c.srem::<_, _, ()>(ledger, "open").await }).await;
     if let Err(e) = closed {
         tracing::warn!(error = %e, sale_id = id, "could not close the flash ledger");
         state.flash.unrecorded(id);
@@ -369,10 +332,7 @@ async fn record_buyer(state: &AppState, id: i64, buyer: i64) -> bool {
         return false;
     };
     let ledger = redis.key(format_args!("flash:{id}:ledger"));
-    redis
-        .call(|mut c| async move { c.sadd::<_, _, ()>(ledger, buyer).await })
-        .await
-        .is_ok()
+    redis.call(|mut c| async move { c.sadd::<_, _, ()>(ledger, buyer).await }).await.is_ok()
 }
 
 enum Gate {
@@ -398,12 +358,7 @@ async fn gate(state: &AppState, id: i64, quantity: i32, buyer: i64) -> AppResult
         let verdict: redis::RedisResult<i64> = redis
             .call(|mut c| async move {
                 let mut invocation = script.key(key);
-                invocation
-                    .key(ledger)
-                    .arg(quantity)
-                    .arg(buyer)
-                    .invoke_async(&mut c)
-                    .await
+                invocation.key(ledger).arg(quantity).arg(buyer).invoke_async(&mut c).await
             })
             .await;
         match verdict {
@@ -540,10 +495,7 @@ pub async fn purchase(
         Gate::Lost => {
             // Never through the gate, so no order to replay. One buyer per second per
             // process still checks PostgreSQL (recorded first, as any buyer let through).
-            if !state.flash.should_verify(id)
-                || !record_buyer(&state, id, user.id).await
-                || pg_remaining(&state, id).await? == 0
-            {
+            if !state.flash.should_verify(id) || !record_buyer(&state, id, user.id).await || pg_remaining(&state, id).await? == 0 {
                 return Err(sold_out(&state));
             }
             false
@@ -645,16 +597,9 @@ async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, qua
         "UPDATE flash_sales SET remaining = remaining - {quantity} WHERE id = {id} RETURNING remaining; \
          COMMIT; BEGIN"
     );
-    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(
-        sqlx::Executor::fetch_many(&mut tx, sqlx::raw_sql(&decisive)),
-    )
-    .await;
+    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(sqlx::Executor::fetch_many(&mut tx, sqlx::raw_sql(&decisive))).await;
     let remaining = match steps {
-        Ok(steps) => steps
-            .into_iter()
-            .find_map(|step| step.right())
-            .map(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
-            .transpose()?,
+        Ok(steps) => steps.into_iter().find_map(|step| step.right()).map(|row| sqlx::Row::try_get::<i32, _>(&row, 0)).transpose()?,
         Err(e) if is_check_violation(&e) => None,
         Err(e) => return Err(e.into()),
     };

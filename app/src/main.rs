@@ -232,11 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 token_ttl: Duration::from_secs(token_ttl),
                 session_cache: Duration::from_secs(session_cache_secs),
                 session_share: Duration::from_secs(session_share_secs),
-                rate_limits: RateLimits {
-                    login: rate_login,
-                    register: rate_register,
-                    search: rate_search,
-                },
+                rate_limits: RateLimits { login: rate_login, register: rate_register, search: rate_search },
                 read_your_writes_window: Duration::from_secs(read_your_writes_secs),
                 slow_request: Duration::from_millis(slow_request_ms),
                 unsafe_non_idempotent_checkout,

@@ -8,19 +8,8 @@ use crate::support::*;
 async fn register_login_me_and_token_rules() {
     // Sessions are edited in the database below, behind the shop's back: only the
     // instance's own short cache may hide that, not Redis's copy from the login.
-    let app = spawn_app_with(Options {
-        session_share: Duration::ZERO,
-        ..Default::default()
-    })
-    .await;
-    let user = app
-        .post(
-            "/register",
-            None,
-            json!({"email": "Ann@Example.test", "password": "correct horse", "roles": "buyer"}),
-        )
-        .await
-        .expect(201);
+    let app = spawn_app_with(Options { session_share: Duration::ZERO, ..Default::default() }).await;
+    let user = app.post("/register", None, json!({"email": "Ann@Example.test", "password": "correct horse", "roles": "buyer"})).await.expect(201);
     assert_eq!(user["email"], "ann@example.test");
     assert_eq!(user["roles"], "buyer");
 
@@ -74,12 +63,7 @@ async fn register_login_me_and_token_rules() {
 async fn a_deleted_session_works_only_as_long_as_the_session_cache_trusts_it() {
     for cache in [Duration::ZERO, Duration::from_secs(1)] {
         // This instance's own trust window; Redis's is tested below.
-        let app = spawn_app_with(Options {
-            session_cache: cache,
-            session_share: Duration::ZERO,
-            ..Default::default()
-        })
-        .await;
+        let app = spawn_app_with(Options { session_cache: cache, session_share: Duration::ZERO, ..Default::default() }).await;
         let (_, token) = app.user("buyer").await;
         app.get("/me", Some(&token)).await.expect(200);
         sqlx::query("DELETE FROM sessions").execute(&app.db).await.unwrap();
@@ -99,14 +83,8 @@ async fn a_deleted_session_works_only_as_long_as_the_session_cache_trusts_it() {
 async fn a_session_one_instance_saw_reaches_another_from_redis_without_the_database() {
     let db = fresh_database().await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let opts = || Options {
-        redis_prefix: Some(prefix.clone()),
-        ..Default::default()
-    };
-    let (a, b) = (
-        spawn_on(db.clone(), opts()).await,
-        spawn_on(db, opts()).await,
-    );
+    let opts = || Options { redis_prefix: Some(prefix.clone()), ..Default::default() };
+    let (a, b) = (spawn_on(db.clone(), opts()).await, spawn_on(db, opts()).await);
     // A token made behind the shops' backs: the first lookup asks the database and
     // shares the session in Redis.
     let (id, token) = a.user("buyer").await;
@@ -115,41 +93,17 @@ async fn a_session_one_instance_saw_reaches_another_from_redis_without_the_datab
     let me = b.get("/me", Some(&token)).await.expect(200);
     assert_eq!(me["id"], id);
     assert_eq!(me["roles"], "buyer");
-    assert_eq!(
-        b.state.primary.statements(),
-        before,
-        "a token this instance never saw was answered from Redis"
-    );
+    assert_eq!(b.state.primary.statements(), before, "a token this instance never saw was answered from Redis");
     // A login shares its session at once.
     let email = format!("{}@example.test", key());
-    a.post(
-        "/register",
-        None,
-        json!({"email": email, "password": "correct horse", "roles": "both"}),
-    )
-    .await
-    .expect(201);
-    let login = a
-        .post(
-            "/login",
-            None,
-            json!({"email": email, "password": "correct horse"}),
-        )
-        .await
-        .expect(200);
+    a.post("/register", None, json!({"email": email, "password": "correct horse", "roles": "both"})).await.expect(201);
+    let login = a.post("/login", None, json!({"email": email, "password": "correct horse"})).await.expect(200);
     let fresh = login["token"].as_str().unwrap();
     let before = b.state.primary.statements();
     assert_eq!(b.get("/me", Some(fresh)).await.expect(200)["roles"], "both");
     assert_eq!(b.state.primary.statements(), before);
     // Without sharing, the other instance asks the database.
-    let c = spawn_on(
-        fresh_database().await,
-        Options {
-            session_share: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
+    let c = spawn_on(fresh_database().await, Options { session_share: Duration::ZERO, ..Default::default() }).await;
     let (_, token) = c.user("buyer").await;
     let before = c.state.primary.statements();
     c.get("/me", Some(&token)).await.expect(200);

@@ -186,14 +186,8 @@ async fn a_counter_stuck_low_does_not_strand_units() {
 async fn two_shops() -> (TestApp, TestApp) {
     let db = fresh_database().await;
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let opts = || Options {
-        redis_prefix: Some(prefix.clone()),
-        ..Default::default()
-    };
-    (
-        spawn_on(db.clone(), opts()).await,
-        spawn_on(db, opts()).await,
-    )
+    let opts = || Options { redis_prefix: Some(prefix.clone()), ..Default::default() };
+    (spawn_on(db.clone(), opts()).await, spawn_on(db, opts()).await)
 }
 
 async fn until_sealed(app: &TestApp, sale_id: i64) -> usize {
@@ -226,11 +220,7 @@ async fn once_sealed_a_sold_out_answer_asks_no_database() {
         let before = app.state.primary.statements();
         let lost = buy(app, sale_id, token, &key(), None).await;
         assert_eq!((lost.status.as_u16(), lost.error()), (409, "sold out"));
-        assert_eq!(
-            app.state.primary.statements(),
-            before,
-            "a sold-out answer (uncached session included) made a database statement"
-        );
+        assert_eq!(app.state.primary.statements(), before, "a sold-out answer (uncached session included) made a database statement");
     }
     // The winner's retry still finds their order, on either instance.
     for app in [&a, &b] {
@@ -243,11 +233,7 @@ async fn once_sealed_a_sold_out_answer_asks_no_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_a_sealed_sale_answers_losers_from_memory() {
-    let app = spawn_app_with(Options {
-        redis: false,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(Options { redis: false, ..Default::default() }).await;
     let (sale_id, _) = sale(&app, 2, 10, 1, -1).await;
     let tokens = app.bulk_buyers(4, &format!("m{sale_id}")).await;
     for t in &tokens {
@@ -255,9 +241,7 @@ async fn without_redis_a_sealed_sale_answers_losers_from_memory() {
     }
     let won = key();
     let order = buy(&app, sale_id, &tokens[0], &won, None).await.expect(201);
-    buy(&app, sale_id, &tokens[1], &key(), None)
-        .await
-        .expect(201);
+    buy(&app, sale_id, &tokens[1], &key(), None).await.expect(201);
     assert_eq!(until_sealed(&app, sale_id).await, 2);
     let before = app.state.primary.statements();
     let lost = buy(&app, sale_id, &tokens[2], &key(), None).await;
@@ -284,25 +268,13 @@ async fn the_gate_refuses_without_the_database_only_buyers_it_never_let_through(
         let counter = counter.clone();
         let mut redis = redis.clone();
         async move {
-            let _: () = redis::cmd("SET")
-                .arg(&counter)
-                .arg(0)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
+            let _: () = redis::cmd("SET").arg(&counter).arg(0).query_async(&mut redis).await.unwrap();
         }
     };
     // Two units still in PostgreSQL, none in the counter (as if two buyers were in
     // flight). B's first refusal is the one per second that checks PostgreSQL: it buys.
     zero(&mut redis).await;
-    let over = buy(
-        &b,
-        sale_id,
-        &tokens[1],
-        &key(),
-        Some(json!({"quantity": 2})),
-    )
-    .await;
+    let over = buy(&b, sale_id, &tokens[1], &key(), Some(json!({"quantity": 2}))).await;
     assert_eq!(over.status, 409, "B learns the sale without the gate");
     buy(&b, sale_id, &tokens[1], &key(), None).await.expect(201);
     let verified = std::time::Instant::now();
@@ -315,27 +287,12 @@ async fn the_gate_refuses_without_the_database_only_buyers_it_never_let_through(
     let lost = buy(&b, sale_id, &tokens[2], &key(), None).await;
     if verified.elapsed() < std::time::Duration::from_millis(900) {
         assert_eq!((lost.status.as_u16(), lost.error()), (409, "sold out"));
-        assert_eq!(
-            b.state.primary.statements(),
-            before,
-            "refused from Redis alone"
-        );
+        assert_eq!(b.state.primary.statements(), before, "refused from Redis alone");
     }
     // A lost ledger is never trusted: the winner's retry still reaches their order.
-    let _: () = redis::cmd("DEL")
-        .arg(&ledger)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&ledger).query_async(&mut redis).await.unwrap();
     let replay = buy(&b, sale_id, &tokens[0], &won, None).await.expect(200);
     assert_eq!(replay["id"], order["id"]);
-    let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(&ledger)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(
-        !members.contains(&"open".to_owned()),
-        "a rebuilt ledger stays closed"
-    );
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg(&ledger).query_async(&mut redis).await.unwrap();
+    assert!(!members.contains(&"open".to_owned()), "a rebuilt ledger stays closed");
 }
