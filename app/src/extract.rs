@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::error::AppError;
+pub use crate::identity::{AuthUser, CachedSession, UserRoles};
 use crate::state::AppState;
 
 /// `axum::Json` with errors that name the offending field.
@@ -122,55 +123,10 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// What a user may do, as stored in `users.roles`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserRoles {
-    pub buyer: bool,
-    pub seller: bool,
-}
-
-impl UserRoles {
-    pub fn from_db(s: &str) -> Self {
-        UserRoles { buyer: s == "buyer" || s == "both", seller: s == "seller" || s == "both" }
-    }
-
-    pub fn as_db(self) -> &'static str {
-        match (self.buyer, self.seller) {
-            (true, true) => "both",
-            (false, true) => "seller",
-            _ => "buyer",
-        }
-    }
-}
-
-/// An authenticated user (valid, unexpired bearer token).
-#[derive(Clone, Debug)]
-pub struct AuthUser {
-    pub id: i64,
-    pub email: String,
-    pub roles: UserRoles,
-}
-
-impl AuthUser {
-    pub fn require_seller(&self) -> Result<(), AppError> {
-        if self.roles.seller { Ok(()) } else { Err(AppError::forbidden("seller role required")) }
-    }
-    pub fn require_buyer(&self) -> Result<(), AppError> {
-        if self.roles.buyer { Ok(()) } else { Err(AppError::forbidden("buyer role required")) }
-    }
-}
-
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty() && t.len() <= 256)
-}
-
-/// A session as the database last confirmed it, kept in `AppState::session_cache`.
-#[derive(Clone)]
-pub struct CachedSession {
-    user: AuthUser,
-    expires_at: OffsetDateTime,
 }
 
 /// The user behind `token`: from this process's cache, else from Redis, else from the
@@ -211,26 +167,6 @@ async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppEr
     let user = cached.user.clone();
     state.session_cache.put(hash, cached);
     Ok(Some(user))
-}
-
-impl CachedSession {
-    pub fn new(user: AuthUser, expires_at: OffsetDateTime) -> Self {
-        CachedSession { user, expires_at }
-    }
-
-    /// `id roles expires_at(unix) email`: the email goes last, it may hold anything.
-    fn encode(&self) -> String {
-        format!("{} {} {} {}", self.user.id, self.user.roles.as_db(), self.expires_at.unix_timestamp(), self.user.email)
-    }
-
-    fn decode(text: &str) -> Option<CachedSession> {
-        let mut parts = text.splitn(4, ' ');
-        let id = parts.next()?.parse().ok()?;
-        let roles = UserRoles::from_db(parts.next()?);
-        let expires_at = OffsetDateTime::from_unix_timestamp(parts.next()?.parse().ok()?).ok()?;
-        let email = parts.next()?.to_owned();
-        Some(CachedSession { user: AuthUser { id, email, roles }, expires_at })
-    }
 }
 
 fn session_key(state: &AppState, hash: &[u8; 32]) -> Option<(crate::redis_link::RedisLink, String)> {
@@ -374,23 +310,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 #[cfg(test)]
 mod tests {
-    use super::{AuthUser, CachedSession, UserRoles, describe_serde_error};
-
-    #[test]
-    fn a_shared_session_reads_back_as_written() {
-        let roles = UserRoles::from_db("both");
-        let session = CachedSession::new(
-            AuthUser { id: 42, email: "odd but valid@example.test".to_owned(), roles },
-            time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
-        );
-        let back = CachedSession::decode(&session.encode()).unwrap();
-        assert_eq!(back.user.id, 42);
-        assert_eq!(back.user.email, "odd but valid@example.test");
-        assert_eq!(back.user.roles, roles);
-        assert_eq!(back.expires_at, session.expires_at);
-        assert!(CachedSession::decode("42 buyer").is_none());
-        assert!(CachedSession::decode("x buyer 1 a@b").is_none());
-    }
+    use super::describe_serde_error;
 
     #[test]
     fn names_the_field() {

@@ -15,10 +15,8 @@
 //! Everyone else (a buyer the ledger knows, or any buyer without a trusted ledger) is
 //! checked against PostgreSQL for an earlier order under the same key, as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -33,6 +31,7 @@ use crate::catalog::invalidate_product;
 use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
+use crate::flash_memory::SaleMeta;
 use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::state::AppState;
 
@@ -68,10 +67,6 @@ end
 return 1
 "#;
 
-/// How often one process lets a gate-rejected buyer through to PostgreSQL, so a
-/// counter that is wrong on the low side heals instead of stranding units.
-const VERIFY_EVERY: Duration = Duration::from_secs(1);
-
 #[derive(Deserialize, ToSchema)]
 pub struct CreateFlashSale {
     pub product_id: i64,
@@ -104,76 +99,6 @@ pub struct PurchaseRequest {
 
 fn one() -> Quantity {
     Quantity(1)
-}
-
-/// The immutable part of a sale, cached per process.
-#[derive(Clone, Copy)]
-pub struct SaleMeta {
-    product_id: i64,
-    starts_at: OffsetDateTime,
-    per_buyer_limit: i32,
-}
-
-/// Per-process flash-sale memory: immutable sale data, sales seen sold out in
-/// PostgreSQL (remaining never grows back) and, once read, their final buyers; when we
-/// last verified a gate "no"; sales whose ledger this process must close.
-#[derive(Default)]
-pub struct FlashLocal {
-    meta: Mutex<HashMap<i64, SaleMeta>>,
-    sold_out: Mutex<HashSet<i64>>,
-    sealed: RwLock<HashMap<i64, Arc<HashSet<i64>>>>,
-    sealing: Mutex<HashSet<i64>>,
-    verified: Mutex<HashMap<i64, Instant>>,
-    unrecorded: Mutex<HashSet<i64>>,
-}
-
-impl FlashLocal {
-    /// Every buyer of a sold-out sale, once this process has read them.
-    fn sealed(&self, id: i64) -> Option<Arc<HashSet<i64>>> {
-        self.sealed.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
-    }
-    /// How many buyers this process knows a sold-out sale to have (`None` until it
-    /// has read them).
-    pub fn sealed_buyers(&self, id: i64) -> Option<usize> {
-        self.sealed(id).map(|b| b.len())
-    }
-    /// Whether this caller should read the buyers now (one at a time per sale).
-    fn start_sealing(&self, id: i64) -> bool {
-        !self.sealed.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) && self.sealing.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
-    }
-    fn finish_sealing(&self, id: i64, buyers: Option<HashSet<i64>>) {
-        if let Some(buyers) = buyers {
-            self.sealed.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(buyers));
-        }
-        self.sealing.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-    /// A buyer went to PostgreSQL without the ledger recording them.
-    fn unrecorded(&self, id: i64) {
-        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
-    }
-    /// Whether this process owes the sale's ledger a close; clears the debt.
-    fn take_unrecorded(&self, id: i64) -> bool {
-        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
-    }
-
-    fn is_sold_out(&self, id: i64) -> bool {
-        self.sold_out.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
-    }
-    fn mark_sold_out(&self, id: i64) {
-        self.sold_out.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
-    }
-    /// True at most once per [`VERIFY_EVERY`] per sale.
-    fn should_verify(&self, id: i64) -> bool {
-        let mut map = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match map.get(&id) {
-            Some(at) if now.duration_since(*at) < VERIFY_EVERY => false,
-            _ => {
-                map.insert(id, now);
-                true
-            }
-        }
-    }
 }
 
 #[utoipa::path(post, path = "/flash-sales", tag = "flash", request_body = CreateFlashSale, security(("bearer" = [])),

@@ -16,12 +16,16 @@
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
+//! - leaves that `state` holds and the routes use, so that no module depends on itself
+//!   through `state`: [`identity`] (users, roles, cached sessions), [`flash_memory`]
+//!   (what a process remembers of flash sales), [`buckets`] (in-process token buckets)
 //! - [`redis_link`]: the Redis connection and its circuit breaker (Redis is optional)
 //! - [`db`]: `Db`/`Tx` (pools that work behind a transaction pooler, statement
 //!   counts), embedded migrations; [`partitions`]: orders partitioned by month
 //! - [`openapi`]: the generated OpenAPI document
 
 pub mod auth;
+pub mod buckets;
 pub mod cache;
 pub mod cart;
 pub mod catalog;
@@ -32,7 +36,9 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod flash;
+pub mod flash_memory;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod openapi;
 pub mod orders;

@@ -2,10 +2,6 @@
 //! every process shares the bucket) when configured, in-process otherwise or when
 //! Redis fails.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
-
 use crate::config::RateSpec;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -32,32 +28,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
 return {allowed, tostring(retry)}
 "#;
-
-#[derive(Default)]
-pub struct LocalBuckets {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl LocalBuckets {
-    /// Takes one token; `Err(seconds)` tells how long until one is available.
-    fn take(&self, key: String, spec: RateSpec) -> Result<(), f64> {
-        let now = Instant::now();
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            // Full buckets carry no information; dropping them bounds memory.
-            map.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * spec.per_second < spec.burst);
-        }
-        let (tokens, at) = map.entry(key).or_insert((spec.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * spec.per_second).min(spec.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - *tokens) / spec.per_second)
-        }
-    }
-}
 
 /// Charges one request of `client` against the `group` bucket.
 pub async fn check(state: &AppState, group: &str, client: &str, spec: RateSpec) -> Result<(), AppError> {

@@ -11,13 +11,13 @@ use tokio::sync::Semaphore;
 
 use axum::body::Bytes;
 
+use crate::buckets::LocalBuckets;
 use crate::cache::LocalCache;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::extract::CachedSession;
-use crate::flash::FlashLocal;
+use crate::flash_memory::FlashLocal;
+use crate::identity::CachedSession;
 use crate::metrics::Metrics;
-use crate::ratelimit::LocalBuckets;
 use crate::redis_link::RedisLink;
 
 #[derive(Debug, thiserror::Error)]
