@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::Error;
 use crate::engine::{self, Class, Config, Row, Run, Step, Workload};
 use crate::http::{Conn, Request, STATUS_IO, STATUS_TIMEOUT, Target};
 use crate::schedule::Schedule;
-use crate::shop::{Setup, call_json, create_product};
+use crate::shop::{Setup, call_json, create_flash_sale, create_product};
 use crate::shop_sql::DbView;
 
 /// Rows of the flash sale's report.
@@ -103,17 +102,7 @@ pub async fn run(target: &Target, setup: Arc<Setup>, cfg: &FlashConfig) -> Resul
     let mut conn = Conn::new(target.clone());
     let name = format!("flash {} units {}", cfg.units, OffsetDateTime::now_utc().unix_timestamp());
     let product_id = create_product(&mut conn, &setup.seller, setup.shop_id, &name, cfg.units).await?;
-    // Whole milliseconds, so the instant we wait for is the one the shop stores.
-    let now = SystemTime::now();
-    let starts_at = OffsetDateTime::from(now) + cfg.lead;
-    let starts_at = starts_at.replace_nanosecond(starts_at.millisecond() as u32 * 1_000_000).unwrap_or(starts_at);
-    let rfc3339 = starts_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| Error::Setup { step: "flash sale".into(), why: e.to_string() })?;
-    let body = json!({"product_id": product_id, "units": cfg.units, "starts_at": rfc3339, "per_buyer_limit": 1});
-    let req = Request::post("/flash-sales", body.to_string()).token(Some(&setup.seller)).client(&setup.seller_client);
-    let sale = call_json(&mut conn, &req, "create the flash sale", &[201]).await?;
-    let sale_id = sale["id"].as_i64().ok_or_else(|| Error::Setup { step: "create the flash sale".into(), why: "no id".into() })?;
+    let (sale_id, starts_at) = create_flash_sale(&mut conn, &setup, product_id, cfg.units, 1, cfg.lead).await?;
     let until_start = (starts_at - OffsetDateTime::from(SystemTime::now())).try_into().unwrap_or(Duration::ZERO);
     let start = Instant::now() + until_start;
     let buyers = setup.buyers.len();

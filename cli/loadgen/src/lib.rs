@@ -14,6 +14,7 @@
 //! - [`shop_sql`]: the SQL that reads what the shop's database holds (flash sales, a chaos
 //!   run's orders), shared by `load` and `chaos run` so both count alike.
 //! - [`report`]: the text summary and the self-contained HTML report.
+//! - [`recorded`]: the chaos workload, every attempt recorded in a history for the checker.
 //!
 //! The crate does HTTP and nothing else: database checks reach it as values from the
 //! caller, which knows how to reach the environment's database.
@@ -21,6 +22,7 @@
 pub mod engine;
 pub mod flash;
 pub mod http;
+pub mod recorded;
 pub mod report;
 pub mod scenario;
 pub mod schedule;

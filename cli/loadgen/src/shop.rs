@@ -267,6 +267,29 @@ pub async fn prepare(target: &Target, url: &str, cfg: &SetupConfig) -> Result<Se
 }
 
 /// A product of the seller's shop; returns its id.
+/// A flash sale of `units` of `product_id`, starting `lead` from now (to the whole
+/// millisecond, the instant the shop stores), at most `per_buyer_limit` units a buyer.
+/// Returns the sale's id and its start.
+pub async fn create_flash_sale(
+    conn: &mut Conn,
+    setup: &Setup,
+    product_id: i64,
+    units: u32,
+    per_buyer_limit: u32,
+    lead: Duration,
+) -> Result<(i64, time::OffsetDateTime), Error> {
+    let starts_at = time::OffsetDateTime::from(SystemTime::now()) + lead;
+    let starts_at = starts_at.replace_nanosecond(starts_at.millisecond() as u32 * 1_000_000).unwrap_or(starts_at);
+    let rfc3339 = starts_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::Setup { step: "flash sale".into(), why: e.to_string() })?;
+    let body = json!({"product_id": product_id, "units": units, "starts_at": rfc3339, "per_buyer_limit": per_buyer_limit});
+    let req = Request::post("/flash-sales", body.to_string()).token(Some(&setup.seller)).client(&setup.seller_client);
+    let sale = call_json(conn, &req, "create the flash sale", &[201]).await?;
+    let id = sale["id"].as_i64().ok_or_else(|| Error::Setup { step: "create the flash sale".into(), why: "no id".into() })?;
+    Ok((id, starts_at))
+}
+
 pub async fn create_product(conn: &mut Conn, seller: &HeaderValue, shop_id: i64, name: &str, stock: u32) -> Result<i64, Error> {
     let body = json!({"shop_id": shop_id, "name": name, "description": "made by scalectl load", "price_cents": 1999, "stock": stock});
     let req = Request::post("/products", body.to_string()).token(Some(seller));
