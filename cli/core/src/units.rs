@@ -49,6 +49,13 @@ fn example_unit(example: &str) -> &str {
     example.trim_start_matches(|c: char| c.is_ascii_digit())
 }
 
+/// `value` in the largest of `units` (smallest first, the first of weight 1) that
+/// writes it exactly: every consumer's spelling is this with its own unit names.
+fn largest_exact(value: u64, units: &[(&str, u64)]) -> String {
+    let (name, mult) = units.iter().rev().find(|(_, m)| value.is_multiple_of(*m)).copied().unwrap_or(units[0]);
+    format!("{}{name}", value / mult)
+}
+
 /// A span of time, to the millisecond: `250ms`, `30s`, `5m` or `5min`, `2h`, `1d`, or a
 /// sum such as `1h30m`. A bare number is refused: `60` could mean seconds to one
 /// consumer and milliseconds to another.
@@ -104,20 +111,15 @@ impl Duration {
     }
 
     /// The largest unit that writes the value exactly, from `units` (largest last).
-    fn largest_exact(self, units: &[(&'static str, u64)]) -> String {
-        let (name, mult) = units.iter().rev().find(|(_, m)| self.ms.is_multiple_of(*m)).copied().unwrap_or(units[0]);
-        format!("{}{name}", self.ms / mult)
-    }
-
     /// For postgresql.conf: PostgreSQL knows `ms`, `s`, `min`, `h` and `d` (not `m`, which
     /// is how `checkpointTimeout: 5m` once kept a server from starting).
     pub fn postgres(self) -> String {
-        self.largest_exact(&[("ms", 1), ("s", 1000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
+        largest_exact(self.ms, &[("ms", 1), ("s", 1000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
     }
 
     /// For Prometheus' configuration and flags: `ms`, `s`, `m`, `h`, `d`.
     pub fn prometheus(self) -> String {
-        self.largest_exact(&[("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
+        largest_exact(self.ms, &[("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)])
     }
 
     /// For people and for humantime (`--for` and friends): the same as [`Display`].
@@ -191,24 +193,19 @@ impl ByteSize {
         self.bytes
     }
 
-    fn largest_exact(self, units: &[(&'static str, u64); 5]) -> String {
-        let (name, mult) = units.iter().rev().find(|(_, m)| self.bytes.is_multiple_of(*m)).copied().unwrap_or(units[0]);
-        format!("{}{name}", self.bytes / mult)
-    }
-
     /// For postgresql.conf: `B`, `kB`, `MB`, `GB`, `TB` (case matters to PostgreSQL).
     pub fn postgres(self) -> String {
-        self.largest_exact(&[("B", 1), ("kB", KIB), ("MB", MIB), ("GB", GIB), ("TB", TIB)])
+        largest_exact(self.bytes, &[("B", 1), ("kB", KIB), ("MB", MIB), ("GB", GIB), ("TB", TIB)])
     }
 
     /// For redis.conf, where `mb` is 1024² bytes but `m` would be 10⁶.
     pub fn redis(self) -> String {
-        self.largest_exact(&[("", 1), ("kb", KIB), ("mb", MIB), ("gb", GIB), ("tb", TIB)])
+        largest_exact(self.bytes, &[("", 1), ("kb", KIB), ("mb", MIB), ("gb", GIB), ("tb", TIB)])
     }
 
     /// A Kubernetes quantity: `Ki`, `Mi`, `Gi`, `Ti`.
     pub fn kubernetes(self) -> String {
-        self.largest_exact(&[("", 1), ("Ki", KIB), ("Mi", MIB), ("Gi", GIB), ("Ti", TIB)])
+        largest_exact(self.bytes, &[("", 1), ("Ki", KIB), ("Mi", MIB), ("Gi", GIB), ("Ti", TIB)])
     }
 }
 

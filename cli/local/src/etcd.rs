@@ -44,16 +44,13 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     Ok(())
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let d = daemon(env, r);
-    let addr = match d.endpoint() {
-        Ok(a) => a,
-        Err(e) => return Readiness::Failed(format!("{e:#}")),
-    };
-    d.check(|| {
+    let addr = d.endpoint()?;
+    Ok(d.check(|| {
         let body = health::http_get(addr, "/health", Duration::from_secs(1))?;
         if body.contains("\"true\"") { Ok(()) } else { Err(format!("etcd reports {body}")) }
-    })
+    }))
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -69,14 +69,12 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     Ok(None)
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     if !matches!(observe(env, r), Observed::Running { .. } | Observed::Down { .. }) {
-        return Readiness::Ready;
+        return Ok(Readiness::Ready);
     }
-    match daemon(env, r).and_then(|d| Ok((d.endpoint()?, d))) {
-        Ok((addr, d)) => d.check_http(addr, "/metrics"),
-        Err(e) => Readiness::Failed(format!("{e:#}")),
-    }
+    let d = daemon(env, r)?;
+    Ok(d.check_http(d.endpoint()?, "/metrics"))
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -68,25 +68,19 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     Ok(())
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let d = daemon(env, r);
     if is_router(r) {
         // Ready once some node is routed to as the leader: the write port accepts and
         // HAProxy's stats show an UP server in the primary backend.
-        let stats = match metrics_endpoint(r) {
-            Ok(s) => s,
-            Err(e) => return Readiness::Failed(format!("{e:#}")),
-        };
-        return d.check(|| {
+        let stats = metrics_endpoint(r)?;
+        return Ok(d.check(|| {
             let csv = health::http_get(stats, "/stats;csv", Duration::from_secs(1))?;
             let up = csv.lines().any(|l| l.starts_with("postgres_primary,") && !l.contains("BACKEND") && l.contains(",UP,"));
             if up { Ok(()) } else { Err("no PostgreSQL node is routed to as the leader yet".into()) }
-        });
+        }));
     }
-    match d.endpoint() {
-        Ok(addr) => d.check_http(addr, "/readyz"),
-        Err(e) => Readiness::Failed(format!("{e:#}")),
-    }
+    Ok(d.check_http(d.endpoint()?, "/readyz"))
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

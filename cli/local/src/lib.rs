@@ -176,8 +176,11 @@ impl Provider for LocalProvider {
             ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
             ResourceKind::Prometheus => prometheus::readiness(env, r),
             ResourceKind::Exporter => exporter::readiness(env, r),
-            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Readiness::Ready,
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(Readiness::Ready),
         }
+        // What keeps the check from being made at all (no address, no program) will not
+        // mend by waiting.
+        .unwrap_or_else(|e| Readiness::Failed(format!("{e:#}")))
     }
 
     fn destroy(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {

@@ -182,13 +182,10 @@ fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result
     }
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let d = daemon(env, r);
-    let api = match rest(r) {
-        Ok(a) => a,
-        Err(e) => return Readiness::Failed(format!("{e:#}")),
-    };
-    d.check(|| {
+    let api = rest(r)?;
+    Ok(d.check(|| {
         health::http_get(api, "/health", TIMEOUT).map_err(|_| "PostgreSQL is not running under Patroni yet".to_string())?;
         let cluster: Value = serde_json::from_str(&health::http_get(api, "/cluster", TIMEOUT)?).map_err(|e| e.to_string())?;
         let members = cluster["members"].as_array().cloned().unwrap_or_default();
@@ -206,7 +203,7 @@ pub fn readiness(env: &Env, r: &Resource) -> Readiness {
             return Err("no synchronous standby yet".into());
         }
         Ok(())
-    })
+    }))
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -62,15 +62,12 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     Ok(())
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let d = daemon(env, r);
-    let addr = match d.endpoint() {
-        Ok(a) => a,
-        Err(e) => return Readiness::Failed(format!("{e:#}")),
-    };
+    let addr = d.endpoint()?;
     // The admin console answers without a server behind it, so this checks PgBouncer
     // itself and its client authentication.
-    d.check(|| client(env, r).and_then(|c| c.query("pgbouncer", "SHOW VERSION")).map(drop).map_err(|e| format!("{addr}: {e:#}")))
+    Ok(d.check(|| client(env, r).and_then(|c| c.query("pgbouncer", "SHOW VERSION")).map(drop).map_err(|e| format!("{addr}: {e:#}"))))
 }
 
 /// A client of this pooler, logged in as the shop.

@@ -138,18 +138,15 @@ fn pg_ctl(env: &Env, r: &Resource, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let p = paths(env, r);
-    let mut cmd = match bin("pg_isready") {
-        Ok(b) => Command::new(b),
-        Err(e) => return Readiness::Failed(format!("{e:#}")),
-    };
+    let mut cmd = Command::new(bin("pg_isready")?);
     cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(r).to_string(), "-U", "postgres", "-q"]);
-    if as_user(cmd, env.run_as.as_ref()).status().is_ok_and(|s| s.success()) {
+    Ok(if as_user(cmd, env.run_as.as_ref()).status().is_ok_and(|s| s.success()) {
         Readiness::Ready
     } else {
         Readiness::Pending("not accepting connections yet".into())
-    }
+    })
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -90,21 +90,20 @@ fn endpoint(r: &Resource) -> Result<SocketAddr> {
     Ok(SocketAddr::from((r.address.context("prometheus without an address")?, r.port.unwrap_or(9090))))
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     if tools::find("prometheus").is_none() {
-        return Readiness::Ready;
+        return Ok(Readiness::Ready);
     }
     // Not `running_pid`: between exec and the new program's arguments being set up its
     // command line reads empty, which once failed a fresh `up` in CI.
     if let Some(failed) = crate::daemon::exited(r, &paths(env, r)) {
-        return failed;
+        return Ok(failed);
     }
-    match endpoint(r).map(|addr| health::http_status(addr, "/-/ready", Duration::from_secs(1))) {
-        Ok(Ok(200)) => Readiness::Ready,
-        Ok(Ok(code)) => Readiness::Pending(format!("/-/ready answered {code}")),
-        Ok(Err(e)) => Readiness::Pending(e),
-        Err(e) => Readiness::Failed(format!("{e:#}")),
-    }
+    Ok(match health::http_status(endpoint(r)?, "/-/ready", Duration::from_secs(1)) {
+        Ok(200) => Readiness::Ready,
+        Ok(code) => Readiness::Pending(format!("/-/ready answered {code}")),
+        Err(e) => Readiness::Pending(e),
+    })
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

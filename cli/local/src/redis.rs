@@ -46,12 +46,12 @@ pub fn command(r: &Resource, line: &str) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
-    daemon(env, r).check(|| match command(r, "PING") {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
+    Ok(daemon(env, r).check(|| match command(r, "PING") {
         Ok(reply) if reply.starts_with("+PONG") => Ok(()),
         Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
         Err(e) => Err(e),
-    })
+    }))
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

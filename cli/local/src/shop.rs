@@ -137,22 +137,21 @@ fn endpoint(r: &Resource) -> Result<SocketAddr> {
     Ok(SocketAddr::from((r.address.context("shop without an address")?, r.port.context("shop without a port")?)))
 }
 
-pub fn readiness(env: &Env, r: &Resource) -> Readiness {
+pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let p = paths(env, r);
     if let Some(failed) = crate::daemon::exited(r, &p) {
-        return failed;
+        return Ok(failed);
     }
-    match r.kind {
-        ResourceKind::Shop => match endpoint(r).map(|addr| health::http_status(addr, "/readyz", Duration::from_secs(1))) {
-            Ok(Ok(200)) => Readiness::Ready,
-            Ok(Ok(code)) => Readiness::Pending(format!("/readyz answered {code}")),
-            Ok(Err(e)) => Readiness::Pending(e),
-            Err(e) => Readiness::Failed(format!("{e:#}")),
+    Ok(match r.kind {
+        ResourceKind::Shop => match health::http_status(endpoint(r)?, "/readyz", Duration::from_secs(1)) {
+            Ok(200) => Readiness::Ready,
+            Ok(code) => Readiness::Pending(format!("/readyz answered {code}")),
+            Err(e) => Readiness::Pending(e),
         },
         // A worker is ready once it has stayed up past its start.
         _ if started_ago(&p.pid()).is_some_and(|d| d >= Duration::from_millis(500)) => Readiness::Ready,
         _ => Readiness::Pending("just started".into()),
-    }
+    })
 }
 
 /// How long ago the pid file was written, that is, the process started.
