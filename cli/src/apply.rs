@@ -274,7 +274,7 @@ mod tests {
             address: None,
             port: None,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            props: BTreeMap::new(),
+            spec: Default::default(),
         }
     }
 

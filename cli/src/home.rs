@@ -33,7 +33,7 @@ pub struct Home {
 
 /// The state file format this scalectl writes. Older files are migrated when read
 /// ([`migrate`]); a newer one is refused, since this release cannot know what it means.
-pub const STATE_VERSION: u64 = 2;
+pub const STATE_VERSION: u64 = 3;
 
 /// What scalectl remembers about one environment. Written atomically after every step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +84,9 @@ impl State {
 /// - 1 (no `version`; scalectl before Core v2): the digests of generated files and of
 ///   the shop binary sat among a resource's `props`; they move to `digests`, where
 ///   `plan` now records them, so an environment brought up by 1 plans as a no-op.
+/// - 2: a resource's definition was a flat map of text named `props`; it is the target's
+///   typed spec named `spec` now. The local target's specs serialize every value as the
+///   text 2 recorded, so the map is kept as it is, under its new name.
 pub fn migrate(mut v: serde_json::Value) -> Result<serde_json::Value> {
     let version = v.get("version").and_then(serde_json::Value::as_u64).unwrap_or(1);
     if version > STATE_VERSION {
@@ -104,6 +107,15 @@ pub fn migrate(mut v: serde_json::Value) -> Result<serde_json::Value> {
             }
             if !digests.is_empty() {
                 r.insert("digests".into(), digests.into());
+            }
+        }
+    }
+    if version < 3
+        && let Some(resources) = v.get_mut("resources").and_then(serde_json::Value::as_object_mut)
+    {
+        for r in resources.values_mut().filter_map(serde_json::Value::as_object_mut) {
+            if let Some(props) = r.remove("props") {
+                r.insert("spec".into(), props);
             }
         }
     }
@@ -247,14 +259,15 @@ mod tests {
         let state = home.load(&name).unwrap().unwrap();
         assert_eq!(state.version, STATE_VERSION);
         let shop = &state.resources["shop/r1-all-1"];
-        assert!(!shop.props.contains_key("program_digest") && !shop.props.contains_key("config_digest"), "{:?}", shop.props);
+        let leaves = shop.spec.leaves();
+        assert!(!leaves.contains_key("program_digest") && !leaves.contains_key("config_digest"), "{leaves:?}");
         assert_eq!(
             shop.digests.get("program_digest"),
             v1["resources"]["shop/r1-all-1"]["props"]["program_digest"].as_str().map(String::from).as_ref()
         );
         let pg = &state.resources["postgres/r1-pg-1"];
         assert_eq!(pg.digests.get("config_digest").map(String::as_str), v1["resources"]["postgres/r1-pg-1"]["props"]["config_digest"].as_str());
-        assert_eq!(pg.props.get("max_connections").map(String::as_str), Some("100"), "the rest is kept");
+        assert_eq!(pg.spec.leaves().get("max_connections").map(String::as_str), Some("100"), "the rest is kept, as the spec");
         assert_eq!(state.resources.len(), v1["resources"].as_object().unwrap().len());
 
         home.save(&state).unwrap();

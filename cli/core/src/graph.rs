@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::spec::Spec;
+
 /// What a resource is; each provider knows how to run some of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,8 +68,8 @@ impl fmt::Display for ResourceKind {
     }
 }
 
-/// One thing that must exist. `props` are everything that defines it; a change in any of
-/// them is a change the plan shows and apply carries out.
+/// One thing that must exist. Its `spec` is everything that defines it; a change in any
+/// field is a change the plan shows and apply carries out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     /// Unique and stable, such as `postgres/r1-pg-1`.
@@ -81,11 +83,12 @@ pub struct Resource {
     pub port: Option<u16>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The target's typed spec for this kind, serialized (`props` before state format 3).
     #[serde(default)]
-    pub props: BTreeMap<String, String>,
+    pub spec: Spec,
     /// What the resource runs that its definition does not say: digests of its
     /// generated configuration files (`config_digest`) and, for our own programs, of the
-    /// binary (`program_digest`). Kept apart from `props`, which `expand` alone decides,
+    /// binary (`program_digest`). Kept apart from `spec`, which `expand` alone decides,
     /// and compared by `plan` like them, so a template change or a rebuilt shop is a
     /// planned change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -93,10 +96,6 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn prop(&self, key: &str) -> Option<&str> {
-        self.props.get(key).map(String::as_str)
-    }
-
     /// `address:port`, when it listens.
     pub fn endpoint(&self) -> Option<String> {
         Some(format!("{}:{}", self.address?, self.port?))
@@ -183,7 +182,7 @@ mod tests {
             address: None,
             port: None,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            props: BTreeMap::new(),
+            spec: Spec::default(),
         }
     }
 

@@ -156,7 +156,7 @@ fn diff(had: &Resource, want: &Resource) -> Vec<Change> {
     field("address", had.address.map(|a| a.to_string()), want.address.map(|a| a.to_string()));
     field("port", had.port.map(|p| p.to_string()), want.port.map(|p| p.to_string()));
     field("depends_on", Some(had.depends_on.join(",")), Some(want.depends_on.join(",")));
-    for (had, want) in [(&had.props, &want.props), (&had.digests, &want.digests)] {
+    for (had, want) in [(&had.spec.leaves(), &want.spec.leaves()), (&had.digests, &want.digests)] {
         let keys: BTreeSet<&String> = had.keys().chain(want.keys()).collect();
         for k in keys {
             field(k, had.get(k).cloned(), want.get(k).cloned());
@@ -178,7 +178,7 @@ mod tests {
             address: None,
             port: None,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            props: props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            spec: props.iter().copied().collect(),
         }
     }
 
@@ -220,7 +220,7 @@ mod tests {
         let g = graph();
         let rec = recorded(&g);
         let mut want = g.clone();
-        want.resources[0].props.insert("max_connections".into(), "200".into());
+        want.resources[0].spec = [("max_connections", "200")].into_iter().collect();
         let p = plan(&want, &rec, &running(&g));
         let pg = p.step("postgres/a").unwrap();
         assert_eq!(pg.action, Action::Update);

@@ -126,6 +126,12 @@ pub trait Provider: Sync {
         None
     }
 
+    /// The addresses a user needs, by name: `shop` (through its balancer when there is
+    /// one), `database` (without its password), `prometheus` (when it runs).
+    fn endpoints(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::new()
+    }
+
     /// The database operations this target offers, if any.
     fn database(&self) -> Option<&dyn DatabaseOps> {
         None

@@ -3,13 +3,14 @@
 //! directory and its own cgroup. Pure: the same topology and placement always give the
 //! same graph, in the same order (golden files in `tests/golden/`).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use scalectl_core::graph::{Graph, GraphError, Resource, ResourceKind};
 use scalectl_core::manifest::{Exporter, Failover};
 use scalectl_core::topology::{DbCluster, MAIN_CLUSTER, MemberRole, Topology, rate_text};
 use serde::{Deserialize, Serialize};
+
+use crate::spec::*;
 
 /// Where an environment's processes live on the local target: its slot `S` gives it the
 /// loopback block 127.S.0.0/16, host `N` of region `R` (1-based) is 127.S.R.N.
@@ -94,13 +95,13 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
     if t.clusters.len() > MAX_CLUSTERS {
         return Err(ExpandError::TooMany { what: "database clusters", count: t.clusters.len(), max: MAX_CLUSTERS });
     }
-    let partition_premake = t.database.partitions_ahead().to_string();
+    let partition_premake = t.database.partitions_ahead();
     // Each cluster's data tier lives in its home region; other regions get a replica to
     // read from. Every cluster holds the shop's database, created and migrated there.
     let mut tiers = Vec::new();
     for (ci, cluster) in t.clusters.iter().enumerate() {
         let db = data_tier(t, ci, cluster, placement, &mut out)?;
-        let migration = database_and_migration(t, cluster, &db, &partition_premake, &mut out);
+        let migration = database_and_migration(t, cluster, &db, partition_premake, &mut out);
         tiers.push((db, migration));
     }
     // Shops reach the first cluster; routing them by shard key to the others comes with
@@ -113,16 +114,8 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let ri = region.index;
         let redis = t.cache_in(&region.name).map(|cache| {
             let id = format!("redis/{}", region.name);
-            out.push(Resource {
-                id: id.clone(),
-                kind: ResourceKind::Redis,
-                digests: BTreeMap::new(),
-                region: region.name.clone(),
-                address: Some(placement.address(ri, hosts::REDIS)),
-                port: Some(ports::REDIS),
-                depends_on: vec![],
-                props: props([("maxmemory", cache.maxmemory.redis()), ("replicas", cache.replicas.to_string())]),
-            });
+            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas });
+            out.push(resource(&id, &region.name, Some((placement.address(ri, hosts::REDIS), ports::REDIS)), vec![], spec));
             id
         });
         let limits = &t.shop.rate_limits;
@@ -144,26 +137,18 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
                 scrape.push(("shop".into(), format!("{address}:{}", ports::SHOP)));
                 let replicas = t.shop.read_from_replicas;
-                out.push(Resource {
-                    id: id.clone(),
-                    kind: ResourceKind::Shop,
-                    digests: BTreeMap::new(),
-                    region: region.name.clone(),
-                    address: Some(address),
-                    port: Some(ports::SHOP),
-                    depends_on: deps,
-                    props: props([
-                        ("roles", role.to_string()),
-                        ("db_pool_size", t.shop.db_pool_size.to_string()),
-                        ("writes_via", db.write_endpoint.clone()),
-                        ("reads_via", if replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() }),
-                        ("read_database", if replicas { db.read_database.clone() } else { t.database.name.clone() }),
-                        ("redis", redis.clone().unwrap_or_else(|| "none".into())),
-                        ("rate_login", rate_text(&limits.login)),
-                        ("rate_register", rate_text(&limits.register)),
-                        ("rate_search", rate_text(&limits.search)),
-                    ]),
+                let spec = LocalSpec::Shop(ShopSpec {
+                    roles: role.to_string(),
+                    db_pool_size: t.shop.db_pool_size,
+                    writes_via: db.write_endpoint.clone(),
+                    reads_via: if replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() },
+                    read_database: if replicas { db.read_database.clone() } else { t.database.name.clone() },
+                    redis: redis.clone(),
+                    rate_login: rate_text(&limits.login),
+                    rate_register: rate_text(&limits.register),
+                    rate_search: rate_text(&limits.search),
                 });
+                out.push(resource(&id, &region.name, Some((address, ports::SHOP)), deps, spec));
                 shops.push(id);
             }
         }
@@ -172,47 +157,32 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
                 deps.extend(redis.clone());
-                out.push(Resource {
-                    id: format!("worker/{}-{i}", region.name),
-                    kind: ResourceKind::Worker,
-                    digests: BTreeMap::new(),
-                    region: region.name.clone(),
-                    address: None,
-                    port: None,
-                    depends_on: deps,
-                    props: props([
-                        ("writes_via", db.write_endpoint.clone()),
-                        ("redis", redis.clone().unwrap_or_else(|| "none".into())),
-                        ("order_partitions_premake", partition_premake.clone()),
-                    ]),
+                let spec = LocalSpec::Worker(WorkerSpec {
+                    writes_via: db.write_endpoint.clone(),
+                    redis: redis.clone(),
+                    order_partitions_premake: partition_premake,
                 });
+                out.push(resource(&format!("worker/{}-{i}", region.name), &region.name, None, deps, spec));
             }
         }
         if let Some(edge) = t.edges.iter().find(|e| e.region == region.name) {
             let address = placement.address(ri, hosts::HAPROXY);
             scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
-            out.push(Resource {
-                id: format!("haproxy/{}", region.name),
-                kind: ResourceKind::Haproxy,
-                digests: BTreeMap::new(),
-                region: region.name.clone(),
-                address: Some(address),
-                port: Some(ports::HAPROXY),
-                depends_on: shops.clone(),
-                props: props([
-                    ("role", "edge".into()),
-                    ("balance", format!("{:?}", edge.balance).to_lowercase()),
-                    ("backends", shops.join(",")),
-                    ("health_check", "/readyz".into()),
-                ]),
+            let spec = LocalSpec::Haproxy(HaproxySpec {
+                role: HaproxyRole::Edge,
+                backends: shops.clone(),
+                health_check: "/readyz".into(),
+                balance: Some(edge.balance),
+                read_port: None,
             });
+            out.push(resource(&format!("haproxy/{}", region.name), &region.name, Some((address, ports::HAPROXY)), shops.clone(), spec));
         }
         if let Some(r) = &redis
             && t.observability.exporters.contains(&Exporter::Redis)
         {
             let address = placement.address(ri, hosts::REDIS);
             scrape.push(("redis".into(), format!("{address}:{}", ports::REDIS_EXPORTER)));
-            out.push(exporter(&region.name, address, ports::REDIS_EXPORTER, "redis", r));
+            out.push(exporter(&region.name, address, ports::REDIS_EXPORTER, Exports::Redis, r));
         }
     }
     for (db, _) in &tiers {
@@ -222,7 +192,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         for (db, _) in &tiers {
             for (node, address) in &db.nodes {
                 scrape.push(("postgres".into(), format!("{address}:{}", ports::POSTGRES_EXPORTER)));
-                out.push(exporter(&db.home, *address, ports::POSTGRES_EXPORTER, "postgres", node));
+                out.push(exporter(&db.home, *address, ports::POSTGRES_EXPORTER, Exports::Postgres, node));
             }
         }
     }
@@ -230,16 +200,8 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         // One per environment: every process here shares one machine.
         let address = placement.address(primary.index, hosts::PROMETHEUS);
         scrape.push(("node".into(), format!("{address}:{}", ports::NODE_EXPORTER)));
-        out.push(Resource {
-            id: "exporter/node".into(),
-            kind: ResourceKind::Exporter,
-            digests: BTreeMap::new(),
-            region: primary.name.clone(),
-            address: Some(address),
-            port: Some(ports::NODE_EXPORTER),
-            depends_on: vec![],
-            props: props([("exports", "node".to_string())]),
-        });
+        let spec = LocalSpec::Exporter(ExporterSpec { exports: Exports::Node, of: None });
+        out.push(resource("exporter/node", &primary.name, Some((address, ports::NODE_EXPORTER)), vec![], spec));
     }
     if let Some(prom) = &t.observability.prometheus {
         let site = t.site(&prom.region).unwrap_or(primary);
@@ -248,61 +210,37 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             out.iter().filter(|r| matches!(r.kind, ResourceKind::Shop | ResourceKind::Exporter)).map(|r| r.id.clone()).collect();
         scrape.sort();
         let slos = &t.observability.slos;
-        out.push(Resource {
-            id: "prometheus/main".into(),
-            kind: ResourceKind::Prometheus,
-            digests: BTreeMap::new(),
-            region: site.name.clone(),
-            address: Some(address),
-            port: Some(ports::PROMETHEUS),
-            depends_on,
-            props: props([
-                ("scrape_interval", prom.scrape_interval.prometheus()),
-                ("retention", prom.retention.prometheus()),
-                ("targets", scrape.iter().map(|(j, e)| format!("{j}={e}")).collect::<Vec<_>>().join(",")),
-                ("burn_rate_alerts", prom.burn_rate_alerts.to_string()),
-                ("slo_availability", slos.availability.to_string()),
-                ("slo_error_ratio", slos.error_ratio.to_string()),
-                ("slo_latency_p95_ms", slos.latency_p95_ms.to_string()),
-                ("slo_latency_p99_ms", slos.latency_p99_ms.to_string()),
-            ]),
+        let spec = LocalSpec::Prometheus(PrometheusSpec {
+            scrape_interval: prom.scrape_interval,
+            retention: prom.retention,
+            targets: scrape.iter().map(|(j, e)| format!("{j}={e}")).collect(),
+            burn_rate_alerts: prom.burn_rate_alerts,
+            slo_availability: slos.availability,
+            slo_error_ratio: slos.error_ratio,
+            slo_latency_p95_ms: slos.latency_p95_ms,
+            slo_latency_p99_ms: slos.latency_p99_ms,
         });
+        out.push(resource("prometheus/main", &site.name, Some((address, ports::PROMETHEUS)), depends_on, spec));
     }
     Ok(Graph::new(out)?)
 }
 
 /// The shop's database on `cluster` and the migration that shapes it; returns the
 /// migration's id. The main cluster's keep their ids (`database/shop`, `migration/shop`).
-fn database_and_migration(t: &Topology, cluster: &DbCluster, db: &DataTier, premake: &str, out: &mut Vec<Resource>) -> String {
+fn database_and_migration(t: &Topology, cluster: &DbCluster, db: &DataTier, premake: u8, out: &mut Vec<Resource>) -> String {
     let suffix = if cluster.name == MAIN_CLUSTER { String::new() } else { format!("@{}", cluster.name) };
     let database = format!("database/{}{suffix}", t.database.name);
-    out.push(Resource {
-        id: database.clone(),
-        kind: ResourceKind::Database,
-        digests: BTreeMap::new(),
-        region: cluster.home_region.clone(),
-        address: None,
-        port: None,
-        depends_on: db.writers.clone(),
-        props: props([
-            ("name", t.database.name.clone()),
-            ("owner", t.database.owner.clone()),
-            ("extensions", t.database.extensions.join(",")),
-            ("partition_orders", format!("{:?}", t.database.partition_orders).to_lowercase()),
-            ("premake", t.database.premake.to_string()),
-        ]),
+    let spec = LocalSpec::Database(DatabaseSpec {
+        name: t.database.name.clone(),
+        owner: t.database.owner.clone(),
+        extensions: t.database.extensions.clone(),
+        partition_orders: t.database.partition_orders,
+        premake: t.database.premake,
     });
+    out.push(resource(&database, &cluster.home_region, None, db.writers.clone(), spec));
     let migration = format!("migration/{}{suffix}", t.database.name);
-    out.push(Resource {
-        id: migration.clone(),
-        kind: ResourceKind::Migration,
-        digests: BTreeMap::new(),
-        region: cluster.home_region.clone(),
-        address: None,
-        port: None,
-        depends_on: vec![database.clone()],
-        props: props([("database", database), ("order_partitions_premake", premake.to_string())]),
-    });
+    let spec = LocalSpec::Migration(MigrationSpec { database: database.clone(), order_partitions_premake: premake });
+    out.push(resource(&migration, &cluster.home_region, None, vec![database], spec));
     migration
 }
 
@@ -336,20 +274,18 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         return Err(ExpandError::TooMany { what: "PostgreSQL nodes", count, max: 19 });
     }
     let pg = &cluster.server;
-    let settings = |role: MemberRole| {
-        props([
-            ("version", pg.version.clone()),
-            ("role", role.as_str().to_string()),
-            ("max_connections", pg.max_connections.to_string()),
-            ("shared_buffers", pg.shared_buffers.postgres()),
-            ("work_mem", pg.work_mem.postgres()),
-            ("effective_cache_size", pg.effective_cache_size.postgres()),
-            ("wal_compression", if pg.wal_compression { "on" } else { "off" }.to_string()),
-            ("max_wal_size", pg.max_wal_size.postgres()),
-            ("checkpoint_timeout", pg.checkpoint_timeout.postgres()),
-            ("synchronous_commit", pg.synchronous_commit.as_pg().to_string()),
-            ("shared_preload_libraries", pg.shared_preload_libraries.join(",")),
-        ])
+    let server = |role: NodeRole| PgServerSpec {
+        version: pg.version.clone(),
+        role,
+        max_connections: pg.max_connections,
+        shared_buffers: pg.shared_buffers,
+        work_mem: pg.work_mem,
+        effective_cache_size: pg.effective_cache_size,
+        wal_compression: pg.wal_compression,
+        max_wal_size: pg.max_wal_size,
+        checkpoint_timeout: pg.checkpoint_timeout,
+        synchronous_commit: pg.synchronous_commit,
+        shared_preload_libraries: pg.shared_preload_libraries.clone(),
     };
     let mut nodes: Vec<String> = Vec::new();
     let mut addresses = Vec::new();
@@ -358,95 +294,64 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
     let etcd_id = format!("etcd/{scope}");
     // Patroni's settings, the same on every member; `nosync` keeps a member from ever
     // being picked as the synchronous standby.
-    let patroni = |p: &mut BTreeMap<String, String>, f: &Failover, nosync: bool| {
-        p.insert("cluster".into(), scope.clone());
-        p.insert("synchronous_mode".into(), (cluster.synchronous > 0).to_string());
-        p.insert("synchronous_node_count".into(), cluster.synchronous.max(1).to_string());
-        p.insert("nosync".into(), nosync.to_string());
-        p.insert("patroni_port".into(), ports::PATRONI.to_string());
-        p.insert("ttl".into(), f.ttl.to_string());
-        p.insert("loop_wait".into(), f.loop_wait.to_string());
-        p.insert("retry_timeout".into(), f.retry_timeout.to_string());
-        p.insert("etcd".into(), etcd_id.clone());
+    let patroni = |f: &Failover, nosync: bool| PatroniSpec {
+        cluster: scope.clone(),
+        etcd: etcd_id.clone(),
+        synchronous_mode: cluster.synchronous > 0,
+        synchronous_node_count: u32::from(cluster.synchronous.max(1)),
+        nosync,
+        patroni_port: ports::PATRONI,
+        ttl: f.ttl,
+        loop_wait: f.loop_wait,
+        retry_timeout: f.retry_timeout,
     };
     if cluster.ha.is_some() {
-        out.push(Resource {
-            id: etcd_id.clone(),
-            kind: ResourceKind::Etcd,
-            digests: BTreeMap::new(),
-            region: home.name.clone(),
-            address: Some(at(ri, hosts::ETCD)),
-            port: Some(ports::ETCD_CLIENT),
-            depends_on: vec![],
-            props: props([("members", "1".to_string())]),
-        });
+        let spec = LocalSpec::Etcd(EtcdSpec { members: 1 });
+        out.push(resource(&etcd_id, &home.name, Some((at(ri, hosts::ETCD), ports::ETCD_CLIENT)), vec![], spec));
     }
     for member in cluster.home_members() {
         let id = format!("postgres/{scope}-pg-{}", member.ordinal);
         let address = at(ri, hosts::PG_FIRST + member.ordinal - 1);
-        let mut p = settings(member.role);
-        let (kind, deps) = match &cluster.ha {
+        let server = server(node_role(member.role));
+        let (spec, deps) = match &cluster.ha {
             Some(f) => {
-                patroni(&mut p, f, member.role == MemberRole::AsyncReplica);
+                let patroni = patroni(f, member.role == MemberRole::AsyncReplica);
                 scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
                 // The first node bootstraps the cluster (or adopts a standalone server's
                 // data); the others clone from it, so they start after it.
                 let mut deps = vec![etcd_id.clone()];
                 deps.extend(nodes.first().cloned());
-                (ResourceKind::PatroniNode, deps)
+                (LocalSpec::PatroniNode(PatroniNodeSpec { server, patroni, follows: None }), deps)
             }
-            None => (ResourceKind::Postgres, vec![]),
+            None => (LocalSpec::Postgres(PostgresSpec { server, follows: None }), vec![]),
         };
-        out.push(Resource {
-            id: id.clone(),
-            kind,
-            digests: BTreeMap::new(),
-            region: home.name.clone(),
-            address: Some(address),
-            port: Some(ports::POSTGRES),
-            depends_on: deps,
-            props: p,
-        });
+        out.push(resource(&id, &home.name, Some((address, ports::POSTGRES)), deps, spec));
         nodes.push(id);
         addresses.push(address);
     }
     for member in cluster.remote_members() {
         let site = t.site(&member.region).unwrap_or(home);
-        let mut p = settings(member.role);
-        p.insert("follows".into(), nodes[0].clone());
-        if let Some(f) = &cluster.ha {
+        let server = server(node_role(member.role));
+        let follows = Some(nodes[0].clone());
+        let spec = match &cluster.ha {
             // A member of the home region's cluster that never leads or confirms commits.
-            patroni(&mut p, f, true);
-        }
-        out.push(Resource {
-            id: format!("postgres/{}-pg-{}", scoped(&site.name, cluster), member.ordinal),
-            kind: if cluster.ha.is_some() { ResourceKind::PatroniNode } else { ResourceKind::Postgres },
-            digests: BTreeMap::new(),
-            region: site.name.clone(),
-            address: Some(at(site.index, hosts::PG_FIRST + member.ordinal - 1)),
-            port: Some(ports::POSTGRES),
-            depends_on: vec![nodes[0].clone()],
-            props: p,
-        });
+            Some(f) => LocalSpec::PatroniNode(PatroniNodeSpec { server, patroni: patroni(f, true), follows }),
+            None => LocalSpec::Postgres(PostgresSpec { server, follows }),
+        };
+        let id = format!("postgres/{}-pg-{}", scoped(&site.name, cluster), member.ordinal);
+        let address = at(site.index, hosts::PG_FIRST + member.ordinal - 1);
+        out.push(resource(&id, &site.name, Some((address, ports::POSTGRES)), vec![nodes[0].clone()], spec));
     }
     let mut writers = nodes.clone();
     if let Some(sharding) = &cluster.sharding {
         for w in 0..sharding.workers.min(60) {
             let id = format!("citus-worker/{scope}-{}", w + 1);
-            let mut p = settings(MemberRole::Primary);
-            p.insert("role".into(), "citus-worker".into());
-            p.insert("shard_count".into(), sharding.shard_count.to_string());
-            p.insert("distribution_column".into(), sharding.distribution_column.clone());
-            out.push(Resource {
-                id: id.clone(),
-                kind: ResourceKind::CitusWorker,
-                digests: BTreeMap::new(),
-                region: home.name.clone(),
-                address: Some(at(ri, hosts::CITUS_FIRST + w)),
-                port: Some(ports::POSTGRES),
-                depends_on: vec![],
-                props: p,
+            let spec = LocalSpec::CitusWorker(CitusWorkerSpec {
+                server: server(NodeRole::CitusWorker),
+                shard_count: sharding.shard_count,
+                distribution_column: sharding.distribution_column.clone(),
             });
+            out.push(resource(&id, &home.name, Some((at(ri, hosts::CITUS_FIRST + w), ports::POSTGRES)), vec![], spec));
             writers.push(id);
         }
     }
@@ -458,21 +363,14 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         let id = format!("haproxy/{scope}-db");
         let address = at(ri, hosts::DB_ROUTER);
         scrape.push(("haproxy".into(), format!("{address}:{}", ports::HAPROXY_METRICS)));
-        out.push(Resource {
-            id: id.clone(),
-            kind: ResourceKind::Haproxy,
-            digests: BTreeMap::new(),
-            region: home.name.clone(),
-            address: Some(address),
-            port: Some(ports::PG_WRITE),
-            depends_on: nodes.clone(),
-            props: props([
-                ("role", "db".into()),
-                ("backends", nodes.join(",")),
-                ("read_port", ports::PG_READ.to_string()),
-                ("health_check", "patroni".into()),
-            ]),
+        let spec = LocalSpec::Haproxy(HaproxySpec {
+            role: HaproxyRole::Db,
+            backends: nodes.clone(),
+            health_check: "patroni".into(),
+            balance: None,
+            read_port: Some(ports::PG_READ),
         });
+        out.push(resource(&id, &home.name, Some((address, ports::PG_WRITE)), nodes.clone(), spec));
         Some(id)
     } else {
         None
@@ -485,27 +383,20 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
     if let Some(pool) = t.pooler_of(&cluster.name) {
         let id = format!("pgbouncer/{scope}");
         let address = at(ri, hosts::PGBOUNCER);
-        let mut p = props([
-            ("pool_mode", format!("{:?}", pool.mode).to_lowercase()),
-            ("default_pool_size", pool.default_pool_size.to_string()),
-            ("max_client_conn", pool.max_client_conn.to_string()),
-            ("upstream", write_endpoint.clone()),
-        ]);
+        let mut spec = PgbouncerSpec {
+            pool_mode: pool.mode,
+            default_pool_size: pool.default_pool_size,
+            max_client_conn: pool.max_client_conn,
+            upstream: write_endpoint.clone(),
+            read_upstream: None,
+        };
         if standbys > 0 && router.is_some() {
             // A second logical database on the same pooler reaches the replicas.
-            p.insert("read_upstream".into(), read_endpoint.clone());
+            spec.read_upstream = Some(read_endpoint.clone());
             read_database = format!("{}_ro", t.database.name);
         }
-        out.push(Resource {
-            id: id.clone(),
-            kind: ResourceKind::Pgbouncer,
-            digests: BTreeMap::new(),
-            region: home.name.clone(),
-            address: Some(address),
-            port: Some(ports::PGBOUNCER),
-            depends_on: router.clone().map_or_else(|| nodes.clone(), |r| vec![r]),
-            props: p,
-        });
+        let deps = router.clone().map_or_else(|| nodes.clone(), |r| vec![r]);
+        out.push(resource(&id, &home.name, Some((address, ports::PGBOUNCER)), deps, LocalSpec::Pgbouncer(spec)));
         // `exporters: [pgbouncer]` is not run on local: the only packaged exporter
         // (Debian's prometheus-pgbouncer-exporter 1.7) cannot read PgBouncer 1.18's SHOW
         // STATS. Pool use shows in the shop's shop_db_pool_connections and in `status`.
@@ -520,22 +411,31 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
     Ok(DataTier { writers, write_endpoint, read_endpoint, read_database, pooler, home: home.name.clone(), nodes, scrape })
 }
 
-fn exporter(region: &str, address: Ipv4Addr, port: u16, what: &str, of: &str) -> Resource {
-    let name = of.replace('/', "-");
+fn exporter(region: &str, address: Ipv4Addr, port: u16, exports: Exports, of: &str) -> Resource {
+    let spec = LocalSpec::Exporter(ExporterSpec { exports, of: Some(of.to_string()) });
+    resource(&format!("exporter/{}", of.replace('/', "-")), region, Some((address, port)), vec![of.to_string()], spec)
+}
+
+/// A resource of the kind `spec` is, listening on `at` when it listens.
+fn resource(id: &str, region: &str, at: Option<(Ipv4Addr, u16)>, depends_on: Vec<String>, spec: LocalSpec) -> Resource {
     Resource {
-        id: format!("exporter/{name}"),
-        kind: ResourceKind::Exporter,
-        digests: BTreeMap::new(),
+        id: id.to_string(),
+        kind: spec.kind(),
         region: region.to_string(),
-        address: Some(address),
-        port: Some(port),
-        depends_on: vec![of.to_string()],
-        props: props([("exports", what.to_string()), ("of", of.to_string())]),
+        address: at.map(|(a, _)| a),
+        port: at.map(|(_, p)| p),
+        depends_on,
+        spec: spec.to_spec(),
+        digests: Default::default(),
     }
 }
 
-fn props<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+fn node_role(role: MemberRole) -> NodeRole {
+    match role {
+        MemberRole::Primary => NodeRole::Primary,
+        MemberRole::SyncStandby => NodeRole::SyncStandby,
+        MemberRole::AsyncReplica | MemberRole::RemoteReplica => NodeRole::AsyncReplica,
+    }
 }
 
 #[cfg(test)]
@@ -578,11 +478,12 @@ mod tests {
             assert!(ids.contains(id), "the second cluster has {id}: {ids:?}");
         }
         let second = g.get("postgres/r1-shard-2-pg-1").unwrap();
-        assert_eq!(second.prop("cluster"), Some("r1-shard-2"), "its own Patroni scope");
-        assert_eq!(second.prop("etcd"), Some("etcd/r1-shard-2"), "its own consensus store");
+        let patroni = patroni_node(second).unwrap().patroni;
+        assert_eq!(patroni.cluster, "r1-shard-2", "its own Patroni scope");
+        assert_eq!(patroni.etcd, "etcd/r1-shard-2", "its own consensus store");
         assert_eq!(second.address, Some(Ipv4Addr::new(127, 9, 17, 1)));
         let router = g.get("haproxy/r1-shard-2-db").unwrap();
-        assert_eq!(router.prop("backends"), Some("postgres/r1-shard-2-pg-1,postgres/r1-shard-2-pg-2,postgres/r1-shard-2-pg-3"));
+        assert_eq!(haproxy(router).unwrap().backends, ["postgres/r1-shard-2-pg-1", "postgres/r1-shard-2-pg-2", "postgres/r1-shard-2-pg-3"]);
 
         let mut endpoints = BTreeSet::new();
         for r in &g.resources {

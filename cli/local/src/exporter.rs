@@ -6,21 +6,21 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
 
 use crate::daemon::Daemon;
+use crate::spec::{self, Exports};
 use crate::{Env, postgres, tools};
 
 /// The package's program for what `r` exports.
 fn program(r: &Resource) -> Result<&'static str> {
-    Ok(match r.prop("exports").unwrap_or("") {
-        "postgres" => "prometheus-postgres-exporter",
-        "redis" => "prometheus-redis-exporter",
-        "node" => "prometheus-node-exporter",
-        other => bail!("no exporter for `{other}`"),
+    Ok(match spec::exporter(r)?.exports {
+        Exports::Postgres => "prometheus-postgres-exporter",
+        Exports::Redis => "prometheus-redis-exporter",
+        Exports::Node => "prometheus-node-exporter",
     })
 }
 
@@ -43,10 +43,11 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     let d = daemon(env, r)?;
     let listen = d.endpoint()?;
     let mut cmd = Command::new(bin);
-    let of = r.prop("of").and_then(|id| env.graph.get(id));
+    let spec = spec::exporter(r)?;
+    let of = spec.of.as_deref().map(|id| env.resource(id)).transpose()?;
     let mut unprivileged = false;
-    match r.prop("exports") {
-        Some("postgres") => {
+    match spec.exports {
+        Exports::Postgres => {
             let node = of.context("postgres exporter without its node")?;
             let socket = postgres::paths(env, node).socket_dir;
             // Over the node's private socket as the server user: no password needed.
@@ -56,12 +57,12 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
             );
             unprivileged = true;
         }
-        Some("redis") => {
+        Exports::Redis => {
             let redis = of.context("redis exporter without its server")?;
             let addr = redis.address.context("redis without an address")?;
             cmd.arg(format!("-web.listen-address={listen}")).arg(format!("-redis.addr=redis://{addr}:{}", redis.port.unwrap_or(6379)));
         }
-        _ => {
+        Exports::Node => {
             cmd.arg(format!("--web.listen-address={listen}"));
         }
     }

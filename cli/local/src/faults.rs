@@ -208,7 +208,7 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
         Selector::Db => {
             let mut r = nodes.clone();
             r.extend(of(ResourceKind::Pgbouncer));
-            r.extend(env.graph.resources.iter().filter(|r| r.kind == ResourceKind::Haproxy && r.prop("role") == Some("db")));
+            r.extend(env.graph.resources.iter().filter(|r| crate::haproxy::is_router(r)));
             r
         }
         Selector::Redis => of(ResourceKind::Redis).collect(),

@@ -15,14 +15,16 @@ use scalectl_core::plan::Observed;
 use serde_json::json;
 
 use crate::daemon::Daemon;
+use crate::spec::{self, HaproxyRole};
 use crate::{Env, health, templates, tools};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "haproxy")
 }
 
-fn is_router(r: &Resource) -> bool {
-    r.prop("role") == Some("db")
+/// Whether `r` is a database router (rather than the shop's edge balancer).
+pub fn is_router(r: &Resource) -> bool {
+    spec::haproxy(r).is_ok_and(|s| s.role == HaproxyRole::Db)
 }
 
 fn metrics_endpoint(r: &Resource) -> Result<SocketAddr> {
@@ -30,19 +32,24 @@ fn metrics_endpoint(r: &Resource) -> Result<SocketAddr> {
 }
 
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let spec = spec::haproxy(r)?;
     let mut backends = Vec::new();
-    for id in r.prop("backends").unwrap_or("").split(',').filter(|b| !b.is_empty()) {
+    for id in &spec.backends {
         let b = env.resource(id)?;
+        let patroni_port = match spec.role {
+            HaproxyRole::Db => Some(spec::patroni_node(b)?.patroni.patroni_port),
+            HaproxyRole::Edge => None,
+        };
         backends.push(json!({
             "name": id.rsplit('/').next().unwrap_or(id),
             "address": b.address.map(|a| a.to_string()).unwrap_or_default(),
             "port": b.port,
-            "patroni_port": b.prop("patroni_port").unwrap_or("8008"),
+            "patroni_port": patroni_port,
         }));
     }
     let extra = json!({
-        "role": if is_router(r) { "db" } else { "edge" },
-        "read_port": r.prop("read_port").unwrap_or("5001"),
+        "role": spec.role,
+        "read_port": spec.read_port,
         "metrics_port": ports::HAPROXY_METRICS,
         "backends": backends,
     });
@@ -61,7 +68,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     // -db: stay in the foreground; we detach it ourselves and keep its pid.
     cmd.arg("-db").arg("-f").arg(&config);
     let mut listen = vec![d.endpoint()?, metrics_endpoint(r)?];
-    if let (Some(a), Some(p)) = (r.address, r.prop("read_port").and_then(|p| p.parse().ok()).filter(|_| is_router(r))) {
+    if let (Some(a), Some(p)) = (r.address, spec::haproxy(r)?.read_port) {
         listen.push(SocketAddr::from((a, p)));
     }
     d.start(cmd, &files, &listen, true)?;

@@ -32,10 +32,12 @@ pub mod redis;
 pub mod secrets;
 pub mod shop;
 pub mod slots;
+pub mod spec;
 pub mod templates;
 pub mod tools;
 pub mod user;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use scalectl_core::fault::{FaultKind, Selector};
@@ -71,6 +73,19 @@ impl Env {
 
     pub fn resource(&self, id: &str) -> anyhow::Result<&Resource> {
         self.graph.get(id).ok_or_else(|| anyhow::anyhow!("resource {id} is not part of this environment"))
+    }
+
+    /// Where resource `id` takes connections: its port, or a database router's read
+    /// port when `read`.
+    pub fn connect_to(&self, id: &str, read: bool) -> anyhow::Result<std::net::SocketAddr> {
+        use anyhow::Context;
+        let r = self.resource(id)?;
+        let address = r.address.with_context(|| format!("{id} has no address"))?;
+        let port = match (r.kind, read) {
+            (ResourceKind::Haproxy, true) => spec::haproxy(r)?.read_port.with_context(|| format!("{id} has no read port"))?,
+            _ => r.port.with_context(|| format!("{id} has no port"))?,
+        };
+        Ok(std::net::SocketAddr::from((address, port)))
     }
 
     /// The environment's loopback block in CIDR form.
@@ -121,7 +136,10 @@ impl Provider for LocalProvider {
             .resources
             .iter()
             .filter(|r| matches!(r.kind, ResourceKind::Postgres | ResourceKind::PatroniNode))
-            .filter_map(|r| tools::server_bindir(r.prop("version").unwrap_or("15")).err().map(|e| e.to_string()))
+            .filter_map(|r| match spec::server(r) {
+                Ok(s) => tools::server_bindir(&s.version).err().map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            })
             .collect();
         problems.dedup();
         problems
@@ -223,6 +241,27 @@ impl Provider for LocalProvider {
 
     fn program_digest(&self, r: &Resource) -> Option<String> {
         matches!(r.kind, ResourceKind::Shop | ResourceKind::Worker | ResourceKind::Migration).then(shop::program_digest).flatten()
+    }
+
+    fn endpoints(&self) -> BTreeMap<&'static str, String> {
+        let graph = &self.env.graph;
+        let mut out = BTreeMap::new();
+        let first = |kind: ResourceKind| graph.resources.iter().find(|r| r.kind == kind);
+        let edge = graph.resources.iter().find(|r| r.kind == ResourceKind::Haproxy && !haproxy::is_router(r));
+        if let Some(e) = edge.or_else(|| first(ResourceKind::Shop)).and_then(Resource::endpoint) {
+            out.insert("shop", format!("http://{e}"));
+        }
+        let db = first(ResourceKind::Pgbouncer).or_else(|| first(ResourceKind::Postgres)).or_else(|| first(ResourceKind::PatroniNode));
+        if let Some(e) = db.and_then(Resource::endpoint) {
+            out.insert("database", format!("postgres://shop@{e}/shop"));
+        }
+        if let Some(p) = first(ResourceKind::Prometheus)
+            && !matches!(self.observe(p), Observed::Unknown)
+            && let Some(e) = p.endpoint()
+        {
+            out.insert("prometheus", format!("http://{e}"));
+        }
+        out
     }
 
     fn database(&self) -> Option<&dyn DatabaseOps> {

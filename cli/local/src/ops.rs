@@ -61,7 +61,7 @@ fn database(env: &Env) -> Option<DatabaseInsight> {
 /// PgBouncer's SHOW POOLS for the shop's databases.
 fn pool(env: &Env, r: &Resource) -> Result<Vec<PoolUse>> {
     let rows = pgbouncer::client(env, r)?.table("pgbouncer", "SHOW POOLS")?;
-    let size: u64 = r.prop("default_pool_size").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let size = u64::from(crate::spec::pgbouncer(r)?.default_pool_size);
     let n = |row: &BTreeMap<String, String>, k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Ok(rows
         .iter()
@@ -138,7 +138,7 @@ fn pooled_write(env: &Env) -> Result<()> {
 
 fn write_probe(env: &Env) -> Result<()> {
     pooled_write(env)?;
-    for edge in of_kind(env, ResourceKind::Haproxy).into_iter().filter(|h| h.prop("role") != Some("db")) {
+    for edge in of_kind(env, ResourceKind::Haproxy).into_iter().filter(|h| !crate::haproxy::is_router(h)) {
         let addr = std::net::SocketAddr::from((edge.address.context("balancer without an address")?, edge.port.unwrap_or(8000)));
         match health::http_status(addr, "/readyz", Duration::from_secs(2)) {
             Ok(200) => {}

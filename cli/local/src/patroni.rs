@@ -16,6 +16,7 @@ use scalectl_core::plan::{Action, Observed};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
+use crate::spec::{self, PgServerSpec};
 use crate::{Env, health, postgres, process, secrets, templates, tools};
 
 const SUPERUSER_SECRET: &str = "postgres-postgres.password";
@@ -33,29 +34,24 @@ pub fn member_name(r: &Resource) -> String {
 
 /// Where the node's Patroni REST API listens.
 pub fn rest(r: &Resource) -> Result<SocketAddr> {
-    let port = r.prop("patroni_port").and_then(|p| p.parse().ok()).unwrap_or(crate::expand::ports::PATRONI);
+    let port = spec::patroni_node(r)?.patroni.patroni_port;
     Ok(SocketAddr::from((r.address.context("patroni node without an address")?, port)))
 }
 
 /// Settings that must be the same on every node; Patroni keeps them in etcd.
-fn cluster_parameters(r: &Resource) -> BTreeMap<&'static str, String> {
-    let mut p = BTreeMap::new();
-    for key in [
-        "max_connections",
-        "shared_buffers",
-        "work_mem",
-        "effective_cache_size",
-        "wal_compression",
-        "max_wal_size",
-        "checkpoint_timeout",
-        "synchronous_commit",
-    ] {
-        if let Some(v) = r.prop(key) {
-            p.insert(key, v.to_string());
-        }
-    }
-    if let Some(libs) = r.prop("shared_preload_libraries").filter(|l| !l.is_empty()) {
-        p.insert("shared_preload_libraries", libs.to_string());
+fn cluster_parameters(s: &PgServerSpec) -> BTreeMap<&'static str, String> {
+    let mut p = BTreeMap::from([
+        ("max_connections", s.max_connections.to_string()),
+        ("shared_buffers", s.shared_buffers.postgres()),
+        ("work_mem", s.work_mem.postgres()),
+        ("effective_cache_size", s.effective_cache_size.postgres()),
+        ("wal_compression", if s.wal_compression { "on" } else { "off" }.to_string()),
+        ("max_wal_size", s.max_wal_size.postgres()),
+        ("checkpoint_timeout", s.checkpoint_timeout.postgres()),
+        ("synchronous_commit", s.synchronous_commit.as_pg().to_string()),
+    ]);
+    if !s.shared_preload_libraries.is_empty() {
+        p.insert("shared_preload_libraries", s.shared_preload_libraries.join(","));
     }
     // pg_rewind lets a failed leader rejoin as a replica instead of being re-cloned.
     p.insert("wal_log_hints", "on".into());
@@ -66,15 +62,14 @@ fn cluster_parameters(r: &Resource) -> BTreeMap<&'static str, String> {
 }
 
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
-    let etcd = env.resource(r.prop("etcd").context("patroni node without etcd")?)?;
-    let etcd_addr = format!("{}:{}", etcd.address.context("etcd without an address")?, etcd.port.unwrap_or(2379));
+    let spec = spec::patroni_node(r)?;
     let extra = json!({
-        "scope": format!("{}-{}", env.name, r.prop("cluster").unwrap_or("r1")),
+        "scope": format!("{}-{}", env.name, spec.patroni.cluster),
         "name": member_name(r),
         "port": r.port.unwrap_or(5432),
-        "bindir": tools::server_bindir(r.prop("version").unwrap_or("15"))?,
-        "etcd": etcd_addr,
-        "cluster_parameters": cluster_parameters(r),
+        "bindir": tools::server_bindir(&spec.server.version)?,
+        "etcd": env.connect_to(&spec.patroni.etcd, false)?.to_string(),
+        "cluster_parameters": cluster_parameters(&spec.server),
     });
     Ok(vec![templates::render_for(env, r, "patroni.yml", templates::PATRONI_YML, extra)?])
 }
@@ -161,12 +156,13 @@ fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<()
         w.own(&dir.join("patroni.yml"))?;
     }
     let api = rest(r)?;
+    let spec = spec::patroni_node(r)?;
     let patch = json!({
-        "ttl": r.prop("ttl").and_then(|v| v.parse::<u32>().ok()),
-        "loop_wait": r.prop("loop_wait").and_then(|v| v.parse::<u32>().ok()),
-        "retry_timeout": r.prop("retry_timeout").and_then(|v| v.parse::<u32>().ok()),
-        "synchronous_mode": r.prop("synchronous_mode") == Some("true"),
-        "postgresql": {"parameters": cluster_parameters(r)},
+        "ttl": spec.patroni.ttl,
+        "loop_wait": spec.patroni.loop_wait,
+        "retry_timeout": spec.patroni.retry_timeout,
+        "synchronous_mode": spec.patroni.synchronous_mode,
+        "postgresql": {"parameters": cluster_parameters(&spec.server)},
     });
     call(api, "PATCH", "/config", Some(&patch.to_string()))?;
     call(api, "POST", "/reload", None)?;
@@ -185,6 +181,7 @@ fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let d = daemon(env, r);
     let api = rest(r)?;
+    let may_be_sync = spec::patroni_node(r)?.may_be_sync();
     Ok(d.check(|| {
         health::http_get(api, "/health", TIMEOUT).map_err(|_| "PostgreSQL is not running under Patroni yet".to_string())?;
         let cluster: Value = serde_json::from_str(&health::http_get(api, "/cluster", TIMEOUT)?).map_err(|e| e.to_string())?;
@@ -198,7 +195,6 @@ pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
         }
         // A standby that may be synchronous is ready once the leader waits for a
         // synchronous standby: only then does an acknowledged commit survive the leader.
-        let may_be_sync = r.prop("synchronous_mode") == Some("true") && r.prop("nosync") != Some("true");
         if may_be_sync && me["role"] != "leader" && !members.iter().any(|m| m["role"] == "sync_standby") {
             return Err("no synchronous standby yet".into());
         }

@@ -7,35 +7,25 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use scalectl_core::Readiness;
+use scalectl_core::Resource;
 use scalectl_core::plan::{Action, Observed};
-use scalectl_core::{Resource, ResourceKind};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, postgres, secrets, templates, tools};
+use crate::{Env, postgres, secrets, spec, templates, tools};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "pgbouncer")
 }
 
-/// Where `upstream` takes connections for writes, or for reads when `read`.
-fn upstream_endpoint(env: &Env, id: &str, read: bool) -> Result<(String, u16)> {
-    let up = env.resource(id)?;
-    let addr = up.address.with_context(|| format!("{id} has no address"))?;
-    let port = match (up.kind, read) {
-        (ResourceKind::Haproxy, true) => up.prop("read_port").and_then(|p| p.parse().ok()).context("router without a read port")?,
-        _ => up.port.context("upstream without a port")?,
-    };
-    Ok((addr.to_string(), port))
-}
-
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let spec = spec::pgbouncer(r)?;
     let mut databases = Vec::new();
-    let (host, port) = upstream_endpoint(env, r.prop("upstream").context("pgbouncer without an upstream")?, false)?;
-    databases.push(json!({"name": "shop", "host": host, "port": port}));
-    if let Some(read) = r.prop("read_upstream") {
-        let (host, port) = upstream_endpoint(env, read, true)?;
-        databases.push(json!({"name": "shop_ro", "host": host, "port": port}));
+    let up = env.connect_to(&spec.upstream, false)?;
+    databases.push(json!({"name": "shop", "host": up.ip().to_string(), "port": up.port()}));
+    if let Some(read) = &spec.read_upstream {
+        let up = env.connect_to(read, true)?;
+        databases.push(json!({"name": "shop_ro", "host": up.ip().to_string(), "port": up.port()}));
     }
     Ok(vec![templates::render_for(env, r, "pgbouncer.ini", templates::PGBOUNCER_INI, json!({"databases": databases}))?])
 }

@@ -36,7 +36,7 @@ fn bin(name: &str) -> Result<PathBuf> {
 
 /// A server program of the major version `node` asks for.
 fn server_bin(node: &Resource, name: &str) -> Result<PathBuf> {
-    Ok(tools::server_bindir(node.prop("version").unwrap_or("15"))?.join(name))
+    Ok(tools::server_bindir(&crate::spec::server(node)?.version)?.join(name))
 }
 
 fn port(r: &Resource) -> u16 {
@@ -52,7 +52,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "port": port(r),
         "socket_dir": p.socket_dir,
         "block": env.block(),
-        "p": r.props,
+        "p": r.spec,
     });
     Ok(vec![
         ("postgresql.conf".into(), templates::render("postgresql.conf", templates::POSTGRESQL_CONF, &ctx)?),
@@ -207,8 +207,8 @@ pub fn primary<'a>(env: &'a Env, ids: &[String]) -> Result<&'a Resource> {
 /// Creates the shop's role (with a generated password) and database, and extensions.
 pub fn apply_database(env: &Env, r: &Resource) -> Result<()> {
     let node = primary(env, &r.depends_on)?;
-    let name = r.prop("name").unwrap_or("shop");
-    let owner = r.prop("owner").unwrap_or("shop");
+    let spec = crate::spec::database(r)?;
+    let (name, owner) = (spec.name.as_str(), spec.owner.as_str());
     check_ident(name)?;
     check_ident(owner)?;
     let password = secrets::get_or_create(&env.secrets_dir(), &password_file(owner))?;
@@ -222,10 +222,9 @@ pub fn apply_database(env: &Env, r: &Resource) -> Result<()> {
              SELECT format('CREATE DATABASE %I OWNER %I', '{name}', '{owner}') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
         ),
     )?;
-    let extensions: Vec<&str> = r.prop("extensions").unwrap_or("").split(',').filter(|e| !e.is_empty()).collect();
-    if !extensions.is_empty() {
+    if !spec.extensions.is_empty() {
         let mut sql = String::new();
-        for e in extensions {
+        for e in &spec.extensions {
             check_ident(e)?;
             sql.push_str(&format!("CREATE EXTENSION IF NOT EXISTS {e};\n"));
         }

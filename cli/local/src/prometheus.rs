@@ -13,32 +13,31 @@ use scalectl_core::plan::Observed;
 use serde_json::json;
 
 use crate::process::{self, Paths};
-use crate::{Env, fsutil, health, templates, tools};
+use crate::{Env, fsutil, health, spec, templates, tools};
 
 fn paths(env: &Env, r: &Resource) -> Paths {
     Paths { dir: env.node_dir(r) }
 }
 
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
+    let spec = spec::prometheus(r)?;
     let mut jobs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in r.prop("targets").unwrap_or("").split(',').filter(|t| !t.is_empty()) {
+    for t in &spec.targets {
         let (job, endpoint) = t.split_once('=').context("malformed scrape target")?;
         jobs.entry(job).or_default().push(endpoint);
     }
     let jobs: Vec<_> = jobs.into_iter().map(|(name, targets)| json!({"name": name, "targets": targets})).collect();
-    let ms = |key: &str| r.prop(key).and_then(|v| v.parse::<f64>().ok()).map(|v| v / 1000.0);
-    let availability: f64 = r.prop("slo_availability").and_then(|v| v.parse().ok()).unwrap_or(99.0);
     let ctx = json!({
         "env": env.name,
         "address": r.address.map(|a| a.to_string()).unwrap_or_default(),
         "port": r.port.unwrap_or(9090),
-        "p": r.props,
+        "p": r.spec,
         "jobs": jobs,
         "rules": env.node_dir(r).join(RULES).display().to_string(),
         "windows": ["5m", "30m", "1h", "6h"],
-        "p95_seconds": ms("slo_latency_p95_ms").unwrap_or(0.2),
-        "p99_seconds": ms("slo_latency_p99_ms").unwrap_or(0.5),
-        "budget": format!("{:.6}", (1.0 - availability / 100.0).max(0.0)),
+        "p95_seconds": f64::from(spec.slo_latency_p95_ms) / 1000.0,
+        "p99_seconds": f64::from(spec.slo_latency_p99_ms) / 1000.0,
+        "budget": format!("{:.6}", (1.0 - spec.slo_availability / 100.0).max(0.0)),
     });
     Ok(vec![
         ("prometheus.yml".into(), templates::render("prometheus.yml", templates::PROMETHEUS_YML, &ctx)?),
@@ -81,7 +80,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", p.dir.join("data").display()))
         .arg(format!("--web.listen-address={addr}"))
-        .arg(format!("--storage.tsdb.retention.time={}", r.prop("retention").unwrap_or("1d")));
+        .arg(format!("--storage.tsdb.retention.time={}", spec::prometheus(r)?.retention.prometheus()));
     process::spawn_detached(cmd, &p.log(), &p.pid())?;
     Ok(None)
 }

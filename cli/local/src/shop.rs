@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use scalectl_core::Readiness;
+use scalectl_core::manifest::PoolMode;
 use scalectl_core::plan::Observed;
 use scalectl_core::{Resource, ResourceKind};
 
 use crate::process::{self, Paths};
+use crate::spec::{self, ShopSpec, WorkerSpec};
 use crate::{Env, fsutil, health, postgres, secrets, tools};
 
 fn bin() -> Result<std::path::PathBuf> {
@@ -24,17 +26,10 @@ fn paths(env: &Env, r: &Resource) -> Paths {
 /// The URL of the shop's database through `via`: a server, the database router or the
 /// pooler, whichever the resource names.
 fn url_via(env: &Env, via: &str, database: &str, read: bool) -> Result<String> {
-    let target = env.resource(via)?;
     let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
-    let addr = target.address.with_context(|| format!("{via} has no address"))?;
-    let port = match target.kind {
-        ResourceKind::Haproxy if read => target.prop("read_port").and_then(|p| p.parse().ok()).context("router without a read port")?,
-        _ => target.port.with_context(|| format!("{via} has no port"))?,
-    };
-    Ok(format!("postgres://shop:{password}@{addr}:{port}/{database}"))
+    Ok(format!("postgres://shop:{password}@{}/{database}", env.connect_to(via, read)?))
 }
 
-/// The command with everything a shop process reads from its environment.
 /// The shop binary's size and modification time, hashed: it changes with every build
 /// and costs one `stat`, where hashing the contents would read tens of megabytes.
 pub fn program_digest() -> Option<String> {
@@ -48,33 +43,47 @@ pub fn program_digest() -> Option<String> {
     Some(hex::encode(&h.finalize()[..6]))
 }
 
-fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
+/// The shop binary with `args` and what every shop command reads from its environment.
+fn command(env: &Env, args: &[&str]) -> Result<Command> {
     let mut cmd = Command::new(bin()?);
-    cmd.args(args).env("SHOP_LOG_FORMAT", "json");
-    if let Some(via) = r.prop("writes_via") {
-        cmd.env("DATABASE_URL", url_via(env, via, "shop", false)?);
-        let pooler = env.resource(via)?;
-        if pooler.kind == ResourceKind::Pgbouncer && pooler.prop("pool_mode") != Some("session") {
-            // Transaction pooling cannot keep prepared statements; the shop adapts.
-            cmd.env("SHOP_DB_POOLER", "transaction");
-        }
+    cmd.args(args).env("SHOP_LOG_FORMAT", "json").env("SHOP_REDIS_PREFIX", format!("{}:", env.name));
+    Ok(cmd)
+}
+
+/// A long-running process's connections: writes through `writes_via`, and Redis.
+fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>) -> Result<()> {
+    cmd.env("DATABASE_URL", url_via(env, writes_via, "shop", false)?);
+    let pooler = env.resource(writes_via)?;
+    if pooler.kind == ResourceKind::Pgbouncer && spec::pgbouncer(pooler)?.pool_mode != PoolMode::Session {
+        // Transaction pooling cannot keep prepared statements; the shop adapts.
+        cmd.env("SHOP_DB_POOLER", "transaction");
     }
-    let read_db = r.prop("read_database").unwrap_or("shop");
-    if let Some(via) = r.prop("reads_via").filter(|v| Some(*v) != r.prop("writes_via") || read_db != "shop") {
-        cmd.env("READ_DATABASE_URL", url_via(env, via, read_db, true)?);
+    if let Some(redis) = redis {
+        cmd.env("REDIS_URL", format!("redis://{}/", env.connect_to(redis, false)?));
     }
-    if let Some(redis) = r.prop("redis").filter(|r| *r != "none") {
-        let redis = env.resource(redis)?;
-        cmd.env("REDIS_URL", format!("redis://{}:{}/", redis.address.context("redis without an address")?, redis.port.unwrap_or(6379)));
+    Ok(())
+}
+
+/// `shop serve` with its roles, connections, pool size and rate limits.
+fn serve(env: &Env, s: &ShopSpec) -> Result<Command> {
+    let mut cmd = command(env, &["serve", "--roles", &s.roles])?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref())?;
+    if s.reads_via != s.writes_via || s.read_database != "shop" {
+        cmd.env("READ_DATABASE_URL", url_via(env, &s.reads_via, &s.read_database, true)?);
     }
-    cmd.env("SHOP_REDIS_PREFIX", format!("{}:", env.name));
-    if let Some(size) = r.prop("db_pool_size") {
-        cmd.env("SHOP_DB_POOL_SIZE", size);
+    cmd.env("SHOP_DB_POOL_SIZE", s.db_pool_size.to_string());
+    for (rate, var) in [(&s.rate_login, "SHOP_RATE_LOGIN"), (&s.rate_register, "SHOP_RATE_REGISTER"), (&s.rate_search, "SHOP_RATE_SEARCH")] {
+        cmd.env(var, if rate == "off" { "0" } else { rate });
     }
-    for (prop, var) in [("rate_login", "SHOP_RATE_LOGIN"), ("rate_register", "SHOP_RATE_REGISTER"), ("rate_search", "SHOP_RATE_SEARCH")] {
-        if let Some(v) = r.prop(prop) {
-            cmd.env(var, if v == "off" { "0" } else { v });
-        }
+    Ok(cmd)
+}
+
+/// `shop worker`, which also keeps order partitions made ahead.
+fn worker(env: &Env, s: &WorkerSpec) -> Result<Command> {
+    let mut cmd = command(env, &["worker"])?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref())?;
+    if s.order_partitions_premake > 0 {
+        cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", s.order_partitions_premake.to_string());
     }
     Ok(cmd)
 }
@@ -83,14 +92,15 @@ fn command(env: &Env, r: &Resource, args: &[&str]) -> Result<Command> {
 /// lock, which a transaction pooler cannot keep), then, when the level partitions
 /// orders, `shop partition-orders`. Both are safe to run again.
 pub fn migrate(env: &Env, r: &Resource) -> Result<()> {
-    let database = env.resource(r.prop("database").context("migration without a database")?)?;
+    let spec = spec::migration(r)?;
+    let database = env.resource(&spec.database)?;
     let server = postgres::primary(env, &database.depends_on)?;
     let url = postgres::url(env, server, "shop", "shop")?;
-    let mut cmd = command(env, r, &["migrate"])?;
+    let mut cmd = command(env, &["migrate"])?;
     cmd.env("DATABASE_URL", &url);
     let mut out = process::run(cmd, "shop migrate")?;
-    if let Some(premake) = r.prop("order_partitions_premake").filter(|p| *p != "0") {
-        let mut cmd = command(env, r, &["partition-orders", "--premake", premake])?;
+    if spec.order_partitions_premake > 0 {
+        let mut cmd = command(env, &["partition-orders", "--premake", &spec.order_partitions_premake.to_string()])?;
         cmd.env("DATABASE_URL", &url);
         out.push_str(&process::run(cmd, "shop partition-orders")?);
     }
@@ -116,17 +126,11 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
             if health::port_taken(addr) {
                 return Err(crate::PortTaken(addr).into());
             }
-            let mut cmd = command(env, r, &["serve", "--roles", r.prop("roles").unwrap_or("all")])?;
+            let mut cmd = serve(env, &spec::shop(r)?)?;
             cmd.env("SHOP_BIND", addr.to_string());
             cmd
         }
-        _ => {
-            let mut cmd = command(env, r, &["worker"])?;
-            if let Some(premake) = r.prop("order_partitions_premake").filter(|p| *p != "0") {
-                cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", premake);
-            }
-            cmd
-        }
+        _ => worker(env, &spec::worker(r)?)?,
     };
     let cmd = crate::user::launch(cmd, None, crate::cgroup::procs_file(env, r));
     process::spawn_detached(cmd, &p.log(), &p.pid())?;

@@ -15,7 +15,7 @@ pub const REDIS_CONF: &str = include_str!("../../../templates/redis.conf.tera");
 
 /// Renders config file `name` of resource `r` from `template`: the context has the
 /// environment (`env`), the resource's `id`, `address`, `port`, directory (`dir`), the
-/// environment's loopback `block` and its props (`p`), plus `extra`.
+/// environment's loopback `block` and its typed spec serialized (`p`), plus `extra`.
 pub fn render_for(env: &crate::Env, r: &scalectl_core::Resource, name: &str, template: &str, extra: serde_json::Value) -> Result<(String, String)> {
     let mut ctx = serde_json::json!({
         "env": env.name,
@@ -24,7 +24,7 @@ pub fn render_for(env: &crate::Env, r: &scalectl_core::Resource, name: &str, tem
         "port": r.port,
         "dir": env.node_dir(r),
         "block": env.block(),
-        "p": r.props,
+        "p": r.spec,
     });
     if let (Some(base), serde_json::Value::Object(more)) = (ctx.as_object_mut(), extra) {
         base.extend(more);

@@ -54,5 +54,6 @@ fn patroni_redis_and_prometheus_get_their_own_units() {
     let redis = file(&p, &g, "redis/r1", "redis.conf");
     assert!(redis.contains("maxmemory 1gb\n"), "{redis}");
     let r = g.get("prometheus/main").unwrap();
-    assert_eq!(r.prop("retention"), Some("36h"), "passed to --storage.tsdb.retention.time");
+    let spec = scalectl_local::spec::prometheus(r).unwrap();
+    assert_eq!(spec.retention.prometheus(), "36h", "passed to --storage.tsdb.retention.time");
 }

@@ -1,5 +1,5 @@
 //! Golden tests of the local graph that `expand` derives from each shipped level's topology: every
-//! resource with its address, dependencies and properties, one file per level under
+//! resource with its address, dependencies and typed spec (as dotted paths), one file per level under
 //! `tests/golden/`. A change to expansion shows here as a readable diff; when it is
 //! intended, regenerate with `SCALECTL_BLESS=1 cargo test -p scalectl-local --test expand_golden`.
 
@@ -25,7 +25,7 @@ fn describe(graph: &Graph) -> String {
         if !r.depends_on.is_empty() {
             writeln!(out, "  after: {}", r.depends_on.join(", ")).unwrap();
         }
-        for (k, v) in &r.props {
+        for (k, v) in &r.spec.leaves() {
             writeln!(out, "  {k} = {v}").unwrap();
         }
     }

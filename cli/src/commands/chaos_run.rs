@@ -68,7 +68,7 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
         bail!("{} applies to levels {:?}; `{}` is level {}", e.metadata.name, e.levels, a.env, state.level);
     }
     let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let endpoints = super::env::endpoints(&graph, provider.as_ref());
+    let endpoints = provider.endpoints();
     let shop = endpoints.get("shop").cloned().context("the environment has no shop endpoint")?;
     let prometheus = endpoints.get("prometheus").cloned();
     let provider: &dyn Provider = provider.as_ref();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use scalectl_core::plan::{Observed, plan as make_plan};
-use scalectl_core::{Graph, Manifest, Provider, Readiness, Resource, ResourceKind, Target};
+use scalectl_core::{Graph, Manifest, Readiness, Resource, Target};
 use serde_json::json;
 
 use super::{Ctx, check_runnable, desired, observe_all, provider, with_config_digests};
@@ -95,7 +95,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     for note in &outcome.notes {
         ctx.progress.say(&format!("note: {note}"));
     }
-    let endpoints = endpoints(&graph, provider.as_ref());
+    let endpoints = provider.endpoints();
     let mut out = std::io::stdout().lock();
     match ctx.format {
         Format::Json => print_json(
@@ -120,28 +120,6 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The addresses a user needs: the shop (through its balancer when there is one), the
-/// database without its password, Prometheus.
-pub(crate) fn endpoints(graph: &Graph, provider: &dyn Provider) -> BTreeMap<&'static str, String> {
-    let mut out = BTreeMap::new();
-    let first = |kind: ResourceKind| graph.resources.iter().find(|r| r.kind == kind);
-    let edge = graph.resources.iter().find(|r| r.kind == ResourceKind::Haproxy && r.prop("role") != Some("db"));
-    if let Some(e) = edge.or_else(|| first(ResourceKind::Shop)).and_then(Resource::endpoint) {
-        out.insert("shop", format!("http://{e}"));
-    }
-    let db = first(ResourceKind::Pgbouncer).or_else(|| first(ResourceKind::Postgres)).or_else(|| first(ResourceKind::PatroniNode));
-    if let Some(e) = db.and_then(Resource::endpoint) {
-        out.insert("database", format!("postgres://shop@{e}/shop"));
-    }
-    if let Some(p) = first(ResourceKind::Prometheus)
-        && !matches!(provider.observe(p), Observed::Unknown)
-        && let Some(e) = p.endpoint()
-    {
-        out.insert("prometheus", format!("http://{e}"));
-    }
-    out
 }
 
 pub fn down(ctx: &Ctx, name: &str, keep_data: bool) -> Result<ExitCode> {

@@ -112,10 +112,8 @@ fn site(ctx: &Ctx, args: &LoadArgs) -> Result<Site> {
         return Ok(Site { url, manifest: None, env: None });
     };
     let (state, provider) = super::open(ctx, name)?;
-    let graph = Graph::new(state.resources.values().cloned().collect())?;
-    let url = super::env::endpoints(&graph, provider.as_ref())
-        .remove("shop")
-        .with_context(|| format!("environment `{name}` has no shop; `scalectl up --env {name}` creates it"))?;
+    let url =
+        provider.endpoints().remove("shop").with_context(|| format!("environment `{name}` has no shop; `scalectl up --env {name}` creates it"))?;
     Ok(Site { url, manifest: Some(state.manifest), env: Some(name.clone()) })
 }
 
