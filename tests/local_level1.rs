@@ -240,8 +240,8 @@ fn a_rebuilt_shop_shows_in_the_plan_and_up_rolls_it_out() {
 }
 
 /// Rewrites a state file into the layout scalectl 0.1 wrote (state format 1): no
-/// version, no outputs, the digests among the props. `cli/src/home.rs` checks this
-/// layout against a file recorded from a real 0.1 `up`.
+/// version, no outputs, the spec called `props` with the digests among them.
+/// `cli/src/home.rs` checks this layout against a file recorded from a real 0.1 `up`.
 fn rewrite_as_v1(path: &std::path::Path) {
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let o = v.as_object_mut().unwrap();
@@ -249,9 +249,11 @@ fn rewrite_as_v1(path: &std::path::Path) {
     o.remove("outputs");
     for r in o["resources"].as_object_mut().unwrap().values_mut() {
         let r = r.as_object_mut().unwrap();
+        let mut props = r.remove("spec").unwrap();
         if let Some(Value::Object(d)) = r.remove("digests") {
-            r["props"].as_object_mut().unwrap().extend(d);
+            props.as_object_mut().unwrap().extend(d);
         }
+        r.insert("props".into(), props);
     }
     std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
@@ -272,7 +274,8 @@ fn an_environment_brought_up_with_state_format_1_plans_as_a_no_op_and_keeps_serv
     let again = home.json(&["up", "--env", &env, "-q"]);
     assert_eq!(again["changed"], false, "nothing restarts after the upgrade");
     let state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(state["version"], 2, "the next save writes the new format");
+    assert_eq!(state["version"], 3, "the next save writes the new format");
+    assert!(state["resources"]["shop/r1-all-1"].get("props").is_none(), "{state}");
     assert!(state["resources"]["shop/r1-all-1"]["digests"]["program_digest"].is_string(), "{state}");
     shop_checkout(&shop);
     home.expect(0, &["down", "--env", &env, "-q"]);

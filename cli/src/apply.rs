@@ -1,12 +1,17 @@
 //! Carrying out a plan: destroys first, then every other step in parallel along the
 //! dependency graph, each resource waited on until healthy before its dependents start,
 //! and the state saved after every step so that a killed `up` resumes where it stopped.
+//!
+//! The engine is async: up to [`PARALLEL`] steps are futures polled together on the
+//! caller's thread, so the state, the plan and the progress need no locks. A command
+//! that is not async itself runs it with [`block_on`].
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use futures::stream::{FuturesUnordered, StreamExt};
 use scalectl_core::plan::{Action, Plan};
 use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource};
 
@@ -22,7 +27,14 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
-pub fn execute(
+/// Runs `work` to completion on a runtime of its own on this thread (a provider's
+/// blocking work goes to the runtime's blocking pool). For commands that are not async.
+pub fn block_on<F: Future>(work: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    Ok(rt.block_on(work))
+}
+
+pub async fn execute(
     provider: &dyn Provider,
     home: &Home,
     state: &mut State,
@@ -35,7 +47,7 @@ pub fn execute(
     for step in plan.steps.iter().filter(|s| s.action == Action::Destroy) {
         let Some(r) = state.resources.get(&step.id).cloned() else { continue };
         let t = progress.start(&step.id, "destroying");
-        provider.destroy(&r, false).map_err(|e| anyhow!("destroying {}: {e}", r.id))?;
+        provider.destroy(&r, false).await.map_err(|e| anyhow!("destroying {}: {e}", r.id))?;
         state.resources.remove(&step.id);
         state.outputs.remove(&step.id);
         home.save(state)?;
@@ -45,71 +57,74 @@ pub fn execute(
     let todo: Vec<_> = plan.steps.iter().filter(|s| !matches!(s.action, Action::Keep | Action::Destroy)).collect();
     let pending_ids: BTreeSet<&str> = todo.iter().map(|s| s.id.as_str()).collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut started: BTreeSet<String> = BTreeSet::new();
+    let mut started: BTreeSet<&str> = BTreeSet::new();
     let mut failure: Option<anyhow::Error> = None;
-
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(String, Result<Applied>)>();
-        let mut running = 0usize;
-        loop {
-            if failure.is_none() {
-                for step in &todo {
-                    if running >= PARALLEL || started.contains(&step.id) {
-                        continue;
-                    }
-                    let r = graph.get(&step.id).expect("planned steps come from the graph");
-                    let ready = r.depends_on.iter().all(|d| !pending_ids.contains(d.as_str()) || done.contains(d));
-                    if !ready {
-                        continue;
-                    }
-                    started.insert(step.id.clone());
-                    running += 1;
-                    let tx = tx.clone();
-                    let verb = verb(&step.action);
-                    let t = progress.start(&step.id, verb.0);
-                    let action = step.action.clone();
-                    scope.spawn(move || {
-                        let result = apply_with_retries(provider, r, &action, Instant::now() + health_timeout, progress)
-                            .and_then(|applied| wait_ready(provider, r, health_timeout, progress).map(|()| applied))
-                            .map_err(|e| anyhow!("{} {}: {e}", verb.0, r.id));
-                        if result.is_ok() {
-                            progress.done(&r.id, verb.1, t);
-                        }
-                        let _ = tx.send((r.id.clone(), result));
-                    });
+    let mut running = FuturesUnordered::new();
+    loop {
+        if failure.is_none() {
+            for step in &todo {
+                if running.len() >= PARALLEL || started.contains(step.id.as_str()) {
+                    continue;
                 }
-            }
-            if running == 0 {
-                break;
-            }
-            let (id, result) = rx.recv().expect("a step always reports");
-            running -= 1;
-            match result {
-                Ok(applied) => {
-                    notes.extend(applied.note.map(|n| format!("{id}: {n}")));
-                    let r = graph.get(&id).expect("from the graph").clone();
-                    state.resources.insert(id.clone(), r);
-                    if applied.outputs.is_empty() {
-                        state.outputs.remove(&id);
-                    } else {
-                        state.outputs.insert(id.clone(), applied.outputs);
-                    }
-                    if let Err(e) = home.save(state) {
-                        failure.get_or_insert(e);
-                    }
-                    done.insert(id);
+                let r = graph.get(&step.id).expect("planned steps come from the graph");
+                let ready = r.depends_on.iter().all(|d| !pending_ids.contains(d.as_str()) || done.contains(d));
+                if !ready {
+                    continue;
                 }
-                Err(e) => {
-                    progress.failed(&id);
-                    failure.get_or_insert(e);
-                }
+                started.insert(&step.id);
+                running.push(run_step(provider, r, &step.action, health_timeout, progress));
             }
         }
-    });
+        // Nothing running: everything is done, or a failure stopped new starts.
+        let Some((id, result)) = running.next().await else { break };
+        match result {
+            Ok(applied) => {
+                notes.extend(applied.note.map(|n| format!("{id}: {n}")));
+                let r = graph.get(&id).expect("from the graph").clone();
+                state.resources.insert(id.clone(), r);
+                if applied.outputs.is_empty() {
+                    state.outputs.remove(&id);
+                } else {
+                    state.outputs.insert(id.clone(), applied.outputs);
+                }
+                if let Err(e) = home.save(state) {
+                    failure.get_or_insert(e);
+                }
+                done.insert(id);
+            }
+            Err(e) => {
+                progress.failed(&id);
+                failure.get_or_insert(e);
+            }
+        }
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(Outcome { notes }),
     }
+}
+
+/// One step: apply `r` (retrying transient failures), then wait until it is ready.
+async fn run_step(
+    provider: &dyn Provider,
+    r: &Resource,
+    action: &Action,
+    health_timeout: Duration,
+    progress: &Progress,
+) -> (String, Result<Applied>) {
+    let (doing, did) = verb(action);
+    let t = progress.start(&r.id, doing);
+    let result = async {
+        let applied = apply_with_retries(provider, r, action, Instant::now() + health_timeout, progress).await?;
+        wait_ready(provider, r, health_timeout, progress).await?;
+        Ok::<_, ProviderError>(applied)
+    }
+    .await
+    .map_err(|e| anyhow!("{doing} {}: {e}", r.id));
+    if result.is_ok() {
+        progress.done(&r.id, did, t);
+    }
+    (r.id.clone(), result)
 }
 
 /// First wait before retrying a transient failure; it doubles up to [`MAX_BACKOFF`].
@@ -118,7 +133,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Applies `r`, retrying a transient failure (see `ErrorKind`) with backoff for as long
 /// as `deadline` allows; any other failure ends the step at once.
-fn apply_with_retries(
+async fn apply_with_retries(
     provider: &dyn Provider,
     r: &Resource,
     action: &Action,
@@ -127,10 +142,10 @@ fn apply_with_retries(
 ) -> Result<Applied, ProviderError> {
     let mut wait = FIRST_BACKOFF;
     loop {
-        match provider.apply(r, action) {
+        match provider.apply(r, action).await {
             Err(e) if e.is_transient() && Instant::now() + wait < deadline => {
                 progress.say(&format!("  {}: {e}; retrying in {:.1} s", r.id, wait.as_secs_f64()));
-                std::thread::sleep(wait);
+                tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
             other => return other,
@@ -141,13 +156,13 @@ fn apply_with_retries(
 /// Polls `r`'s readiness with backoff (50 ms doubling to 1 s) until it is ready, fails,
 /// or its deadline passes: the provider's own for this resource, else `default`. A wait
 /// past a few seconds says what it is waiting for, once per new reason.
-pub fn wait_ready(provider: &dyn Provider, r: &Resource, default: Duration, progress: &Progress) -> Result<(), ProviderError> {
+pub async fn wait_ready(provider: &dyn Provider, r: &Resource, default: Duration, progress: &Progress) -> Result<(), ProviderError> {
     let started = Instant::now();
     let deadline = started + provider.ready_within(r).unwrap_or(default);
     let mut wait = Duration::from_millis(50);
     let mut told = String::new();
     loop {
-        let why = match provider.readiness(r) {
+        let why = match provider.readiness(r).await {
             Readiness::Ready => return Ok(()),
             Readiness::Failed(why) => return Err(ProviderError::new(ErrorKind::Failed, why)),
             Readiness::Pending(why) => why,
@@ -163,7 +178,7 @@ pub fn wait_ready(provider: &dyn Provider, r: &Resource, default: Duration, prog
             progress.say(&format!("  {}: waiting: {why}", r.id));
             told = why;
         }
-        std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
         wait = (wait * 2).min(Duration::from_secs(1));
     }
 }
@@ -191,7 +206,7 @@ mod tests {
     use std::sync::Mutex;
 
     use scalectl_core::plan::{Observed, plan};
-    use scalectl_core::{ErrorKind, ResourceKind, Sources, Target};
+    use scalectl_core::{Call, Check, ErrorKind, ResourceKind, Sources, Target};
 
     use super::*;
 
@@ -233,29 +248,32 @@ mod tests {
         fn observe(&self, _: &Resource) -> Observed {
             Observed::Running { pid: None }
         }
-        fn apply(&self, r: &Resource, _: &Action) -> Result<Applied, ProviderError> {
-            self.log.lock().unwrap().push(format!("start {}", r.id));
-            std::thread::sleep(self.step_time);
-            let scripted = self.script.lock().unwrap().get_mut(&r.id).and_then(VecDeque::pop_front);
-            self.log.lock().unwrap().push(format!("end {}", r.id));
-            match scripted {
-                Some(kind) => Err(ProviderError::new(kind, format!("{} failed as scripted ({kind:?})", r.id))),
-                None => Ok(Applied { note: None, outputs: [("endpoint".to_string(), format!("{}:1", r.id))].into() }),
-            }
+        fn apply<'a>(&'a self, r: &'a Resource, _: &'a Action) -> Call<'a, Applied> {
+            Box::pin(async move {
+                self.log.lock().unwrap().push(format!("start {}", r.id));
+                tokio::time::sleep(self.step_time).await;
+                let scripted = self.script.lock().unwrap().get_mut(&r.id).and_then(VecDeque::pop_front);
+                self.log.lock().unwrap().push(format!("end {}", r.id));
+                match scripted {
+                    Some(kind) => Err(ProviderError::new(kind, format!("{} failed as scripted ({kind:?})", r.id))),
+                    None => Ok(Applied { note: None, outputs: [("endpoint".to_string(), format!("{}:1", r.id))].into() }),
+                }
+            })
         }
-        fn readiness(&self, r: &Resource) -> Readiness {
+        fn readiness<'a>(&'a self, r: &'a Resource) -> Check<'a> {
             let mut pending = self.pending.lock().unwrap();
-            match pending.get_mut(&r.id) {
+            let answer = match pending.get_mut(&r.id) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
                     Readiness::Pending(format!("{} polls to go", *n + 1))
                 }
                 Some(_) if r.id == "never" => Readiness::Failed("never became ready".into()),
                 _ => Readiness::Ready,
-            }
+            };
+            Box::pin(async move { answer })
         }
-        fn destroy(&self, _: &Resource, _: bool) -> Result<(), ProviderError> {
-            Ok(())
+        fn destroy<'a>(&'a self, _: &'a Resource, _: bool) -> Call<'a, ()> {
+            Box::pin(async { Ok(()) })
         }
         fn logs(&self, _: &Resource, _: usize) -> Result<String, ProviderError> {
             Ok(String::new())
@@ -301,7 +319,7 @@ mod tests {
     fn run(p: &FakeProvider, f: &mut Fixture, graph: &Graph) -> Result<Outcome> {
         let observed = f.state.resources.keys().map(|id| (id.clone(), Observed::Running { pid: None })).collect();
         let steps = plan(graph, &f.state.resources, &observed);
-        execute(p, &f.home, &mut f.state, graph, &steps, Duration::from_secs(10), &Progress::new(true))
+        block_on(execute(p, &f.home, &mut f.state, graph, &steps, Duration::from_secs(10), &Progress::new(true)))?
     }
 
     fn position(log: &[String], line: &str) -> usize {
@@ -330,6 +348,22 @@ mod tests {
         assert_eq!(f.state.outputs["e"]["endpoint"], "e:1", "outputs are recorded");
         let saved = f.home.load("fake").unwrap().unwrap();
         assert_eq!(saved.resources.len(), 5, "and saved");
+    }
+
+    #[test]
+    fn no_more_than_parallel_steps_run_at_once() {
+        let p = FakeProvider::new(Duration::from_millis(30));
+        let mut f = fixture();
+        let ids: Vec<String> = (0..PARALLEL * 2 + 1).map(|i| format!("s{i}")).collect();
+        let g = Graph::new(ids.iter().map(|id| res(id, &[])).collect()).unwrap();
+        run(&p, &mut f, &g).unwrap();
+        let (mut running, mut most) = (0, 0);
+        for line in p.log() {
+            running = if line.starts_with("start") { running + 1 } else { running - 1 };
+            most = most.max(running);
+        }
+        assert_eq!(most, PARALLEL, "{} independent steps run {PARALLEL} at a time", ids.len());
+        assert_eq!(f.state.resources.len(), ids.len());
     }
 
     #[test]
@@ -366,16 +400,16 @@ mod tests {
         p.pending.lock().unwrap().insert("a".into(), 3);
         let quiet = Progress::new(true);
         let started = Instant::now();
-        wait_ready(&p, &res("a", &[]), Duration::from_secs(10), &quiet).unwrap();
+        block_on(wait_ready(&p, &res("a", &[]), Duration::from_secs(10), &quiet)).unwrap().unwrap();
         assert_eq!(p.pending.lock().unwrap()["a"], 0, "polled until ready");
         assert!(started.elapsed() < Duration::from_secs(2), "with a short backoff: {:?}", started.elapsed());
 
         p.pending.lock().unwrap().insert("slow".into(), u32::MAX);
-        let e = wait_ready(&p, &res("slow", &[]), Duration::from_millis(300), &quiet).unwrap_err();
+        let e = block_on(wait_ready(&p, &res("slow", &[]), Duration::from_millis(300), &quiet)).unwrap().unwrap_err();
         assert!(e.message.starts_with("slow is not ready after 0 s (") && e.message.contains("polls to go"), "{e}");
 
         p.pending.lock().unwrap().insert("never".into(), 0);
-        let e = wait_ready(&p, &res("never", &[]), Duration::from_secs(10), &quiet).unwrap_err();
+        let e = block_on(wait_ready(&p, &res("never", &[]), Duration::from_secs(10), &quiet)).unwrap().unwrap_err();
         assert_eq!(e.message, "never became ready", "a failure ends the wait at once");
     }
 

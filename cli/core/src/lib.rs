@@ -37,7 +37,7 @@ pub use diagnostic::Diagnostic;
 pub use graph::{Graph, Resource, ResourceKind};
 pub use manifest::{Manifest, Sources};
 pub use plan::{Action, Observed, Plan, plan};
-pub use provider::{Applied, ErrorKind, Provider, ProviderError, Readiness};
+pub use provider::{Applied, Call, Check, ErrorKind, Provider, ProviderError, Readiness};
 pub use spec::Spec;
 pub use target::Target;
 pub use topology::Topology;

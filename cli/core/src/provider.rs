@@ -2,6 +2,8 @@
 //! (`cli/local`, later `cli/kube` and `cli/aws`) do the I/O.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -78,9 +80,22 @@ pub struct Applied {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// A provider call that may take long: a boxed future, so that the engine can run
+/// several at once on one thread and a provider built on an async SDK (kube-rs, the AWS
+/// SDK) needs no runtime of its own. The core names no runtime; the caller brings one.
+pub type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+/// A readiness check in flight (see [`Provider::readiness`]).
+pub type Check<'a> = Pin<Box<dyn Future<Output = Readiness> + Send + 'a>>;
+
 /// Runs resources on one target. Every method is idempotent: calling `apply` on a
 /// resource that is already as desired changes nothing, and a call interrupted at any
 /// point is finished by the next one.
+///
+/// The calls that start, stop or probe something (`apply`, `readiness`, `destroy`)
+/// are async; the ones that read what is already there (`observe`, `logs`,
+/// `config_files`) and the operations stay plain calls, because each is one quick
+/// look that a command makes once.
 pub trait Provider: Sync {
     fn target(&self) -> Target;
 
@@ -98,12 +113,12 @@ pub trait Provider: Sync {
 
     /// Brings `resource` to its desired definition (`action` says why it is called).
     /// Returns what it created that others refer to, and anything the user should read.
-    fn apply(&self, resource: &Resource, action: &Action) -> Result<Applied, ProviderError>;
+    fn apply<'a>(&'a self, resource: &'a Resource, action: &'a Action) -> Call<'a, Applied>;
 
     /// Whether `resource` is ready now: one cheap check, never a wait. The engine polls
     /// it with backoff until the resource is ready, fails, or its deadline passes, and
     /// shows the reason it is pending.
-    fn readiness(&self, resource: &Resource) -> Readiness;
+    fn readiness<'a>(&'a self, resource: &'a Resource) -> Check<'a>;
 
     /// How long `resource` may take to become ready after `apply`, when the target knows
     /// better than the manifest's `healthTimeoutSeconds` (a cloud database takes minutes).
@@ -112,7 +127,7 @@ pub trait Provider: Sync {
     }
 
     /// Stops `resource` and, unless `keep_data`, deletes its data.
-    fn destroy(&self, resource: &Resource, keep_data: bool) -> Result<(), ProviderError>;
+    fn destroy<'a>(&'a self, resource: &'a Resource, keep_data: bool) -> Call<'a, ()>;
 
     /// The last `lines` lines of the resource's log.
     fn logs(&self, resource: &Resource, lines: usize) -> Result<String, ProviderError>;

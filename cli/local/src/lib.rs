@@ -39,11 +39,12 @@ pub mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use scalectl_core::fault::{FaultKind, Selector};
 use scalectl_core::ops::{ChaosOps, DatabaseOps, Insights, SlowQueries, SwitchoverReport};
 use scalectl_core::plan::{Action, Observed};
-use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource, ResourceKind, Target};
+use scalectl_core::{Applied, Call, Check, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource, ResourceKind, Target};
 
 pub use crate::expand::{Placement, expand};
 
@@ -94,14 +95,17 @@ impl Env {
     }
 }
 
+/// The local target's provider. Components are plain blocking code (processes, files,
+/// probes that sleep); the async calls run them on tokio's blocking pool, which is why
+/// the environment is shared behind an `Arc`.
 pub struct LocalProvider {
-    env: Env,
+    env: Arc<Env>,
 }
 
 impl LocalProvider {
     pub fn new(name: &str, dir: &Path, placement: Placement, graph: Graph) -> anyhow::Result<Self> {
         let run_as = user::server_user()?;
-        Ok(LocalProvider { env: Env { name: name.to_string(), dir: dir.to_path_buf(), placement, run_as, graph } })
+        Ok(LocalProvider { env: Arc::new(Env { name: name.to_string(), dir: dir.to_path_buf(), placement, run_as, graph }) })
     }
 
     pub fn env(&self) -> &Env {
@@ -161,62 +165,19 @@ impl Provider for LocalProvider {
         }
     }
 
-    fn apply(&self, r: &Resource, action: &Action) -> Result<Applied, ProviderError> {
-        let env = &self.env;
-        let done = |res: anyhow::Result<()>| res.map(|()| None);
-        match r.kind {
-            ResourceKind::Postgres => done(postgres::apply(env, r, action)),
-            ResourceKind::PatroniNode => patroni::apply(env, r, action),
-            ResourceKind::Etcd => done(etcd::apply(env, r)),
-            ResourceKind::Database => done(postgres::apply_database(env, r)),
-            ResourceKind::Migration => done(shop::migrate(env, r)),
-            ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r, action)),
-            ResourceKind::Haproxy => done(haproxy::apply(env, r)),
-            ResourceKind::Redis => done(redis::apply(env, r)),
-            ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
-            ResourceKind::Prometheus => prometheus::apply(env, r),
-            ResourceKind::Exporter => exporter::apply(env, r),
-            ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
-        }
-        .map(|note| Applied { note, outputs: r.endpoint().map(|e| [("endpoint".to_string(), e)].into()).unwrap_or_default() })
-        .map_err(boxed)
+    fn apply<'a>(&'a self, r: &'a Resource, action: &'a Action) -> Call<'a, Applied> {
+        let (env, r, action) = (self.env.clone(), r.clone(), action.clone());
+        Box::pin(blocking(move || apply(&env, &r, &action)))
     }
 
-    fn readiness(&self, r: &Resource) -> Readiness {
-        let env = &self.env;
-        match r.kind {
-            ResourceKind::Postgres => postgres::readiness(env, r),
-            ResourceKind::PatroniNode => patroni::readiness(env, r),
-            ResourceKind::Etcd => etcd::readiness(env, r),
-            ResourceKind::Pgbouncer => pgbouncer::readiness(env, r),
-            ResourceKind::Haproxy => haproxy::readiness(env, r),
-            ResourceKind::Redis => redis::readiness(env, r),
-            ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
-            ResourceKind::Prometheus => prometheus::readiness(env, r),
-            ResourceKind::Exporter => exporter::readiness(env, r),
-            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(Readiness::Ready),
-        }
-        // What keeps the check from being made at all (no address, no program) will not
-        // mend by waiting.
-        .unwrap_or_else(|e| Readiness::Failed(format!("{e:#}")))
+    fn readiness<'a>(&'a self, r: &'a Resource) -> Check<'a> {
+        let (env, r) = (self.env.clone(), r.clone());
+        Box::pin(async move { blocking(move || Ok(readiness(&env, &r))).await.unwrap_or_else(|e| Readiness::Failed(e.message)) })
     }
 
-    fn destroy(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {
-        let env = &self.env;
-        match r.kind {
-            ResourceKind::Postgres => postgres::destroy(env, r, keep_data),
-            ResourceKind::PatroniNode => patroni::destroy(env, r, keep_data),
-            ResourceKind::Etcd => etcd::destroy(env, r, keep_data),
-            ResourceKind::Pgbouncer => pgbouncer::destroy(env, r, keep_data),
-            ResourceKind::Haproxy => haproxy::destroy(env, r, keep_data),
-            ResourceKind::Redis => redis::destroy(env, r, keep_data),
-            ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
-            ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
-            ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
-            // Tasks leave nothing running; their effects live in the database's data.
-            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
-        }
-        .map_err(boxed)
+    fn destroy<'a>(&'a self, r: &'a Resource, keep_data: bool) -> Call<'a, ()> {
+        let (env, r) = (self.env.clone(), r.clone());
+        Box::pin(blocking(move || destroy(&env, &r, keep_data)))
     }
 
     fn logs(&self, r: &Resource, lines: usize) -> Result<String, ProviderError> {
@@ -271,6 +232,74 @@ impl Provider for LocalProvider {
     fn chaos(&self) -> Option<&dyn ChaosOps> {
         Some(self)
     }
+}
+
+/// Runs a component's blocking work on tokio's blocking pool, so that the engine's
+/// other steps go on meanwhile. A panic in the work is a panic here too.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ProviderError> + Send + 'static) -> Result<T, ProviderError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ProviderError::new(ErrorKind::Failed, format!("the local provider's work was cancelled: {e}"))),
+    }
+}
+
+/// Brings `r` to its desired definition; see `Provider::apply`.
+fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderError> {
+    let done = |res: anyhow::Result<()>| res.map(|()| None);
+    match r.kind {
+        ResourceKind::Postgres => done(postgres::apply(env, r, action)),
+        ResourceKind::PatroniNode => patroni::apply(env, r, action),
+        ResourceKind::Etcd => done(etcd::apply(env, r)),
+        ResourceKind::Database => done(postgres::apply_database(env, r)),
+        ResourceKind::Migration => done(shop::migrate(env, r)),
+        ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r, action)),
+        ResourceKind::Haproxy => done(haproxy::apply(env, r)),
+        ResourceKind::Redis => done(redis::apply(env, r)),
+        ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
+        ResourceKind::Prometheus => prometheus::apply(env, r),
+        ResourceKind::Exporter => exporter::apply(env, r),
+        ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
+    }
+    .map(|note| Applied { note, outputs: r.endpoint().map(|e| [("endpoint".to_string(), e)].into()).unwrap_or_default() })
+    .map_err(boxed)
+}
+
+/// One readiness check of `r`; see `Provider::readiness`.
+fn readiness(env: &Env, r: &Resource) -> Readiness {
+    match r.kind {
+        ResourceKind::Postgres => postgres::readiness(env, r),
+        ResourceKind::PatroniNode => patroni::readiness(env, r),
+        ResourceKind::Etcd => etcd::readiness(env, r),
+        ResourceKind::Pgbouncer => pgbouncer::readiness(env, r),
+        ResourceKind::Haproxy => haproxy::readiness(env, r),
+        ResourceKind::Redis => redis::readiness(env, r),
+        ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
+        ResourceKind::Prometheus => prometheus::readiness(env, r),
+        ResourceKind::Exporter => exporter::readiness(env, r),
+        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(Readiness::Ready),
+    }
+    // What keeps the check from being made at all (no address, no program) will not
+    // mend by waiting.
+    .unwrap_or_else(|e| Readiness::Failed(format!("{e:#}")))
+}
+
+/// Stops `r` and, unless `keep_data`, deletes its data.
+fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {
+    match r.kind {
+        ResourceKind::Postgres => postgres::destroy(env, r, keep_data),
+        ResourceKind::PatroniNode => patroni::destroy(env, r, keep_data),
+        ResourceKind::Etcd => etcd::destroy(env, r, keep_data),
+        ResourceKind::Pgbouncer => pgbouncer::destroy(env, r, keep_data),
+        ResourceKind::Haproxy => haproxy::destroy(env, r, keep_data),
+        ResourceKind::Redis => redis::destroy(env, r, keep_data),
+        ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
+        ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
+        ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
+        // Tasks leave nothing running; their effects live in the database's data.
+        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
+    }
+    .map_err(boxed)
 }
 
 impl DatabaseOps for LocalProvider {

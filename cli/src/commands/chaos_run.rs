@@ -401,8 +401,10 @@ fn restart_down(ctx: &Ctx, provider: &dyn Provider, graph: &Graph) -> Result<()>
     for r in &graph.resources {
         if matches!(provider.observe(r), Observed::Down { .. }) {
             let t = ctx.progress.start(&r.id, "restarting");
-            provider.apply(r, &Action::Start).map_err(|e| anyhow!("restarting {}: {e}", r.id))?;
-            crate::apply::wait_ready(provider, r, Duration::from_secs(90), &ctx.progress).map_err(|e| anyhow!("{e}"))?;
+            crate::apply::block_on(async {
+                provider.apply(r, &Action::Start).await.map_err(|e| anyhow!("restarting {}: {e}", r.id))?;
+                crate::apply::wait_ready(provider, r, Duration::from_secs(90), &ctx.progress).await.map_err(|e| anyhow!("{e}"))
+            })??;
             ctx.progress.done(&r.id, "restarted", t);
         }
     }

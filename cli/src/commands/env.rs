@@ -12,6 +12,7 @@ use scalectl_core::{Graph, Manifest, Readiness, Resource, Target};
 use serde_json::json;
 
 use super::{Ctx, check_runnable, desired, observe_all, provider, with_config_digests};
+use crate::apply::block_on;
 use crate::home::{State, now};
 use crate::load::{ManifestArgs, load};
 use crate::output::{Format, ago, json as print_json, print_plan, print_table};
@@ -83,13 +84,17 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         ctx.progress.say(&format!("note: {} ({}) is not used on {target}: {}", u.path, u.value, u.why));
     }
     let timeout = Duration::from_secs(u64::from(manifest.spec.targets.local.health_timeout_seconds));
-    let outcome = crate::apply::execute(provider.as_ref(), &ctx.home, &mut state, &graph, &plan, timeout, &ctx.progress)
-        .with_context(|| format!("`up` stopped; fix the cause and run `scalectl up --env {name}` again to resume"))?;
-
-    // Everything, changed or not, must answer its health check before `up` is done.
-    for r in &graph.resources {
-        crate::apply::wait_ready(provider.as_ref(), r, timeout, &ctx.progress).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    let provider = provider.as_ref();
+    let outcome = block_on(async {
+        let outcome = crate::apply::execute(provider, &ctx.home, &mut state, &graph, &plan, timeout, &ctx.progress)
+            .await
+            .with_context(|| format!("`up` stopped; fix the cause and run `scalectl up --env {name}` again to resume"))?;
+        // Everything, changed or not, must answer its health check before `up` is done.
+        for r in &graph.resources {
+            crate::apply::wait_ready(provider, r, timeout, &ctx.progress).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        anyhow::Ok(outcome)
+    })??;
     state.updated_at = now();
     ctx.home.save(&state)?;
     for note in &outcome.notes {
@@ -155,11 +160,14 @@ pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
     if super::heal_faults(provider.as_ref()).is_ok() {
         super::chaos::journal_clear(ctx, name);
     }
-    for r in ordered.iter().rev() {
-        let t = ctx.progress.start(&r.id, if keep_data { "stopping" } else { "destroying" });
-        provider.destroy(r, keep_data).map_err(|e| anyhow::anyhow!("destroying {}: {e}", r.id))?;
-        ctx.progress.done(&r.id, if keep_data { "stopped" } else { "destroyed" }, t);
-    }
+    block_on(async {
+        for r in ordered.iter().rev() {
+            let t = ctx.progress.start(&r.id, if keep_data { "stopping" } else { "destroying" });
+            provider.destroy(r, keep_data).await.map_err(|e| anyhow::anyhow!("destroying {}: {e}", r.id))?;
+            ctx.progress.done(&r.id, if keep_data { "stopped" } else { "destroyed" }, t);
+        }
+        anyhow::Ok(())
+    })??;
     if keep_data {
         state.updated_at = now();
         ctx.home.save(&state)?;
@@ -210,17 +218,24 @@ fn existing(ctx: &Ctx, name: &str) -> Result<State> {
 
 pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     let (state, provider) = super::open(ctx, name)?;
+    let provider = provider.as_ref();
     let graph = Graph::new(state.resources.values().cloned().collect())?;
     let mut rows = Vec::new();
     let mut items = Vec::new();
     let mut healthy_all = true;
-    for r in &graph.resources {
-        let seen = provider.observe(r);
+    let seen: Vec<Observed> = graph.resources.iter().map(|r| provider.observe(r)).collect();
+    // Every running resource's health check at once: one slow answer does not hold up
+    // the rest.
+    let checks = graph.resources.iter().zip(&seen).map(|(r, seen)| async move {
+        match seen {
+            Observed::Running { .. } => provider.readiness(r).await == Readiness::Ready,
+            _ => false,
+        }
+    });
+    let ready = block_on(futures::future::join_all(checks))?;
+    for ((r, seen), ok) in graph.resources.iter().zip(seen).zip(ready) {
         let (state_text, healthy, pid) = match &seen {
-            Observed::Running { pid } => {
-                let ok = provider.readiness(r) == Readiness::Ready;
-                (if ok { "healthy" } else { "unhealthy" }.to_string(), ok, *pid)
-            }
+            Observed::Running { pid } => (if ok { "healthy" } else { "unhealthy" }.to_string(), ok, *pid),
             Observed::Down { reason } => (format!("down: {reason}"), false, None),
             Observed::Unknown if r.kind.one_shot() => ("done".into(), true, None),
             Observed::Unknown => ("not running (optional)".into(), true, None),
