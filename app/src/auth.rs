@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{Email, Password};
 use crate::error::{AppError, AppResult, ErrorBody, is_unique_violation};
-use crate::extract::{AuthUser, CachedSession, ClientIp, Json, UserRoles, hash_token, share_session};
-use crate::ratelimit;
+use crate::extract::{AuthUser, CachedSession, ClientIp, Json, Session, UserRoles, hash_token, revoke, share_session};
 use crate::state::AppState;
+use crate::{lockout, ratelimit};
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -117,20 +117,35 @@ pub async fn register(
     }
 }
 
+/// Logs in. A client that gives a wrong password for one account five times waits
+/// before its next attempt for that account (429 with Retry-After: one second,
+/// doubling with each further failure up to fifteen minutes, its right password
+/// refused too meanwhile); an account that fails twenty times from any clients takes
+/// one attempt a second from all of them. Counts are forgotten fifteen minutes after
+/// the last failure; a success clears the client's.
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn login(State(state): State<AppState>, ClientIp(client): ClientIp, Json(req): Json<LoginRequest>) -> AppResult<axum::Json<LoginResponse>> {
     ratelimit::check(&state, "login", &client, state.settings.rate_limits.login).await?;
+    let had_failures = lockout::check(&state, &req.email.0, &client).await?;
     let row: Option<(i64, String, String, String)> = sqlx::query_as("SELECT id, password_hash, email, roles FROM users WHERE lower(email) = $1")
         .bind(&req.email.0)
         .fetch_optional(&state.primary)
         .await?;
-    let Some((user_id, hash, email, roles)) = row else {
+    // An unknown email fails like a wrong password, and counts like one.
+    let verified = match row {
+        Some((user_id, hash, email, roles)) if req.password.len() <= 256 => {
+            verify_password(&state, req.password, hash).await?.then_some((user_id, email, roles))
+        }
+        _ => None,
+    };
+    let Some((user_id, email, roles)) = verified else {
+        lockout::failed(&state, &req.email.0, &client).await;
         return Err(wrong_credentials());
     };
-    if req.password.len() > 256 || !verify_password(&state, req.password, hash).await? {
-        return Err(wrong_credentials());
+    if had_failures {
+        lockout::succeeded(&state, &req.email.0, &client).await;
     }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -158,4 +173,16 @@ fn wrong_credentials() -> AppError {
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn me(user: AuthUser) -> axum::Json<UserResponse> {
     axum::Json(UserResponse { id: user.id, email: user.email, roles: user.roles.as_db().to_owned() })
+}
+
+/// Ends the caller's session. The token is refused at once by this instance and by any
+/// instance that has not cached it; an instance that has trusts it for at most its
+/// session cache window (`SHOP_SESSION_CACHE_SECS`, 10 s by default). While Redis
+/// cannot be reached, its shared copy of the session stays until it expires there.
+#[utoipa::path(post, path = "/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "The session has ended"), (status = 401, body = ErrorBody)))]
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn logout(State(state): State<AppState>, session: Session) -> AppResult<StatusCode> {
+    revoke(&state, &session.token_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

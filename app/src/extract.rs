@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -27,11 +28,38 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(AppError::bad_request("expected `Content-Type: application/json`", "Content-Type"));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(AppError::PayloadTooLarge),
+            Err(_) => return Err(AppError::bad_request("unreadable request body", "body")),
+        };
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(JsonRejection::JsonSyntaxError(e)) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+                // Valid JSON that serde_json still calls a syntax error: a value of the
+                // wrong kind where an enum was expected (`"roles": ["seller"]`). The
+                // field comes from the path; what was expected, from reading it again.
+                let (_, field) = describe_serde_error(&e.body_text());
+                let field = field.unwrap_or_else(|| "body".to_owned());
+                let expected = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .and_then(serde_json::from_value::<T>)
+                    .err()
+                    .map_or_else(|| "a value of another type".to_owned(), |e| e.to_string());
+                Err(AppError::Unprocessable { message: format!("{field}: {expected}"), field: Some(field) })
+            }
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(rejection: JsonRejection) -> AppError {
@@ -136,8 +164,8 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// any instance within `Settings::session_share` is trusted from Redis, so a token this
 /// instance has not seen yet (a flash sale's ten thousand buyers) costs no database
 /// statement. Expiry is checked on every request. Unknown tokens are never cached, so a
-/// new login works at once anywhere. Nothing revokes a session yet; whatever does must
-/// delete its `session:{hash}` key in Redis too, or it is honoured until that expires.
+/// new login works at once anywhere. [`revoke`] (logout) deletes the session in all
+/// three places.
 async fn lookup(state: &AppState, token: &str) -> Result<Option<AuthUser>, AppError> {
     let hash = hash_token(token);
     if let Some(s) = state.session_cache.get(&hash) {
@@ -241,6 +269,39 @@ impl FromRequestParts<AppState> for UnmarkedUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         authenticate(parts, state).await.map(UnmarkedUser)
     }
+}
+
+/// The caller's session: who they are and the hash their token is stored under (for
+/// ending it, see [`revoke`]).
+pub struct Session {
+    pub user: AuthUser,
+    pub token_hash: [u8; 32],
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let user = authenticate(parts, state).await?;
+        let token = bearer(parts).ok_or(AppError::Unauthorized)?;
+        Ok(Session { user, token_hash: hash_token(token) })
+    }
+}
+
+/// Ends the session stored under `hash`: its row, this process's cached copy and the
+/// copy Redis shares with every instance. Instances that cached it trust it until
+/// their `Settings::session_cache` window passes; if Redis cannot be reached, its copy
+/// stays until it expires there (`Settings::session_share`).
+pub async fn revoke(state: &AppState, hash: &[u8; 32]) -> Result<(), AppError> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(&hash[..]).execute(&state.primary).await?;
+    state.session_cache.remove(hash);
+    if let Some((redis, key)) = session_key(state, hash) {
+        let result: redis::RedisResult<()> = redis.call(|mut c| async move { redis::AsyncCommands::del(&mut c, key).await }).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "an ended session stays in redis until it expires there");
+        }
+    }
+    Ok(())
 }
 
 /// The user behind an optional bearer token on public routes; an invalid token is

@@ -35,7 +35,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json));
     if roles.contains(Role::Auth) {
-        router = router.route("/register", post(auth::register)).route("/login", post(auth::login)).route("/me", get(auth::me));
+        router = router
+            .route("/register", post(auth::register))
+            .route("/login", post(auth::login))
+            .route("/logout", post(auth::logout))
+            .route("/me", get(auth::me));
     }
     if roles.contains(Role::Catalog) {
         router = router

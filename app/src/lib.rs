@@ -16,9 +16,11 @@
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
+//! - [`lockout`]: failed logins slow password guessing down (policy in [`failures`])
 //! - leaves that `state` holds and the routes use, so that no module depends on itself
 //!   through `state`: [`identity`] (users, roles, cached sessions), [`flash_memory`]
-//!   (what a process remembers of flash sales), [`buckets`] (in-process token buckets)
+//!   (what a process remembers of flash sales), [`buckets`] (in-process token buckets),
+//!   [`failures`] (the failed-login policy and its in-process counts)
 //! - [`redis_link`]: the Redis connection and its circuit breaker (Redis is optional)
 //! - [`db`]: `Db`/`Tx` (pools that work behind a transaction pooler, statement
 //!   counts), embedded migrations; [`partitions`]: orders partitioned by month
@@ -35,10 +37,12 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod failures;
 pub mod flash;
 pub mod flash_memory;
 pub mod http;
 pub mod identity;
+pub mod lockout;
 pub mod metrics;
 pub mod openapi;
 pub mod orders;

@@ -12,7 +12,7 @@ use crate::{auth, cart, catalog, checkout, flash, http, orders};
     info(title = "shop", description = "The e-commerce service deployed by scalectl"),
     paths(
         http::healthz, http::readyz, http::metrics,
-        auth::register, auth::login, auth::me,
+        auth::register, auth::login, auth::logout, auth::me,
         catalog::create_shop, catalog::list_shops, catalog::create_product, catalog::update_product,
         catalog::get_product, catalog::list_products, catalog::create_review, catalog::list_reviews,
         cart::add_item, cart::get_cart, cart::remove_item,

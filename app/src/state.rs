@@ -15,6 +15,7 @@ use crate::buckets::LocalBuckets;
 use crate::cache::LocalCache;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::failures::LocalFailures;
 use crate::flash_memory::FlashLocal;
 use crate::identity::CachedSession;
 use crate::metrics::Metrics;
@@ -52,6 +53,8 @@ pub struct Inner {
     /// Sessions by token hash, for `Settings::session_cache` (see `extract::lookup`).
     pub session_cache: LocalCache<[u8; 32], CachedSession>,
     pub buckets: LocalBuckets,
+    /// Failed logins, when Redis does not count them (see `lockout.rs`).
+    pub failures: LocalFailures,
     pub flash: FlashLocal,
 }
 
@@ -93,6 +96,7 @@ impl AppState {
             product_cache: LocalCache::new(Duration::from_millis(1500), 10_000),
             session_cache: LocalCache::new(settings_session_cache, 100_000),
             buckets: LocalBuckets::default(),
+            failures: LocalFailures::default(),
             flash: FlashLocal::default(),
         }));
         if let Some(client) = redis_client {

@@ -143,3 +143,70 @@ async fn register_and_search_are_rate_limited() {
     // Browsing without a search term is not limited.
     app.get("/products", None).await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_at_once_here_and_within_the_cache_window_elsewhere() {
+    let db = fresh_database().await;
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let cache = Duration::from_secs(1);
+    let opts = || Options { redis_prefix: Some(prefix.clone()), session_cache: cache, ..Default::default() };
+    let (a, b, c) = (spawn_on(db.clone(), opts()).await, spawn_on(db.clone(), opts()).await, spawn_on(db, opts()).await);
+    let email = format!("{}@example.test", key());
+    a.post("/register", None, json!({"email": email, "password": "correct horse", "roles": "buyer"})).await.expect(201);
+    let token = a.post("/login", None, json!({"email": email, "password": "correct horse"})).await.expect(200)["token"].as_str().unwrap().to_owned();
+    let other = a.post("/login", None, json!({"email": email, "password": "correct horse"})).await.expect(200)["token"].as_str().unwrap().to_owned();
+    // b has looked the session up and caches it; c has never seen it.
+    b.get("/me", Some(&token)).await.expect(200);
+
+    assert_eq!(a.post("/logout", Some(&token), json!({})).await.status, 204);
+    assert_eq!(a.get("/me", Some(&token)).await.status, 401, "refused at once where it ended");
+    assert_eq!(c.get("/me", Some(&token)).await.status, 401, "and by an instance that had not cached it (Redis's copy is gone)");
+    assert_eq!(b.get("/me", Some(&token)).await.status, 200, "an instance that cached it trusts it for its cache window");
+    tokio::time::sleep(cache + Duration::from_millis(200)).await;
+    assert_eq!(b.get("/me", Some(&token)).await.status, 401, "and no longer");
+    assert_eq!(a.post("/logout", Some(&token), json!({})).await.status, 401, "an ended session cannot end again");
+    a.get("/me", Some(&other)).await.expect(200);
+    assert_eq!(a.post("/logout", None, json!({})).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_make_that_client_wait_without_locking_the_owner_out() {
+    for redis in [true, false] {
+        let app = spawn_app_with(Options { redis, ..Default::default() }).await;
+        let email = format!("{}@example.test", key());
+        app.post("/register", None, json!({"email": email, "password": "correct horse", "roles": "buyer"})).await.expect(201);
+        let attempt = |password: &str, client: &str| {
+            let body = json!({"email": email, "password": password});
+            let client = client.to_owned();
+            let app = &app;
+            async move { app.send_with(reqwest::Method::POST, "/login", None, Some(body), &[("X-Forwarded-For", &client)]).await }
+        };
+        for _ in 0..shop::failures::FREE_FAILURES {
+            assert_eq!(attempt("wrong password", "10.1.1.1").await.status, 401, "redis={redis}");
+        }
+        let waiting = attempt("correct horse", "10.1.1.1").await;
+        assert_eq!(waiting.status, 429, "the guessing client waits, even with the right password (redis={redis})");
+        assert_eq!(waiting.headers["retry-after"].to_str().unwrap(), "1");
+        assert_eq!(attempt("correct horse", "10.2.2.2").await.status, 200, "the owner elsewhere logs in (redis={redis})");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(attempt("correct horse", "10.1.1.1").await.status, 200, "after the wait (redis={redis})");
+
+        // Many clients guessing one account: it then takes one attempt a second.
+        let victim = format!("{}@example.test", key());
+        app.post("/register", None, json!({"email": victim, "password": "correct horse", "roles": "buyer"})).await.expect(201);
+        for i in 0..shop::failures::ACCOUNT_ALARM {
+            let body = json!({"email": victim, "password": "wrong password"});
+            let r = app.send_with(reqwest::Method::POST, "/login", None, Some(body), &[("X-Forwarded-For", &format!("10.3.0.{i}"))]).await;
+            assert_eq!(r.status, 401);
+        }
+        let owner = |client: &'static str| {
+            let body = json!({"email": victim, "password": "correct horse"});
+            let app = &app;
+            async move { app.send_with(reqwest::Method::POST, "/login", None, Some(body), &[("X-Forwarded-For", client)]).await.status }
+        };
+        assert_eq!(owner("10.4.0.1").await, 200, "one attempt a second gets through (redis={redis})");
+        assert_eq!(owner("10.4.0.2").await, 429, "the next within the second waits (redis={redis})");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(owner("10.4.0.2").await, 200, "a slowdown, not a lockout (redis={redis})");
+    }
+}

@@ -59,6 +59,12 @@ async fn bad_input_is_a_4xx_naming_the_field_and_changes_nothing() {
     let no_ct = app.client.post(format!("{}/cart/items", app.base)).bearer_auth(&buyer).body("{}").send().await.unwrap();
     check(no_ct, 400, "Content-Type").await;
 
+    // Valid JSON with a value of the wrong kind where a choice is expected names the
+    // field and what it expects, like any other wrong type (serde calls it a syntax error).
+    let roles = app.post("/register", None, json!({"email": "r@example.test", "password": "password1", "roles": ["seller"]})).await;
+    assert_eq!((roles.status.as_u16(), roles.field()), (422, "roles"), "{:?}", roles.body);
+    assert!(roles.error().starts_with("roles: ") && roles.error().contains("expected"), "{}", roles.error());
+
     let path = app.get("/products/abc", None).await;
     assert_eq!((path.status.as_u16(), path.field()), (400, "id"));
     let foreign = app.post("/cart/items", Some("forged-token"), json!({"product_id": product, "quantity": 1})).await;
