@@ -136,9 +136,11 @@ fn prepare_takeover(env: &Env, r: &Resource) -> Result<()> {
         r,
         "postgres",
         &format!(
-            "ALTER ROLE postgres PASSWORD '{superuser}';\n\
+            "ALTER ROLE postgres PASSWORD '{}';\n\
              SELECT 'CREATE ROLE replicator REPLICATION LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator')\\gexec\n\
-             ALTER ROLE replicator PASSWORD '{replication}';\n"
+             ALTER ROLE replicator PASSWORD '{}';\n",
+            secrets::scram_verifier(&superuser),
+            secrets::scram_verifier(&replication),
         ),
     )?;
     postgres::stop(env, r)

@@ -212,13 +212,14 @@ pub fn apply_database(env: &Env, r: &Resource) -> Result<()> {
     check_ident(name)?;
     check_ident(owner)?;
     let password = secrets::get_or_create(&env.secrets_dir(), &password_file(owner))?;
+    let verifier = secrets::scram_verifier(&password);
     psql(
         env,
         node,
         "postgres",
         &format!(
             "SELECT format('CREATE ROLE %I LOGIN', '{owner}') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner}')\\gexec\n\
-             ALTER ROLE {owner} PASSWORD '{password}';\n\
+             ALTER ROLE {owner} PASSWORD '{verifier}';\n\
              SELECT format('CREATE DATABASE %I OWNER %I', '{name}', '{owner}') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\n"
         ),
     )?;
