@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use scalectl_core::graph::{Graph, GraphError, Resource, ResourceKind};
 use scalectl_core::manifest::{Exporter, Failover};
-use scalectl_core::topology::{DbCluster, MAIN_CLUSTER, MemberRole, Topology, rate_text};
+use scalectl_core::topology::{DbCluster, MAIN_CLUSTER, MemberRole, Site, Topology, rate_text};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::*;
@@ -262,6 +262,28 @@ struct DataTier {
     scrape: Vec<(String, String)>,
 }
 
+/// The regions that hold a member of `cluster`'s consensus store: each region the
+/// cluster has a member in, home first, so that losing any one region (the home region
+/// too) leaves a majority when there are three. With exactly two, a third region of
+/// the environment holds a witness when there is one; otherwise two members would be
+/// no better than one (losing either loses the majority), so the home region keeps a
+/// single member.
+fn etcd_regions<'a>(t: &'a Topology, cluster: &'a DbCluster) -> Vec<&'a str> {
+    let mut regions = vec![cluster.home_region.as_str()];
+    for m in cluster.remote_members() {
+        if !regions.contains(&m.region.as_str()) {
+            regions.push(&m.region);
+        }
+    }
+    if regions.len() == 2 {
+        match t.regions.iter().find(|r| !regions.contains(&r.name.as_str())) {
+            Some(witness) => regions.push(&witness.name),
+            None => regions.truncate(1),
+        }
+    }
+    regions
+}
+
 fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement, out: &mut Vec<Resource>) -> Result<DataTier, ExpandError> {
     let home = t.site(&cluster.home_region).unwrap_or(t.primary_region());
     let ri = home.index;
@@ -290,8 +312,11 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
     let mut nodes: Vec<String> = Vec::new();
     let mut addresses = Vec::new();
     let mut scrape = Vec::new();
-    // Each cluster has its own consensus store and Patroni scope.
-    let etcd_id = format!("etcd/{scope}");
+    // Each cluster has its own consensus store and Patroni scope, with a member in each
+    // region the cluster has members in, the home region's first (see `etcd_regions`).
+    let etcd_sites: Vec<&Site> = etcd_regions(t, cluster).into_iter().filter_map(|name| t.site(name)).collect();
+    let etcd_ids: Vec<String> = etcd_sites.iter().map(|site| format!("etcd/{}", scoped(&site.name, cluster))).collect();
+    let etcd_id = etcd_ids[0].clone();
     // Patroni's settings, the same on every member; `nosync` keeps a member from ever
     // being picked as the synchronous standby.
     let patroni = |f: &Failover, nosync: bool| PatroniSpec {
@@ -306,8 +331,12 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         retry_timeout: f.retry_timeout,
     };
     if cluster.ha.is_some() {
-        let spec = LocalSpec::Etcd(EtcdSpec { members: 1 });
-        out.push(resource(&etcd_id, &home.name, Some((at(ri, hosts::ETCD), ports::ETCD_CLIENT)), vec![], spec));
+        // A lone member lists no peers, so a single-region cluster's spec is as it was.
+        let peers = if etcd_ids.len() > 1 { etcd_ids.clone() } else { Vec::new() };
+        for (site, id) in etcd_sites.iter().zip(&etcd_ids) {
+            let spec = LocalSpec::Etcd(EtcdSpec { members: etcd_ids.len() as u32, peers: peers.clone() });
+            out.push(resource(id, &site.name, Some((at(site.index, hosts::ETCD), ports::ETCD_CLIENT)), vec![], spec));
+        }
     }
     for member in cluster.home_members() {
         let id = format!("postgres/{scope}-pg-{}", member.ordinal);
@@ -319,7 +348,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
                 scrape.push(("patroni".into(), format!("{address}:{}", ports::PATRONI)));
                 // The first node bootstraps the cluster (or adopts a standalone server's
                 // data); the others clone from it, so they start after it.
-                let mut deps = vec![etcd_id.clone()];
+                let mut deps = etcd_ids.clone();
                 deps.extend(nodes.first().cloned());
                 (LocalSpec::PatroniNode(PatroniNodeSpec { server, patroni, follows: None }), deps)
             }
@@ -450,6 +479,25 @@ mod tests {
     fn level_3() -> Topology {
         let l = level(3).unwrap();
         Topology::from_manifest(&Sources::new(l.file, l.manifest).load().unwrap())
+    }
+
+    #[test]
+    fn consensus_has_a_member_in_each_region_and_a_witness_when_there_are_two() {
+        let l = level(6).unwrap();
+        let mut t = Topology::from_manifest(&Sources::new(l.file, l.manifest).load().unwrap());
+        let regions = |t: &Topology| etcd_regions(t, &t.clusters[0]).into_iter().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(regions(&t), ["r1", "r2", "r3"]);
+        let g = expand(&t, Placement { slot: 9 }).unwrap();
+        let remote = g.get("postgres/r3-pg-1").unwrap();
+        assert_eq!(patroni_node(remote).unwrap().patroni.etcd, "etcd/r1", "the cluster's store, named by its home member");
+        assert_eq!(g.get("etcd/r3").unwrap().address, Some(Ipv4Addr::new(127, 9, 3, 20)), "in its own region's block");
+
+        t.clusters[0].members.retain(|m| m.region != "r3");
+        assert_eq!(regions(&t), ["r1", "r2", "r3"], "two regions of members, and a witness in the third");
+        t.regions.retain(|r| r.name != "r3");
+        assert_eq!(regions(&t), ["r1"], "with no third region, two members would be no better than one");
+        t.clusters[0].members.retain(|m| m.region == "r1");
+        assert_eq!(regions(&t), ["r1"]);
     }
 
     #[test]

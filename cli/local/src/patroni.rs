@@ -68,7 +68,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "name": member_name(r),
         "port": r.port.unwrap_or(5432),
         "bindir": tools::server_bindir(&spec.server.version)?,
-        "etcd": env.connect_to(&spec.patroni.etcd, false)?.to_string(),
+        "etcd": crate::etcd::client_urls(env, &spec.patroni.etcd)?,
         "cluster_parameters": cluster_parameters(&spec.server),
     });
     Ok(vec![templates::render_for(env, r, "patroni.yml", templates::PATRONI_YML, extra)?])

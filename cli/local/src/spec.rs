@@ -89,6 +89,7 @@ macro_rules! spec_of {
 spec_of! {
     postgres => Postgres(PostgresSpec),
     patroni_node => PatroniNode(PatroniNodeSpec),
+    etcd => Etcd(EtcdSpec),
     database => Database(DatabaseSpec),
     migration => Migration(MigrationSpec),
     pgbouncer => Pgbouncer(PgbouncerSpec),
@@ -194,9 +195,12 @@ impl PatroniNodeSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcdSpec {
-    /// Members of the etcd cluster; the local target runs one.
+    /// Members of the cluster's etcd: one per region it spans (see `expand`).
     #[serde(with = "text")]
     pub members: u32,
+    /// Every member's resource id, this one's included, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "comma")]
+    pub peers: Vec<String>,
 }
 
 /// The shop's role and database, and their extensions.
@@ -552,7 +556,7 @@ mod tests {
         assert!(e.contains("postgres/r1-pg-2") && e.contains("many"), "{e}");
         r.kind = ResourceKind::Redis;
         assert!(LocalSpec::of(&r).is_err());
-        let e = shop(&resource(&LocalSpec::Etcd(EtcdSpec { members: 1 }))).unwrap_err().to_string();
+        let e = shop(&resource(&LocalSpec::Etcd(EtcdSpec { members: 1, peers: Vec::new() }))).unwrap_err().to_string();
         assert!(e.contains("is of kind etcd, not shop"), "{e}");
     }
 }

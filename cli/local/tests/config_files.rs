@@ -57,3 +57,13 @@ fn patroni_redis_and_prometheus_get_their_own_units() {
     let spec = scalectl_local::spec::prometheus(r).unwrap();
     assert_eq!(spec.retention.prometheus(), "36h", "passed to --storage.tsdb.retention.time");
 }
+
+#[test]
+fn patroni_reaches_every_member_of_a_consensus_store_that_spans_regions() {
+    let (graph, _dir, provider) = files(6, &[]);
+    let yml = file(&provider, &graph, "postgres/r2-pg-1", "patroni.yml");
+    assert!(yml.contains("hosts: 127.9.1.20:2379,127.9.2.20:2379,127.9.3.20:2379"), "{yml}");
+    let (graph, _dir, provider) = files(3, &[]);
+    let yml = file(&provider, &graph, "postgres/r1-pg-1", "patroni.yml");
+    assert!(yml.contains("hosts: 127.9.1.20:2379\n"), "one region, one member: {yml}");
+}
