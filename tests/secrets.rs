@@ -74,7 +74,7 @@ fn passwords_appear_only_in_owner_only_files_that_need_them() {
         assert!(password.len() >= 16, "{} holds a short password", entry.path().display());
         secrets.push((entry.file_name().to_string_lossy().into_owned(), password));
     }
-    assert!(secrets.len() >= 2, "the shop's and the replication password at least: {secrets:?}");
+    assert!(secrets.len() >= 3, "the shop's, the replication and Redis's password at least: {secrets:?}");
 
     // What scalectl shows: no password, anywhere.
     for (what, output) in &shown {
@@ -82,6 +82,14 @@ fn passwords_appear_only_in_owner_only_files_that_need_them() {
             assert!(!output.contains(password.as_str()), "the {name} password appears in `{what}`");
         }
     }
+    // Redis answers no one without the password.
+    let redis = status["components"].as_array().unwrap().iter().find(|c| c["kind"] == "redis").expect("level 3 has Redis");
+    let mut conn = std::net::TcpStream::connect(redis["address"].as_str().unwrap()).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    std::io::Write::write_all(&mut conn, b"PING\r\n").unwrap();
+    let mut reply = [0u8; 64];
+    let n = std::io::Read::read(&mut conn, &mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply[..n]).starts_with("-NOAUTH"), "{}", String::from_utf8_lossy(&reply[..n]));
     // No process's command line (which every user can read) carries one.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
@@ -105,9 +113,9 @@ fn passwords_appear_only_in_owner_only_files_that_need_them() {
             holders.push(name);
         }
     }
-    // PgBouncer's userlist and Patroni's pgpass (Patroni itself gets its passwords in
-    // its environment, which only its user can read).
-    for needed in ["userlist.txt", "pgpass"] {
+    // PgBouncer's userlist, Patroni's pgpass and Redis's auth.conf (Patroni, the shop and
+    // the Redis exporter get theirs in their environment, which only their user can read).
+    for needed in ["userlist.txt", "pgpass", "auth.conf"] {
         assert!(holders.iter().any(|h| h == needed), "{needed} holds its password: {holders:?}");
     }
 }

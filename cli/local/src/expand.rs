@@ -114,7 +114,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let ri = region.index;
         let redis = t.cache_in(&region.name).map(|cache| {
             let id = format!("redis/{}", region.name);
-            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas });
+            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas, auth: true });
             out.push(resource(&id, &region.name, Some((placement.address(ri, hosts::REDIS), ports::REDIS)), vec![], spec));
             id
         });
@@ -144,6 +144,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     reads_via: if replicas { db.read_endpoint.clone() } else { db.write_endpoint.clone() },
                     read_database: if replicas { db.read_database.clone() } else { t.database.name.clone() },
                     redis: redis.clone(),
+                    redis_auth: redis.is_some(),
                     rate_login: rate_text(&limits.login),
                     rate_register: rate_text(&limits.register),
                     rate_search: rate_text(&limits.search),
@@ -160,6 +161,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 let spec = LocalSpec::Worker(WorkerSpec {
                     writes_via: db.write_endpoint.clone(),
                     redis: redis.clone(),
+                    redis_auth: redis.is_some(),
                     order_partitions_premake: partition_premake,
                 });
                 out.push(resource(&format!("worker/{}-{i}", region.name), &region.name, None, deps, spec));
@@ -200,7 +202,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         // One per environment: every process here shares one machine.
         let address = placement.address(primary.index, hosts::PROMETHEUS);
         scrape.push(("node".into(), format!("{address}:{}", ports::NODE_EXPORTER)));
-        let spec = LocalSpec::Exporter(ExporterSpec { exports: Exports::Node, of: None });
+        let spec = LocalSpec::Exporter(ExporterSpec { exports: Exports::Node, of: None, auth: false });
         out.push(resource("exporter/node", &primary.name, Some((address, ports::NODE_EXPORTER)), vec![], spec));
     }
     if let Some(prom) = &t.observability.prometheus {
@@ -441,7 +443,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
 }
 
 fn exporter(region: &str, address: Ipv4Addr, port: u16, exports: Exports, of: &str) -> Resource {
-    let spec = LocalSpec::Exporter(ExporterSpec { exports, of: Some(of.to_string()) });
+    let spec = LocalSpec::Exporter(ExporterSpec { exports, of: Some(of.to_string()), auth: exports == Exports::Redis });
     resource(&format!("exporter/{}", of.replace('/', "-")), region, Some((address, port)), vec![of.to_string()], spec)
 }
 

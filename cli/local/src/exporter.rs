@@ -61,6 +61,10 @@ pub fn apply(env: &Env, r: &Resource) -> Result<Option<String>> {
             let redis = of.context("redis exporter without its server")?;
             let addr = redis.address.context("redis without an address")?;
             cmd.arg(format!("-web.listen-address={listen}")).arg(format!("-redis.addr=redis://{addr}:{}", redis.port.unwrap_or(6379)));
+            if spec.auth {
+                // In the environment, which only the exporter's user can read, not argv.
+                cmd.env("REDIS_PASSWORD", crate::redis::password(env)?);
+            }
         }
         Exports::Node => {
             cmd.arg(format!("--web.listen-address={listen}"));

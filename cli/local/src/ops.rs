@@ -26,7 +26,7 @@ pub fn insights(env: &Env) -> Insights {
     Insights {
         database: database(env),
         pools: of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect(),
-        caches: of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(r).ok()?))).collect(),
+        caches: of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
     }
 }
 
@@ -78,8 +78,8 @@ fn pool(env: &Env, r: &Resource) -> Result<Vec<PoolUse>> {
 }
 
 /// Redis's keyspace hits and misses since it started.
-fn cache(r: &Resource) -> Result<CacheUse> {
-    let info = redis::command(r, "INFO stats").map_err(anyhow::Error::msg)?;
+fn cache(env: &Env, r: &Resource) -> Result<CacheUse> {
+    let info = redis::command(env, r, "INFO stats").map_err(anyhow::Error::msg)?;
     let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let (hits, misses) = (field("keyspace_hits"), field("keyspace_misses"));
     let ratio = if hits + misses > 0 { Some(hits as f64 / (hits + misses) as f64) } else { None };

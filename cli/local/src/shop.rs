@@ -51,7 +51,7 @@ fn command(env: &Env, args: &[&str]) -> Result<Command> {
 }
 
 /// A long-running process's connections: writes through `writes_via`, and Redis.
-fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>) -> Result<()> {
+fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, redis_auth: bool) -> Result<()> {
     cmd.env("DATABASE_URL", url_via(env, writes_via, "shop", false)?);
     let pooler = env.resource(writes_via)?;
     if pooler.kind == ResourceKind::Pgbouncer && spec::pgbouncer(pooler)?.pool_mode != PoolMode::Session {
@@ -59,7 +59,8 @@ fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>) -> 
         cmd.env("SHOP_DB_POOLER", "transaction");
     }
     if let Some(redis) = redis {
-        cmd.env("REDIS_URL", format!("redis://{}/", env.connect_to(redis, false)?));
+        let password = if redis_auth { format!(":{}@", crate::redis::password(env)?) } else { String::new() };
+        cmd.env("REDIS_URL", format!("redis://{password}{}/", env.connect_to(redis, false)?));
     }
     Ok(())
 }
@@ -67,7 +68,7 @@ fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>) -> 
 /// `shop serve` with its roles, connections, pool size and rate limits.
 fn serve(env: &Env, s: &ShopSpec) -> Result<Command> {
     let mut cmd = command(env, &["serve", "--roles", &s.roles])?;
-    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref())?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth)?;
     if s.reads_via != s.writes_via || s.read_database != "shop" {
         cmd.env("READ_DATABASE_URL", url_via(env, &s.reads_via, &s.read_database, true)?);
     }
@@ -81,7 +82,7 @@ fn serve(env: &Env, s: &ShopSpec) -> Result<Command> {
 /// `shop worker`, which also keeps order partitions made ahead.
 fn worker(env: &Env, s: &WorkerSpec) -> Result<Command> {
     let mut cmd = command(env, &["worker"])?;
-    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref())?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth)?;
     if s.order_partitions_premake > 0 {
         cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", s.order_partitions_premake.to_string());
     }

@@ -246,6 +246,15 @@ pub struct RedisSpec {
     /// Replicas the manifest asks for; the local target runs none (`plan` says so).
     #[serde(with = "text")]
     pub replicas: u8,
+    /// Clients must give the generated password (`requirepass`). Recorded only when on,
+    /// as for the shop's processes and the exporter, so that an environment from before
+    /// shows the change in `plan` and `up` restarts every client with the password.
+    #[serde(default, skip_serializing_if = "is_false", with = "text")]
+    pub auth: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One `shop serve` process.
@@ -261,6 +270,9 @@ pub struct ShopSpec {
     pub read_database: String,
     #[serde(with = "or_none")]
     pub redis: Option<String>,
+    /// Redis wants the generated password (see `RedisSpec::auth`).
+    #[serde(default, skip_serializing_if = "is_false", with = "text")]
+    pub redis_auth: bool,
     /// Token buckets as `per_second:burst`, or `off`.
     pub rate_login: String,
     pub rate_register: String,
@@ -273,6 +285,8 @@ pub struct WorkerSpec {
     pub writes_via: String,
     #[serde(with = "or_none")]
     pub redis: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false", with = "text")]
+    pub redis_auth: bool,
     #[serde(with = "text")]
     pub order_partitions_premake: u8,
 }
@@ -337,6 +351,9 @@ pub struct ExporterSpec {
     /// The resource it reads metrics from (none for the node exporter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of: Option<String>,
+    /// What it reads wants the generated password (a Redis, see `RedisSpec::auth`).
+    #[serde(default, skip_serializing_if = "is_false", with = "text")]
+    pub auth: bool,
 }
 
 /// A Citus worker node (level 6); the local target cannot run these yet.
@@ -526,12 +543,14 @@ mod tests {
             reads_via: "pgbouncer/r1".into(),
             read_database: "shop".into(),
             redis: None,
+            redis_auth: false,
             rate_login: "off".into(),
             rate_register: "off".into(),
             rate_search: "off".into(),
         });
         let r = resource(&shop);
         assert_eq!(r.spec.leaves().get("redis").map(String::as_str), Some("none"));
+        assert!(!r.spec.leaves().contains_key("redis_auth"), "a switch that is off is not recorded, as before it existed");
         assert_eq!(LocalSpec::of(&r).unwrap(), shop);
         let prom = PrometheusSpec {
             scrape_interval: Duration::parse("1min").unwrap(),
