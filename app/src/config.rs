@@ -151,6 +151,9 @@ pub struct Settings {
     pub read_your_writes_window: Duration,
     /// Requests taking at least this long are logged at info (others at debug).
     pub slow_request: Duration,
+    /// How long a client may take to send a request's head (from its first byte, or
+    /// from connecting for the first request) before it is disconnected.
+    pub header_read_timeout: Duration,
     /// Test-only: checkout ignores the Idempotency-Key (see README).
     pub unsafe_non_idempotent_checkout: bool,
 }
@@ -171,6 +174,7 @@ impl Settings {
             rate_limits: RateLimits::default(),
             read_your_writes_window: Duration::from_secs(5),
             slow_request: Duration::from_millis(500),
+            header_read_timeout: Duration::from_secs(30),
             unsafe_non_idempotent_checkout: false,
         }
     }

@@ -2,7 +2,6 @@
 //! routes (/healthz, /readyz, /metrics, /openapi.json), the request-id + metrics
 //! middleware and the body limit; `serve` runs it on an already-bound listener.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -79,12 +78,61 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves `app(state)` on a listener the caller bound (so tests can use port 0),
 /// until `shutdown` resolves.
+///
+/// Unlike `axum::serve`, hyper gets a timer here, so a client that has not sent a
+/// request's whole head within `Settings::header_read_timeout` of its first byte, or any
+/// byte within as long of connecting, is disconnected: slow clients (Slowloris) cannot
+/// hold connections open. A kept-alive connection idle for as long between requests is
+/// closed too (hyper times the next head from the end of the previous response). After `shutdown`, no connection is accepted and the requests
+/// in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let header_read_timeout = state.settings.header_read_timeout;
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let router = app(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, say: the connections in flight free some.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // What `ConnectInfo` reads (the client's address, for rate limits and logs).
+        let service = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            req.map(Body::new)
+        });
+        let (builder, watcher, patience) = (builder.clone(), graceful.watcher(), header_read_timeout);
+        tokio::spawn(async move {
+            // hyper's timer starts at a request's first byte, so that pools may connect
+            // ahead; a connection that sends nothing at all gets as long, then is closed.
+            if !matches!(tokio::time::timeout(patience, stream.peek(&mut [0u8; 1])).await, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn not_found() -> AppError {

@@ -102,6 +102,9 @@ enum Command {
         /// Requests slower than this are logged at info; others at debug (5xx at warn)
         #[arg(long, env = "SHOP_SLOW_REQUEST_MS", default_value_t = 500)]
         slow_request_ms: u64,
+        /// Seconds a client may take to send a request's head (or idle between requests) before it is disconnected
+        #[arg(long, env = "SHOP_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+        header_read_timeout_secs: u64,
         /// TEST ONLY: checkout ignores Idempotency-Key (duplicates orders on retry)
         #[arg(long, env = "SHOP_UNSAFE_NON_IDEMPOTENT_CHECKOUT", hide = true, default_value_t = false,
               value_parser = clap::builder::BoolishValueParser::new())]
@@ -218,6 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate_search,
             read_your_writes_secs,
             slow_request_ms,
+            header_read_timeout_secs,
             unsafe_non_idempotent_checkout,
         } => {
             init_logging(common.log_format);
@@ -235,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate_limits: RateLimits { login: rate_login, register: rate_register, search: rate_search },
                 read_your_writes_window: Duration::from_secs(read_your_writes_secs),
                 slow_request: Duration::from_millis(slow_request_ms),
+                header_read_timeout: Duration::from_secs(header_read_timeout_secs),
                 unsafe_non_idempotent_checkout,
             };
             // Bind before anything slow, then report the real port: scalectl and tests

@@ -9,6 +9,7 @@ mod binary;
 mod catalog;
 mod checkout;
 mod flash;
+mod hostile;
 mod input;
 mod ops;
 mod outbox;

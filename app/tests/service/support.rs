@@ -349,6 +349,7 @@ pub struct Options {
     pub read_your_writes_window: Duration,
     pub session_cache: Duration,
     pub session_share: Duration,
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Options {
@@ -366,6 +367,7 @@ impl Default for Options {
             read_your_writes_window: Duration::from_secs(5),
             session_cache: Settings::new("").session_cache,
             session_share: Settings::new("").session_share,
+            header_read_timeout: Settings::new("").header_read_timeout,
         }
     }
 }
@@ -429,6 +431,7 @@ pub async fn spawn_on(db_url: String, opts: Options) -> TestApp {
     settings.read_your_writes_window = opts.read_your_writes_window;
     settings.session_cache = opts.session_cache;
     settings.session_share = opts.session_share;
+    settings.header_read_timeout = opts.header_read_timeout;
     let state = AppState::connect(settings).await.expect("state");
     if must_connect {
         assert!(state.redis().is_some(), "redis did not connect");
