@@ -163,7 +163,7 @@ struct SlowQueriesArgs {
 struct SwitchoverArgs {
     #[arg(long, short = 'e', value_name = "NAME")]
     env: String,
-    /// The node to promote, such as postgres/r1-pg-2 or r1-pg-2 [default: the synchronous standby].
+    /// The node to promote, such as postgres/r1-pg-2 or r1-pg-2 [default: a synchronous standby].
     #[arg(long, value_name = "NODE")]
     to: Option<String>,
 }
