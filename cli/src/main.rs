@@ -121,16 +121,24 @@ enum ChaosCommand {
     /// Run an experiment (a file or a shipped name) on an environment under load, and
     /// check the recorded history against the database: exit 1 when a check fails.
     Run {
-        #[arg(value_name = "FILE|NAME")]
-        experiment: String,
+        #[arg(value_name = "FILE|NAME", required_unless_present = "random", conflicts_with = "random")]
+        experiment: Option<String>,
         #[arg(long, short = 'e', value_name = "NAME")]
         env: String,
         /// Run it this many times (each with its own report).
         #[arg(long, default_value_t = 1)]
         runs: u32,
-        /// Seed for the buyers and products the workload uses.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Seed for the buyers and products the workload uses, and with --random for the
+        /// schedule [default: 1, or with --random one drawn from the clock and printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Instead of an experiment, a random schedule of --faults faults (level 3 and 4),
+        /// some overlapping, drawn from --seed: the same seed gives the same schedule.
+        #[arg(long)]
+        random: bool,
+        /// How many faults a --random schedule has.
+        #[arg(long, default_value_t = 10, requires = "random", value_parser = clap::value_parser!(u32).range(1..=200))]
+        faults: u32,
         /// Where to write the SVG timeline (the history goes beside it as .jsonl)
         /// [default: in the environment's directory].
         #[arg(long, value_name = "FILE.svg")]
@@ -163,7 +171,7 @@ struct SlowQueriesArgs {
 struct SwitchoverArgs {
     #[arg(long, short = 'e', value_name = "NAME")]
     env: String,
-    /// The node to promote, such as postgres/r1-pg-2 or r1-pg-2 [default: the synchronous standby].
+    /// The node to promote, such as postgres/r1-pg-2 or r1-pg-2 [default: a synchronous standby].
     #[arg(long, value_name = "NODE")]
     to: Option<String>,
 }
@@ -317,7 +325,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chaos(ChaosCommand::Validate { files }) => commands::chaos::validate(&g, &files),
         Command::Chaos(ChaosCommand::Inject { env, fault, target, hold }) => commands::chaos::inject(&g, &env, fault, &target, hold),
         Command::Chaos(ChaosCommand::Heal { env }) => commands::chaos::heal(&g, &env),
-        Command::Chaos(ChaosCommand::Run { experiment, env, runs, seed, report }) => {
+        Command::Chaos(ChaosCommand::Run { experiment, env, runs, seed, faults, report, .. }) => {
+            let experiment = match experiment {
+                Some(e) => commands::chaos_run::What::Experiment(e),
+                None => commands::chaos_run::What::Random { faults: faults as usize },
+            };
             commands::chaos_run::run(&g, &commands::chaos_run::RunArgs { experiment, env, runs, seed, report })
         }
         Command::List => commands::fleet::list(&g),

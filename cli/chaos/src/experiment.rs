@@ -185,8 +185,13 @@ pub struct Fault {
     /// The two sides a `partition` cuts apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub between: Option<Vec<Target>>,
-    /// Offset from the workload's start.
+    /// Offset from the workload's start, or with `after`, from that fault's end.
     pub at: Span,
+    /// Starts `at` after the end of an earlier fault of the method (its index from 0):
+    /// when the earlier one is over (a switchover has returned, a partition is healed),
+    /// whenever that is. Faults without it start at their offset, so they may overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<usize>,
     /// How long the fault lasts before it is undone (none for `restart` and `switchover`,
     /// which are over when they complete; a `node-loss` without one stays down until the
     /// rollbacks run).

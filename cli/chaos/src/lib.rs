@@ -8,7 +8,8 @@
 //!   [`expect`] are its parsed values (durations, probe comparisons).
 //! - [`load`]: text to [`Experiment`] or every located problem; [`rules`] are the rules
 //!   across fields.
-//! - [`library`]: the shipped experiments, compiled in.
+//! - [`library`]: the shipped experiments, compiled in; [`random`]: seeded random
+//!   schedules of many faults, as experiment text.
 //! - [`history`]: the operations a workload recorded (JSON lines); [`snapshot`]: what
 //!   the database holds afterwards, as plain data.
 //! - [`check`]: history + snapshot + fault windows → a [`Report`] with a verdict per
@@ -21,6 +22,7 @@ pub mod experiment;
 pub mod history;
 pub mod library;
 pub mod load;
+pub mod random;
 pub mod render;
 pub mod rules;
 pub mod snapshot;

@@ -26,6 +26,10 @@ pub const SHIPPED: &[Shipped] = shipped![
     "partition-shop-from-db",
     "switchover",
     "flash-sale-under-failover",
+    "switchover-then-leader-loss",
+    "leader-loss-while-standby-catches-up",
+    "replica-loss-then-leader-loss",
+    "partition-then-leader-loss",
 ];
 
 /// The shipped experiment called `name`.

@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn every_shipped_experiment_validates_and_is_named_after_its_file() {
-        assert_eq!(SHIPPED.len(), 9);
+        assert_eq!(SHIPPED.len(), 13);
         for s in SHIPPED {
             let e = load(s.file, s.text)
                 .unwrap_or_else(|errs| panic!("{}:\n{}", s.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
@@ -152,6 +152,19 @@ mod tests {
         assert!(got.contains(&("workload.duration", pos(&text, "duration: 90\n").0)), "{got:?}");
         assert!(errs.iter().any(|e| e.message.contains("`soon` is not a whole number with a unit, such as 30s")), "{errs:?}");
         assert!(errs.iter().any(|e| e.message.contains("`90` has no unit; write it with one, such as 90s")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_fault_follows_only_an_earlier_one_and_ends_inside_the_workload() {
+        let text = shipped("switchover-then-leader-loss").unwrap().text;
+        let errs = errors(&text.replace("after: 0", "after: 1"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "method.1.after");
+        assert!(errs[0].message.contains("must name an earlier fault"), "{}", errs[0]);
+        // The switchover ends at 20 s at the earliest, so 30 s of loss after it ends at 50 s.
+        let errs = errors(&text.replace("duration: 30s", "duration: 80s"));
+        assert_eq!(errs[0].path, "method.1.duration");
+        assert!(errs[0].message.contains("ends at 1m 40s at the earliest"), "{}", errs[0]);
     }
 
     #[test]

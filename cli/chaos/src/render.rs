@@ -39,7 +39,7 @@ pub fn text(report: &Report) -> String {
             secs(f.rto),
             secs(f.resume),
             secs(f.write_gap),
-            secs(f.recovery),
+            if f.interrupted { "cut short by the next fault".to_string() } else { secs(f.recovery) },
             f.errors,
             f.ops,
             f.error_ratio * 100.0,

@@ -159,16 +159,40 @@ fn fault(e: &Experiment, i: usize, f: &Fault, lowest: Option<u8>, bad: &mut impl
         }
         _ => {}
     }
+    if let Some(j) = f.after
+        && j >= i
+    {
+        bad(format!("{at}.after"), format!("`after: {j}` must name an earlier fault of the method (0 to {})", i as isize - 1));
+    }
     let end = e.workload.duration.0;
-    if f.at.0 >= end {
-        bad(format!("{at}.at"), format!("starts at {}, but the workload stops at {}", f.at, e.workload.duration));
+    let start = earliest_start(e, i);
+    let earliest = if f.after.is_some() { " at the earliest" } else { "" };
+    if start >= end {
+        bad(format!("{at}.at"), format!("starts at {}{earliest}, but the workload stops at {}", crate::span::Span(start), e.workload.duration));
     } else if let Some(d) = f.duration
-        && f.at.0 + d.0 > end
+        && start + d.0 > end
     {
         bad(
             format!("{at}.duration"),
-            format!("ends at {}, after the workload stops at {}: recovery would go unmeasured", crate::span::Span(f.at.0 + d.0), e.workload.duration),
+            format!(
+                "ends at {}{earliest}, after the workload stops at {}: recovery would go unmeasured",
+                crate::span::Span(start + d.0),
+                e.workload.duration
+            ),
         );
+    }
+}
+
+/// When fault `i` starts at the earliest: its offset, or the end of the fault it follows
+/// (which a switchover's or restart's own time only delays) plus its offset.
+pub fn earliest_start(e: &Experiment, i: usize) -> std::time::Duration {
+    let f = &e.method[i];
+    match f.after {
+        Some(j) if j < i => {
+            let before = &e.method[j];
+            earliest_start(e, j) + before.duration.map_or(std::time::Duration::ZERO, |d| d.0) + f.at.0
+        }
+        _ => f.at.0,
     }
 }
 

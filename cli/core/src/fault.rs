@@ -53,6 +53,7 @@ impl fmt::Display for FaultKind {
 pub enum Selector {
     #[serde(rename = "leader")]
     Leader,
+    /// One synchronous standby (level 3 has two; `replicas` names them all).
     #[serde(rename = "sync-standby")]
     SyncStandby,
     /// Any one replica (the asynchronous one when there is one).

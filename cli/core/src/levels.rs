@@ -66,8 +66,11 @@ pub const LEVELS: [Level; 6] = [
                 "three PostgreSQL nodes under Patroni with etcd",
                 "losing the primary must not lose orders or need a human: Patroni elects a new leader in seconds",
             ),
-            ("one synchronous standby", "a commit is acknowledged only once a second node has it, so a failover loses no acknowledged order (RPO 0)"),
-            ("one asynchronous replica serving reads", "catalog and order-history reads move off the primary, which keeps its capacity for writes"),
+            (
+                "two synchronous standbys",
+                "a commit is acknowledged only once both standbys have it, so a failover loses no acknowledged order (RPO 0), and losing one standby leaves the other able to take over",
+            ),
+            ("reads on the standbys", "catalog and order-history reads move off the primary, which keeps its capacity for writes"),
             ("orders partitioned by month", "old months can be detached and archived, and recent ones stay small and hot in memory"),
             ("WAL and checkpoint tuning", "fewer, larger checkpoints and compressed WAL smooth write bursts"),
             ("Redis for cache, rate limits and the flash-sale gate", "hot product reads and sold-out answers stop reaching PostgreSQL at all"),

@@ -184,7 +184,9 @@ pub enum HaMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Replicas {
-    /// Standbys that confirm each commit before it is acknowledged (RPO 0).
+    /// Standbys that confirm each commit before it is acknowledged (RPO 0). Patroni
+    /// promotes only a synchronous standby, so with one, losing it (or the moments after a
+    /// switchover) leaves no node that may take over; with two, either may.
     #[serde(default)]
     #[schemars(range(max = 8))]
     pub synchronous: u8,

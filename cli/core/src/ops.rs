@@ -29,6 +29,13 @@ pub struct Insights {
 pub struct DatabaseInsight {
     pub leader: Option<String>,
     pub members: Vec<MemberInsight>,
+    /// The members the HA manager would promote if the leader were lost now (resource ids).
+    #[serde(default)]
+    pub failover_candidates: Vec<String>,
+    /// Why an HA cluster has no failover candidate, and what to do; none when it has one
+    /// or is a single server (which has nothing to fail over to by design).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_failover_candidate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +99,12 @@ pub struct SwitchoverReport {
     pub writes_resumed_after_seconds: f64,
     /// The longest time a client writing all along saw no write go through.
     pub writes_paused_seconds: f64,
+    /// When a synchronous standby was listed again (the cluster could fail over once more).
+    #[serde(default)]
+    pub synchronous_standby_after_seconds: f64,
+    /// The synchronous standby then listed.
+    #[serde(default)]
+    pub synchronous_standby: String,
 }
 
 /// What a target can do with an environment's database tier.

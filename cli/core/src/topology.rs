@@ -487,11 +487,11 @@ mod tests {
     }
 
     #[test]
-    fn level_3_is_an_ha_cluster_with_a_sync_standby_and_redis() {
+    fn level_3_is_an_ha_cluster_with_two_sync_standbys_and_redis() {
         let t = topology(3);
         let c = &t.clusters[0];
-        assert_eq!(roles(c), [("r1", 1, Primary), ("r1", 2, SyncStandby), ("r1", 3, AsyncReplica)]);
-        assert_eq!(c.synchronous, 1);
+        assert_eq!(roles(c), [("r1", 1, Primary), ("r1", 2, SyncStandby), ("r1", 3, SyncStandby)]);
+        assert_eq!(c.synchronous, 2);
         assert_eq!(c.ha.as_ref().map(|f| f.ttl), Some(8));
         assert_eq!(c.server.checkpoint_timeout, Duration::from_secs(900));
         assert_eq!(t.caches.len(), 1);

@@ -192,7 +192,9 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
     };
     let found: Vec<&Resource> = match target {
         Selector::Leader => vec![crate::postgres::primary(env, &nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())?],
-        Selector::SyncStandby => role_of("sync_standby")?,
+        // One of them: level 3 lists two, and a fault on "the" synchronous standby must
+        // not take both away.
+        Selector::SyncStandby => role_of("sync_standby")?.into_iter().take(1).collect(),
         Selector::Replica => {
             let mut r = role_of("replica")?;
             if r.is_empty() {

@@ -38,6 +38,8 @@ fn database(env: &Env) -> Option<DatabaseInsight> {
         return single.first().map(|n| DatabaseInsight {
             leader: Some(n.id.clone()),
             members: vec![MemberInsight { id: n.id.clone(), role: "primary".into(), state: "running".into(), timeline: None, lag_bytes: None }],
+            failover_candidates: vec![],
+            no_failover_candidate: None,
         });
     }
     let cluster = patroni::cluster(nodes.iter().copied()).ok()?;
@@ -55,7 +57,16 @@ fn database(env: &Env) -> Option<DatabaseInsight> {
         })
         .collect();
     let leader = members.iter().find(|m| m.role == "leader").map(|m| m.id.clone());
-    Some(DatabaseInsight { leader, members })
+    let synchronous_mode = synchronous_mode(&nodes);
+    let failover_candidates = patroni::failover_candidates(&cluster, synchronous_mode).iter().map(|n| id_of(n)).collect();
+    let no_failover_candidate = patroni::no_failover_candidate(&cluster, synchronous_mode);
+    Some(DatabaseInsight { leader, members, failover_candidates, no_failover_candidate })
+}
+
+/// Whether the cluster runs Patroni's synchronous mode (the manifest asks for
+/// synchronous standbys), where only a synchronous standby may be promoted.
+fn synchronous_mode(nodes: &[&Resource]) -> bool {
+    nodes.iter().any(|n| crate::spec::patroni_node(n).is_ok_and(|s| s.patroni.synchronous_mode))
 }
 
 /// PgBouncer's SHOW POOLS for the shop's databases.
@@ -161,27 +172,35 @@ pub fn switchover(env: &Env, to: Option<&str>) -> Result<SwitchoverReport> {
         done.store(true, Ordering::Relaxed);
         (switched, paused.join().unwrap_or(Duration::ZERO))
     });
-    let (to, promoted, writes_after) = switched?;
-    let to_id = nodes.iter().find(|n| patroni::member_name(n) == to).map_or(to.clone(), |n| n.id.clone());
+    let (to, started, promoted, writes_after) = switched?;
+    // Done only once another node could take over again: right after the promotion
+    // Patroni lists no synchronous standby, and losing the new leader then would leave
+    // the cluster without one.
+    let standby = patroni::wait_for_failover_candidate(&nodes, synchronous_mode(&nodes), Duration::from_secs(120))
+        .with_context(|| format!("{to} leads and takes writes, but no other node could replace it yet; see `scalectl status`"))?;
+    let standby_after = started.elapsed();
+    let id_of = |name: &str| nodes.iter().find(|n| patroni::member_name(n) == name).map_or(name.to_string(), |n| n.id.clone());
     Ok(SwitchoverReport {
         from,
-        to: to_id,
+        to: id_of(&to),
         promoted_after_seconds: promoted.as_secs_f64(),
         writes_resumed_after_seconds: writes_after.as_secs_f64(),
         writes_paused_seconds: paused.as_secs_f64(),
+        synchronous_standby_after_seconds: standby_after.as_secs_f64(),
+        synchronous_standby: id_of(&standby),
     })
 }
 
 /// Asks Patroni to switch over, then waits until the shop is ready and a write goes
-/// through; returns the new leader and both times since the request.
-fn switch_and_wait_for_writes(env: &Env, nodes: &[&Resource], to: Option<&str>) -> Result<(String, Duration, Duration)> {
+/// through; returns the new leader, when the request was made, and both times since.
+fn switch_and_wait_for_writes(env: &Env, nodes: &[&Resource], to: Option<&str>) -> Result<(String, Instant, Duration, Duration)> {
     let started = Instant::now();
     let to = patroni::switchover(nodes, to, Duration::from_secs(60))?;
     let promoted = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = match write_probe(env) {
-            Ok(()) => return Ok((to, promoted, started.elapsed())),
+            Ok(()) => return Ok((to, started, promoted, started.elapsed())),
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() >= deadline {

@@ -164,6 +164,7 @@ fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<()
         "loop_wait": spec.patroni.loop_wait,
         "retry_timeout": spec.patroni.retry_timeout,
         "synchronous_mode": spec.patroni.synchronous_mode,
+        "synchronous_node_count": spec.patroni.synchronous_node_count,
         "postgresql": {"parameters": cluster_parameters(&spec.server)},
     });
     call(api, "PATCH", "/config", Some(&patch.to_string()))?;
@@ -226,6 +227,69 @@ pub fn cluster<'a>(nodes: impl IntoIterator<Item = &'a Resource>) -> Result<Valu
     bail!("no Patroni node answers ({last})")
 }
 
+/// The members Patroni would promote if the leader were lost now, by member name. In
+/// synchronous mode it promotes only a member listed as synchronous standby (any other
+/// could lack acknowledged commits); in any mode only one whose PostgreSQL runs.
+pub fn failover_candidates(cluster: &Value, synchronous_mode: bool) -> Vec<String> {
+    let members = cluster["members"].as_array().map(Vec::as_slice).unwrap_or_default();
+    members
+        .iter()
+        .filter(|m| m["role"] != "leader" && matches!(m["state"].as_str(), Some("running" | "streaming")))
+        .filter(|m| !synchronous_mode || m["role"] == "sync_standby")
+        .filter(|m| m["tags"]["nofailover"] != true)
+        .filter_map(|m| m["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Why no member could replace the leader now, for `status`; none when one could.
+pub fn no_failover_candidate(cluster: &Value, synchronous_mode: bool) -> Option<String> {
+    if !failover_candidates(cluster, synchronous_mode).is_empty() {
+        return None;
+    }
+    let members = cluster["members"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let leader = members.iter().find(|m| m["role"] == "leader").and_then(|m| m["name"].as_str());
+    let standbys: Vec<&str> = members
+        .iter()
+        .filter(|m| m["role"] != "leader" && matches!(m["state"].as_str(), Some("running" | "streaming")))
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    Some(match (leader, standbys.as_slice()) {
+        (Some(l), []) => format!(
+            "{l} leads with no standby running, so losing {l} would leave the cluster without a leader until it returns; \
+             bring the lost nodes back with `scalectl up`"
+        ),
+        (Some(l), catching_up) => format!(
+            "{l} leads but no standby is synchronous yet ({} catching up; Patroni promotes only a synchronous standby), \
+             so losing {l} now would leave the cluster without a leader until it returns; this passes once a standby \
+             has caught up (seconds after a switchover or a node's return), else see `scalectl logs`",
+            catching_up.join(", ")
+        ),
+        (None, _) => "no leader, and no synchronous standby that Patroni may promote; the last leader's data is needed: \
+                      bring the lost nodes back with `scalectl up`"
+            .to_string(),
+    })
+}
+
+/// Waits until the cluster has a leader and a failover candidate again; returns the
+/// candidate (after a promotion Patroni lists no synchronous standby until one of the
+/// others has caught up with the new leader).
+pub fn wait_for_failover_candidate(nodes: &[&Resource], synchronous_mode: bool, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let why = match cluster(nodes.iter().copied()) {
+            Ok(c) => match failover_candidates(&c, synchronous_mode).into_iter().next() {
+                Some(name) if c["members"].as_array().is_some_and(|ms| ms.iter().any(|m| m["role"] == "leader")) => return Ok(name),
+                _ => no_failover_candidate(&c, synchronous_mode).unwrap_or_else(|| "no leader yet".into()),
+            },
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("no failover candidate after {timeout:?}: {why}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
 /// The node that leads now, waiting up to `timeout` for one to be elected.
 pub fn leader<'a>(nodes: &[&'a Resource], timeout: Duration) -> Result<&'a Resource> {
     let deadline = Instant::now() + timeout;
@@ -279,4 +343,35 @@ pub fn switchover(nodes: &[&Resource], to: Option<&str>, timeout: Duration) -> R
         sleep(Duration::from_millis(100));
     }
     Ok(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{failover_candidates, no_failover_candidate};
+
+    fn cluster(members: &[(&str, &str, &str)]) -> serde_json::Value {
+        json!({"members": members.iter().map(|(n, role, state)| json!({"name": n, "role": role, "state": state})).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn only_running_synchronous_standbys_may_replace_the_leader_in_synchronous_mode() {
+        let c = cluster(&[("pg-1", "leader", "running"), ("pg-2", "sync_standby", "streaming"), ("pg-3", "replica", "streaming")]);
+        assert_eq!(failover_candidates(&c, true), ["pg-2"]);
+        assert_eq!(failover_candidates(&c, false), ["pg-2", "pg-3"], "without synchronous mode any running replica may");
+        assert_eq!(no_failover_candidate(&c, true), None);
+    }
+
+    #[test]
+    fn right_after_a_promotion_status_says_there_is_no_candidate_and_why() {
+        // Patroni has promoted pg-2 and lists no synchronous standby until one catches up.
+        let c = cluster(&[("pg-2", "leader", "running"), ("pg-1", "replica", "starting"), ("pg-3", "replica", "streaming")]);
+        let why = no_failover_candidate(&c, true).expect("no candidate");
+        assert!(why.starts_with("pg-2 leads but no standby is synchronous yet (pg-3 catching up"), "{why}");
+        let alone = cluster(&[("pg-2", "leader", "running"), ("pg-1", "sync_standby", "stopped")]);
+        assert!(no_failover_candidate(&alone, true).unwrap().contains("with no standby running"), "a stopped standby is no candidate");
+        let none = cluster(&[("pg-1", "replica", "running")]);
+        assert!(no_failover_candidate(&none, true).unwrap().starts_with("no leader"));
+    }
 }

@@ -37,6 +37,8 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "windows": ["5m", "30m", "1h", "6h"],
         "p95_seconds": f64::from(spec.slo_latency_p95_ms) / 1000.0,
         "p99_seconds": f64::from(spec.slo_latency_p99_ms) / 1000.0,
+        // Failover-candidate alerts for Patroni clusters (level 3 and up).
+        "patroni": spec.targets.iter().any(|t| t.starts_with("patroni=")),
         "budget": format!("{:.6}", (1.0 - spec.slo_availability / 100.0).max(0.0)),
     });
     Ok(vec![

@@ -67,3 +67,68 @@ fn patroni_reaches_every_member_of_a_consensus_store_that_spans_regions() {
     let yml = file(&provider, &graph, "postgres/r1-pg-1", "patroni.yml");
     assert!(yml.contains("hosts: 127.9.1.20:2379\n"), "one region, one member: {yml}");
 }
+
+/// The failover-candidate alerts, run by `promtool test rules` against the rules rendered
+/// for level 3: a leader whose only synchronous standby stops (or is not running) pages
+/// after 30 s; while a running one is listed, nothing fires. Levels without Patroni
+/// render no such rules.
+#[test]
+fn prometheus_alerts_when_a_patroni_cluster_has_no_failover_candidate() {
+    let (g, _dir, p) = files(3, &[]);
+    let rules = file(&p, &g, "prometheus/main", "rules.yml");
+    assert!(rules.contains("alert: PostgresNoFailoverCandidate"), "{rules}");
+    let (g2, _dir2, p2) = files(2, &[]);
+    assert!(!file(&p2, &g2, "prometheus/main", "rules.yml").contains("patroni_"), "no Patroni alerts without Patroni");
+
+    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("rules.yml"), &rules).unwrap();
+    let summary = "no failover candidate: db has a leader but no running synchronous standby, so losing the leader would leave it without one";
+    let action = "see `scalectl status`; bring lost nodes back with `scalectl up`";
+    // Node a leads throughout; b is its synchronous standby until 60 s, then is listed
+    // as a plain replica (lost and back, not caught up). Node c of a second cluster keeps
+    // a synchronous standby d whose PostgreSQL stops at 60 s.
+    let tests = format!(
+        r#"rule_files: [rules.yml]
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      - {{series: 'patroni_primary{{scope="db",instance="a"}}', values: '1x20'}}
+      - {{series: 'patroni_primary{{scope="db",instance="b"}}', values: '0x20'}}
+      - {{series: 'patroni_sync_standby{{scope="db",instance="a"}}', values: '0x20'}}
+      - {{series: 'patroni_sync_standby{{scope="db",instance="b"}}', values: '1x5 0x15'}}
+      - {{series: 'patroni_postgres_running{{scope="db",instance="a"}}', values: '1x20'}}
+      - {{series: 'patroni_postgres_running{{scope="db",instance="b"}}', values: '1x20'}}
+      - {{series: 'patroni_primary{{scope="other",instance="c"}}', values: '1x20'}}
+      - {{series: 'patroni_primary{{scope="other",instance="d"}}', values: '0x20'}}
+      - {{series: 'patroni_sync_standby{{scope="other",instance="c"}}', values: '0x20'}}
+      - {{series: 'patroni_sync_standby{{scope="other",instance="d"}}', values: '1x20'}}
+      - {{series: 'patroni_postgres_running{{scope="other",instance="c"}}', values: '1x20'}}
+      - {{series: 'patroni_postgres_running{{scope="other",instance="d"}}', values: '1x5 0x15'}}
+    alert_rule_test:
+      - {{eval_time: 50s, alertname: PostgresNoFailoverCandidate, exp_alerts: []}}
+      - {{eval_time: 80s, alertname: PostgresNoFailoverCandidate, exp_alerts: []}}
+      - eval_time: 100s
+        alertname: PostgresNoFailoverCandidate
+        exp_alerts:
+          - exp_labels: {{severity: page, scope: db}}
+            exp_annotations: {{summary: "{summary}", action: "{action}"}}
+          - exp_labels: {{severity: page, scope: other}}
+            exp_annotations: {{summary: "{}", action: "{action}"}}
+      - {{eval_time: 100s, alertname: PostgresNoLeader, exp_alerts: []}}
+"#,
+        summary.replace("db has", "other has"),
+    );
+    std::fs::write(work.path().join("tests.yml"), tests).unwrap();
+    let out = std::process::Command::new(promtool).args(["test", "rules", "tests.yml"]).current_dir(work.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\nrules:\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

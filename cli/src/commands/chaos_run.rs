@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use scalectl_chaos::experiment::{Component, Experiment, Probe, Rollback, Scenario};
+use scalectl_chaos::experiment::{Component, Experiment, FaultKind, Probe, Rollback, Scenario};
 use scalectl_chaos::{DbSnapshot, FaultWindow, History};
 use scalectl_core::plan::{Action, Observed};
 use scalectl_core::{Graph, Provider, ResourceKind};
@@ -29,40 +29,71 @@ use super::Ctx;
 use crate::output::{Format, json as print_json};
 
 pub struct RunArgs {
-    pub experiment: String,
+    pub experiment: What,
     pub env: String,
     pub runs: u32,
-    pub seed: u64,
+    /// The workload's seed, and a random schedule's; none: 1, or for a random schedule
+    /// one drawn from the clock (and printed, so the run can be repeated).
+    pub seed: Option<u64>,
     /// Where to write the SVG timeline (and the history beside it, `.jsonl`).
     pub report: Option<PathBuf>,
 }
 
+/// What `chaos run` runs: an experiment (a file or a shipped name), or a random schedule.
+pub enum What {
+    Experiment(String),
+    Random { faults: usize },
+}
+
 pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
-    let (label, text) = super::chaos::read(&a.experiment)?;
+    let (label, text, seed) = match &a.experiment {
+        What::Experiment(name) => {
+            let (label, text) = super::chaos::read(name)?;
+            (label, text, a.seed.unwrap_or(1))
+        }
+        What::Random { faults } => {
+            if !ctx.home.env_dir(&a.env).exists() {
+                bail!("there is no environment `{}`; start one with `scalectl up --level 3 --env {}`", a.env, a.env);
+            }
+            let seed =
+                a.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs() % 1_000_000));
+            let text = scalectl_chaos::random::schedule(seed, *faults);
+            let file = ctx.home.env_dir(&a.env).join(format!("chaos-random-{seed}-{faults}.yaml"));
+            std::fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+            ctx.progress.say(&format!(
+                "chaos: random schedule of {faults} faults from seed {seed} (the experiment is {}; repeat it with `scalectl chaos run --random --seed {seed} --faults {faults} --env {}`)",
+                file.display(),
+                a.env
+            ));
+            (file.display().to_string(), text, seed)
+        }
+    };
     let e = scalectl_chaos::load(&label, &text)
         .map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let mut reports = Vec::new();
     let mut passed = true;
     for n in 1..=a.runs.max(1) {
         ctx.progress.say(&format!("chaos: {} on `{}`, run {n} of {}", e.metadata.name, a.env, a.runs.max(1)));
-        let report = one_run(ctx, a, &e, n)?;
+        let report = one_run(ctx, a, &e, n, seed)?;
         passed &= report["passed"].as_bool().unwrap_or(false);
         reports.push(report);
     }
     let mut out = std::io::stdout().lock();
     match ctx.format {
-        Format::Json => print_json(&json!({"experiment": e.metadata.name, "environment": a.env, "passed": passed, "runs": reports}), &mut out)?,
+        Format::Json => {
+            print_json(&json!({"experiment": e.metadata.name, "environment": a.env, "seed": seed, "passed": passed, "runs": reports}), &mut out)?
+        }
         Format::Text => {
             for (i, r) in reports.iter().enumerate() {
                 writeln!(out, "Run {} of {}:\n{}", i + 1, reports.len(), r["text"].as_str().unwrap_or(""))?;
             }
-            writeln!(out, "{}: {}", e.metadata.name, if passed { "PASSED" } else { "FAILED" })?;
+            writeln!(out, "{}: {} (seed {seed})", e.metadata.name, if passed { "PASSED" } else { "FAILED" })?;
         }
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
+fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32, seed: u64) -> Result<Value> {
     let (state, provider) = super::open(ctx, &a.env)?;
     if !e.levels.contains(&state.level) {
         bail!("{} applies to levels {:?}; `{}` is level {}", e.metadata.name, e.levels, a.env, state.level);
@@ -95,11 +126,8 @@ fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32) -> Result<Value> {
     let buyers = (e.workload.rate as usize * 2).clamp(10, 200);
     let cache = ctx.home.env_dir(&a.env).join("chaos-setup.json");
     let t = ctx.progress.start("setup", "creating buyers and products");
-    let setup = rt.block_on(prepare(
-        &target,
-        &shop,
-        &SetupConfig { seed: a.seed, buyers, products: 3, concurrency: 4, cache: Some(cache), progress: false },
-    ))?;
+    let setup =
+        rt.block_on(prepare(&target, &shop, &SetupConfig { seed, buyers, products: 3, concurrency: 4, cache: Some(cache), progress: false }))?;
     ctx.progress.done("setup", "ready", t);
     let user_ids = user_ids(provider, &setup)?;
     let initial = stocks(provider, &setup.products)?;
@@ -337,7 +365,12 @@ fn snapshot(provider: &dyn Provider, run_id: &str, products: &[i64], initial: &B
     serde_json::from_value(v).context("reading the snapshot")
 }
 
-/// Injects each fault at its offset; a fault with a duration is undone when it is over.
+/// Injects each fault of the method on its own thread, at its offset or `at` after the
+/// end of the fault it follows (`after`), so faults may run in sequence or overlap; a
+/// fault with a duration is undone when it is over. Undoing is shared by all faults
+/// (heal every network rule and frozen process, start every lost process), so lingering
+/// faults (freeze, partition) are healed when the last of them that overlap ends, and
+/// one undo runs at a time.
 fn inject_faults(
     ctx: &Ctx,
     provider: &dyn Provider,
@@ -347,40 +380,120 @@ fn inject_faults(
     windows: &Mutex<Vec<FaultWindow>>,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let mut faults: Vec<_> = e.method.iter().collect();
-    faults.sort_by_key(|f| f.at.0);
-    for f in faults {
-        let at = t0 + f.at.0;
-        while Instant::now() < at {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20).min(at.saturating_duration_since(Instant::now())));
-        }
-        let targets: Vec<_> = match (&f.target, &f.between) {
-            (Some(t), _) => vec![*t],
-            (None, Some(sides)) => sides.clone(),
-            _ => bail!("a {} fault without a target", f.kind.as_str()),
-        };
-        let start = t0.elapsed();
-        let did = super::chaos_ops(provider)?.inject(f.kind, &targets).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
-        ctx.progress.say(&format!("chaos: {:.1} s: {did}", start.as_secs_f64()));
-        let end = match f.duration {
-            Some(d) => {
-                std::thread::sleep(d.0);
-                // Lingering faults are undone; lost processes are started again.
-                if let Some(note) = super::heal_faults(provider).map_err(|err| anyhow!("{err}"))? {
-                    ctx.progress.say(&format!("chaos: {:.1} s: {note}", t0.elapsed().as_secs_f64()));
+    let timeline =
+        Timeline { ends: Mutex::new(vec![None; e.method.len()]), lingering: Mutex::new(0), undo: Mutex::new(()), failed: AtomicBool::new(false) };
+    let outcome = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..e.method.len())
+            .map(|i| {
+                let timeline = &timeline;
+                scope.spawn(move || {
+                    let done = one_fault(ctx, provider, graph, e, i, t0, timeline, windows, stop);
+                    if done.is_err() {
+                        timeline.failed.store(true, Ordering::Relaxed);
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut first: Option<anyhow::Error> = None;
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    first.get_or_insert(err);
                 }
-                restart_down(ctx, provider, graph)?;
-                t0.elapsed()
+                Err(_) => {
+                    first.get_or_insert(anyhow!("a fault thread panicked"));
+                }
             }
-            // A fault without a duration (a switchover) is over when its injection
-            // returns: RTO, resume and the write gap are measured against that.
-            None => t0.elapsed().max(start),
-        };
-        windows.lock().unwrap().push(FaultWindow { kind: f.kind, target: did, start, end });
+        }
+        first.map_or(Ok(()), Err)
+    });
+    windows.lock().unwrap().sort_by_key(|w| w.start);
+    outcome
+}
+
+/// What the faults of one run share: when each ended, how many lingering ones hold now,
+/// the undo lock, and whether one failed (faults that follow it are then skipped).
+struct Timeline {
+    ends: Mutex<Vec<Option<Instant>>>,
+    lingering: Mutex<usize>,
+    undo: Mutex<()>,
+    failed: AtomicBool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_fault(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    graph: &Graph,
+    e: &Experiment,
+    i: usize,
+    t0: Instant,
+    timeline: &Timeline,
+    windows: &Mutex<Vec<FaultWindow>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let f = &e.method[i];
+    let give_up = || stop.load(Ordering::Relaxed) || timeline.failed.load(Ordering::Relaxed);
+    // The start: an offset from the workload's start, or from the end of an earlier fault.
+    let at = loop {
+        match f.after {
+            None => break t0 + f.at.0,
+            Some(j) => {
+                if let Some(end) = timeline.ends.lock().unwrap().get(j).copied().flatten() {
+                    break end + f.at.0;
+                }
+            }
+        }
+        if give_up() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while Instant::now() < at {
+        if give_up() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20).min(at.saturating_duration_since(Instant::now())));
     }
+    let targets: Vec<_> = match (&f.target, &f.between) {
+        (Some(t), _) => vec![*t],
+        (None, Some(sides)) => sides.clone(),
+        _ => bail!("a {} fault without a target", f.kind.as_str()),
+    };
+    let lingers = matches!(f.kind, FaultKind::Freeze | FaultKind::Partition);
+    if lingers {
+        *timeline.lingering.lock().unwrap() += 1;
+    }
+    let start = t0.elapsed();
+    let did = super::chaos_ops(provider)?.inject(f.kind, &targets).map_err(|err| anyhow!("injecting {}: {err}", f.kind.as_str()))?;
+    ctx.progress.say(&format!("chaos: {:.1} s: {did}", start.as_secs_f64()));
+    let end = match f.duration {
+        Some(d) => {
+            std::thread::sleep(d.0);
+            let _one_at_a_time = timeline.undo.lock().unwrap();
+            let still_held = {
+                let mut n = timeline.lingering.lock().unwrap();
+                *n -= usize::from(lingers);
+                *n
+            };
+            // Lingering faults are undone once none still holds; lost processes are
+            // started again.
+            if still_held == 0
+                && let Some(note) = super::heal_faults(provider).map_err(|err| anyhow!("{err}"))?
+            {
+                ctx.progress.say(&format!("chaos: {:.1} s: {note}", t0.elapsed().as_secs_f64()));
+            }
+            restart_down(ctx, provider, graph)?;
+            t0.elapsed()
+        }
+        // A fault without a duration (a switchover) is over when its injection
+        // returns: RTO, resume and the write gap are measured against that.
+        None => t0.elapsed().max(start),
+    };
+    timeline.ends.lock().unwrap()[i] = Some(t0 + end);
+    windows.lock().unwrap().push(FaultWindow { kind: f.kind, target: did, start, end });
     Ok(())
 }
 

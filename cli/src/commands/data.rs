@@ -18,6 +18,9 @@ pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Res
             let lag = m.lag_bytes.map_or("lag unknown".to_string(), |b| format!("lag {}", bytes(b)));
             writeln!(out, "  {:<22} {:<13} {:<10} {lag}", m.id, role(&m.role), m.state)?;
         }
+        if let Some(why) = &db.no_failover_candidate {
+            writeln!(out, "  no failover candidate: {why}")?;
+        }
     }
     for (id, dbs) in &insights.pools {
         for d in dbs {
@@ -40,7 +43,8 @@ pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Res
 fn role(patroni_role: &str) -> &str {
     match patroni_role {
         "sync_standby" => "sync standby",
-        "replica" => "async replica",
+        // Streaming, but not (yet) listed as synchronous: not a failover candidate.
+        "replica" => "replica",
         other => other,
     }
 }
@@ -94,8 +98,15 @@ pub fn switchover(ctx: &Ctx, name: &str, to: Option<&str>) -> Result<ExitCode> {
     match ctx.format {
         Format::Json => print_json(&report, &mut std::io::stdout())?,
         Format::Text => println!(
-            "Switched over from {} to {}: new leader after {:.1} s, the shop's writes resumed after {:.1} s; writes paused for {:.1} s.",
-            report.from, report.to, report.promoted_after_seconds, report.writes_resumed_after_seconds, report.writes_paused_seconds,
+            "Switched over from {} to {}: new leader after {:.1} s, the shop's writes resumed after {:.1} s; writes paused for {:.1} s; \
+             {} became the synchronous standby (a failover candidate again) after {:.1} s.",
+            report.from,
+            report.to,
+            report.promoted_after_seconds,
+            report.writes_resumed_after_seconds,
+            report.writes_paused_seconds,
+            report.synchronous_standby,
+            report.synchronous_standby_after_seconds,
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -95,6 +95,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         }
         anyhow::Ok(outcome)
     })??;
+    let failover = wait_for_failover_candidate(ctx, provider, timeout)?;
     state.updated_at = now();
     ctx.home.save(&state)?;
     for note in &outcome.notes {
@@ -114,17 +115,47 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
                 "expires_at": state.expires_at,
                 "endpoints": endpoints,
                 "notes": outcome.notes,
+                "failover_candidates": failover.as_ref().map(|(c, _)| c),
+                "failover_candidate_after_seconds": failover.as_ref().map(|(_, s)| s),
             }),
             &mut out,
         )?,
         Format::Text => {
             writeln!(out, "Environment `{name}` is up (level {}, {target}) in {:.1}s.", state.level, ctx.progress.elapsed())?;
+            if let Some((candidates, after)) = &failover {
+                writeln!(out, "  failover candidates (synchronous standbys): {}, since {after:.1} s into `up`", candidates.join(", "))?;
+            }
             for (k, v) in &endpoints {
                 writeln!(out, "  {k:<12} {v}")?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An HA cluster is up only once another node could replace its leader (after a
+/// promotion or a standby's return, Patroni lists no synchronous standby until one has
+/// caught up); returns the candidates and when they were seen, in seconds into `up`.
+fn wait_for_failover_candidate(ctx: &Ctx, provider: &dyn scalectl_core::Provider, timeout: Duration) -> Result<Option<(Vec<String>, f64)>> {
+    let Some(db) = provider.database() else { return Ok(None) };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut told = false;
+    loop {
+        let Some(insight) = db.insights().database else { return Ok(None) };
+        match insight.no_failover_candidate {
+            None if insight.failover_candidates.is_empty() => return Ok(None),
+            None => return Ok(Some((insight.failover_candidates, ctx.progress.elapsed()))),
+            Some(why) if std::time::Instant::now() >= deadline => {
+                bail!("the database has no failover candidate after {} s: {why}", timeout.as_secs())
+            }
+            Some(why) if !told => {
+                ctx.progress.say(&format!("waiting for a failover candidate: {why}"));
+                told = true;
+            }
+            Some(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 pub fn down(ctx: &Ctx, name: &str, keep_data: bool) -> Result<ExitCode> {

@@ -36,6 +36,10 @@ pub struct FaultStats {
     /// before the error ratio settled.
     #[serde(rename = "recovery_s", with = "crate::time::secs_opt")]
     pub recovery: Option<Duration>,
+    /// The next fault came before the error ratio settled: whether the system settled is
+    /// then judged on the last fault of the run, not on this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     /// Operations due while the fault lasted, and how many of them failed.
     pub ops: usize,
     pub errors: usize,
@@ -78,13 +82,15 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
             let horizon = starts.iter().copied().find(|s| *s > f.start);
             let during: Vec<_> = history.ops.iter().filter(|o| o.scheduled >= f.start && o.scheduled < f.end).collect();
             let errors = during.iter().filter(|o| o.is_error()).count();
+            let settled = recovery(&due, f.start, horizon, config);
             let first_ack_after = |t: Duration| history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t).map(|o| o.ended - t).min();
             FaultStats {
                 fault: f.clone(),
                 rto: first_ack_after(f.start),
                 resume: first_ack_after(f.end),
                 write_gap: longest_write_gap(history, f),
-                recovery: recovery(&due, f.start, horizon, config),
+                recovery: settled,
+                interrupted: settled.is_none() && horizon.is_some(),
                 ops: during.len(),
                 errors,
                 error_ratio: if during.is_empty() { 0.0 } else { errors as f64 / during.len() as f64 },
@@ -170,7 +176,7 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
             findings.push(Finding::NoAcknowledgedWrite { fault, target: target.clone() });
         }
         match (s.recovery, config.max_recovery) {
-            (None, _) => findings.push(Finding::NotRecovered { fault, target }),
+            (None, _) if !s.interrupted => findings.push(Finding::NotRecovered { fault, target }),
             (Some(recovery), Some(max)) if recovery > max.0 => findings.push(Finding::RecoveryExceeded { fault, target, recovery, max: max.0 }),
             _ => {}
         }
@@ -184,7 +190,7 @@ pub fn verdict(stats: &[FaultStats], config: &AvailabilityCheck) -> CheckResult 
                 s.fault.target,
                 secs(s.rto),
                 secs(s.write_gap),
-                secs(s.recovery),
+                if s.interrupted { "cut short by the next fault".to_string() } else { secs(s.recovery) },
                 s.error_ratio * 100.0
             )
         })
@@ -260,6 +266,16 @@ mod tests {
                 Finding::NotRecovered { fault: FaultKind::NodeLoss, target: "leader".into() },
             ]
         );
+    }
+
+    #[test]
+    fn a_fault_followed_by_another_before_it_settled_leaves_settling_to_the_last() {
+        // The outage's errors run from 20 s to 30 s; a second fault at 26 s comes before
+        // the first settled, and the run settles after the second.
+        let stats = analyse(&outage(), &[window(20_000, 25_000), window(26_000, 27_000)], &config());
+        assert_eq!((stats[0].recovery, stats[0].interrupted), (None, true));
+        assert_eq!((stats[1].recovery.is_some(), stats[1].interrupted), (true, false));
+        assert_eq!(verdict(&stats, &config()).verdict, Verdict::Pass);
     }
 
     #[test]
