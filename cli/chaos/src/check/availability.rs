@@ -9,20 +9,22 @@
 //! Operations count at the time they were due (open model): an outage shows when users
 //! arrived, not when their timeouts fired.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{CheckName, CheckResult, FaultWindow, Finding};
 use crate::experiment::{AvailabilityCheck, FaultKind};
-use crate::history::History;
+use crate::history::{History, IntentKey, Op};
 use crate::span::Span;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultStats {
     #[serde(flatten)]
     pub fault: FaultWindow,
-    /// Injection to the first acknowledged write that started after it.
+    /// Injection to the first acknowledged write that started after it and whose intent
+    /// was not tried before it (a retry may be answered with an earlier commit).
     #[serde(rename = "rto_s", with = "crate::time::secs_opt")]
     pub rto: Option<Duration>,
     /// The fault's end (its undo) to the first acknowledged write that started after it.
@@ -74,6 +76,11 @@ impl Percentiles {
 pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityCheck) -> Vec<FaultStats> {
     let mut due: Vec<(Duration, bool)> = history.ops.iter().map(|o| (o.scheduled, o.is_error())).collect();
     due.sort_by_key(|d| d.0);
+    let first_attempt = first_attempts(history);
+    // An acknowledgement shows a write made since `t` only if nothing of the same intent
+    // was tried before `t`: a retry of a key first sent earlier may be answered with the
+    // order an earlier attempt committed (a replay), with no database written since.
+    let new_since = |o: &Op, t: Duration| o.intent().and_then(|k| first_attempt.get(&k)).is_none_or(|first| *first >= t || *first == o.started);
     let mut starts: Vec<Duration> = faults.iter().map(|f| f.start).collect();
     starts.sort();
     faults
@@ -83,12 +90,14 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
             let during: Vec<_> = history.ops.iter().filter(|o| o.scheduled >= f.start && o.scheduled < f.end).collect();
             let errors = during.iter().filter(|o| o.is_error()).count();
             let settled = recovery(&due, f.start, horizon, config);
-            let first_ack_after = |t: Duration| history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t).map(|o| o.ended - t).min();
+            let first_ack_after = |t: Duration| {
+                history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.started >= t && new_since(o, t)).map(|o| o.ended - t).min()
+            };
             FaultStats {
                 fault: f.clone(),
                 rto: first_ack_after(f.start),
                 resume: first_ack_after(f.end),
-                write_gap: longest_write_gap(history, f),
+                write_gap: longest_write_gap(history, f, |o| new_since(o, f.start)),
                 recovery: settled,
                 interrupted: settled.is_none() && horizon.is_some(),
                 ops: during.len(),
@@ -103,8 +112,8 @@ pub fn analyse(history: &History, faults: &[FaultWindow], config: &AvailabilityC
 /// The longest stretch between acknowledgements of writes (by when each answer came),
 /// starting at the injection and ending with the first acknowledgement after the fault's
 /// end (for a switchover, when it completed).
-fn longest_write_gap(history: &History, f: &FaultWindow) -> Option<Duration> {
-    let mut acks: Vec<Duration> = history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start).map(|o| o.ended).collect();
+fn longest_write_gap(history: &History, f: &FaultWindow, new: impl Fn(&Op) -> bool) -> Option<Duration> {
+    let mut acks: Vec<Duration> = history.ops.iter().filter(|o| o.is_write() && o.is_ok() && o.ended > f.start && new(o)).map(|o| o.ended).collect();
     acks.sort_unstable();
     let resumed = acks.iter().position(|t| *t >= f.end)?;
     let mut previous = f.start;
@@ -114,6 +123,18 @@ fn longest_write_gap(history: &History, f: &FaultWindow) -> Option<Duration> {
         previous = t;
     }
     Some(longest)
+}
+
+/// When each write intent (user and idempotency key) was first sent.
+fn first_attempts(history: &History) -> HashMap<IntentKey, Duration> {
+    let mut first: HashMap<IntentKey, Duration> = HashMap::new();
+    for o in &history.ops {
+        if let Some(k) = o.intent() {
+            let at = first.entry(k).or_insert(o.started);
+            *at = (*at).min(o.started);
+        }
+    }
+    first
 }
 
 /// Slides a window of `config.window` over `due` (sorted by time), evaluated at each
@@ -245,6 +266,22 @@ mod tests {
         assert_eq!(s.recovery, Some(Duration::from_millis(9_900)));
         assert_eq!((s.ops, s.errors, s.error_ratio), (50, 50, 1.0));
         assert_eq!(s.latency.p50, 0.01);
+    }
+
+    #[test]
+    fn a_retry_answered_from_an_earlier_commit_does_not_end_the_outage() {
+        // k150 was sent at 15 s (no answer), committed then; its retry at 20.05 s, just
+        // after the leader died, is answered at once with that order: a replay.
+        let mut h = outage();
+        h.ops.push(checkout(1, "k150", 20_050, ok(150)));
+        let s = &analyse(&h, &[window(20_000, 25_000)], &config())[0];
+        assert_eq!(s.rto, Some(Duration::from_millis(10_010)), "the first write made after the injection");
+        assert_eq!(s.write_gap, Some(Duration::from_millis(10_010)), "the replay does not split the gap");
+        // A retry of an intent first sent after the injection is a write made since.
+        let mut h = outage();
+        h.ops.push(checkout(1, "late", 21_000, unknown()));
+        h.ops.push(checkout(1, "late", 22_000, ok(1_000)));
+        assert_eq!(analyse(&h, &[window(20_000, 25_000)], &config())[0].rto, Some(Duration::from_millis(2_010)));
     }
 
     #[test]
