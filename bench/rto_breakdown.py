@@ -20,6 +20,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -201,7 +202,8 @@ def main():
             print(f"| {i + 1} | {old} | " + " | ".join(f"{r[k]:.2f} s" if k in r else "–" for k in keys) + " |", flush=True)
         print("| median | | " + " | ".join(f"{statistics.median([r[k] for r in rows if k in r]):.2f} s" if any(k in r for r in rows) else "–" for k in keys) + " |")
     finally:
-        sc(a, home, "down", "--env", env, "-q", check=False)
+        if sc(a, home, "down", "--env", env, "-q", check=False).returncode == 0:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
