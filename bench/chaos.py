@@ -7,6 +7,9 @@ acknowledged write) median and worst, the longest write gap (longest time withou
 acknowledged write until writes resumed) median and worst, resume (fault's end to first
 acknowledged write) worst, recovery median, RPO (acknowledged writes lost) worst, and how many runs passed.
 With --reports, every run's SVG timeline and history (.jsonl) are kept there.
+Compound experiments (several faults) add a row per run with each fault's RTO and write
+gap in order, and their table cells cover every fault; --env NAME runs on an existing
+level-3 environment (of the default home, or --home) instead of a fresh one each.
 Needs a release build (cargo build --release --workspace) and root for partitions.
 """
 
@@ -20,7 +23,7 @@ import tempfile
 
 
 def sc(binary, home, *args):
-    return subprocess.run([binary, "--home", home, *args], capture_output=True, text=True)
+    return subprocess.run([binary, *(["--home", home] if home else []), *args], capture_output=True, text=True)
 
 
 def main():
@@ -28,6 +31,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bin", default="target/release/scalectl")
     ap.add_argument("--reports", help="keep each run's SVG timeline and history (.jsonl) in this directory")
+    ap.add_argument("--env", help="run on this existing environment instead of a fresh one per experiment")
+    ap.add_argument("--home", help="the scalectl home of --env [default: scalectl's]")
     ap.add_argument("experiments", nargs="*")
     a = ap.parse_args()
     if a.reports:
@@ -36,13 +41,17 @@ def main():
     print("| experiment | runs passed | RTO median | RTO worst | longest write gap, median / worst | resume after the fault, worst | recovery median | RPO worst |")
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
-        home = tempfile.mkdtemp(prefix="scalectl-chaos-bench-")
-        os.chmod(home, 0o755)
-        env = f"bench-{os.getpid()}"
+        if a.env:
+            home, env = a.home, a.env  # no --home: scalectl's default home
+        else:
+            home = tempfile.mkdtemp(prefix="scalectl-chaos-bench-")
+            os.chmod(home, 0o755)
+            env = f"bench-{os.getpid()}"
         try:
-            up = sc(a.bin, home, "up", "--level", "3", "--env", env, "-q")
-            if up.returncode != 0:
-                sys.exit(f"up failed: {up.stderr}")
+            if not a.env:
+                up = sc(a.bin, home, "up", "--level", "3", "--env", env, "-q")
+                if up.returncode != 0:
+                    sys.exit(f"up failed: {up.stderr}")
             keep = ["--report", os.path.join(os.path.abspath(a.reports), f"{name}.svg")] if a.reports else []
             out = sc(a.bin, home, "chaos", "run", name, "--env", env, "--runs", str(a.runs), "-q", "-o", "json", *keep)
             try:
@@ -59,8 +68,13 @@ def main():
             passed = sum(1 for r in runs if r["passed"])
             fmt = lambda xs, f: f"{f(xs):.1f} s" if xs else "–"
             print(f"| {name} | {passed}/{len(runs)} | {fmt(rtos, statistics.median)} | {fmt(rtos, max)} | {fmt(gaps, statistics.median)} / {fmt(gaps, max)} | {fmt(resumes, max)} | {fmt(recs, statistics.median)} | {rpo} |", flush=True)
+            if any(len(r["faults"]) > 1 for r in runs):
+                for i, r in enumerate(runs):
+                    each = "; ".join(f"{f['kind']} RTO {f.get('rto_s') or 0:.1f} s, gap {f.get('write_gap_s') or 0:.1f} s" for f in r["faults"])
+                    print(f"|   run {i + 1}: {'pass' if r['passed'] else 'FAIL'}, RPO {r['rpo']} | {each} | | | | | |", flush=True)
         finally:
-            sc(a.bin, home, "down", "--env", env, "-q")
+            if not a.env:
+                sc(a.bin, home, "down", "--env", env, "-q")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,24 @@ fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
         eprintln!("{name}: {}", report["runs"][0]["text"].as_str().unwrap_or(""));
     }
 
+    // Issue 19: a switchover, then the new leader lost the moment it returns (faults on
+    // one timeline, the second `after` the first): another node takes over, nothing lost.
+    let compound = std::fs::read_to_string(format!("{}/chaos/switchover-then-leader-loss.yaml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace("duration: 90s", "duration: 40s")
+        .replace("at: 20s", "at: 5s")
+        .replace("duration: 30s", "duration: 15s");
+    let path = home.root.parent().unwrap().join("switchover-then-leader-loss.yaml");
+    std::fs::write(&path, compound).unwrap();
+    let out = home.run(&["chaos", "run", path.to_str().unwrap(), "--env", &env, "-q", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "switchover then leader loss passes: {report:#}");
+    let faults = report["runs"][0]["faults"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = faults.iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds, ["switchover", "node-loss"], "both faults ran, in order: {report:#}");
+    assert!(faults[1]["rto_s"].as_f64().is_some(), "writes were acknowledged after the second fault: {report:#}");
+    eprintln!("switchover-then-leader-loss: {}", report["runs"][0]["text"].as_str().unwrap_or(""));
+
     // The same experiment against shops that do not honour idempotency keys: replays make
     // second orders, and the checker names them.
     home.expect(0, &["chaos", "inject", "--env", &env, "--fault", "shop-instance-loss", "--target", "shops", "-q"]);
