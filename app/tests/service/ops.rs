@@ -27,6 +27,19 @@ async fn health_ready_metrics_openapi_and_request_ids() {
     assert!(doc["paths"]["/checkout"]["post"].is_object());
     assert!(doc["paths"]["/flash-sales/{id}/purchase"]["post"].is_object());
     assert!(doc["components"]["schemas"]["Order"].is_object());
+    // Every error the server can give is in the document: a generated client knows 401
+    // wherever a token is needed, 400 wherever there is input, 413 and 422 with a body.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let codes: Vec<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let body = op.get("requestBody").is_some();
+            let input = body || op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            for (needed, code) in [(secured, "401"), (input, "400"), (body, "413"), (body, "422")] {
+                assert!(!needed || codes.contains(&code), "{method} {path} does not document {code}: {codes:?}");
+            }
+        }
+    }
 
     let echoed = app.send_with(reqwest::Method::GET, "/healthz", None, None, &[("X-Request-Id", "trace-abc-123")]).await;
     assert_eq!(echoed.headers["x-request-id"], "trace-abc-123");
