@@ -39,7 +39,7 @@ impl RolesInput {
 pub struct RegisterRequest {
     #[schema(value_type = String, format = "email")]
     pub email: Email,
-    #[schema(value_type = String, min_length = 8)]
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     pub password: Password,
     pub roles: RolesInput,
 }
@@ -53,7 +53,7 @@ pub struct UserResponse {
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, format = "email")]
     pub email: Email,
     pub password: String,
 }

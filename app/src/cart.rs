@@ -16,7 +16,7 @@ const MAX_LINE_QUANTITY: i32 = 1_000_000;
 #[derive(Deserialize, ToSchema)]
 pub struct AddItem {
     pub product_id: i64,
-    #[schema(value_type = i32, minimum = 1)]
+    #[schema(value_type = i32, minimum = 1, maximum = 1_000_000)]
     pub quantity: Quantity,
 }
 
@@ -44,7 +44,7 @@ pub struct Cart {
 }
 
 #[utoipa::path(post, path = "/cart/items", tag = "cart", request_body = AddItem, security(("bearer" = [])),
-    responses((status = 201, body = CartItem), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CartItem), (status = 404, body = ErrorBody), (status = 409, description = "the cart would hold more than 1,000,000 of it", body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(product_id = req.product_id))]
 pub async fn add_item(State(state): State<AppState>, user: AuthUser, Json(req): Json<AddItem>) -> AppResult<(StatusCode, axum::Json<CartItem>)> {
     user.require_buyer()?;
@@ -65,7 +65,8 @@ pub async fn add_item(State(state): State<AppState>, user: AuthUser, Json(req): 
         .map_err(|e| {
             if is_foreign_key_violation(&e, "cart_items_product_id_fkey") { AppError::unknown("product", "product_id") } else { e.into() }
         })?;
-    let item = item.ok_or_else(|| AppError::unprocessable("quantity in cart would exceed 1000000", "quantity"))?;
+    // A valid request that the cart's contents refuse: a conflict, not a bad body.
+    let item = item.ok_or_else(|| AppError::conflict("quantity in cart would exceed 1000000", Some("quantity")))?;
     Ok((StatusCode::CREATED, axum::Json(item)))
 }
 

@@ -40,34 +40,34 @@ pub struct Product {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateShop {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub name: Name,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateProduct {
     pub shop_id: i64,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub name: Name,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10_000, pattern = "^[^\\u0000]*$")]
     pub description: Option<Text>,
-    #[schema(value_type = i64, minimum = 0)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_cents: Cents,
-    #[schema(value_type = i32, minimum = 0)]
+    #[schema(value_type = i32, minimum = 0, maximum = 2_147_483_647)]
     pub stock: Stock,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub name: Option<Name>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10_000, pattern = "^[^\\u0000]*$")]
     pub description: Option<Text>,
-    #[schema(value_type = Option<i64>, minimum = 0)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_cents: Option<Cents>,
-    #[schema(value_type = Option<i32>, minimum = 0)]
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 2_147_483_647)]
     pub stock: Option<Stock>,
 }
 
@@ -79,14 +79,20 @@ pub struct ProductQuery {
     pub min_price: Option<i64>,
     pub max_price: Option<i64>,
     /// Opaque cursor from the previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub cursor: Option<String>,
-    /// Page size, default 20, at most 100.
+    /// Page size, default 20; more than 100 is taken as 100.
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct PageQuery {
+    /// Opaque cursor from the previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub cursor: Option<String>,
+    /// Page size, default 20; more than 100 is taken as 100.
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
 }
 
@@ -115,19 +121,21 @@ pub struct Review {
     pub created_at: OffsetDateTime,
 }
 
+/// The form of a cursor, as the document states it (`^[0-9]{0,18}$` on every `cursor`
+/// parameter): the last id of the page, in decimal. Earlier releases handed out that number in base64, which is
+/// still read (base64 of a digit never is all digits, so the two cannot be confused).
 pub fn encode_cursor(last_id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last_id.to_string())
+    last_id.to_string()
 }
 
 pub fn decode_cursor(cursor: Option<&str>) -> AppResult<i64> {
-    let Some(c) = cursor else { return Ok(0) };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|id| *id >= 0)
-        .ok_or_else(|| AppError::bad_request("invalid cursor", "cursor"))
+    // An empty cursor is the first page, as no cursor is.
+    let Some(c) = cursor.filter(|c| !c.is_empty()) else { return Ok(0) };
+    let decimal = || c.bytes().all(|b| b.is_ascii_digit()).then(|| c.parse::<i64>().ok()).flatten();
+    let legacy = || {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok().and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse::<i64>().ok())
+    };
+    decimal().or_else(legacy).filter(|id| *id >= 0).ok_or_else(|| AppError::bad_request("invalid cursor", "cursor"))
 }
 
 pub fn page_limit(limit: Option<i64>) -> AppResult<i64> {

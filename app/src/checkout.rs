@@ -18,11 +18,13 @@ enum Outcome {
 }
 
 #[utoipa::path(post, path = "/checkout", tag = "orders", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "client-chosen key; a retry with the same key returns the same order")),
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~](?:[ -~]{0,253}[!-~])?$", description = "client-chosen key of 1 to 255 visible ASCII characters; a retry with the same key returns the same order")),
     responses(
         (status = 201, description = "order placed", body = Order),
         (status = 200, description = "replay of an earlier request with this key", body = Order),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "the cart is empty, or the key was used for a different cart", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn checkout(State(state): State<AppState>, user: AuthUser, key: Result<IdempotencyKey, AppError>) -> AppResult<Response> {
     user.require_buyer()?;
@@ -70,7 +72,8 @@ async fn attempt(state: &AppState, user: &AuthUser, key: &str) -> AppResult<Outc
         Claim::New => {}
     }
     if cart.is_empty() {
-        return Err(AppError::unprocessable("cart is empty", "cart"));
+        // A valid request that the cart's state refuses: a conflict, as the document says.
+        return Err(AppError::conflict("cart is empty", Some("cart")));
     }
     let ids: Vec<i64> = cart.iter().map(|c| c.1).collect();
     let qtys: Vec<i32> = cart.iter().map(|c| c.2).collect();

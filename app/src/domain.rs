@@ -66,6 +66,9 @@ impl TryFrom<String> for Name {
     type Error = String;
     fn try_from(v: String) -> Result<Self, String> {
         let v = v.trim().to_owned();
+        if v.contains('\0') {
+            return Err("must not contain NUL characters".to_owned());
+        }
         if v.is_empty() || v.chars().count() > 200 { Err("must be 1 to 200 characters".to_owned()) } else { Ok(Name(v)) }
     }
 }
@@ -78,6 +81,10 @@ pub struct Text(pub String);
 impl TryFrom<String> for Text {
     type Error = String;
     fn try_from(v: String) -> Result<Self, String> {
+        // PostgreSQL's text cannot hold NUL: refused here rather than failing the insert.
+        if v.contains('\0') {
+            return Err("must not contain NUL characters".to_owned());
+        }
         if v.chars().count() > 10_000 { Err("must be at most 10000 characters".to_owned()) } else { Ok(Text(v)) }
     }
 }

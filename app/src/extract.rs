@@ -50,8 +50,28 @@ where
                     .map_or_else(|| "a value of another type".to_owned(), |e| e.to_string());
                 Err(AppError::Unprocessable { message: format!("{field}: {expected}"), field: Some(field) })
             }
+            // JSON Schema counts `5.0` as an integer; serde does not. Read such numbers as
+            // integers and try again (only here, so the common path parses once).
+            Err(JsonRejection::JsonDataError(e)) if e.body_text().contains("invalid type: floating point") => {
+                let retried = serde_json::from_slice::<serde_json::Value>(&bytes).map(integral).and_then(serde_json::from_value::<T>);
+                retried.map(Json).map_err(|_| json_rejection(JsonRejection::JsonDataError(e)))
+            }
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// `value` with every number that has no fractional part (and fits) as an integer.
+pub fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(fields) => Value::Object(fields.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
     }
 }
 

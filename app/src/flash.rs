@@ -70,12 +70,12 @@ return 1
 #[derive(Deserialize, ToSchema)]
 pub struct CreateFlashSale {
     pub product_id: i64,
-    #[schema(value_type = i32, minimum = 1)]
+    #[schema(value_type = i32, minimum = 1, maximum = 10_000_000)]
     pub units: Units,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub starts_at: OffsetDateTime,
-    #[schema(value_type = i32, minimum = 1)]
+    #[schema(value_type = i32, minimum = 1, maximum = 10_000_000)]
     pub per_buyer_limit: Units,
 }
 
@@ -92,7 +92,7 @@ pub struct FlashSale {
 
 #[derive(Deserialize, ToSchema)]
 pub struct PurchaseRequest {
-    #[schema(value_type = i32, minimum = 1)]
+    #[schema(value_type = i32, minimum = 1, maximum = 1_000_000)]
     #[serde(default = "one")]
     pub quantity: Quantity,
 }
@@ -365,8 +365,14 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(1);
     }
-    match serde_json::from_slice::<PurchaseRequest>(body) {
-        Ok(req) => Ok(req.quantity.0),
+    // The body is optional, and `null` is no body (as the document's schema allows).
+    let parsed = serde_json::from_slice::<Option<PurchaseRequest>>(body).or_else(|e| match e.is_data() {
+        // `2.0` is an integer to JSON Schema: read it as one.
+        true => serde_json::from_slice::<serde_json::Value>(body).map(crate::extract::integral).and_then(serde_json::from_value).map_err(|_| e),
+        false => Err(e),
+    });
+    match parsed {
+        Ok(req) => Ok(req.map_or(1, |r: PurchaseRequest| r.quantity.0)),
         Err(e) if e.is_data() => Err(AppError::unprocessable(format!("quantity: {e}"), "quantity")),
         Err(_) => Err(AppError::bad_request("malformed JSON", "body")),
     }
@@ -374,10 +380,11 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
 
 #[utoipa::path(post, path = "/flash-sales/{id}/purchase", tag = "flash", request_body = Option<PurchaseRequest>,
     security(("bearer" = [])),
-    params(("id" = i64, Path), ("Idempotency-Key" = String, Header)),
+    params(("id" = i64, Path), ("Idempotency-Key" = String, Header, pattern = "^[!-~](?:[ -~]{0,253}[!-~])?$", description = "client-chosen key of 1 to 255 visible ASCII characters")),
     responses(
         (status = 201, description = "bought", body = Order),
         (status = 200, description = "replay of an earlier request with this key", body = Order),
+        (status = 404, description = "no such flash sale", body = ErrorBody),
         (status = 409, description = "not started, sold out, or per-buyer limit reached", body = ErrorBody)))]
 #[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
 pub async fn purchase(

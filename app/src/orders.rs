@@ -264,7 +264,10 @@ where
 #[derive(Deserialize, IntoParams)]
 pub struct OrdersQuery {
     /// Opaque cursor from the previous page; newest orders come first.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub cursor: Option<String>,
+    /// Page size, default 20; more than 100 is taken as 100.
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
 }
 
@@ -272,7 +275,7 @@ pub struct OrdersQuery {
     responses((status = 200, body = Page<OrderSummary>)))]
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list_orders(State(state): State<AppState>, user: AuthUser, Query(q): Query<OrdersQuery>) -> AppResult<axum::Json<Page<OrderSummary>>> {
-    let before = match q.cursor.as_deref() {
+    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => i64::MAX,
         c => crate::catalog::decode_cursor(c)?,
     };
@@ -346,7 +349,7 @@ pub struct ReturnRequest {
     pub order_id: i64,
     pub order_item_id: i64,
     /// Units to return; defaults to the whole line.
-    #[schema(value_type = Option<i32>, minimum = 1)]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<Quantity>,
 }
 

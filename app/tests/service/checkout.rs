@@ -40,7 +40,7 @@ async fn cart_checkout_orders_invoice_delivery_and_returns() {
     assert_eq!(app.count(&format!("SELECT count(*) FROM outbox WHERE payload->>'order_id' = '{order_id}'")).await, 1);
 
     let empty = app.checkout(&buyer, &key()).await;
-    assert_eq!(empty.status, 422);
+    assert_eq!(empty.status, 409, "a valid request the cart's state refuses");
     assert_eq!(empty.field(), "cart");
 
     let list = app.get("/orders", Some(&buyer)).await.expect(200);

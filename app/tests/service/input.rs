@@ -65,6 +65,15 @@ async fn bad_input_is_a_4xx_naming_the_field_and_changes_nothing() {
     assert_eq!((roles.status.as_u16(), roles.field()), (422, "roles"), "{:?}", roles.body);
     assert!(roles.error().starts_with("roles: ") && roles.error().contains("expected"), "{}", roles.error());
 
+    // An integer written with a zero fraction is an integer (as JSON Schema counts it),
+    // and an empty cursor is the first page.
+    let as_float = raw("/cart/items", &buyer, &format!(r#"{{"product_id": {product}.0, "quantity": 2.0}}"#)).await.unwrap();
+    assert_eq!(as_float.status(), 201);
+    let item: serde_json::Value = as_float.json().await.unwrap();
+    app.delete(&format!("/cart/items/{}", item["id"]), Some(&buyer)).await.expect(204);
+    check(raw("/cart/items", &buyer, &format!(r#"{{"product_id": {product}, "quantity": 1.5}}"#)).await.unwrap(), 422, "quantity").await;
+    app.get("/shops?cursor=", None).await.expect(200);
+
     let path = app.get("/products/abc", None).await;
     assert_eq!((path.status.as_u16(), path.field()), (400, "id"));
     let foreign = app.post("/cart/items", Some("forged-token"), json!({"product_id": product, "quantity": 1})).await;
