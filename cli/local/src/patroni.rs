@@ -58,6 +58,10 @@ fn cluster_parameters(s: &PgServerSpec) -> BTreeMap<&'static str, String> {
     p.insert("max_wal_senders", "10".into());
     p.insert("max_replication_slots", "10".into());
     p.insert("wal_keep_size", "256MB".into());
+    // After a promotion a standby's first try to stream from the new leader can fail
+    // (its replication slot is made on the leader's next loop); it retries after this,
+    // 5 s by default, and until it streams the new leader has no failover candidate.
+    p.insert("wal_retrieve_retry_interval", "1s".into());
     p
 }
 
