@@ -32,7 +32,7 @@ def scalectl(binary, home, *args, check=True):
     return json.loads(out.stdout) if out.stdout.strip() else {}
 
 
-def call(base, method, path, body=None, token=None, key=None):
+def call(base, method, path, body=None, token=None, key=None, timeout=5):
     req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
     req.add_header("Content-Type", "application/json")
     if token:
@@ -40,7 +40,7 @@ def call(base, method, path, body=None, token=None, key=None):
     if key:
         req.add_header("Idempotency-Key", key)
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, None
