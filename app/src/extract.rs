@@ -36,33 +36,40 @@ where
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(AppError::PayloadTooLarge),
             Err(_) => return Err(AppError::bad_request("unreadable request body", "body")),
         };
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(JsonRejection::JsonSyntaxError(e)) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
-                // Valid JSON that serde_json still calls a syntax error: a value of the
-                // wrong kind where an enum was expected (`"roles": ["seller"]`). The
-                // field comes from the path; what was expected, from reading it again.
-                let (_, field) = describe_serde_error(&e.body_text());
-                let field = field.unwrap_or_else(|| "body".to_owned());
-                let expected = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .and_then(serde_json::from_value::<T>)
-                    .err()
-                    .map_or_else(|| "a value of another type".to_owned(), |e| e.to_string());
-                Err(AppError::Unprocessable { message: format!("{field}: {expected}"), field: Some(field) })
-            }
-            // JSON Schema counts `5.0` as an integer; serde does not. Read such numbers as
-            // integers and try again (only here, so the common path parses once).
-            Err(JsonRejection::JsonDataError(e)) if e.body_text().contains("invalid type: floating point") => {
-                let retried = serde_json::from_slice::<serde_json::Value>(&bytes).map(integral).and_then(serde_json::from_value::<T>);
-                retried.map(Json).map_err(|_| json_rejection(JsonRejection::JsonDataError(e)))
-            }
-            Err(rejection) => Err(json_rejection(rejection)),
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON body as `T`, with the errors `Json` gives (400 for what is not JSON, 422
+/// naming the field for a value that does not fit). Routes that take their body as
+/// bytes (a flash purchase, whose body is optional) parse it here too.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::JsonSyntaxError(e)) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            // Valid JSON that serde_json still calls a syntax error: a value of the
+            // wrong kind where an enum was expected (`"roles": ["seller"]`). The
+            // field comes from the path; what was expected, from reading it again.
+            let (_, field) = describe_serde_error(&e.body_text());
+            let field = field.unwrap_or_else(|| "body".to_owned());
+            let expected = serde_json::from_slice::<serde_json::Value>(bytes)
+                .and_then(serde_json::from_value::<T>)
+                .err()
+                .map_or_else(|| "a value of another type".to_owned(), |e| e.to_string());
+            Err(AppError::Unprocessable { message: format!("{field}: {expected}"), field: Some(field) })
         }
+        // JSON Schema counts `5.0` as an integer; serde does not. Read such numbers as
+        // integers and try again (only here, so the common path parses once).
+        Err(JsonRejection::JsonDataError(e)) if e.body_text().contains("invalid type: floating point") => {
+            let retried = serde_json::from_slice::<serde_json::Value>(bytes).map(integral).and_then(serde_json::from_value::<T>);
+            retried.map_err(|_| json_rejection(JsonRejection::JsonDataError(e)))
+        }
+        Err(rejection) => Err(json_rejection(rejection)),
     }
 }
 
 /// `value` with every number that has no fractional part (and fits) as an integer.
-pub fn integral(value: serde_json::Value) -> serde_json::Value {
+fn integral(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Number(n) => match n.as_f64() {

@@ -366,16 +366,8 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
         return Ok(1);
     }
     // The body is optional, and `null` is no body (as the document's schema allows).
-    let parsed = serde_json::from_slice::<Option<PurchaseRequest>>(body).or_else(|e| match e.is_data() {
-        // `2.0` is an integer to JSON Schema: read it as one.
-        true => serde_json::from_slice::<serde_json::Value>(body).map(crate::extract::integral).and_then(serde_json::from_value).map_err(|_| e),
-        false => Err(e),
-    });
-    match parsed {
-        Ok(req) => Ok(req.map_or(1, |r: PurchaseRequest| r.quantity.0)),
-        Err(e) if e.is_data() => Err(AppError::unprocessable(format!("quantity: {e}"), "quantity")),
-        Err(_) => Err(AppError::bad_request("malformed JSON", "body")),
-    }
+    let req: Option<PurchaseRequest> = crate::extract::parse_json(body)?;
+    Ok(req.map_or(1, |r| r.quantity.0))
 }
 
 #[utoipa::path(post, path = "/flash-sales/{id}/purchase", tag = "flash", request_body = Option<PurchaseRequest>,
