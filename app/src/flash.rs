@@ -16,9 +16,11 @@
 //! checked against PostgreSQL for an earlier order under the same key, as before.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,9 +30,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::catalog::invalidate_product;
+use crate::db::Tx;
 use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
+use crate::flash_batch::{self, Batched, Batches, Purchase};
 use crate::flash_memory::SaleMeta;
 use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::state::AppState;
@@ -329,13 +333,13 @@ async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_bac
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Created(Order),
     Replayed(Order),
 }
 
 /// The ways a purchase is refused, before they become HTTP errors.
-enum Refusal {
+pub(crate) enum Refusal {
     /// This process already knows the sale is sold out; nothing to correct.
     KnownSoldOut,
     /// PostgreSQL's conditional update refused; `left` units remain there.
@@ -381,6 +385,7 @@ fn parse_purchase(body: &Bytes) -> AppResult<i32> {
 #[tracing::instrument(level = "debug", skip_all, fields(sale_id = id))]
 pub async fn purchase(
     State(state): State<AppState>,
+    Extension(batches): Extension<Arc<Batches>>,
     UnmarkedUser(user): UnmarkedUser,
     Path(id): Path<i64>,
     IdempotencyKey(key): IdempotencyKey,
@@ -437,7 +442,11 @@ pub async fn purchase(
         }
     };
     state.mark_write(user.id).await;
-    let result = with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await;
+    let purchase = Purchase { user_id: user.id, email: user.email.clone(), key: key.clone(), hash: hash.clone(), quantity };
+    let result = match flash_batch::submit(&state, &batches, id, meta, purchase).await {
+        Batched::Done(result) => result,
+        Batched::Alone => with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await,
+    };
     match result {
         Ok(Ok((Outcome::Created(order), remaining))) => {
             if !admitted {
@@ -474,7 +483,7 @@ pub async fn purchase(
     }
 }
 
-type Attempt = Result<(Outcome, i32), Refusal>;
+pub(crate) type Attempt = Result<(Outcome, i32), Refusal>;
 
 async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, quantity: i32, key: &str, hash: &str) -> AppResult<Attempt> {
     let mut tx = state.primary.begin().await?;
@@ -509,25 +518,7 @@ async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, qua
     let (price,): (i64,) = sqlx::query_as("SELECT price_cents FROM products WHERE id = $1").bind(meta.product_id).fetch_one(&mut tx).await?;
     let lines = [Line { product_id: meta.product_id, quantity, unit_price_cents: price }];
     let order = place_order(&mut tx, user, "flash", key, &lines, &[]).await?;
-    // The decisive update comes last, and travels with the COMMIT in one message, so
-    // the sale's hot row is locked for no round trip at all: every buyer queues on that
-    // lock, so the sale sells only as fast as one holder lets go of it. The update is
-    // unconditional and `CHECK (remaining >= 0)` refuses an oversell: the error aborts
-    // the transaction and PostgreSQL skips the rest of the message. The trailing BEGIN
-    // leaves an empty transaction for `commit`, so the driver's bookkeeping holds.
-    // The values are integers, formatted here because a message of several statements
-    // cannot carry parameters.
-    let decisive = format!(
-        "UPDATE flash_sales SET remaining = remaining - {quantity} WHERE id = {id} RETURNING remaining; \
-         COMMIT; BEGIN"
-    );
-    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(sqlx::Executor::fetch_many(&mut tx, sqlx::raw_sql(&decisive))).await;
-    let remaining = match steps {
-        Ok(steps) => steps.into_iter().find_map(|step| step.right()).map(|row| sqlx::Row::try_get::<i32, _>(&row, 0)).transpose()?,
-        Err(e) if is_check_violation(&e) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let Some(remaining) = remaining else {
+    let Some(remaining) = take_units(&mut tx, id, quantity).await? else {
         tx.rollback().await?;
         let left = pg_remaining(state, id).await?;
         return Ok(Err(Refusal::Refused { left }));
@@ -536,4 +527,29 @@ async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, qua
     tx.commit().await?;
     tracing::info!(order_id = order.id, remaining, "flash purchase");
     Ok(Ok((Outcome::Created(order), remaining)))
+}
+
+/// Takes `units` of the sale and commits, in one message: `Some(remaining)` once
+/// committed (the caller still ends the empty transaction left open with `commit`),
+/// `None` when fewer units are left (nothing taken; the caller rolls back).
+///
+/// The decisive update comes last, and travels with the COMMIT in one message, so
+/// the sale's hot row is locked for no round trip at all: every buyer queues on that
+/// lock, so the sale sells only as fast as one holder lets go of it. The update is
+/// unconditional and `CHECK (remaining >= 0)` refuses an oversell: the error aborts
+/// the transaction and PostgreSQL skips the rest of the message. The trailing BEGIN
+/// leaves an empty transaction for `commit`, so the driver's bookkeeping holds.
+/// The values are integers, formatted here because a message of several statements
+/// cannot carry parameters.
+pub(crate) async fn take_units(tx: &mut Tx, id: i64, units: i32) -> Result<Option<i32>, sqlx::Error> {
+    let decisive = format!(
+        "UPDATE flash_sales SET remaining = remaining - {units} WHERE id = {id} RETURNING remaining; \
+         COMMIT; BEGIN"
+    );
+    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(sqlx::Executor::fetch_many(&mut *tx, sqlx::raw_sql(&decisive))).await;
+    match steps {
+        Ok(steps) => steps.into_iter().find_map(|step| step.right()).map(|row| sqlx::Row::try_get::<i32, _>(&row, 0)).transpose(),
+        Err(e) if is_check_violation(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -2,9 +2,10 @@
 //! routes (/healthz, /readyz, /metrics, /openapi.json), the request-id + metrics
 //! middleware and the body limit; `serve` runs it on an already-bound listener.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::{Extension, Router};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -18,7 +19,7 @@ use crate::error::{AppError, ErrorBody, InternalCause};
 use crate::metrics::{Gauges, PoolStats};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
-use crate::{auth, cart, catalog, checkout, flash, openapi, orders};
+use crate::{auth, cart, catalog, checkout, flash, flash_batch, openapi, orders};
 
 /// Request bodies above this are refused with 413 before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -66,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         router = router
             .route("/flash-sales", post(flash::create_sale))
             .route("/flash-sales/{id}", get(flash::get_sale))
-            .route("/flash-sales/{id}/purchase", post(flash::purchase));
+            .route("/flash-sales/{id}/purchase", post(flash::purchase).layer(Extension(Arc::new(flash_batch::Batches::default()))));
     }
     router
         .fallback(not_found)

@@ -14,6 +14,7 @@
 //! - [`extract`]: JSON/path/query extractors with field-naming errors, auth, client ip
 //! - [`domain`]: parsed request values (quantities, emails, ratings…)
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
+//! - [`flash_batch`]: flash purchases that arrive together buy in one transaction
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
 //! - [`lockout`]: failed logins slow password guessing down (policy in [`failures`])
@@ -39,6 +40,7 @@ pub mod error;
 pub mod extract;
 pub mod failures;
 pub mod flash;
+pub mod flash_batch;
 pub mod flash_memory;
 pub mod http;
 pub mod identity;

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub sold_out_rejections: AtomicU64,
+    /// Flash-sale batch transactions committed, and the purchases they made (see
+    /// `flash_batch.rs`): their ratio is the mean batch size.
+    pub flash_batches: AtomicU64,
+    pub flash_batched_purchases: AtomicU64,
     /// Users' reads sent to the primary because Redis could not say whether they
     /// wrote recently (read-your-writes fails safe).
     pub ryw_fallbacks: AtomicU64,
@@ -167,6 +171,8 @@ impl Metrics {
             ("shop_cache_hits_total", "Product cache hits.", &self.cache_hits),
             ("shop_cache_misses_total", "Product cache misses.", &self.cache_misses),
             ("shop_sold_out_rejections_total", "Flash-sale purchases rejected as sold out.", &self.sold_out_rejections),
+            ("shop_flash_batches_total", "Flash-sale batch transactions committed.", &self.flash_batches),
+            ("shop_flash_batched_purchases_total", "Flash-sale purchases made in batch transactions.", &self.flash_batched_purchases),
             (
                 "shop_read_your_writes_fallbacks_total",
                 "Reads sent to the primary because Redis could not tell whether the user wrote recently.",

@@ -162,25 +162,37 @@ struct StoredLine {
 
 /// The order whose lines these are (in item order); `None` without lines.
 fn assemble(lines: impl IntoIterator<Item = OrderLine>) -> Option<Order> {
-    let mut order: Option<Order> = None;
+    assemble_all(lines).into_iter().next()
+}
+
+/// The orders whose lines these are, each order's lines together and in item order.
+fn assemble_all(lines: impl IntoIterator<Item = OrderLine>) -> Vec<Order> {
+    let mut orders: Vec<Order> = Vec::new();
     for l in lines {
         let item = OrderItem { id: l.item_id, product_id: l.product_id, quantity: l.quantity, unit_price_cents: l.unit_price_cents };
-        match &mut order {
-            Some(o) => o.items.push(item),
-            None => {
-                order = Some(Order {
-                    id: l.id,
-                    user_id: l.user_id,
-                    kind: l.kind,
-                    status: l.status,
-                    total_cents: l.total_cents,
-                    created_at: l.created_at,
-                    items: vec![item],
-                })
-            }
+        match orders.last_mut() {
+            Some(o) if o.id == l.id => o.items.push(item),
+            _ => orders.push(Order {
+                id: l.id,
+                user_id: l.user_id,
+                kind: l.kind,
+                status: l.status,
+                total_cents: l.total_cents,
+                created_at: l.created_at,
+                items: vec![item],
+            }),
         }
     }
-    order
+    orders
+}
+
+/// One order to write with [`place_orders`]: its buyer, the idempotency key its request
+/// claimed with [`claim_key`], and its priced lines.
+pub struct NewOrder<'a> {
+    pub user_id: i64,
+    pub email: &'a str,
+    pub key: &'a str,
+    pub lines: &'a [Line],
 }
 
 /// Writes a paid order with its items, payment, invoice, delivery and outbox event,
@@ -188,57 +200,74 @@ fn assemble(lines: impl IntoIterator<Item = OrderLine>) -> Option<Order> {
 /// with [`claim_key`]), and deletes the cart lines it consumed (`emptied_cart`, ids;
 /// flash purchases pass none). Runs inside the caller's transaction, after stock was
 /// taken.
-///
-/// One statement (data-modifying CTEs) rather than one per table: the caller holds row
-/// locks on stock until it commits, and every round trip inside the transaction is time
-/// those locks are held and a pooled connection is busy.
 pub async fn place_order(tx: &mut Tx, user: &AuthUser, kind: &str, key: &str, lines: &[Line], emptied_cart: &[i64]) -> Result<Order, sqlx::Error> {
-    let total_cents: i64 = lines.iter().map(|l| l.unit_price_cents * l.quantity as i64).sum();
+    let order = NewOrder { user_id: user.id, email: &user.email, key, lines };
+    // Only an order without lines returns no row, and callers never place one.
+    place_orders(tx, kind, &[order], emptied_cart).await?.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// [`place_order`] for several orders at once (a flash-sale batch: one per buyer, each
+/// buyer at most once), returned in the order of `orders`. Orders without lines are
+/// not written.
+///
+/// One statement (data-modifying CTEs) rather than one per table or per order: the
+/// caller holds row locks on stock until it commits, and every round trip inside the
+/// transaction is time those locks are held and a pooled connection is busy.
+pub async fn place_orders(tx: &mut Tx, kind: &str, orders: &[NewOrder<'_>], emptied_cart: &[i64]) -> Result<Vec<Order>, sqlx::Error> {
+    let total = |o: &NewOrder| o.lines.iter().map(|l| l.unit_price_cents * l.quantity as i64).sum::<i64>();
+    let lines = || orders.iter().enumerate().flat_map(|(n, o)| o.lines.iter().map(move |l| (n as i32 + 1, l)));
     // The simulated payment provider is idempotent by order id, as a real provider's
-    // idempotency key would be (ON CONFLICT DO NOTHING).
+    // idempotency key would be (ON CONFLICT DO NOTHING). `input.n` numbers the orders
+    // (from 1, as WITH ORDINALITY does) and ties each line to its order.
     let rows: Vec<OrderLine> = sqlx::query_as(
-        "WITH o AS (
-             INSERT INTO orders (user_id, kind, total_cents, idempotency_key) VALUES ($1, $2, $3, $4)
-             RETURNING id, user_id, kind, status, total_cents, created_at),
+        "WITH input AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+                 WITH ORDINALITY AS t(user_id, key, total_cents, email, n)),
+         o AS (
+             INSERT INTO orders (user_id, kind, total_cents, idempotency_key)
+             SELECT user_id, $5, total_cents, key FROM input
+             RETURNING id, user_id, kind, status, total_cents, created_at, idempotency_key),
+         oi AS (SELECT o.*, input.n, input.email FROM o JOIN input ON input.user_id = o.user_id AND input.key = o.idempotency_key),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents)
-             SELECT o.id, l.* FROM o, unnest($5::bigint[], $6::int[], $7::bigint[]) AS l
-             RETURNING id, product_id, quantity, unit_price_cents),
+             SELECT oi.id, l.product_id, l.quantity, l.unit_price_cents
+             FROM oi JOIN unnest($6::int[], $7::bigint[], $8::int[], $9::bigint[]) AS l(n, product_id, quantity, unit_price_cents) ON l.n = oi.n
+             RETURNING id, order_id, product_id, quantity, unit_price_cents),
          payment AS (
              INSERT INTO payments (order_id, amount_cents, provider, provider_ref, status)
-             SELECT id, $3, 'simulated', 'sim_' || id, 'captured' FROM o
+             SELECT id, total_cents, 'simulated', 'sim_' || id, 'captured' FROM o
              ON CONFLICT (order_id) DO NOTHING),
          invoice AS (
              INSERT INTO invoices (order_id, number, amount_cents)
-             SELECT id, 'INV-' || lpad(id::text, 10, '0'), $3 FROM o),
+             SELECT id, 'INV-' || lpad(id::text, 10, '0'), total_cents FROM o),
          delivery AS (
              INSERT INTO deliveries (order_id, status, scheduled_for)
              SELECT id, 'scheduled', now() + interval '2 days' FROM o),
          event AS (
              INSERT INTO outbox (topic, payload)
-             SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', $1::bigint,
-                 'email', $8::text, 'total_cents', $3::bigint) FROM o),
+             SELECT 'order.placed', jsonb_build_object('order_id', id, 'user_id', user_id,
+                 'email', email, 'total_cents', total_cents) FROM oi ORDER BY n),
          answer AS (
              UPDATE idempotency_keys k SET order_id = o.id FROM o
-             WHERE k.user_id = $1 AND k.key = $4),
-         emptied AS (DELETE FROM cart_items WHERE id = ANY($9))
-         SELECT o.id, o.user_id, o.kind, o.status, o.total_cents, o.created_at,
+             WHERE k.user_id = o.user_id AND k.key = o.idempotency_key),
+         emptied AS (DELETE FROM cart_items WHERE id = ANY($10))
+         SELECT oi.id, oi.user_id, oi.kind, oi.status, oi.total_cents, oi.created_at,
                 items.id AS item_id, items.product_id, items.quantity, items.unit_price_cents
-         FROM o, items ORDER BY items.id",
+         FROM oi JOIN items ON items.order_id = oi.id ORDER BY oi.n, items.id",
     )
-    .bind(user.id)
+    .bind(orders.iter().map(|o| o.user_id).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.key).collect::<Vec<_>>())
+    .bind(orders.iter().map(total).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.email).collect::<Vec<_>>())
     .bind(kind)
-    .bind(total_cents)
-    .bind(key)
-    .bind(lines.iter().map(|l| l.product_id).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.unit_price_cents).collect::<Vec<_>>())
-    .bind(&user.email)
+    .bind(lines().map(|(n, _)| n).collect::<Vec<_>>())
+    .bind(lines().map(|(_, l)| l.product_id).collect::<Vec<_>>())
+    .bind(lines().map(|(_, l)| l.quantity).collect::<Vec<_>>())
+    .bind(lines().map(|(_, l)| l.unit_price_cents).collect::<Vec<_>>())
     .bind(emptied_cart)
     .fetch_all(&mut *tx)
     .await?;
-    // Only an order without lines returns no row, and callers never place one.
-    assemble(rows).ok_or(sqlx::Error::RowNotFound)
+    Ok(assemble_all(rows))
 }
 
 /// Runs `attempt` up to [`TX_ATTEMPTS`] times while it fails with a serialization
