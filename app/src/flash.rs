@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
@@ -37,13 +38,14 @@ use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, U
 use crate::flash_batch::{self, Batched, Batches, Purchase};
 use crate::flash_memory::SaleMeta;
 use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
+use crate::redis_link::RedisLink;
 use crate::state::AppState;
 
-/// Admits a buyer while the counter (KEYS[1]) is positive: takes their units and
-/// records them in the ledger (KEYS[2]), returning 1. A refusal is 0 when the ledger is
-/// open and has never let this buyer through (they cannot hold an order), else 2.
-/// `-1` says the counter is missing and must be rebuilt from PostgreSQL. ARGV: units,
-/// buyer.
+/// Admits a buyer while the counter (KEYS[1]) is positive: takes their units, records
+/// them in the ledger (KEYS[2]) and the time of this admission (KEYS[3], milliseconds),
+/// returning 1. A refusal is 0 when the ledger is open and has never let this buyer
+/// through (they cannot hold an order), else 2. `-1` says the counter is missing and
+/// must be rebuilt from PostgreSQL. ARGV: units, buyer.
 const GATE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return -1 end
@@ -57,8 +59,30 @@ end
 redis.call('DECRBY', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], 86400)
+local t = redis.call('TIME')
+redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), 'EX', 86400)
 return 1
 "#;
+
+/// Raises the counter (KEYS[1]) to PostgreSQL's remaining (ARGV[1]) unless the gate
+/// admitted anyone (time in KEYS[2], see [`GATE`]) in the last ARGV[2] milliseconds: units that
+/// admitted buyers hold are not yet sold in PostgreSQL, so its remaining counts them
+/// again, and copying it then would let as many more buyers through.
+const HEAL: &str = r#"
+local last = redis.call('GET', KEYS[2])
+if last then
+  local t = redis.call('TIME')
+  if t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(last) < tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+return 1
+"#;
+
+/// How long after the gate's last admission the counter may be raised to PostgreSQL's
+/// remaining (see [`HEAL`]): an admitted buyer whose purchase has neither committed nor
+/// given its units back this long after is taken to be lost with its process, and the
+/// counter stuck low on its account.
+const HEAL_AFTER: Duration = Duration::from_secs(5);
 
 /// Run once by `create_sale`: the counter (KEYS[1]) and an open, empty ledger
 /// (KEYS[2]), unless a gate call got there first (then the ledger stays unopened).
@@ -181,7 +205,7 @@ async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
     Ok(meta)
 }
 
-async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
+pub(crate) async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
     let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1").bind(id).fetch_one(&state.primary).await?;
     if remaining == 0 {
         seen_sold_out(state, id);
@@ -192,7 +216,7 @@ async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
 /// PostgreSQL reported the sale sold out: remember it, and read its final buyers in
 /// the background (one read per process and sale) so that later losers are answered
 /// from memory.
-fn seen_sold_out(state: &AppState, id: i64) {
+pub(crate) fn seen_sold_out(state: &AppState, id: i64) {
     state.flash.mark_sold_out(id);
     if !state.flash.start_sealing(id) {
         return;
@@ -228,8 +252,7 @@ async fn final_buyers(state: &AppState, id: i64) -> Result<Option<HashSet<i64>>,
 /// unopened, so every refusal checks PostgreSQL for a replay.
 async fn open_ledger(state: &AppState, id: i64, units: i32) {
     let Some(redis) = state.redis() else { return };
-    let counter = redis.key(format_args!("flash:{id}:remaining"));
-    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let [counter, ledger, _] = sale_keys(redis, id);
     let (counter, ledger) = (&counter, &ledger);
     let result: redis::RedisResult<i64> =
         redis.call(|mut c| async move { redis::Script::new(OPEN).key(counter).key(ledger).arg(units).invoke_async(&mut c).await }).await;
@@ -246,7 +269,7 @@ async fn close_ledger_if_owed(state: &AppState, id: i64) {
     if !state.flash.take_unrecorded(id) {
         return;
     }
-    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let [_, ledger, _] = sale_keys(redis, id);
     let closed = redis.call(|mut c| async move { c.srem::<_, _, ()>(ledger, "open").await }).await;
     if let Err(e) = closed {
         tracing::warn!(error = %e, sale_id = id, "could not close the flash ledger");
@@ -260,7 +283,7 @@ async fn record_buyer(state: &AppState, id: i64, buyer: i64) -> bool {
     let Some(redis) = state.redis() else {
         return false;
     };
-    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let [_, ledger, _] = sale_keys(redis, id);
     redis.call(|mut c| async move { c.sadd::<_, _, ()>(ledger, buyer).await }).await.is_ok()
 }
 
@@ -279,15 +302,14 @@ async fn gate(state: &AppState, id: i64, quantity: i32, buyer: i64) -> AppResult
     let Some(redis) = state.redis() else {
         return Ok(Gate::Bypassed);
     };
-    let key = redis.key(format_args!("flash:{id}:remaining"));
-    let ledger = redis.key(format_args!("flash:{id}:ledger"));
+    let [key, ledger, admitted] = sale_keys(redis, id);
     let script = &redis::Script::new(GATE);
-    let (key, ledger) = (&key, &ledger);
+    let (key, ledger, admitted) = (&key, &ledger, &admitted);
     for _ in 0..2 {
         let verdict: redis::RedisResult<i64> = redis
             .call(|mut c| async move {
                 let mut invocation = script.key(key);
-                invocation.key(ledger).arg(quantity).arg(buyer).invoke_async(&mut c).await
+                invocation.key(ledger).key(admitted).arg(quantity).arg(buyer).invoke_async(&mut c).await
             })
             .await;
         match verdict {
@@ -315,16 +337,25 @@ async fn gate(state: &AppState, id: i64, quantity: i32, buyer: i64) -> AppResult
     Ok(Gate::Bypassed)
 }
 
-/// Moves the Redis counter: `Some(v)` sets it to PostgreSQL's value, `None` with a
-/// delta gives units back.
+/// The sale's Redis keys: its counter, its ledger, and the time of the gate's last
+/// admission.
+fn sale_keys(redis: &RedisLink, id: i64) -> [String; 3] {
+    ["remaining", "ledger", "admitted_at"].map(|k| redis.key(format_args!("flash:{id}:{k}")))
+}
+
+/// Moves the Redis counter: `Some(v)` sets it to PostgreSQL's value (0 at once, as sold
+/// out is final; more only as [`HEAL`] allows), `None` with a delta gives units back.
 async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_back: i32) {
     let Some(redis) = state.redis() else { return };
-    let key = redis.key(format_args!("flash:{id}:remaining"));
+    let [key, _, admitted] = sale_keys(redis, id);
+    let (key, admitted) = (&key, &admitted);
+    let quiet = HEAL_AFTER.as_millis() as u64;
     let result: redis::RedisResult<()> = redis
         .call(|mut c| async move {
             match set_to {
-                Some(v) => c.set_ex(&key, v, 86_400).await,
-                None => c.incr(&key, give_back).await,
+                Some(0) => c.set_ex(key, 0, 86_400).await,
+                Some(v) => redis::Script::new(HEAL).key(key).key(admitted).arg(v).arg(quiet).invoke_async(&mut c).await,
+                None => c.incr(key, give_back).await,
             }
         })
         .await;
@@ -358,6 +389,15 @@ async fn stored_replay(state: &AppState, user_id: i64, key: &str, hash: &str) ->
         Some((h, _)) if h != hash => Err(key_reused()),
         Some((_, order)) => Ok(Some((StatusCode::OK, axum::Json(order)).into_response())),
         None => Ok(None),
+    }
+}
+
+/// The answer once the sale is known sold out: the order an earlier request with this
+/// key placed, or "sold out". One read, no transaction.
+async fn replay_or_sold_out(state: &AppState, user_id: i64, key: &str, hash: &str) -> AppResult<Response> {
+    match stored_replay(state, user_id, key, hash).await? {
+        Some(replay) => Ok(replay),
+        None => Err(sold_out(state)),
     }
 }
 
@@ -410,10 +450,7 @@ pub async fn purchase(
         }
     }
     if state.flash.is_sold_out(id) {
-        return match stored_replay(&state, user.id, &key, &hash).await? {
-            Some(replay) => Ok(replay),
-            None => Err(sold_out(&state)),
-        };
+        return replay_or_sold_out(&state, user.id, &key, &hash).await;
     }
     let admitted = match gate(&state, id, quantity, user.id).await? {
         Gate::Admitted => true,
@@ -445,6 +482,12 @@ pub async fn purchase(
     let purchase = Purchase { user_id: user.id, email: user.email.clone(), key: key.clone(), hash: hash.clone(), quantity };
     let result = match flash_batch::submit(&state, &batches, id, meta, purchase).await {
         Batched::Done(result) => result,
+        Batched::Alone if state.flash.is_sold_out(id) => {
+            if admitted {
+                adjust_counter(&state, id, Some(0), 0).await;
+            }
+            return replay_or_sold_out(&state, user.id, &key, &hash).await;
+        }
         Batched::Alone => with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await,
     };
     match result {

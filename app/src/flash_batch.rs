@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
-use crate::flash::{Attempt, Outcome, take_units};
+use crate::flash::{Attempt, Outcome, Refusal, pg_remaining, seen_sold_out, take_units};
 use crate::flash_memory::SaleMeta;
 use crate::orders::{Line, NewOrder, place_orders};
 use crate::state::AppState;
@@ -136,35 +136,94 @@ async fn drain(state: AppState, batches: Arc<Batches>, id: i64, meta: SaleMeta) 
         // processes' batches that share a buyer wait for each other, not deadlock.
         batch.sort_by_key(|w| w.purchase.user_id);
         let purchases: Vec<&Purchase> = batch.iter().map(|w| &w.purchase).collect();
-        let answers = if state.flash.is_sold_out(id) {
-            // The one-purchase path answers replays and "sold out", committing nothing.
-            Vec::new()
-        } else {
-            match buy(&state, id, meta, &purchases).await {
-                Ok(Some(answers)) => answers,
-                Ok(None) => {
-                    tracing::info!(sale_id = id, buyers = batch.len(), "fewer units left than a flash batch asks for; its buyers buy alone");
-                    Vec::new()
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, sale_id = id, buyers = batch.len(), "flash batch failed; its buyers buy alone");
-                    Vec::new()
-                }
-            }
-        };
-        let mut answers = answers.into_iter();
-        for waiting in batch {
-            let _ = waiting.reply.send(answers.next().unwrap_or(Batched::Alone));
+        let answers = settle(&state, id, meta, &purchases).await;
+        for (waiting, answer) in batch.into_iter().zip(answers) {
+            let _ = waiting.reply.send(answer);
         }
     }
+}
+
+/// Answers every buyer of a batch, in its order, buying for as many as units remain.
+/// When PostgreSQL has fewer units than the batch asks for, the batch is cut to what is
+/// left and tried again (remaining never grows, so this ends). Once the sale is sold
+/// out, a buyer whose key the batch could claim had no order under it and never will,
+/// so is told "sold out" here; everyone not answered takes the one-purchase path.
+async fn settle(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> Vec<Batched> {
+    let mut answers: Vec<Option<Batched>> = batch.iter().map(|_| None).collect();
+    // The buyers not answered yet (indices into `batch`), and the units PostgreSQL had
+    // left when last asked.
+    let mut todo: Vec<usize> = (0..batch.len()).collect();
+    let mut left: Option<i32> = None;
+    while !todo.is_empty() && !state.flash.is_sold_out(id) {
+        let cut = match left {
+            None => todo.len(),
+            Some(left) => fitting(batch, &todo, left),
+        };
+        if cut == 0 {
+            // The next buyer asks for more than is left: theirs is a one-purchase answer.
+            break;
+        }
+        let now: Vec<&Purchase> = todo[..cut].iter().map(|&i| batch[i]).collect();
+        match buy(state, id, meta, &now).await {
+            Ok(Tried::Bought { answers: bought, remaining }) => {
+                for (&i, answer) in todo[..cut].iter().zip(bought) {
+                    answers[i] = Some(answer);
+                }
+                todo.drain(..cut);
+                left = remaining.or(left);
+                if remaining == Some(0) {
+                    seen_sold_out(state, id);
+                }
+            }
+            Ok(Tried::FewerUnits { claimed }) => match pg_remaining(state, id).await {
+                Ok(0) => {
+                    for &i in &todo[..cut] {
+                        if claimed.contains(&batch[i].user_id) {
+                            answers[i] = Some(Batched::Done(Ok(Err(Refusal::Refused { left: 0 }))));
+                        }
+                    }
+                    break;
+                }
+                Ok(remaining) => left = Some(remaining),
+                Err(e) => {
+                    tracing::info!(error = %e, sale_id = id, buyers = todo.len(), "flash batch could not read what is left; its buyers buy alone");
+                    break;
+                }
+            },
+            Err(e) => {
+                tracing::info!(error = %e, sale_id = id, buyers = todo.len(), "flash batch failed; its buyers buy alone");
+                break;
+            }
+        }
+    }
+    answers.into_iter().map(|a| a.unwrap_or(Batched::Alone)).collect()
+}
+
+/// How many of `todo`, from the first, `left` units cover.
+fn fitting(batch: &[&Purchase], todo: &[usize], left: i32) -> usize {
+    let mut asked = 0;
+    todo.iter()
+        .take_while(|&&i| {
+            asked += batch[i].quantity;
+            asked <= left
+        })
+        .count()
+}
+
+/// What one batch transaction did.
+enum Tried {
+    /// Done: each buyer's answer in batch order, and the units left after it (`None`
+    /// when nobody bought, and nothing was committed).
+    Bought { answers: Vec<Batched>, remaining: Option<i32> },
+    /// Nothing committed: fewer units were left than the batch asked for. `claimed`:
+    /// the buyers whose keys were unused when the batch claimed them.
+    FewerUnits { claimed: HashSet<i64> },
 }
 
 /// One transaction for the whole batch: claim every key, count every buyer against the
 /// per-buyer limit, price once, write every order in one statement, then take all the
 /// units in the decisive update that travels with the COMMIT (see `flash::take_units`).
-/// Answers in the order of `batch`; `None` (and nothing committed) when fewer units are
-/// left than the batch asks for.
-async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> Result<Option<Vec<Batched>>, sqlx::Error> {
+async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> Result<Tried, sqlx::Error> {
     let mut tx = state.primary.begin().await?;
     let claimed: HashSet<i64> = sqlx::query_scalar(
         "INSERT INTO idempotency_keys (user_id, key, request_hash)
@@ -203,7 +262,7 @@ async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> 
     if buyers.is_empty() {
         // Nothing to buy: roll back the claims, so the keys of buyers over their limit
         // stay unused (as the one-purchase path's rollback leaves them).
-        return Ok(Some(answers(batch, &claimed, &within, Vec::new(), 0)));
+        return Ok(Tried::Bought { answers: answers(batch, &claimed, &within, Vec::new(), 0), remaining: None });
     }
     let over: Vec<&Purchase> = claimants.iter().copied().filter(|p| !within.contains(&p.user_id)).collect();
     if !over.is_empty() {
@@ -220,15 +279,14 @@ async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> 
     let placed = place_orders(&mut tx, "flash", &orders, &[]).await?;
     let units: i32 = buyers.iter().map(|p| p.quantity).sum();
     let Some(remaining) = take_units(&mut tx, id, units).await? else {
-        // Fewer units left than the batch asks for: each buyer races for them alone.
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(Tried::FewerUnits { claimed });
     };
     tx.commit().await?;
     state.metrics.flash_batches.fetch_add(1, Ordering::Relaxed);
     state.metrics.flash_batched_purchases.fetch_add(buyers.len() as u64, Ordering::Relaxed);
     tracing::info!(sale_id = id, buyers = buyers.len(), remaining, "flash batch");
-    Ok(Some(answers(batch, &claimed, &within, placed, remaining)))
+    Ok(Tried::Bought { answers: answers(batch, &claimed, &within, placed, remaining), remaining: Some(remaining) })
 }
 
 /// Each buyer's answer: an order for those who bought (`placed` holds their orders in

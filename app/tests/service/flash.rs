@@ -325,3 +325,38 @@ async fn buyers_in_one_batch_are_answered_one_by_one() {
     // The refused key was not kept: the buyer may use it again later.
     assert_eq!(app.count("SELECT count(*) FROM idempotency_keys WHERE order_id IS NULL").await, 0);
 }
+
+/// Batches are cut to the units left: buyers of two units each, five units on sale,
+/// all at once. Two buy; the rest learn that one unit is left, and it stays unsold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_cut_to_the_units_left() {
+    let app = spawn_app_with(Options { redis: false, ..Default::default() }).await;
+    let (sale_id, _) = sale(&app, 5, 10, 2, -1).await;
+    let tokens = app.bulk_buyers(12, &format!("cut{sale_id}")).await;
+    let results = futures::future::join_all(tokens.iter().map(|t| async { buy(&app, sale_id, t, &key(), Some(json!({"quantity": 2}))).await })).await;
+    assert_eq!(results.iter().filter(|r| r.status == 201).count(), 2);
+    for r in results.iter().filter(|r| r.status != 201) {
+        assert_eq!((r.status.as_u16(), r.error(), r.field()), (409, "only 1 units left", "quantity"), "{:?}", r.body);
+    }
+    let remaining: i32 = sqlx::query_scalar("SELECT remaining FROM flash_sales WHERE id = $1").bind(sale_id).fetch_one(&app.db).await.unwrap();
+    assert_eq!(remaining, 1);
+}
+
+/// A buyer let through to check PostgreSQL while admitted buyers still hold units must
+/// not raise the gate's counter to PostgreSQL's remaining: those units would be sold
+/// twice over at the gate, and twice as many buyers sent to the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_is_not_raised_while_admitted_buyers_hold_units() {
+    let app = spawn_app().await;
+    let (sale_id, _) = sale(&app, 3, 10, 1, -1).await;
+    let counter = format!("{}flash:{sale_id}:remaining", app.redis_prefix);
+    let mut redis = app.redis().await;
+    let (_, first) = app.user("buyer").await;
+    buy(&app, sale_id, &first, &key(), None).await.expect(201);
+    // As if two admitted buyers were still on their way to PostgreSQL.
+    let _: () = redis::cmd("SET").arg(&counter).arg(0).query_async(&mut redis).await.unwrap();
+    let (_, checker) = app.user("buyer").await;
+    buy(&app, sale_id, &checker, &key(), None).await.expect(201);
+    let after: i64 = redis::cmd("GET").arg(&counter).query_async(&mut redis).await.unwrap();
+    assert_eq!(after, 0, "PostgreSQL's remaining (1) counts units admitted buyers hold");
+}
