@@ -191,18 +191,28 @@ pub async fn get_sale(State(state): State<AppState>, Path(id): Path<i64>) -> App
     sale.map(axum::Json).ok_or(AppError::not_found("flash sale"))
 }
 
+/// The sale's immutable data, read once per process: the requests that arrive at the
+/// sale's start all at once wait for one read rather than each making their own.
 async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
-    if let Some(meta) = state.flash.meta.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return Ok(*meta);
+    let cell = state.flash.meta_cell(id);
+    let read = cell
+        .get_or_try_init(|| async {
+            let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as("SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&state.primary)
+                .await?;
+            let (product_id, starts_at, per_buyer_limit) = row.ok_or(AppError::not_found("flash sale"))?;
+            Ok::<_, AppError>(SaleMeta { product_id, starts_at, per_buyer_limit })
+        })
+        .await;
+    match read {
+        Ok(meta) => Ok(*meta),
+        Err(e) => {
+            // Not kept for ids that name no sale, so probing ids costs no memory.
+            state.flash.forget_meta(id);
+            Err(e)
+        }
     }
-    let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as("SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.primary)
-        .await?;
-    let (product_id, starts_at, per_buyer_limit) = row.ok_or(AppError::not_found("flash sale"))?;
-    let meta = SaleMeta { product_id, starts_at, per_buyer_limit };
-    state.flash.meta.lock().unwrap_or_else(|e| e.into_inner()).insert(id, meta);
-    Ok(meta)
 }
 
 pub(crate) async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {

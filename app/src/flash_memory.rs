@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
+use tokio::sync::OnceCell;
 
 /// How often one process lets a gate-rejected buyer through to PostgreSQL, so a
 /// counter that is wrong on the low side heals instead of stranding units.
@@ -26,7 +27,7 @@ pub struct SaleMeta {
 /// last verified a gate "no"; sales whose ledger this process must close.
 #[derive(Default)]
 pub struct FlashLocal {
-    pub(crate) meta: Mutex<HashMap<i64, SaleMeta>>,
+    pub(crate) meta: Mutex<HashMap<i64, Arc<OnceCell<SaleMeta>>>>,
     pub(crate) sold_out: Mutex<HashSet<i64>>,
     pub(crate) sealed: RwLock<HashMap<i64, Arc<HashSet<i64>>>>,
     pub(crate) sealing: Mutex<HashSet<i64>>,
@@ -35,6 +36,17 @@ pub struct FlashLocal {
 }
 
 impl FlashLocal {
+    /// Where the sale's immutable data is kept once read (empty until then).
+    pub(crate) fn meta_cell(&self, id: i64) -> Arc<OnceCell<SaleMeta>> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().clone()
+    }
+    /// Drops the sale's cell unless it holds its data (the read failed).
+    pub(crate) fn forget_meta(&self, id: i64) {
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if meta.get(&id).is_some_and(|cell| !cell.initialized()) {
+            meta.remove(&id);
+        }
+    }
     /// Every buyer of a sold-out sale, once this process has read them.
     pub(crate) fn sealed(&self, id: i64) -> Option<Arc<HashSet<i64>>> {
         self.sealed.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
