@@ -12,11 +12,13 @@
 //! for the next one, so a lone buyer waits for nobody and a stampede is served in
 //! batches of up to [`MAX_BATCH`], each buyer at most once per batch.
 //!
-//! A batch is only a shortcut. If anything in it fails (a lost connection, a deadlock,
-//! fewer units left than it asks for, or the sale already sold out), every buyer in it is
-//! answered [`Batched::Alone`] and takes the one-purchase path, whose key claim finds
-//! what, if anything, the batch committed. A buyer whose key is already claimed (a
-//! retry) is sent there too: that path answers replays and reused keys.
+//! When fewer units are left than a batch asks for, it is cut to what is left and tried
+//! again; once the sale is sold out, its buyers whose keys it claimed are told so.
+//! Otherwise a batch is only a shortcut: if it fails (a lost connection, a deadlock) or
+//! the sale is already known sold out, every buyer not yet answered is answered
+//! [`Batched::Alone`] and takes the one-purchase path, whose key claim finds what, if
+//! anything, the batch committed. A buyer whose key is already claimed (a retry) is sent
+//! there too: that path answers replays and reused keys.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
