@@ -90,6 +90,25 @@ fn passwords_appear_only_in_owner_only_files_that_need_them() {
     let mut reply = [0u8; 64];
     let n = std::io::Read::read(&mut conn, &mut reply).unwrap();
     assert!(String::from_utf8_lossy(&reply[..n]).starts_with("-NOAUTH"), "{}", String::from_utf8_lossy(&reply[..n]));
+    // Patroni's REST API takes no change without credentials (the switchover above
+    // went through with them); reads need none.
+    let nodes: Vec<_> = status["components"].as_array().unwrap().iter().filter(|c| c["kind"] == "patroni-node").collect();
+    assert_eq!(nodes.len(), 3, "level 3 has three Patroni nodes");
+    for n in nodes {
+        let host = n["address"].as_str().unwrap().rsplit_once(':').unwrap().0;
+        let ask = |request: &str| -> String {
+            let mut conn = std::net::TcpStream::connect(format!("{host}:8008")).unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            let _ = std::io::Read::read_to_string(&mut conn, &mut reply);
+            reply.lines().next().unwrap_or_default().to_string()
+        };
+        let change = ask("POST /reload HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        assert!(change.contains(" 401"), "{host}: an unauthenticated POST /reload was answered {change}");
+        let read = ask("GET /cluster HTTP/1.0\r\n\r\n");
+        assert!(read.contains(" 200"), "{host}: GET /cluster was answered {read}");
+    }
     // No process's command line (which every user can read) carries one.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };

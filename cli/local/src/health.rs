@@ -7,13 +7,22 @@ use std::time::{Duration, Instant};
 
 /// Sends one request and returns the status and body of the answer.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
+    http_as(addr, method, path, body, None, timeout)
+}
+
+/// [`http`] with HTTP Basic credentials (`user`, `password`) when given.
+pub fn http_as(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, basic: Option<(&str, &str)>, timeout: Duration) -> Result<(u16, String), String> {
+    use base64::Engine;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let body = body.unwrap_or("");
+    let auth = basic
+        .map(|(user, password)| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| e.to_string())?;

@@ -195,7 +195,7 @@ pub fn switchover(env: &Env, to: Option<&str>) -> Result<SwitchoverReport> {
 /// through; returns the new leader, when the request was made, and both times since.
 fn switch_and_wait_for_writes(env: &Env, nodes: &[&Resource], to: Option<&str>) -> Result<(String, Instant, Duration, Duration)> {
     let started = Instant::now();
-    let to = patroni::switchover(nodes, to, Duration::from_secs(60))?;
+    let to = patroni::switchover(env, nodes, to, Duration::from_secs(60))?;
     let promoted = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -21,6 +21,12 @@ use crate::{Env, health, postgres, process, secrets, templates, tools};
 
 const SUPERUSER_SECRET: &str = "postgres-postgres.password";
 const REPLICATION_SECRET: &str = "postgres-replicator.password";
+/// Patroni's REST API takes changes (switchover, configuration, reload, restart) only
+/// with these credentials; reads (`/primary`, `/cluster`, `/metrics`) need none. They
+/// reach Patroni in its environment (`PATRONI_RESTAPI_*`), never in `patroni.yml`,
+/// which `scalectl render` shows.
+const REST_SECRET: &str = "patroni-restapi.password";
+const REST_USER: &str = "scalectl";
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
@@ -89,7 +95,7 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Option<String>>
     let dir = d.paths().dir;
     let files = config_files(env, r)?;
     if d.pid().is_some() && *action == Action::Update {
-        return reconfigure(env, r, &files).map(|()| None);
+        return reconfigure(env, r, &files);
     }
     let data = dir.join("data");
     let mut note = None;
@@ -107,10 +113,13 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Option<String>>
     }
     let superuser = secrets::get_or_create(&env.secrets_dir(), SUPERUSER_SECRET)?;
     let replication = secrets::get_or_create(&env.secrets_dir(), REPLICATION_SECRET)?;
+    let rest_password = secrets::get_or_create(&env.secrets_dir(), REST_SECRET)?;
     let mut cmd = Command::new(tools::find("patroni").context("`patroni` not found; install it with `apt-get install patroni`")?);
     cmd.arg(dir.join("patroni.yml"))
         .env("PATRONI_SUPERUSER_PASSWORD", superuser)
         .env("PATRONI_REPLICATION_PASSWORD", replication)
+        .env("PATRONI_RESTAPI_USERNAME", REST_USER)
+        .env("PATRONI_RESTAPI_PASSWORD", rest_password)
         .env("PYTHONUNBUFFERED", "1");
     let pg = SocketAddr::from((r.address.context("patroni node without an address")?, r.port.unwrap_or(5432)));
     d.start(cmd, &files, &[pg, rest(r)?], true)?;
@@ -152,8 +161,10 @@ fn prepare_takeover(env: &Env, r: &Resource) -> Result<()> {
 
 /// Applies a changed definition without a restart of the node: the file is reloaded,
 /// cluster-wide settings go to etcd through the REST API, and settings that need a
-/// restart are applied by Patroni's rolling restart of pending nodes.
-fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<()> {
+/// restart are applied by Patroni's rolling restart of pending nodes. A note says so
+/// when the node's REST API still takes changes without credentials (started by a
+/// scalectl from before they existed): its environment changes only when it restarts.
+fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<Option<String>> {
     let dir = env.node_dir(r);
     for (name, text) in files {
         crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o600)?;
@@ -171,14 +182,23 @@ fn reconfigure(env: &Env, r: &Resource, files: &[(String, String)]) -> Result<()
         "synchronous_node_count": spec.patroni.synchronous_node_count,
         "postgresql": {"parameters": cluster_parameters(&spec.server)},
     });
-    call(api, "PATCH", "/config", Some(&patch.to_string()))?;
-    call(api, "POST", "/reload", None)?;
-    Ok(())
+    call(env, api, "PATCH", "/config", Some(&patch.to_string()))?;
+    // Without credentials first: a reload is harmless, and a node that takes it so has an
+    // open API; every other node refuses it (401) and gets it with them.
+    if matches!(health::http(api, "POST", "/reload", None, Duration::from_secs(30)), Ok((200..300, _))) {
+        return Ok(Some(format!(
+            "{}: Patroni's REST API takes changes without credentials until the node restarts (it was started by an earlier scalectl)",
+            member_name(r)
+        )));
+    }
+    call(env, api, "POST", "/reload", None)?;
+    Ok(None)
 }
 
-/// One REST call that must succeed.
-fn call(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<String> {
-    match health::http(api, method, path, body, Duration::from_secs(30)) {
+/// One REST call that changes something, with the credentials it needs; it must succeed.
+fn call(env: &Env, api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<String> {
+    let password = secrets::get_or_create(&env.secrets_dir(), REST_SECRET)?;
+    match health::http_as(api, method, path, body, Some((REST_USER, &password)), Duration::from_secs(30)) {
         Ok((code, body)) if (200..300).contains(&code) => Ok(body),
         Ok((code, body)) => bail!("Patroni at {api} answered {method} {path} with {code}: {}", body.trim()),
         Err(e) => bail!("Patroni at {api}: {e}"),
@@ -312,7 +332,7 @@ pub fn leader<'a>(nodes: &[&'a Resource], timeout: Duration) -> Result<&'a Resou
 
 /// A planned switchover to `to`, or to the synchronous standby; returns the new leader's
 /// member name once it runs as primary.
-pub fn switchover(nodes: &[&Resource], to: Option<&str>, timeout: Duration) -> Result<String> {
+pub fn switchover(env: &Env, nodes: &[&Resource], to: Option<&str>, timeout: Duration) -> Result<String> {
     let current = leader(nodes, Duration::from_secs(5))?;
     let cluster = cluster(nodes.iter().copied())?;
     let members = cluster["members"].as_array().cloned().unwrap_or_default();
@@ -337,7 +357,7 @@ pub fn switchover(nodes: &[&Resource], to: Option<&str>, timeout: Duration) -> R
         bail!("{candidate} already leads");
     }
     let body = json!({"leader": member_name(current), "candidate": candidate}).to_string();
-    call(rest(current)?, "POST", "/switchover", Some(&body))?;
+    call(env, rest(current)?, "POST", "/switchover", Some(&body))?;
     let target = nodes.iter().find(|n| member_name(n) == candidate).context("candidate is not a known node")?;
     let deadline = Instant::now() + timeout;
     while health::http_status(rest(target)?, "/primary", TIMEOUT) != Ok(200) {
