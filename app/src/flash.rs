@@ -17,11 +17,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -197,10 +197,11 @@ async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
     let cell = state.flash.meta_cell(id);
     let read = cell
         .get_or_try_init(|| async {
-            let row: Option<(i64, OffsetDateTime, i32)> = sqlx::query_as("SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&state.primary)
-                .await?;
+            let row: Option<(i64, OffsetDateTime, i32)> =
+                sqlx::query_as("SELECT product_id, starts_at, per_buyer_limit FROM flash_sales WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&state.primary)
+                    .await?;
             let (product_id, starts_at, per_buyer_limit) = row.ok_or(AppError::not_found("flash sale"))?;
             Ok::<_, AppError>(SaleMeta { product_id, starts_at, per_buyer_limit })
         })

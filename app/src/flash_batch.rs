@@ -275,7 +275,8 @@ async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> 
             .await?;
     }
     let price: i64 = sqlx::query_scalar("SELECT price_cents FROM products WHERE id = $1").bind(meta.product_id).fetch_one(&mut tx).await?;
-    let lines: Vec<[Line; 1]> = buyers.iter().map(|p| [Line { product_id: meta.product_id, quantity: p.quantity, unit_price_cents: price }]).collect();
+    let lines: Vec<[Line; 1]> =
+        buyers.iter().map(|p| [Line { product_id: meta.product_id, quantity: p.quantity, unit_price_cents: price }]).collect();
     let orders: Vec<NewOrder> =
         buyers.iter().zip(&lines).map(|(p, lines)| NewOrder { user_id: p.user_id, email: &p.email, key: &p.key, lines }).collect();
     let placed = place_orders(&mut tx, "flash", &orders, &[]).await?;

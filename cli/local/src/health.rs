@@ -11,14 +11,23 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, time
 }
 
 /// [`http`] with HTTP Basic credentials (`user`, `password`) when given.
-pub fn http_as(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, basic: Option<(&str, &str)>, timeout: Duration) -> Result<(u16, String), String> {
+pub fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    basic: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use base64::Engine;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let body = body.unwrap_or("");
     let auth = basic
-        .map(|(user, password)| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        .map(|(user, password)| {
+            format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        })
         .unwrap_or_default();
     write!(
         s,
