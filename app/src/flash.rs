@@ -15,7 +15,6 @@
 //! Everyone else (a buyer the ledger knows, or any buyer without a trusted ledger) is
 //! checked against PostgreSQL for an earlier order under the same key, as before.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,12 +30,12 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::catalog::invalidate_product;
-use crate::db::Tx;
 use crate::domain::{Quantity, Units};
-use crate::error::{AppError, AppResult, ErrorBody, is_check_violation};
+use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
-use crate::flash_batch::{self, Batched, Batches, Purchase};
+use crate::flash_batch::{self, Attempt, Batched, Batches, Outcome, Purchase, Refusal};
 use crate::flash_memory::SaleMeta;
+use crate::flash_units::{pg_remaining, seen_sold_out, take_units};
 use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::redis_link::RedisLink;
 use crate::state::AppState;
@@ -216,48 +215,6 @@ async fn sale_meta(state: &AppState, id: i64) -> AppResult<SaleMeta> {
     }
 }
 
-pub(crate) async fn pg_remaining(state: &AppState, id: i64) -> AppResult<i32> {
-    let (remaining,): (i32,) = sqlx::query_as("SELECT remaining FROM flash_sales WHERE id = $1").bind(id).fetch_one(&state.primary).await?;
-    if remaining == 0 {
-        seen_sold_out(state, id);
-    }
-    Ok(remaining)
-}
-
-/// PostgreSQL reported the sale sold out: remember it, and read its final buyers in
-/// the background (one read per process and sale) so that later losers are answered
-/// from memory.
-pub(crate) fn seen_sold_out(state: &AppState, id: i64) {
-    state.flash.mark_sold_out(id);
-    if !state.flash.start_sealing(id) {
-        return;
-    }
-    let state = state.clone();
-    tokio::spawn(async move {
-        let buyers = match final_buyers(&state, id).await {
-            Ok(buyers) => buyers,
-            Err(e) => {
-                tracing::warn!(error = %e, sale_id = id, "could not read a sold-out sale's buyers");
-                None
-            }
-        };
-        state.flash.finish_sealing(id, buyers);
-    });
-}
-
-/// Every buyer of the sale, if it is sold out: both read in one statement, so one
-/// snapshot, so no purchase can commit between them (a purchase takes a unit).
-async fn final_buyers(state: &AppState, id: i64) -> Result<Option<HashSet<i64>>, sqlx::Error> {
-    let (remaining, buyers): (i32, Vec<i64>) = sqlx::query_as(
-        "SELECT f.remaining, ARRAY(SELECT p.buyer_id FROM flash_purchases p WHERE p.sale_id = f.id)
-         FROM flash_sales f WHERE f.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&state.primary)
-    .await?;
-    Ok((remaining == 0).then(|| buyers.into_iter().collect()))
-}
-
 /// Sets the new sale's counter and opens its ledger (see [`OPEN`]). Best effort:
 /// without it the counter is rebuilt on the first purchase and the ledger stays
 /// unopened, so every refusal checks PostgreSQL for a replay.
@@ -373,19 +330,6 @@ async fn adjust_counter(state: &AppState, id: i64, set_to: Option<i32>, give_bac
     if let Err(e) = result {
         tracing::warn!(error = %e, sale_id = id, "could not adjust flash counter");
     }
-}
-
-pub(crate) enum Outcome {
-    Created(Order),
-    Replayed(Order),
-}
-
-/// The ways a purchase is refused, before they become HTTP errors.
-pub(crate) enum Refusal {
-    /// This process already knows the sale is sold out; nothing to correct.
-    KnownSoldOut,
-    /// PostgreSQL's conditional update refused; `left` units remain there.
-    Refused { left: i32 },
 }
 
 fn sold_out(state: &AppState) -> AppError {
@@ -537,8 +481,6 @@ pub async fn purchase(
     }
 }
 
-pub(crate) type Attempt = Result<(Outcome, i32), Refusal>;
-
 async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, quantity: i32, key: &str, hash: &str) -> AppResult<Attempt> {
     let mut tx = state.primary.begin().await?;
     // Checked again after waiting for a connection: the sale may have sold out
@@ -581,29 +523,4 @@ async fn attempt(state: &AppState, user: &AuthUser, id: i64, meta: SaleMeta, qua
     tx.commit().await?;
     tracing::info!(order_id = order.id, remaining, "flash purchase");
     Ok(Ok((Outcome::Created(order), remaining)))
-}
-
-/// Takes `units` of the sale and commits, in one message: `Some(remaining)` once
-/// committed (the caller still ends the empty transaction left open with `commit`),
-/// `None` when fewer units are left (nothing taken; the caller rolls back).
-///
-/// The decisive update comes last, and travels with the COMMIT in one message, so
-/// the sale's hot row is locked for no round trip at all: every buyer queues on that
-/// lock, so the sale sells only as fast as one holder lets go of it. The update is
-/// unconditional and `CHECK (remaining >= 0)` refuses an oversell: the error aborts
-/// the transaction and PostgreSQL skips the rest of the message. The trailing BEGIN
-/// leaves an empty transaction for `commit`, so the driver's bookkeeping holds.
-/// The values are integers, formatted here because a message of several statements
-/// cannot carry parameters.
-pub(crate) async fn take_units(tx: &mut Tx, id: i64, units: i32) -> Result<Option<i32>, sqlx::Error> {
-    let decisive = format!(
-        "UPDATE flash_sales SET remaining = remaining - {units} WHERE id = {id} RETURNING remaining; \
-         COMMIT; BEGIN"
-    );
-    let steps: Result<Vec<_>, sqlx::Error> = futures::TryStreamExt::try_collect(sqlx::Executor::fetch_many(&mut *tx, sqlx::raw_sql(&decisive))).await;
-    match steps {
-        Ok(steps) => steps.into_iter().find_map(|step| step.right()).map(|row| sqlx::Row::try_get::<i32, _>(&row, 0)).transpose(),
-        Err(e) if is_check_violation(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
 }

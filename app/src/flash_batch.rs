@@ -27,14 +27,32 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::error::{AppError, AppResult};
-use crate::flash::{Attempt, Outcome, Refusal, pg_remaining, seen_sold_out, take_units};
 use crate::flash_memory::SaleMeta;
-use crate::orders::{Line, NewOrder, place_orders};
+use crate::flash_units::{pg_remaining, seen_sold_out, take_units};
+use crate::orders::{Line, NewOrder, Order, place_orders};
 use crate::state::AppState;
 
 /// The most buyers in one transaction: a batch of 128 is still one small statement per
 /// step, and 1,000 units sell in about eight of them.
 pub const MAX_BATCH: usize = 128;
+
+/// A purchase that went through: its order, new or replayed.
+pub(crate) enum Outcome {
+    Created(Order),
+    Replayed(Order),
+}
+
+/// The ways a purchase is refused, before they become HTTP errors.
+pub(crate) enum Refusal {
+    /// This process already knows the sale is sold out; nothing to correct.
+    KnownSoldOut,
+    /// PostgreSQL's conditional update refused; `left` units remain there.
+    Refused { left: i32 },
+}
+
+/// What a purchase came to (with the units left after it, once known), or why it was
+/// refused; errors aside.
+pub(crate) type Attempt = Result<(Outcome, i32), Refusal>;
 
 /// One buyer's purchase, as the request asked for it.
 pub(crate) struct Purchase {
@@ -47,7 +65,7 @@ pub(crate) struct Purchase {
 
 /// How the batch answered a buyer.
 pub(crate) enum Batched {
-    /// The buyer's answer, as [`crate::flash::attempt`] would have given it.
+    /// The buyer's answer, as the one-purchase path would have given it.
     Done(AppResult<Attempt>),
     /// Not decided here: take the one-purchase path.
     Alone,
@@ -295,7 +313,7 @@ async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> 
 /// Each buyer's answer: an order for those who bought (`placed` holds their orders in
 /// batch order), the per-buyer limit for claimants over it, and the one-purchase path
 /// for keys claimed before (replays and reused keys).
-fn answers(batch: &[&Purchase], claimed: &HashSet<i64>, within: &HashSet<i64>, placed: Vec<crate::orders::Order>, remaining: i32) -> Vec<Batched> {
+fn answers(batch: &[&Purchase], claimed: &HashSet<i64>, within: &HashSet<i64>, placed: Vec<Order>, remaining: i32) -> Vec<Batched> {
     let mut placed = placed.into_iter();
     batch
         .iter()

@@ -14,7 +14,8 @@
 //! - [`extract`]: JSON/path/query extractors with field-naming errors, auth, client ip
 //! - [`domain`]: parsed request values (quantities, emails, ratings…)
 //! - [`auth`], [`catalog`], [`cart`], [`checkout`], [`orders`], [`flash`]: the routes
-//! - [`flash_batch`]: flash purchases that arrive together buy in one transaction
+//! - [`flash_batch`]: flash purchases that arrive together buy in one transaction;
+//!   [`flash_units`]: a sale's units in PostgreSQL (taking them, what is left, sealing)
 //! - [`outbox`]: the worker that drains the outbox into notifications / dead letters
 //! - [`cache`], [`ratelimit`], [`metrics`]: product cache, token buckets, Prometheus
 //! - [`lockout`]: failed logins slow password guessing down (policy in [`failures`])
@@ -42,6 +43,7 @@ pub mod failures;
 pub mod flash;
 pub mod flash_batch;
 pub mod flash_memory;
+pub mod flash_units;
 pub mod http;
 pub mod identity;
 pub mod lockout;
