@@ -13,9 +13,8 @@
 //! batches of up to [`MAX_BATCH`], each buyer at most once per batch.
 //!
 //! When fewer units are left than a batch asks for, it is cut to what is left and tried
-//! again; once the sale is sold out, its buyers whose keys it claimed are told so.
-//! Otherwise a batch is only a shortcut: if it fails (a lost connection, a deadlock) or
-//! the sale is already known sold out, every buyer not yet answered is answered
+//! again. Otherwise a batch is only a shortcut: if it fails (a lost connection, a
+//! deadlock, no answer in time) or the sale is sold out, every buyer not yet answered is answered
 //! [`Batched::Alone`] and takes the one-purchase path, whose key claim finds what, if
 //! anything, the batch committed. A buyer whose key is already claimed (a retry) is sent
 //! there too: that path answers replays and reused keys.
@@ -35,6 +34,11 @@ use crate::state::AppState;
 /// The most buyers in one transaction: a batch of 128 is still one small statement per
 /// step, and 1,000 units sell in about eight of them.
 pub const MAX_BATCH: usize = 128;
+
+/// How long a batch may take before its buyers go down the one-purchase path (whose key
+/// claims wait for whatever the abandoned batch does): one stuck connection must not
+/// hold every buyer of the sale in this process. A batch takes milliseconds.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A purchase that went through: its order, new or replayed.
 pub(crate) enum Outcome {
@@ -165,9 +169,9 @@ async fn drain(state: AppState, batches: Arc<Batches>, id: i64, meta: SaleMeta) 
 
 /// Answers every buyer of a batch, in its order, buying for as many as units remain.
 /// When PostgreSQL has fewer units than the batch asks for, the batch is cut to what is
-/// left and tried again (remaining never grows, so this ends). Once the sale is sold
-/// out, a buyer whose key the batch could claim had no order under it and never will,
-/// so is told "sold out" here; everyone not answered takes the one-purchase path.
+/// left and tried again (remaining never grows, so this ends). Everyone not answered
+/// (the sale sold out, the batch failed or took longer than [`BATCH_TIMEOUT`]) takes the
+/// one-purchase path.
 async fn settle(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> Vec<Batched> {
     let mut answers: Vec<Option<Batched>> = batch.iter().map(|_| None).collect();
     // The buyers not answered yet (indices into `batch`), and the units PostgreSQL had
@@ -184,7 +188,10 @@ async fn settle(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) 
             break;
         }
         let now: Vec<&Purchase> = todo[..cut].iter().map(|&i| batch[i]).collect();
-        match buy(state, id, meta, &now).await {
+        let tried = tokio::time::timeout(BATCH_TIMEOUT, buy(state, id, meta, &now))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::Protocol(format!("no answer from PostgreSQL in {BATCH_TIMEOUT:?}"))));
+        match tried {
             Ok(Tried::Bought { answers: bought, remaining }) => {
                 for (&i, answer) in todo[..cut].iter().zip(bought) {
                     answers[i] = Some(answer);
@@ -195,15 +202,12 @@ async fn settle(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) 
                     seen_sold_out(state, id);
                 }
             }
-            Ok(Tried::FewerUnits { claimed }) => match pg_remaining(state, id).await {
-                Ok(0) => {
-                    for &i in &todo[..cut] {
-                        if claimed.contains(&batch[i].user_id) {
-                            answers[i] = Some(Batched::Done(Ok(Err(Refusal::Refused { left: 0 }))));
-                        }
-                    }
-                    break;
-                }
+            Ok(Tried::FewerUnits) => match pg_remaining(state, id).await {
+                // Sold out (and now known so): the one-purchase path reads each buyer's
+                // earlier order, if any, as it answers "sold out". Not answered here: the
+                // batch's key claims are undone, and the same key's request elsewhere may
+                // have bought one of the last units meanwhile.
+                Ok(0) => break,
                 Ok(remaining) => left = Some(remaining),
                 Err(e) => {
                     tracing::info!(error = %e, sale_id = id, buyers = todo.len(), "flash batch could not read what is left; its buyers buy alone");
@@ -235,9 +239,8 @@ enum Tried {
     /// Done: each buyer's answer in batch order, and the units left after it (`None`
     /// when nobody bought, and nothing was committed).
     Bought { answers: Vec<Batched>, remaining: Option<i32> },
-    /// Nothing committed: fewer units were left than the batch asked for. `claimed`:
-    /// the buyers whose keys were unused when the batch claimed them.
-    FewerUnits { claimed: HashSet<i64> },
+    /// Nothing committed: fewer units were left than the batch asked for.
+    FewerUnits,
 }
 
 /// One transaction for the whole batch: claim every key, count every buyer against the
@@ -301,9 +304,13 @@ async fn buy(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) -> 
     let units: i32 = buyers.iter().map(|p| p.quantity).sum();
     let Some(remaining) = take_units(&mut tx, id, units).await? else {
         tx.rollback().await?;
-        return Ok(Tried::FewerUnits { claimed });
+        return Ok(Tried::FewerUnits);
     };
-    tx.commit().await?;
+    // The batch is committed; this only ends the empty transaction `take_units` left.
+    // Its failure (a dropped connection) changes nothing the buyers are told.
+    if let Err(e) = tx.commit().await {
+        tracing::info!(error = %e, sale_id = id, "could not end a committed flash batch's empty transaction");
+    }
     state.metrics.flash_batches.fetch_add(1, Ordering::Relaxed);
     state.metrics.flash_batched_purchases.fetch_add(buyers.len() as u64, Ordering::Relaxed);
     tracing::info!(sale_id = id, buyers = buyers.len(), remaining, "flash batch");
