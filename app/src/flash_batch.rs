@@ -188,9 +188,10 @@ async fn settle(state: &AppState, id: i64, meta: SaleMeta, batch: &[&Purchase]) 
             break;
         }
         let now: Vec<&Purchase> = todo[..cut].iter().map(|&i| batch[i]).collect();
-        let tried = tokio::time::timeout(BATCH_TIMEOUT, buy(state, id, meta, &now))
-            .await
-            .unwrap_or_else(|_| Err(sqlx::Error::Protocol(format!("no answer from PostgreSQL in {BATCH_TIMEOUT:?}"))));
+        let Ok(tried) = tokio::time::timeout(BATCH_TIMEOUT, buy(state, id, meta, &now)).await else {
+            tracing::info!(sale_id = id, buyers = todo.len(), "flash batch got no answer in {BATCH_TIMEOUT:?}; its buyers buy alone");
+            break;
+        };
         match tried {
             Ok(Tried::Bought { answers: bought, remaining }) => {
                 for (&i, answer) in todo[..cut].iter().zip(bought) {
