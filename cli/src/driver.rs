@@ -19,8 +19,22 @@ pub fn desired(manifest: &Manifest, target: Target, slot: u8) -> Result<Graph> {
     let topology = Topology::from_manifest(manifest);
     match target {
         Target::Local => Ok(scalectl_local::expand(&topology, Placement { slot })?),
+        Target::Kubernetes => bail!(
+            "`up` and `plan` on kubernetes are not implemented yet; `scalectl render --target kubernetes --level N --out DIR` writes the objects, for `kubectl apply -f DIR`"
+        ),
         other => bail!("target {other} is not implemented yet; use --target local"),
     }
+}
+
+/// The objects of environment `name` on Kubernetes, in apply order, with notes on what
+/// is not rendered yet.
+pub fn kubernetes_objects(manifest: &Manifest, name: &str) -> Result<scalectl_kube::Rendered> {
+    Ok(scalectl_kube::expand(&Topology::from_manifest(manifest), manifest, name)?)
+}
+
+/// An object as YAML, as `kubectl get -o yaml` would show it.
+pub fn yaml(value: &serde_json::Value) -> String {
+    scalectl_kube::yaml::to_yaml(value)
 }
 
 /// The provider for an environment on `target`, over the resources in `graph`.

@@ -263,6 +263,10 @@ struct RenderArgs {
     /// An existing environment (uses its addresses and recorded manifest).
     #[arg(long, short = 'e', value_name = "NAME")]
     env: Option<String>,
+    /// What to render for: local (config files) or kubernetes (objects as YAML, one file
+    /// per object in apply order) [default: the environment's, else local].
+    #[arg(long, short = 't', value_name = "TARGET", value_parser = parse_target)]
+    target: Option<scalectl_core::Target>,
     /// Folder to write into.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -339,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(a) => commands::info::explain(&g, a.level),
         Command::Validate(a) => commands::info::validate(&g, &a.files, &a.manifest),
         Command::Schema => commands::info::schema(),
-        Command::Render(a) => commands::env::render(&g, &a.manifest, a.env, &a.out),
+        Command::Render(a) => commands::env::render(&g, &a.manifest, a.env, a.target, &a.out),
         Command::Doctor(a) => commands::info::doctor(&g, a.level, a.target),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "scalectl", &mut std::io::stdout());

@@ -645,6 +645,12 @@ pub struct KubernetesTarget {
     pub contexts: BTreeMap<String, String>,
     #[serde(default)]
     pub storage_class: Option<String>,
+    /// Each PostgreSQL instance's volume.
+    #[serde(default = "pg_storage")]
+    pub storage_size: ByteSize,
+    /// The shop's container image (`app/Dockerfile` builds it); pin a tag or a digest.
+    #[serde(default = "shop_image")]
+    pub image: String,
     /// PostgreSQL instances per CloudNativePG cluster (1 primary + replicas).
     #[serde(default = "one")]
     pub postgres_instances: u8,
@@ -678,6 +684,12 @@ pub struct AwsTarget {
     pub allocated_storage_gb: u32,
 }
 
+fn pg_storage() -> ByteSize {
+    ByteSize::mib(10 * 1024)
+}
+fn shop_image() -> String {
+    format!("ghcr.io/scalectl/shop:{}", env!("CARGO_PKG_VERSION"))
+}
 fn one() -> u8 {
     1
 }

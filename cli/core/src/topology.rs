@@ -383,8 +383,13 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
     let s = &m.spec;
     let mut out = Vec::new();
     let mut note = |path: &str, value: String, why: &str| out.push(Unused { path: path.into(), value, why: why.into() });
-    if target != Target::Local {
-        return out;
+    match target {
+        Target::Local => {}
+        Target::Kubernetes => {
+            unused_on_kubernetes(m, &mut note);
+            return out;
+        }
+        Target::Aws => return out,
     }
     for (i, r) in s.regions.iter().enumerate() {
         if r.zones > 1 {
@@ -436,6 +441,41 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
         note("spec.postgres.citus", "enabled".into(), "Citus is not packaged for this machine");
     }
     out
+}
+
+/// What the kubernetes target does not render yet, or cannot.
+fn unused_on_kubernetes(m: &Manifest, note: &mut impl FnMut(&str, String, &str)) {
+    let s = &m.spec;
+    if s.postgres.citus.enabled {
+        note("spec.postgres.citus", "enabled".into(), "CloudNativePG's images carry no Citus; tables are not distributed");
+    }
+    if s.redis.replicas > 0 {
+        note(
+            "spec.redis.replicas",
+            s.redis.replicas.to_string(),
+            "the kubernetes target runs one Redis per region, without replicas or Sentinel, for now",
+        );
+    }
+    if s.edge.geo_routing {
+        note("spec.edge.geoRouting", "true".into(), "geo-routing lives in front of the clusters (DNS), outside what scalectl applies");
+    }
+    if s.edge.load_balancer != crate::manifest::LoadBalancer::None {
+        note(
+            "spec.edge.balance",
+            format!("{:?}", s.edge.balance).to_lowercase(),
+            "the Ingress controller balances; its algorithm is its own setting",
+        );
+    }
+    if s.observability.prometheus.enabled {
+        note(
+            "spec.observability.prometheus",
+            "enabled".into(),
+            "no Prometheus is rendered yet; pods carry the prometheus.io/scrape annotations a cluster's Prometheus discovers",
+        );
+    }
+    if s.postgres.ha == HaMode::Patroni {
+        note("spec.postgres.failover", "patroni timing".into(), "CloudNativePG's operator fails over on its own timing");
+    }
 }
 
 /// How a rate limit reads in resource properties and plans: `per_second:burst` or `off`.

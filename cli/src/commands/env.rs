@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -341,14 +341,17 @@ pub fn logs(ctx: &Ctx, name: &str, component: &str, lines: usize) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, out_dir: &Path) -> Result<ExitCode> {
+pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Target>, out_dir: &Path) -> Result<ExitCode> {
     let state = match &env {
         Some(n) => Some(existing(ctx, n)?),
         None => None,
     };
     let name = env.clone().unwrap_or_else(|| format!("level-{}", args.level.unwrap_or(0)));
     let manifest = manifest_for(args, state.as_ref())?;
-    let target = state.as_ref().map_or(Target::Local, |s| s.target);
+    let target = target.or(state.as_ref().map(|s| s.target)).unwrap_or(Target::Local);
+    if target == Target::Kubernetes {
+        return render_objects(ctx, &manifest, &name, out_dir);
+    }
     let slot = state.as_ref().map_or(0, |s| s.slot);
     let graph = desired(&manifest, target, slot)?;
     let provider = provider(ctx, &name, target, slot, graph.clone())?;
@@ -367,12 +370,34 @@ pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, out_dir: &Pat
             written.push(path);
         }
     }
+    print_written(ctx, &written, &[])
+}
+
+/// `render --target kubernetes`: every object as YAML, one file per object named so that
+/// `kubectl apply -f DIR` (which goes in file-name order) applies them in dependency order.
+fn render_objects(ctx: &Ctx, manifest: &Manifest, name: &str, out_dir: &Path) -> Result<ExitCode> {
+    let rendered = crate::driver::kubernetes_objects(manifest, name)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut written = Vec::new();
+    for (i, object) in rendered.objects.iter().enumerate() {
+        let path = out_dir.join(object.file_name(i + 1));
+        crate::driver::write_atomic(&path, crate::driver::yaml(&object.value).as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    print_written(ctx, &written, &rendered.notes)
+}
+
+fn print_written(ctx: &Ctx, written: &[PathBuf], notes: &[String]) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match ctx.format {
-        Format::Json => print_json(&json!({"files": written}), &mut out)?,
+        Format::Json => print_json(&json!({"files": written, "notes": notes}), &mut out)?,
         Format::Text => {
-            for p in &written {
+            for p in written {
                 writeln!(out, "{}", p.display())?;
+            }
+            for n in notes {
+                eprintln!("note: {n}");
             }
         }
     }

@@ -1,0 +1,159 @@
+//! The `kubernetes` target: an environment's topology as typed Kubernetes objects
+//! (k8s-openapi) and CloudNativePG resources ([`cnpg`]), in the order they are applied.
+//!
+//! - [`expand`]: the pure step, topology → objects, with notes on what is not rendered.
+//! - One module per part: [`database`] (CloudNativePG `Cluster` and `Pooler`s), [`cache`]
+//!   (Redis), [`shop`] (migration Job, role pools, workers), [`edge`] (Ingress),
+//!   [`policy`] (the private data tier as NetworkPolicies); [`meta`] owns names and
+//!   labels, [`yaml`] writes objects the way kubectl shows them.
+//!
+//! Applying them (server-side apply through kube-rs, waits, prune) is the next step of
+//! issue 16; today `scalectl render --target kubernetes` writes them.
+
+pub mod cache;
+pub mod cnpg;
+pub mod database;
+pub mod edge;
+pub mod meta;
+pub mod policy;
+pub mod shop;
+pub mod yaml;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use scalectl_core::manifest::{KubernetesTarget, Manifest};
+use scalectl_core::{Topology, topology};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::meta::Scope;
+
+/// One object to apply in one region's cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub region: String,
+    /// The kubeconfig context the region names (`targets.kubernetes.contexts`).
+    pub context: Option<String>,
+    /// The object as the API server takes it: `apiVersion`, `kind`, `metadata`, ….
+    pub value: Value,
+}
+
+impl Object {
+    pub fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.value["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    /// A file name that sorts in apply order: `07-deployment-shop.yaml`.
+    pub fn file_name(&self, index: usize) -> String {
+        format!("{index:02}-{}-{}.yaml", self.kind().to_ascii_lowercase(), self.name())
+    }
+}
+
+/// What [`expand`] returns: the objects in apply order, and what it did not render.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub objects: Vec<Object>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ExpandError {
+    #[error("the manifest has no `spec.targets.kubernetes`; add one with at least `namespace:` (environments/level-1.yaml shows one)")]
+    NoSettings,
+    #[error("`spec.targets.kubernetes.contexts` names no context for region `{0}`; with several regions every region needs one")]
+    NoContext(String),
+}
+
+/// The settings of the kubernetes target, or why there are none.
+pub fn settings(m: &Manifest) -> Result<&KubernetesTarget, ExpandError> {
+    m.spec.targets.kubernetes.as_ref().ok_or(ExpandError::NoSettings)
+}
+
+/// The objects of environment `env` with topology `t`, in apply order: namespace,
+/// secrets, the database and its poolers, Redis, the migration, the shop pools and
+/// workers, the Ingress, then the network policies.
+pub fn expand(t: &Topology, m: &Manifest, env: &str) -> Result<Rendered, ExpandError> {
+    let k = settings(m)?;
+    let home = t.primary_region().name.clone();
+    let several = t.regions.len() > 1;
+    let context = match k.contexts.get(&home) {
+        Some(c) => Some(c.clone()),
+        None if several => return Err(ExpandError::NoContext(home)),
+        None => None,
+    };
+    let mut out = Rendered::default();
+    if several {
+        let others: Vec<&str> = t.regions.iter().filter(|r| !r.primary).map(|r| r.name.as_str()).collect();
+        out.notes.push(format!(
+            "only the home region `{home}` is rendered; {} will follow with replica clusters across Kubernetes clusters",
+            others.join(", ")
+        ));
+    }
+    for u in topology::unused(m, scalectl_core::Target::Kubernetes) {
+        out.notes.push(format!("{} = {}: {}", u.path, u.value, u.why));
+    }
+    let scope = Scope { env: env.to_string(), namespace: k.namespace.clone() };
+    let mut push = |v: Value| out.objects.push(Object { region: home.clone(), context: context.clone(), value: v });
+
+    push(json(&Namespace {
+        metadata: ObjectMeta { name: Some(k.namespace.clone()), labels: Some(scope.labels(&[])), ..Default::default() },
+        ..Default::default()
+    }));
+    let cache = t.cache_in(&home);
+    if cache.is_some() {
+        push(json(&cache::secret(&scope)));
+    }
+    let cluster = t.clusters.iter().find(|c| c.home_region == home).unwrap_or(&t.clusters[0]);
+    push(json(&database::cluster(&scope, t, cluster, k)));
+    let wiring = shop::Wiring::new(&scope, t, cluster, k, &home);
+    if let Some(p) = t.pooler_of(&cluster.name) {
+        push(json(&database::pooler(&scope, cluster, p, "rw")));
+        if wiring.db.reads.is_some() {
+            push(json(&database::pooler(&scope, cluster, p, "ro")));
+        }
+    }
+    if let Some(c) = cache {
+        let (deployment, service) = cache::server(&scope, c);
+        push(json(&deployment));
+        push(json(&service));
+    }
+    push(json(&shop::migration(&wiring, t)));
+    let pools: Vec<_> = t.shop.pools.iter().filter(|p| p.region == home).collect();
+    for p in &pools {
+        let (deployment, service, autoscaler, budget) = shop::pool(&wiring, t, p, k);
+        push(json(&deployment));
+        push(json(&service));
+        if let Some(a) = autoscaler {
+            push(json(&a));
+        }
+        if let Some(b) = budget {
+            push(json(&b));
+        }
+    }
+    for w in t.shop.workers.iter().filter(|w| w.region == home && w.replicas > 0) {
+        push(json(&shop::workers(&wiring, t, w)));
+    }
+    if t.edges.iter().any(|e| e.region == home) {
+        let roles: Vec<_> = pools.iter().map(|p| p.role).collect();
+        push(json(&edge::ingress(&scope, &roles, k.ingress_class.as_deref())));
+    }
+    if m.spec.network.private_data_tier {
+        let pooled = t.pooler_of(&cluster.name).is_some();
+        push(json(&policy::database(&scope, cluster, pooled)));
+        if pooled {
+            push(json(&policy::poolers(&scope, cluster)));
+        }
+        if cache.is_some() {
+            push(json(&policy::redis(&scope)));
+        }
+    }
+    Ok(out)
+}
+
+fn json<T: Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).expect("typed objects serialize")
+}
