@@ -1,0 +1,88 @@
+{{/*
+Names, labels and connection details shared by the templates. Every name here matches
+cli/kube/src/meta.rs, and tests/helm_chart.rs holds the chart's output equal to
+`scalectl render --target kubernetes` for every level.
+*/}}
+
+{{- define "scalectl.labels" -}}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: shop
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+scalectl.dev/environment: {{ .Release.Name }}
+{{- end }}
+
+{{/* A shop pool's Deployment and Service: `shop` for the monolith, `shop-<role>`. */}}
+{{- define "scalectl.shopName" -}}
+{{- if eq . "all" }}shop{{ else }}shop-{{ . }}{{ end }}
+{{- end }}
+
+{{/* "true" when the shop reads from replicas (and there are some). */}}
+{{- define "scalectl.replicaReads" -}}
+{{- and .Values.shop.readFromReplicas (gt (int .Values.postgres.instances) 1) }}
+{{- end }}
+
+{{- define "scalectl.writesHost" -}}
+{{- if .Values.pooler.enabled }}db-main-pooler-rw{{ else }}db-main-rw{{ end }}
+{{- end }}
+
+{{- define "scalectl.readsHost" -}}
+{{- if .Values.pooler.enabled }}db-main-pooler-ro{{ else }}db-main-ro{{ end }}
+{{- end }}
+
+{{/* The database credentials from the operator's Secret, then DATABASE_URL to the host given. */}}
+{{- define "scalectl.databaseEnv" -}}
+- name: DB_USER
+  valueFrom:
+    secretKeyRef:
+      name: db-main-app
+      key: username
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: db-main-app
+      key: password
+- name: DATABASE_URL
+  value: postgres://$(DB_USER):$(DB_PASSWORD)@{{ . }}:5432/shop
+{{- end }}
+
+{{/* What `shop serve` and `shop worker` share. */}}
+{{- define "scalectl.longRunningEnv" -}}
+- name: SHOP_LOG_FORMAT
+  value: json
+- name: SHOP_REDIS_PREFIX
+  value: {{ printf "%s:" .Release.Name | quote }}
+{{ include "scalectl.databaseEnv" (include "scalectl.writesHost" .) }}
+{{- if and .Values.pooler.enabled (eq .Values.pooler.mode "transaction") }}
+- name: SHOP_DB_POOLER
+  value: transaction
+{{- end }}
+{{- if .Values.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: redis-auth
+      key: password
+- name: REDIS_URL
+  value: redis://:$(REDIS_PASSWORD)@redis:6379/
+{{- end }}
+{{- end }}
+
+{{- define "scalectl.container" -}}
+image: {{ .Values.image }}
+resources:
+  requests:
+    cpu: 250m
+    memory: 256Mi
+  limits:
+    memory: 512Mi
+securityContext:
+  runAsNonRoot: true
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+{{- end }}
+
+{{/* The path prefixes each role serves (app/src/http.rs; cli/kube/src/edge.rs). */}}
+{{- define "scalectl.prefixes" -}}
+{{- $table := dict "all" (list "/") "auth" (list "/register" "/login" "/logout" "/me") "catalog" (list "/shops" "/products") "cart" (list "/cart") "orders" (list "/checkout" "/orders" "/returns") "flash" (list "/flash-sales") -}}
+{{- get $table . | toJson }}
+{{- end }}
