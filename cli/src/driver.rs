@@ -13,15 +13,14 @@ pub use scalectl_local::fsutil::{remove_dir, write_atomic};
 pub use scalectl_local::health::http as http_probe;
 pub use scalectl_local::tools::{self, Program};
 
-/// The desired resources of `manifest` on `target`; `slot` places a local environment
-/// (0 when none is claimed yet: a plan of an environment that does not exist).
-pub fn desired(manifest: &Manifest, target: Target, slot: u8) -> Result<Graph> {
+/// The desired resources of environment `name` from `manifest` on `target`; `slot` places
+/// a local environment (0 when none is claimed yet: a plan of an environment that does
+/// not exist).
+pub fn desired(manifest: &Manifest, name: &str, target: Target, slot: u8) -> Result<Graph> {
     let topology = Topology::from_manifest(manifest);
     match target {
         Target::Local => Ok(scalectl_local::expand(&topology, Placement { slot })?),
-        Target::Kubernetes => bail!(
-            "`up` and `plan` on kubernetes are not implemented yet; `scalectl render --target kubernetes --level N --out DIR` writes the objects, for `kubectl apply -f DIR`"
-        ),
+        Target::Kubernetes => Ok(scalectl_kube::graph::resources(&scalectl_kube::expand(&topology, manifest, name)?)?),
         other => bail!("target {other} is not implemented yet; use --target local"),
     }
 }
@@ -38,9 +37,10 @@ pub fn yaml(value: &serde_json::Value) -> String {
 }
 
 /// The provider for an environment on `target`, over the resources in `graph`.
-pub fn provider(env_dir: &Path, name: &str, target: Target, slot: u8, graph: Graph) -> Result<Box<dyn Provider>> {
+pub fn provider(env_dir: &Path, name: &str, target: Target, slot: u8, graph: Graph, force_conflicts: bool) -> Result<Box<dyn Provider>> {
     match target {
         Target::Local => Ok(Box::new(LocalProvider::new(name, env_dir, Placement { slot }, graph)?)),
+        Target::Kubernetes => Ok(Box::new(scalectl_kube::KubeProvider::new(env_dir, graph, scalectl_kube::Options { force_conflicts })?)),
         other => bail!("target {other} is not implemented yet; use --target local"),
     }
 }

@@ -203,6 +203,10 @@ struct UpArgs {
     /// Let `scalectl gc` destroy the environment this long after this `up` (30m, 2h).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<std::time::Duration>,
+    /// kubernetes: take over fields another field manager owns (server-side apply's
+    /// force); without it such a conflict stops `up` and names the manager.
+    #[arg(long)]
+    force_conflicts: bool,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +320,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         home: home::Home::new(cli.global.home.clone().unwrap_or_else(home::default_home)),
         format: cli.global.output,
         progress: output::Progress::new(cli.global.quiet),
+        force_conflicts: matches!(&cli.command, Command::Up(a) if a.force_conflicts),
     };
     match cli.command {
         Command::Up(a) => commands::env::up(&g, &a.desired.manifest, a.desired.env, a.desired.target, a.ttl),

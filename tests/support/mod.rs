@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kube_mock;
 pub mod shop;
 
 use std::os::unix::fs::PermissionsExt;

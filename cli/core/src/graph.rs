@@ -34,6 +34,11 @@ pub enum ResourceKind {
     Exporter,
     /// A Citus worker node holding shards (level 6).
     CitusWorker,
+    /// Where an environment's objects live on a cluster (a Kubernetes namespace), with
+    /// its generated secrets and access rules.
+    Namespace,
+    /// The HTTP entry in front of the shop pools on a cluster (a Kubernetes Ingress).
+    Ingress,
 }
 
 impl ResourceKind {
@@ -52,6 +57,8 @@ impl ResourceKind {
             ResourceKind::Prometheus => "prometheus",
             ResourceKind::Exporter => "exporter",
             ResourceKind::CitusWorker => "citus-worker",
+            ResourceKind::Namespace => "namespace",
+            ResourceKind::Ingress => "ingress",
         }
     }
 

@@ -14,15 +14,20 @@ pub mod cache;
 pub mod cnpg;
 pub mod database;
 pub mod edge;
+pub mod graph;
 pub mod meta;
 pub mod policy;
+pub mod provider;
+mod ready;
 pub mod shop;
 pub mod yaml;
+
+pub use provider::{KubeProvider, Options};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use scalectl_core::manifest::{KubernetesTarget, Manifest};
-use scalectl_core::{Topology, topology};
+use scalectl_core::{ResourceKind, Topology, topology};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -31,6 +36,8 @@ use crate::meta::Scope;
 /// One object to apply in one region's cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {
+    /// The component it belongs to: the resource the engine applies it as (`graph`).
+    pub component: Component,
     pub region: String,
     /// The kubeconfig context the region names (`targets.kubernetes.contexts`).
     pub context: Option<String>,
@@ -97,61 +104,92 @@ pub fn expand(t: &Topology, m: &Manifest, env: &str) -> Result<Rendered, ExpandE
         out.notes.push(format!("{} = {}: {}", u.path, u.value, u.why));
     }
     let scope = Scope { env: env.to_string(), namespace: k.namespace.clone() };
-    let mut push = |v: Value| out.objects.push(Object { region: home.clone(), context: context.clone(), value: v });
+    let mut push = |component: &Component, v: Value| {
+        out.objects.push(Object { component: component.clone(), region: home.clone(), context: context.clone(), value: v })
+    };
 
-    push(json(&Namespace {
-        metadata: ObjectMeta { name: Some(k.namespace.clone()), labels: Some(scope.labels(&[])), ..Default::default() },
-        ..Default::default()
-    }));
+    let ns = Component::new(ResourceKind::Namespace, &k.namespace);
+    push(
+        &ns,
+        json(&Namespace {
+            metadata: ObjectMeta { name: Some(k.namespace.clone()), labels: Some(scope.labels(&[])), ..Default::default() },
+            ..Default::default()
+        }),
+    );
     let cache = t.cache_in(&home);
     if cache.is_some() {
-        push(json(&cache::secret(&scope)));
+        push(&ns, json(&cache::secret(&scope)));
     }
     let cluster = t.clusters.iter().find(|c| c.home_region == home).unwrap_or(&t.clusters[0]);
-    push(json(&database::cluster(&scope, t, cluster, k)));
+    let db = Component::new(ResourceKind::Postgres, &meta::cluster(cluster));
+    push(&db, json(&database::cluster(&scope, t, cluster, k)));
     let wiring = shop::Wiring::new(&scope, t, cluster, k, &home);
     if let Some(p) = t.pooler_of(&cluster.name) {
-        push(json(&database::pooler(&scope, cluster, p, "rw")));
-        if wiring.db.reads.is_some() {
-            push(json(&database::pooler(&scope, cluster, p, "ro")));
+        let kinds: &[&'static str] = if wiring.db.reads.is_some() { &["rw", "ro"] } else { &["rw"] };
+        for kind in kinds {
+            push(&Component::new(ResourceKind::Pgbouncer, &meta::pooler(cluster, kind)), json(&database::pooler(&scope, cluster, p, kind)));
         }
     }
     if let Some(c) = cache {
+        let redis = Component::new(ResourceKind::Redis, meta::REDIS);
         let (deployment, service) = cache::server(&scope, c);
-        push(json(&deployment));
-        push(json(&service));
+        push(&redis, json(&deployment));
+        push(&redis, json(&service));
     }
-    push(json(&shop::migration(&wiring, t)));
+    push(&Component::new(ResourceKind::Migration, meta::MIGRATE), json(&shop::migration(&wiring, t)));
     let pools: Vec<_> = t.shop.pools.iter().filter(|p| p.region == home).collect();
     for p in &pools {
+        let pool = Component::new(ResourceKind::Shop, &meta::shop(p.role));
         let (deployment, service, autoscaler, budget) = shop::pool(&wiring, t, p, k);
-        push(json(&deployment));
-        push(json(&service));
+        push(&pool, json(&deployment));
+        push(&pool, json(&service));
         if let Some(a) = autoscaler {
-            push(json(&a));
+            push(&pool, json(&a));
         }
         if let Some(b) = budget {
-            push(json(&b));
+            push(&pool, json(&b));
         }
     }
     for w in t.shop.workers.iter().filter(|w| w.region == home && w.replicas > 0) {
-        push(json(&shop::workers(&wiring, t, w)));
+        push(&Component::new(ResourceKind::Worker, meta::WORKER), json(&shop::workers(&wiring, t, w)));
     }
     if t.edges.iter().any(|e| e.region == home) {
         let roles: Vec<_> = pools.iter().map(|p| p.role).collect();
-        push(json(&edge::ingress(&scope, &roles, k.ingress_class.as_deref())));
+        push(&Component::new(ResourceKind::Ingress, "shop"), json(&edge::ingress(&scope, &roles, k.ingress_class.as_deref())));
     }
     if m.spec.network.private_data_tier {
+        // Rules are selectors: they can exist before the pods they admit, and go with
+        // the namespace.
         let pooled = t.pooler_of(&cluster.name).is_some();
-        push(json(&policy::database(&scope, cluster, pooled)));
+        push(&ns, json(&policy::database(&scope, cluster, pooled)));
         if pooled {
-            push(json(&policy::poolers(&scope, cluster)));
+            push(&ns, json(&policy::poolers(&scope, cluster)));
         }
         if cache.is_some() {
-            push(json(&policy::redis(&scope)));
+            push(&ns, json(&policy::redis(&scope)));
         }
     }
     Ok(out)
+}
+
+/// A part of the environment that is applied, waited for and destroyed as one: the
+/// namespace with its secrets and rules, the database cluster, a pooler, Redis, the
+/// migration, a shop pool (Deployment, Service, autoscaler, budget), the workers, the
+/// Ingress. Its id is the engine's resource id (`shop/shop-auth`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Component {
+    pub kind: ResourceKind,
+    pub name: String,
+}
+
+impl Component {
+    pub fn new(kind: ResourceKind, name: &str) -> Self {
+        Component { kind, name: name.to_string() }
+    }
+
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
 }
 
 fn json<T: Serialize>(object: &T) -> Value {

@@ -132,7 +132,7 @@ impl Provider for LocalProvider {
     }
 
     fn supports(&self, kind: ResourceKind) -> bool {
-        kind != ResourceKind::CitusWorker
+        !matches!(kind, ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress)
     }
 
     fn preflight(&self, graph: &Graph) -> Vec<String> {
@@ -161,7 +161,9 @@ impl Provider for LocalProvider {
             ResourceKind::Shop | ResourceKind::Worker => shop::observe(env, r),
             ResourceKind::Prometheus => prometheus::observe(env, r),
             ResourceKind::Exporter => exporter::observe(env, r),
-            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Observed::Unknown,
+            ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
+                Observed::Unknown
+            }
         }
     }
 
@@ -260,6 +262,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Prometheus => prometheus::apply(env, r),
         ResourceKind::Exporter => exporter::apply(env, r),
         ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
+        ResourceKind::Namespace | ResourceKind::Ingress => Err(anyhow::anyhow!("{} is a Kubernetes object; the local target has none", r.id)),
     }
     .map(|note| Applied { note, outputs: r.endpoint().map(|e| [("endpoint".to_string(), e)].into()).unwrap_or_default() })
     .map_err(boxed)
@@ -277,7 +280,9 @@ fn readiness(env: &Env, r: &Resource) -> Readiness {
         ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
         ResourceKind::Prometheus => prometheus::readiness(env, r),
         ResourceKind::Exporter => exporter::readiness(env, r),
-        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(Readiness::Ready),
+        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
+            Ok(Readiness::Ready)
+        }
     }
     // What keeps the check from being made at all (no address, no program) will not
     // mend by waiting.
@@ -297,7 +302,7 @@ fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError
         ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
         ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
         // Tasks leave nothing running; their effects live in the database's data.
-        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker => Ok(()),
+        ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => Ok(()),
     }
     .map_err(boxed)
 }

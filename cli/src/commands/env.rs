@@ -47,7 +47,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         bail!("environment `{name}` runs on {}, not {target}; `scalectl down --env {name}` first, or choose another --env", s.target);
     }
     // Expand once with a placeholder placement to find problems before claiming anything.
-    let probe = desired(&manifest, target, 0)?;
+    let probe = desired(&manifest, &name, target, 0)?;
     let check = provider(ctx, &name, target, 0, probe.clone())?;
     check_runnable(check.as_ref(), &probe, manifest.metadata.level)?;
 
@@ -56,9 +56,11 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     let _ = std::fs::set_permissions(&env_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let slot = match &existing {
         Some(s) => s.slot,
-        None => crate::driver::claim_slot(&env_dir)?,
+        // Only local environments take loopback addresses.
+        None if target == Target::Local => crate::driver::claim_slot(&env_dir)?,
+        None => 0,
     };
-    let graph = desired(&manifest, target, slot)?;
+    let graph = desired(&manifest, &name, target, slot)?;
     let mut state = existing.clone().unwrap_or_else(|| State::new(&name, target, slot, manifest.clone()));
     state.level = manifest.metadata.level;
     state.manifest = manifest.clone();
@@ -176,7 +178,7 @@ pub fn down(ctx: &Ctx, name: &str, keep_data: bool) -> Result<ExitCode> {
 pub fn destroy(ctx: &Ctx, name: &str, keep_data: bool) -> Result<bool> {
     let _lock = ctx.home.lock(name)?;
     let Some(mut state) = ctx.home.load(name)? else { return Ok(false) };
-    let graph = desired(&state.manifest, state.target, state.slot).unwrap_or_default();
+    let graph = desired(&state.manifest, name, state.target, state.slot).unwrap_or_default();
     // Destroy what is recorded and what was wanted: a killed `up` may have started a
     // process before recording it.
     let mut all: Vec<Resource> = graph.resources.clone();
@@ -216,7 +218,7 @@ pub fn plan(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<
     let manifest = manifest_for(args, state.as_ref())?;
     let target = target.or(state.as_ref().map(|s| s.target)).unwrap_or(Target::Local);
     let slot = state.as_ref().map_or(0, |s| s.slot);
-    let graph = desired(&manifest, target, slot)?;
+    let graph = desired(&manifest, &name, target, slot)?;
     let recorded = state.as_ref().map(|s| s.resources.clone()).unwrap_or_default();
     let provider = provider(ctx, &name, target, slot, graph.clone())?;
     let graph = with_config_digests(provider.as_ref(), graph)?;
@@ -353,7 +355,7 @@ pub fn render(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Optio
         return render_objects(ctx, &manifest, &name, out_dir);
     }
     let slot = state.as_ref().map_or(0, |s| s.slot);
-    let graph = desired(&manifest, target, slot)?;
+    let graph = desired(&manifest, &name, target, slot)?;
     let provider = provider(ctx, &name, target, slot, graph.clone())?;
     let mut written = Vec::new();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

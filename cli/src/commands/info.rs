@@ -161,7 +161,7 @@ pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
     let mut items = Vec::new();
     let mut missing_any = false;
     for n in &levels {
-        let graph = crate::driver::desired(&builtin(*n), target, 0)?;
+        let graph = crate::driver::desired(&builtin(*n), &format!("level-{n}"), target, 0)?;
         let kinds: BTreeSet<ResourceKind> = graph.resources.iter().map(|r| r.kind).collect();
         let mut seen = BTreeSet::new();
         for p in kinds.iter().flat_map(|k| tools::requirements(*k)) {
@@ -187,7 +187,7 @@ pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
     let missing: Vec<Program> = {
         let mut kinds = BTreeSet::new();
         for n in &levels {
-            kinds.extend(crate::driver::desired(&builtin(*n), target, 0)?.resources.iter().map(|r| r.kind));
+            kinds.extend(crate::driver::desired(&builtin(*n), &format!("level-{n}"), target, 0)?.resources.iter().map(|r| r.kind));
         }
         missing_programs(kinds.into_iter())
     };

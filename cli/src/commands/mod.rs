@@ -25,16 +25,18 @@ pub struct Ctx {
     pub home: Home,
     pub format: Format,
     pub progress: Progress,
+    /// `up --force-conflicts`: take over fields another manager owns (kubernetes).
+    pub force_conflicts: bool,
 }
 
 /// The desired graph of `manifest` on `target`, placed in the environment's `slot`.
-pub fn desired(manifest: &Manifest, target: Target, slot: u8) -> Result<Graph> {
-    crate::driver::desired(manifest, target, slot)
+pub fn desired(manifest: &Manifest, name: &str, target: Target, slot: u8) -> Result<Graph> {
+    crate::driver::desired(manifest, name, target, slot)
 }
 
 /// The provider for environment `name` on `target`.
 pub fn provider(ctx: &Ctx, name: &str, target: Target, slot: u8, graph: Graph) -> Result<Box<dyn Provider>> {
-    crate::driver::provider(&ctx.home.env_dir(name), name, target, slot, graph)
+    crate::driver::provider(&ctx.home.env_dir(name), name, target, slot, graph, ctx.force_conflicts)
 }
 
 /// An existing environment's state and a provider for what it recorded.

@@ -1,0 +1,366 @@
+//! [`KubeProvider`]: the engine's provider for Kubernetes. Every component is applied with
+//! server-side apply (field manager `scalectl`, `application/apply-patch+yaml`) object by
+//! object, waited for the way kubectl waits (a Deployment's rollout, a Job's completion,
+//! a CloudNativePG Cluster's ready instances), and deleted in reverse order.
+//!
+//! kube-rs is async and its client must live on the runtime that made it, while the
+//! engine's runtime is short-lived and some calls (`observe`) are plain: so the provider
+//! owns a small runtime of its own, runs every API call there, and the engine awaits the
+//! results from wherever it is.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use scalectl_core::plan::{Action, Observed};
+use scalectl_core::{Applied, Call, Check, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource, ResourceKind, Target};
+use serde_json::{Value, json};
+
+use crate::graph::KubeSpec;
+use crate::meta;
+
+/// How `up` treats fields another field manager owns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Take them over (`--force-conflicts`), as `kubectl apply --server-side
+    /// --force-conflicts` does; without it a conflict stops `up` and names the manager.
+    pub force_conflicts: bool,
+}
+
+pub struct KubeProvider {
+    env_dir: PathBuf,
+    options: Options,
+    graph: Graph,
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    /// One client per kubeconfig context (`None`: the current context), made on first use.
+    clients: Mutex<BTreeMap<Option<String>, Client>>,
+}
+
+impl Drop for KubeProvider {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn failed(message: impl Into<String>) -> ProviderError {
+    ProviderError::new(ErrorKind::Failed, message)
+}
+
+/// What a failed API call means for the engine, with what to do about it.
+fn api_error(what: &str, e: kube::Error) -> ProviderError {
+    match &e {
+        kube::Error::Api(s) if s.code == 409 => ProviderError::new(
+            ErrorKind::Conflict,
+            format!(
+                "{what}: {}; another field manager owns these fields: run `scalectl up --force-conflicts` to take them over, or give them back with that manager",
+                s.message
+            ),
+        ),
+        kube::Error::Api(s) if s.code == 404 => ProviderError::new(ErrorKind::NotFound, format!("{what}: {}", s.message)),
+        kube::Error::Api(s) if s.code == 429 || s.code >= 500 => ProviderError::transient(format!("{what}: {} ({})", s.message, s.code)),
+        kube::Error::Api(s) => failed(format!("{what}: {} ({} {})", s.message, s.code, s.reason)),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ProviderError::transient(format!("{what}: the API server did not answer: {e}")),
+        _ => failed(format!("{what}: {e}")),
+    }
+}
+
+/// The API endpoint of an object from its `apiVersion` and `kind`.
+fn api_resource(object: &Value) -> ApiResource {
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap_or_default()))
+}
+
+fn api_for(client: &Client, object: &Value) -> Api<DynamicObject> {
+    let ar = api_resource(object);
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn label(object: &Value) -> String {
+    format!("{}/{}", object["kind"].as_str().unwrap_or("?"), object["metadata"]["name"].as_str().unwrap_or("?"))
+}
+
+/// The live object, or `None` when there is none.
+async fn get(client: &Client, object: &Value) -> Result<Option<Value>, ProviderError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match api_for(client, object).get_opt(name).await {
+        Ok(found) => Ok(found.map(|o| serde_json::to_value(o).expect("an object serializes"))),
+        Err(e) => Err(api_error(&label(object), e)),
+    }
+}
+
+/// Server-side apply of one object.
+async fn apply_one(client: &Client, object: &Value, force: bool) -> Result<(), ProviderError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let mut params = PatchParams::apply(meta::MANAGER);
+    params.force = force;
+    api_for(client, object).patch(name, &params, &Patch::Apply(object)).await.map(|_| ()).map_err(|e| api_error(&label(object), e))
+}
+
+/// Deletes one object (a missing one is already deleted), its dependents in the
+/// background as `kubectl delete` does.
+async fn delete_one(client: &Client, object: &Value) -> Result<(), ProviderError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match api_for(client, object).delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_error(&label(object), e)),
+    }
+}
+
+/// Waits until `object` is gone, up to `limit`.
+async fn gone(client: &Client, object: &Value, limit: Duration) -> Result<(), ProviderError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while get(client, object).await?.is_some() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProviderError::transient(format!("{} is still being deleted after {} s", label(object), limit.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+impl KubeProvider {
+    pub fn new(env_dir: &Path, graph: Graph, options: Options) -> Result<Self, ProviderError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("scalectl-kube")
+            .enable_all()
+            .build()
+            .map_err(|e| failed(format!("starting the Kubernetes client's runtime: {e}")))?;
+        Ok(KubeProvider { env_dir: env_dir.to_path_buf(), options, graph, rt: Some(rt), clients: Mutex::new(BTreeMap::new()) })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives as long as the provider")
+    }
+
+    /// Runs `work` on the provider's runtime; the returned future may be awaited anywhere.
+    fn on_rt<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> impl Future<Output = T> + Send + 'static {
+        let handle = self.rt().spawn(work);
+        async move { handle.await.expect("a Kubernetes call does not panic") }
+    }
+
+    /// The client for `context`, made on first use (reading the kubeconfig as kubectl does).
+    async fn client(&self, context: &Option<String>) -> Result<Client, ProviderError> {
+        if let Some(c) = self.clients.lock().unwrap().get(context) {
+            return Ok(c.clone());
+        }
+        let options = KubeConfigOptions { context: context.clone(), ..Default::default() };
+        let config = self
+            .on_rt(async move { Config::from_kubeconfig(&options).await })
+            .await
+            .map_err(|e| failed(kubeconfig_advice(context.as_deref(), &e.to_string())))?;
+        let client = self.on_rt(async move { Client::try_from(config) }).await.map_err(|e| failed(format!("connecting to the cluster: {e}")))?;
+        self.clients.lock().unwrap().insert(context.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn spec(&self, r: &Resource) -> Result<KubeSpec, ProviderError> {
+        KubeSpec::of(r).map_err(|e| failed(e.to_string()))
+    }
+
+    /// The generated password in `secrets/<name>` (0600), made once.
+    fn secret(&self, name: &str) -> Result<String, ProviderError> {
+        use rand::Rng;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.env_dir.join("secrets");
+        let path = dir.join(name);
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            return Ok(existing.trim().to_string());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
+        let password: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| failed(format!("writing {}: {e}", tmp.display())))?;
+        f.write_all(password.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        // Another `up` may have made one meanwhile: the first to land wins.
+        if std::fs::hard_link(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return self.secret(name);
+        }
+        let _ = std::fs::remove_file(&tmp);
+        Ok(password)
+    }
+
+    /// The object as it is applied: a rendered Secret gets its generated value.
+    fn with_secrets(&self, object: &Value) -> Result<Value, ProviderError> {
+        let mut o = object.clone();
+        if o["kind"] == "Secret" && o["metadata"]["name"] == meta::REDIS_SECRET {
+            o["stringData"] = json!({ "password": self.secret(meta::REDIS_SECRET)? });
+        }
+        Ok(o)
+    }
+
+    async fn apply_component(&self, r: &Resource, action: &Action) -> Result<Applied, ProviderError> {
+        let spec = self.spec(r)?;
+        let client = self.client(&spec.context).await?;
+        let objects: Vec<Value> = spec.in_order().into_iter().map(|o| self.with_secrets(o)).collect::<Result<_, _>>()?;
+        let force = self.options.force_conflicts;
+        let rerun = r.kind == ResourceKind::Migration && *action != Action::Create;
+        self.on_rt(async move {
+            for o in &objects {
+                // A Job's template cannot change: running it again means a new Job.
+                if rerun && o["kind"] == "Job" {
+                    delete_one(&client, o).await?;
+                    gone(&client, o, Duration::from_secs(60)).await?;
+                }
+                apply_one(&client, o, force).await?;
+            }
+            Ok(Applied::default())
+        })
+        .await
+    }
+
+    async fn readiness_of(&self, r: &Resource) -> Result<Readiness, ProviderError> {
+        let spec = self.spec(r)?;
+        let client = self.client(&spec.context).await?;
+        let main = spec.in_order().into_iter().find(|o| o["kind"] != "Secret" && o["kind"] != "Service").cloned();
+        let Some(main) = main else { return Ok(Readiness::Ready) };
+        let kind = r.kind;
+        self.on_rt(async move {
+            // CloudNativePG runs each Pooler as a Deployment of the same name.
+            let watched = if kind == ResourceKind::Pgbouncer {
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": main["metadata"].clone()})
+            } else {
+                main.clone()
+            };
+            Ok(match get(&client, &watched).await? {
+                None if kind == ResourceKind::Pgbouncer => Readiness::Pending("the operator has not made the pooler's pods yet".into()),
+                None => Readiness::Pending(format!("{} is not on the cluster yet", label(&watched))),
+                Some(live) => crate::ready::of(&live),
+            })
+        })
+        .await
+    }
+
+    async fn destroy_component(&self, r: &Resource, keep_data: bool) -> Result<(), ProviderError> {
+        let spec = self.spec(r)?;
+        let client = self.client(&spec.context).await?;
+        let mut objects: Vec<Value> = spec.in_order().into_iter().cloned().collect();
+        objects.reverse();
+        // The database's volumes go with its Cluster (and everything with the namespace):
+        // `--keep-data` keeps both.
+        if keep_data {
+            objects.retain(|o| o["kind"] != "Cluster" && o["kind"] != "Namespace");
+        }
+        self.on_rt(async move {
+            for o in &objects {
+                delete_one(&client, o).await?;
+            }
+            for o in &objects {
+                gone(&client, o, Duration::from_secs(300)).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Why a kubeconfig could not be read, and what to do.
+fn kubeconfig_advice(context: Option<&str>, error: &str) -> String {
+    let contexts = Kubeconfig::read().map(|k| k.contexts.into_iter().map(|c| c.name).collect::<Vec<_>>()).unwrap_or_default();
+    let known = if contexts.is_empty() { "no contexts".to_string() } else { format!("contexts: {}", contexts.join(", ")) };
+    match context {
+        Some(c) => format!(
+            "cannot use kubeconfig context `{c}` ({error}; {known}); create the cluster (for kind: `kind create cluster --name {}`) or name another context in `spec.targets.kubernetes.contexts`",
+            c.strip_prefix("kind-").unwrap_or(c)
+        ),
+        None => format!("cannot read the kubeconfig ({error}; {known}); set KUBECONFIG or `spec.targets.kubernetes.contexts`"),
+    }
+}
+
+impl Provider for KubeProvider {
+    fn target(&self) -> Target {
+        Target::Kubernetes
+    }
+
+    fn supports(&self, kind: ResourceKind) -> bool {
+        use ResourceKind::*;
+        matches!(kind, Namespace | Postgres | Pgbouncer | Redis | Migration | Shop | Worker | Ingress)
+    }
+
+    fn observe(&self, r: &Resource) -> Observed {
+        if r.kind.one_shot() {
+            return Observed::Unknown;
+        }
+        let Ok(spec) = self.spec(r) else { return Observed::Unknown };
+        let Some(main) = spec.in_order().into_iter().next().cloned() else { return Observed::Unknown };
+        let look = async {
+            let client = self.client(&spec.context).await?;
+            self.on_rt(async move { get(&client, &main).await }).await
+        };
+        match self.rt().block_on(look) {
+            Ok(Some(_)) => Observed::Running { pid: None },
+            Ok(None) => Observed::Down { reason: "not on the cluster".into() },
+            Err(e) => Observed::Down { reason: e.message },
+        }
+    }
+
+    fn apply<'a>(&'a self, r: &'a Resource, action: &'a Action) -> Call<'a, Applied> {
+        Box::pin(self.apply_component(r, action))
+    }
+
+    fn readiness<'a>(&'a self, r: &'a Resource) -> Check<'a> {
+        Box::pin(async move {
+            match self.readiness_of(r).await {
+                Ok(ready) => ready,
+                // The API server being away for a moment is a reason to wait, not to fail.
+                Err(e) if e.kind == ErrorKind::Transient => Readiness::Pending(e.message),
+                Err(e) => Readiness::Failed(e.message),
+            }
+        })
+    }
+
+    fn ready_within(&self, r: &Resource) -> Option<Duration> {
+        // Pulling PostgreSQL's image and cloning replicas takes minutes on a fresh node.
+        (r.kind == ResourceKind::Postgres).then(|| Duration::from_secs(900))
+    }
+
+    fn destroy<'a>(&'a self, r: &'a Resource, keep_data: bool) -> Call<'a, ()> {
+        Box::pin(self.destroy_component(r, keep_data))
+    }
+
+    fn logs(&self, r: &Resource, _lines: usize) -> Result<String, ProviderError> {
+        let spec = self.spec(r)?;
+        Err(failed(format!("`logs` does not read pods yet; `kubectl -n {} logs` the pods of {} instead", spec.namespace, r.id)))
+    }
+
+    fn config_files(&self, _r: &Resource) -> Result<Vec<(String, String)>, ProviderError> {
+        // The objects are the definition (the spec); there are no files beside them.
+        Ok(Vec::new())
+    }
+
+    fn endpoints(&self) -> BTreeMap<&'static str, String> {
+        let mut out = BTreeMap::new();
+        let namespace = self.graph.resources.iter().find_map(|r| KubeSpec::of(r).ok().map(|s| s.namespace)).unwrap_or_default();
+        let entry = self.graph.resources.iter().find(|r| r.kind == ResourceKind::Ingress).map_or_else(
+            || format!("kubectl -n {namespace} port-forward svc/shop {}", meta::SHOP_PORT),
+            |r| format!("{} in namespace {namespace} (`kubectl -n {namespace} get ingress shop` shows its address)", r.id),
+        );
+        out.insert("shop", entry);
+        if let Some(db) = self.graph.resources.iter().find(|r| r.kind == ResourceKind::Postgres) {
+            out.insert("database", format!("postgres://shop@{}-rw.{namespace}.svc:{}/shop", db.id.trim_start_matches("postgres/"), meta::PG_PORT));
+        }
+        out
+    }
+}
