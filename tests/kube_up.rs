@@ -157,3 +157,84 @@ fn a_missing_context_says_how_to_make_one() {
     let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
     ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
 }
+
+/// Levels 1 and 3 on a real cluster: `SCALECTL_TEST_KUBECONTEXT` names the kubeconfig
+/// context (README, "Kubernetes": kind, CloudNativePG, the shop's image loaded).
+#[test]
+#[ignore = "needs a Kubernetes cluster"]
+fn levels_1_and_3_come_up_and_go_away_on_a_real_cluster() {
+    let context = std::env::var("SCALECTL_TEST_KUBECONTEXT").expect("set SCALECTL_TEST_KUBECONTEXT to a kubeconfig context");
+    let home = Home::new();
+    for level in ["1", "3"] {
+        let env = home.env("kube-e2e");
+        let set = format!("spec.targets.kubernetes.contexts.r1={context}");
+        let up = home.cmd(&["up", "--level", level, "--target", "kubernetes", "--env", &env, "--set", &set]).output().unwrap();
+        ok(&up);
+        let status = home.cmd(&["status", "--env", &env, "-o", "json"]).output().unwrap();
+        ok(&status);
+        let again = home.cmd(&["up", "--env", &env]).output().unwrap();
+        ok(&again);
+        assert!(text(&again.stderr).contains("0 to create, 0 to change"), "{}", text(&again.stderr));
+        ok(&home.cmd(&["down", "--env", &env]).output().unwrap());
+    }
+}
+
+#[test]
+fn doctor_checks_the_cluster_each_level_names_and_says_what_to_install() {
+    let api = MockKubeApi::start();
+    let home = Home::new();
+    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
+    let doctor = |level: &str| scalectl(&home, &kubeconfig, &["doctor", "--target", "kubernetes", "--level", level, "-o", "json"]);
+
+    let out = doctor("4");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<String> =
+        report["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).map(|c| c["detail"].as_str().unwrap().to_string()).collect();
+    assert!(missing.iter().any(|m| m.contains("CloudNativePG Cluster") && m.contains("kubectl apply --server-side -f")), "{missing:?}");
+    assert!(missing.iter().any(|m| m.contains("no IngressClass `nginx`")), "{missing:?}");
+
+    for crd in ["clusters.postgresql.cnpg.io", "poolers.postgresql.cnpg.io"] {
+        api.put(
+            &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": crd}}),
+        );
+    }
+    api.put(
+        "/apis/networking.k8s.io/v1/ingressclasses/nginx",
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}),
+    );
+    let out = doctor("4");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let server = report["checks"].as_array().unwrap().iter().find(|c| c["check"] == "server").unwrap();
+    assert!(server["detail"].as_str().unwrap().contains("1.33"), "{server}");
+}
+
+#[test]
+fn objects_no_longer_wanted_are_pruned_and_only_those() {
+    let api = MockKubeApi::start();
+    let home = Home::new();
+    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
+    let env = home.env("kube");
+    ok(&scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]));
+    let policies = "/apis/networking.k8s.io/v1/namespaces/shop-level-3/networkpolicies";
+    assert!(api.object(&format!("{policies}/redis-private")).is_some());
+    // Someone else's rule in the same namespace.
+    let theirs = format!("{policies}/allow-monitoring");
+    api.put(&theirs, json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-monitoring", "namespace": "shop-level-3", "labels": {"team": "sre"}}}));
+
+    api.forget_requests();
+    let out = scalectl(&home, &kubeconfig, &["up", "--env", &env, "--set", "spec.network.privateDataTier=false"]);
+    ok(&out);
+    let deleted: Vec<String> = api.seen().iter().filter(|s| s.method == "DELETE").map(|s| s.path.clone()).collect();
+    for name in ["db-main-private", "db-main-poolers-private", "redis-private"] {
+        assert!(deleted.contains(&format!("{policies}/{name}")), "{name} was not pruned: {deleted:?}");
+        assert!(api.object(&format!("{policies}/{name}")).is_none());
+    }
+    assert!(api.object(&theirs).is_some(), "a rule scalectl did not make was deleted");
+    assert_eq!(deleted.len(), 3, "nothing else goes: {deleted:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("namespace/shop-level-3: pruned ") && err.contains("NetworkPolicy/db-main-private"), "{err}");
+    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+}

@@ -31,6 +31,11 @@ pub fn kubernetes_objects(manifest: &Manifest, name: &str) -> Result<scalectl_ku
     Ok(scalectl_kube::expand(&Topology::from_manifest(manifest), manifest, name)?)
 }
 
+/// What the Kubernetes clusters the `levels` name offer, and what they lack.
+pub fn kubernetes_doctor(levels: &[(u8, &Manifest)]) -> Vec<scalectl_kube::doctor::Finding> {
+    scalectl_kube::doctor::run(&scalectl_kube::doctor::wanted(levels))
+}
+
 /// An object as YAML, as `kubectl get -o yaml` would show it.
 pub fn yaml(value: &serde_json::Value) -> String {
     scalectl_kube::yaml::to_yaml(value)

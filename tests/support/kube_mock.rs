@@ -123,6 +123,11 @@ impl MockKubeApi {
         self.world.lock().unwrap().objects.keys().cloned().collect()
     }
 
+    /// Puts `object` at `path`, as if someone had created it (an installed CRD, say).
+    pub fn put(&self, path: &str, object: Value) {
+        self.world.lock().unwrap().objects.insert(path.to_string(), object);
+    }
+
     /// The Deployment `name`'s pods will never become available.
     pub fn never_available(&self, name: &str) {
         self.world.lock().unwrap().stuck.insert(name.to_string());
@@ -164,6 +169,17 @@ fn handle(world: &Mutex<World>, method: Method, uri: Uri, headers: HeaderMap, bo
     match method {
         Method::GET => match w.objects.get(&path) {
             Some(o) => ok(o),
+            None if is_collection(&path) => {
+                let selector = query.get("labelSelector").map(|s| decode(s)).unwrap_or_default();
+                let prefix = format!("{path}/");
+                let items: Vec<Value> = w
+                    .objects
+                    .iter()
+                    .filter(|(p, o)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/') && matches(o, &selector))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                ok(&json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}))
+            }
             None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found")),
         },
         Method::DELETE => {
@@ -217,6 +233,42 @@ fn handle(world: &Mutex<World>, method: Method, uri: Uri, headers: HeaderMap, bo
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not served by the mock"),
     }
+}
+
+/// A path that names a kind of object rather than one object: an even number of
+/// segments after `/api/v1` or `/apis/group/version`.
+fn is_collection(path: &str) -> bool {
+    let rest = path.strip_prefix("/api/v1").or_else(|| path.strip_prefix("/apis/").map(|r| r.splitn(3, '/').nth(2).unwrap_or(""))).unwrap_or("");
+    let n = rest.split('/').filter(|s| !s.is_empty()).count();
+    n % 2 == 1
+}
+
+/// Percent-decoding of a query value.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Equality-based label selectors (`a=b,c=d`), the kind scalectl sends.
+fn matches(o: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        o["metadata"]["labels"][k] == v
+    })
 }
 
 /// Sets the status the controllers would reach, and returns objects they would create.

@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod cnpg;
 pub mod database;
+pub mod doctor;
 pub mod edge;
 pub mod graph;
 pub mod meta;

@@ -132,6 +132,52 @@ async fn gone(client: &Client, object: &Value, limit: Duration) -> Result<(), Pr
     Ok(())
 }
 
+/// The kinds of object a component of `kind` may hold beside its main one; a component
+/// that no longer wants one (a budget when its pool shrinks to one pod, the network rules
+/// when the data tier opens) finds it among these.
+fn prunable(kind: ResourceKind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        ResourceKind::Namespace => &[("v1", "Secret"), ("networking.k8s.io/v1", "NetworkPolicy")],
+        ResourceKind::Shop => &[("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")],
+        ResourceKind::Redis => &[("v1", "Service")],
+        _ => &[],
+    }
+}
+
+/// Deletes the objects of the component's prunable kinds that scalectl made for this
+/// environment and the component no longer wants; returns them as `Kind/name`. Only
+/// objects labelled as this environment's and scalectl's are ever touched: in the
+/// namespace component all of them (nothing else makes Secrets or rules), elsewhere the
+/// one named like the component.
+async fn prune(client: &Client, kind: ResourceKind, component: &str, spec: &KubeSpec) -> Result<Vec<String>, ProviderError> {
+    let Some(env) = spec.objects.values().find_map(|o| o["metadata"]["labels"][meta::ENV_LABEL].as_str()) else { return Ok(Vec::new()) };
+    let selector = format!("app.kubernetes.io/managed-by={},{}={env}", meta::MANAGER, meta::ENV_LABEL);
+    let mut pruned = Vec::new();
+    for (api_version, k) in prunable(kind) {
+        let probe = json!({"apiVersion": api_version, "kind": k, "metadata": {"namespace": spec.namespace, "name": component}});
+        let live: Vec<Value> = if kind == ResourceKind::Namespace {
+            let list = api_for(client, &probe)
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| api_error(&format!("listing {k}s"), e))?;
+            list.items.into_iter().map(|o| serde_json::to_value(o).expect("an object serializes")).collect()
+        } else {
+            get(client, &probe).await?.into_iter().filter(|o| o["metadata"]["labels"][meta::ENV_LABEL] == env).collect()
+        };
+        for o in live {
+            let mut o = o;
+            o["apiVersion"] = json!(api_version);
+            o["kind"] = json!(k);
+            let key = label(&o);
+            if !spec.objects.contains_key(&key) {
+                delete_one(client, &o).await?;
+                pruned.push(key);
+            }
+        }
+    }
+    Ok(pruned)
+}
+
 impl KubeProvider {
     pub fn new(env_dir: &Path, graph: Graph, options: Options) -> Result<Self, ProviderError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -153,17 +199,13 @@ impl KubeProvider {
         async move { handle.await.expect("a Kubernetes call does not panic") }
     }
 
-    /// The client for `context`, made on first use (reading the kubeconfig as kubectl does).
+    /// The client for `context`, made on first use.
     async fn client(&self, context: &Option<String>) -> Result<Client, ProviderError> {
         if let Some(c) = self.clients.lock().unwrap().get(context) {
             return Ok(c.clone());
         }
-        let options = KubeConfigOptions { context: context.clone(), ..Default::default() };
-        let config = self
-            .on_rt(async move { Config::from_kubeconfig(&options).await })
-            .await
-            .map_err(|e| failed(kubeconfig_advice(context.as_deref(), &e.to_string())))?;
-        let client = self.on_rt(async move { Client::try_from(config) }).await.map_err(|e| failed(format!("connecting to the cluster: {e}")))?;
+        let ctx = context.clone();
+        let client = self.on_rt(async move { connect(ctx.as_deref()).await }).await?;
         self.clients.lock().unwrap().insert(context.clone(), client.clone());
         Ok(client)
     }
@@ -217,6 +259,7 @@ impl KubeProvider {
         let objects: Vec<Value> = spec.in_order().into_iter().map(|o| self.with_secrets(o)).collect::<Result<_, _>>()?;
         let force = self.options.force_conflicts;
         let rerun = r.kind == ResourceKind::Migration && *action != Action::Create;
+        let (kind, name) = (r.kind, r.id.split_once('/').map_or(r.id.clone(), |(_, n)| n.to_string()));
         self.on_rt(async move {
             for o in &objects {
                 // A Job's template cannot change: running it again means a new Job.
@@ -226,7 +269,8 @@ impl KubeProvider {
                 }
                 apply_one(&client, o, force).await?;
             }
-            Ok(Applied::default())
+            let pruned = prune(&client, kind, &name, &spec).await?;
+            Ok(Applied { note: (!pruned.is_empty()).then(|| format!("pruned {}", pruned.join(", "))), ..Default::default() })
         })
         .await
     }
@@ -274,6 +318,15 @@ impl KubeProvider {
         })
         .await
     }
+}
+
+/// A client for kubeconfig `context` (`None`: the current one), reading the kubeconfig
+/// as kubectl does (`KUBECONFIG`, else `~/.kube/config`). Must run on the runtime that
+/// will use the client.
+pub async fn connect(context: Option<&str>) -> Result<Client, ProviderError> {
+    let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+    let config = Config::from_kubeconfig(&options).await.map_err(|e| failed(kubeconfig_advice(context, &e.to_string())))?;
+    Client::try_from(config).map_err(|e| failed(format!("connecting to the cluster: {e}")))
 }
 
 /// Why a kubeconfig could not be read, and what to do.

@@ -152,11 +152,43 @@ pub fn install_advice(missing: &[Program]) -> String {
     advice.join("; ")
 }
 
-pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
-    if target != Target::Local {
-        anyhow::bail!("doctor knows the local target only so far; {target} is not implemented yet");
+/// `doctor --target kubernetes`: each context the levels name, its API server, the
+/// CloudNativePG CRDs and the ingress class; exit 1 when something is missing.
+fn doctor_kubernetes(ctx: &Ctx, levels: &[u8]) -> Result<ExitCode> {
+    let manifests: Vec<(u8, Manifest)> = levels.iter().map(|n| (*n, builtin(*n))).collect();
+    let refs: Vec<(u8, &Manifest)> = manifests.iter().map(|(n, m)| (*n, m)).collect();
+    let findings = crate::driver::kubernetes_doctor(&refs);
+    let ok = findings.iter().all(|f| f.ok);
+    let mut out = std::io::stdout().lock();
+    match ctx.format {
+        Format::Json => print_json(&json!({"ok": ok, "checks": findings}), &mut out)?,
+        Format::Text => {
+            let rows: Vec<Vec<String>> = findings
+                .iter()
+                .map(|f| vec![f.context.clone(), f.check.clone(), if f.ok { "ok".into() } else { "MISSING".into() }, f.detail.clone()])
+                .collect();
+            print_table(&["CONTEXT", "CHECK", "STATE", "FOUND OR HOW TO FIX"], &rows, &mut out)?;
+            writeln!(
+                out,
+                "{}",
+                if ok {
+                    "\nThe clusters have what the levels need."
+                } else {
+                    "\nFix what is MISSING, then run `scalectl doctor --target kubernetes` again."
+                }
+            )?;
+        }
     }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn doctor(ctx: &Ctx, only: Option<u8>, target: Target) -> Result<ExitCode> {
     let levels: Vec<u8> = only.map_or_else(|| (1..=6).collect(), |n| vec![n]);
+    match target {
+        Target::Local => {}
+        Target::Kubernetes => return doctor_kubernetes(ctx, &levels),
+        Target::Aws => anyhow::bail!("doctor knows the local and kubernetes targets so far; aws is not implemented yet"),
+    }
     let mut rows = Vec::new();
     let mut items = Vec::new();
     let mut missing_any = false;
