@@ -238,3 +238,37 @@ fn objects_no_longer_wanted_are_pruned_and_only_those() {
     assert!(err.contains("namespace/shop-level-3: pruned ") && err.contains("NetworkPolicy/db-main-private"), "{err}");
     ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
 }
+
+#[test]
+fn plan_lists_each_kind_once_and_shows_what_was_changed_on_the_cluster() {
+    let api = MockKubeApi::start();
+    let home = Home::new();
+    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl-r1"]);
+    let env = home.env("kube");
+    ok(&scalectl(&home, &kubeconfig, &["up", "--level", "6", "--target", "kubernetes", "--env", &env]));
+    let objects = api.paths().len();
+
+    // A plan with nothing to do reads each kind once, whatever the number of objects.
+    api.forget_requests();
+    let plan = scalectl(&home, &kubeconfig, &["plan", "--env", &env, "--exit-code"]);
+    ok(&plan);
+    let seen = api.seen();
+    assert!(seen.iter().all(|s| s.method == "GET" && s.query.contains_key("labelSelector")), "only lists: {seen:?}");
+    let kinds = 11;
+    assert_eq!(seen.len(), kinds, "one list per kind for {objects} objects: {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>());
+
+    // Someone changes an image by hand: plan names the field, up puts it back.
+    let path = "/apis/apps/v1/namespaces/shop-level-6/deployments/shop-catalog";
+    let mut live = api.object(path).unwrap();
+    let image = live["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example.com/hotfix:1");
+    api.put(path, live);
+    let plan = scalectl(&home, &kubeconfig, &["plan", "--env", &env, "--exit-code"]);
+    assert_eq!(plan.status.code(), Some(1), "a drifted environment has changes to make");
+    let shown = text(&plan.stdout);
+    assert!(shown.contains("shop/shop-catalog") && shown.contains("changed outside scalectl"), "{shown}");
+    assert!(shown.contains("Deployment/shop-catalog.spec.template.spec.containers.0.image"), "{shown}");
+    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env]));
+    assert_eq!(api.object(path).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"], image);
+    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+}

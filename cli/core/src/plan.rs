@@ -15,6 +15,9 @@ pub enum Observed {
     Running { pid: Option<u32> },
     /// Not running (or not answering), with why.
     Down { reason: String },
+    /// Running, but changed outside scalectl since it was applied (someone's `kubectl
+    /// edit`): these fields differ from the definition, which `up` puts back.
+    Drifted { changes: Vec<Change> },
     /// Nothing to observe (one-shot tasks, or the provider cannot tell).
     Unknown,
 }
@@ -128,6 +131,9 @@ pub fn plan(desired: &Graph, recorded: &BTreeMap<String, Resource>, observed: &B
                     (Action::Update, format!("{} changed", fields.join(", ")), changes)
                 } else if let Observed::Down { reason } = seen {
                     (Action::Start, reason, vec![])
+                } else if let Observed::Drifted { changes } = seen {
+                    let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+                    (Action::Update, format!("changed outside scalectl: {}", fields.join(", ")), changes)
                 } else if want.kind.one_shot()
                     && let Some(dep) = want.depends_on.iter().find(|d| touched.contains(*d))
                 {

@@ -446,6 +446,13 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
 /// What the kubernetes target does not render yet, or cannot.
 fn unused_on_kubernetes(m: &Manifest, note: &mut impl FnMut(&str, String, &str)) {
     let s = &m.spec;
+    for (i, r) in s.regions.iter().enumerate().filter(|(_, r)| !r.primary) {
+        note(
+            &format!("spec.regions.{i}"),
+            r.name.clone(),
+            "only the home region is put on Kubernetes so far; replica clusters in other regions come next",
+        );
+    }
     if s.postgres.citus.enabled {
         note("spec.postgres.citus", "enabled".into(), "CloudNativePG's images carry no Citus; tables are not distributed");
     }

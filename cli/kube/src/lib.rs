@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cnpg;
 pub mod database;
 pub mod doctor;
+mod drift;
 pub mod edge;
 pub mod graph;
 pub mod meta;
@@ -94,13 +95,6 @@ pub fn expand(t: &Topology, m: &Manifest, env: &str) -> Result<Rendered, ExpandE
         None => None,
     };
     let mut out = Rendered::default();
-    if several {
-        let others: Vec<&str> = t.regions.iter().filter(|r| !r.primary).map(|r| r.name.as_str()).collect();
-        out.notes.push(format!(
-            "only the home region `{home}` is rendered; {} will follow with replica clusters across Kubernetes clusters",
-            others.join(", ")
-        ));
-    }
     for u in topology::unused(m, scalectl_core::Target::Kubernetes) {
         out.notes.push(format!("{} = {}: {}", u.path, u.value, u.why));
     }

@@ -40,6 +40,9 @@ pub struct KubeProvider {
     rt: Option<tokio::runtime::Runtime>,
     /// One client per kubeconfig context (`None`: the current context), made on first use.
     clients: Mutex<BTreeMap<Option<String>, Client>>,
+    /// The environment's live objects by `Kind/name`, read on the first `observe` with one
+    /// list per kind (not one read per object: a plan of level 6 costs a dozen requests).
+    live: Mutex<Option<BTreeMap<String, Value>>>,
 }
 
 impl Drop for KubeProvider {
@@ -186,7 +189,14 @@ impl KubeProvider {
             .enable_all()
             .build()
             .map_err(|e| failed(format!("starting the Kubernetes client's runtime: {e}")))?;
-        Ok(KubeProvider { env_dir: env_dir.to_path_buf(), options, graph, rt: Some(rt), clients: Mutex::new(BTreeMap::new()) })
+        Ok(KubeProvider {
+            env_dir: env_dir.to_path_buf(),
+            options,
+            graph,
+            rt: Some(rt),
+            clients: Mutex::new(BTreeMap::new()),
+            live: Mutex::new(None),
+        })
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -275,6 +285,57 @@ impl KubeProvider {
         .await
     }
 
+    /// The live objects of every kind the graph holds, labelled as this environment's.
+    fn live_objects(&self) -> Result<BTreeMap<String, Value>, ProviderError> {
+        if let Some(live) = self.live.lock().unwrap().as_ref() {
+            return Ok(live.clone());
+        }
+        // One list per (context, namespace, apiVersion, kind), by label.
+        let mut kinds: BTreeMap<(Option<String>, String, String, String), String> = BTreeMap::new();
+        for r in &self.graph.resources {
+            let Ok(spec) = KubeSpec::of(r) else { continue };
+            for o in spec.objects.values() {
+                let Some(env) = o["metadata"]["labels"][meta::ENV_LABEL].as_str() else { continue };
+                let namespaced = o["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+                let key = (
+                    spec.context.clone(),
+                    namespaced,
+                    o["apiVersion"].as_str().unwrap_or("v1").to_string(),
+                    o["kind"].as_str().unwrap_or_default().to_string(),
+                );
+                kinds.insert(key, env.to_string());
+            }
+        }
+        let look = async {
+            let mut live = BTreeMap::new();
+            for ((context, namespace, api_version, kind), env) in kinds {
+                let client = self.client(&context).await?;
+                let selector = format!("app.kubernetes.io/managed-by={},{}={env}", meta::MANAGER, meta::ENV_LABEL);
+                let mut probe = json!({"apiVersion": api_version, "kind": kind, "metadata": {}});
+                if !namespace.is_empty() {
+                    probe["metadata"]["namespace"] = json!(namespace);
+                }
+                let what = format!("listing {kind}s");
+                let items = self
+                    .on_rt(async move {
+                        api_for(&client, &probe).list(&kube::api::ListParams::default().labels(&selector)).await.map_err(|e| api_error(&what, e))
+                    })
+                    .await?;
+                for o in items.items {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    // A list's items need not say their kind; the list does.
+                    let mut v = serde_json::to_value(o).expect("an object serializes");
+                    v["kind"] = json!(kind);
+                    live.insert(format!("{kind}/{name}"), v);
+                }
+            }
+            Ok::<_, ProviderError>(live)
+        };
+        let live = self.rt().block_on(look)?;
+        *self.live.lock().unwrap() = Some(live.clone());
+        Ok(live)
+    }
+
     async fn readiness_of(&self, r: &Resource) -> Result<Readiness, ProviderError> {
         let spec = self.spec(r)?;
         let client = self.client(&spec.context).await?;
@@ -357,15 +418,25 @@ impl Provider for KubeProvider {
             return Observed::Unknown;
         }
         let Ok(spec) = self.spec(r) else { return Observed::Unknown };
-        let Some(main) = spec.in_order().into_iter().next().cloned() else { return Observed::Unknown };
-        let look = async {
-            let client = self.client(&spec.context).await?;
-            self.on_rt(async move { get(&client, &main).await }).await
+        let live = match self.live_objects() {
+            Ok(live) => live,
+            Err(e) => return Observed::Down { reason: e.message },
         };
-        match self.rt().block_on(look) {
-            Ok(Some(_)) => Observed::Running { pid: None },
-            Ok(None) => Observed::Down { reason: "not on the cluster".into() },
-            Err(e) => Observed::Down { reason: e.message },
+        let mut changes = Vec::new();
+        let mut present = 0;
+        for (key, want) in &spec.objects {
+            match live.get(key) {
+                Some(have) => {
+                    present += 1;
+                    changes.extend(crate::drift::changes(key, want, have));
+                }
+                None => changes.push(scalectl_core::plan::Change { field: key.clone(), from: None, to: Some("present".into()) }),
+            }
+        }
+        match (present, changes.is_empty()) {
+            (0, _) => Observed::Down { reason: "not on the cluster".into() },
+            (_, true) => Observed::Running { pid: None },
+            (_, false) => Observed::Drifted { changes },
         }
     }
 

@@ -261,7 +261,7 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     // the rest.
     let checks = graph.resources.iter().zip(&seen).map(|(r, seen)| async move {
         match seen {
-            Observed::Running { .. } => provider.readiness(r).await == Readiness::Ready,
+            Observed::Running { .. } | Observed::Drifted { .. } => provider.readiness(r).await == Readiness::Ready,
             _ => false,
         }
     });
@@ -270,6 +270,10 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         let (state_text, healthy, pid) = match &seen {
             Observed::Running { pid } => (if ok { "healthy" } else { "unhealthy" }.to_string(), ok, *pid),
             Observed::Down { reason } => (format!("down: {reason}"), false, None),
+            Observed::Drifted { changes } => {
+                let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+                (format!("{}, changed outside scalectl: {}", if ok { "healthy" } else { "unhealthy" }, fields.join(", ")), ok, None)
+            }
             Observed::Unknown if r.kind.one_shot() => ("done".into(), true, None),
             Observed::Unknown => ("not running (optional)".into(), true, None),
         };
