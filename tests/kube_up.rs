@@ -77,6 +77,13 @@ fn up_applies_every_object_server_side_in_order_and_down_deletes_them() {
         assert!(!t.contains(&password), "the password is in {what}");
     }
 
+    // The shop's log, from its newest pod.
+    let logs = scalectl(&home, &kubeconfig, &["logs", "--env", &env, "shop/shop", "-n", "20"]);
+    ok(&logs);
+    assert!(text(&logs.stdout).contains("log of shop-g1"), "{}", text(&logs.stdout));
+    let tail = api.seen().into_iter().find(|s| s.path.ends_with("/pods/shop-g1/log")).expect("the pod's log was read");
+    assert_eq!(tail.query.get("tailLines").map(String::as_str), Some("20"));
+
     // Nothing changed: nothing is applied again.
     api.forget_requests();
     let again = scalectl(&home, &kubeconfig, &["up", "--env", &env]);

@@ -166,6 +166,15 @@ fn handle(world: &Mutex<World>, method: Method, uri: Uri, headers: HeaderMap, bo
     if path == "/version" {
         return ok(&json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}));
     }
+    if method == Method::GET && path.ends_with("/log") {
+        let pod = path.trim_end_matches("/log");
+        return match w.objects.get(pod) {
+            Some(_) => {
+                (StatusCode::OK, [("content-type", "text/plain")], format!("log of {}\n", pod.rsplit('/').next().unwrap_or_default())).into_response()
+            }
+            None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{pod} not found")),
+        };
+    }
     match method {
         Method::GET => match w.objects.get(&path) {
             Some(o) => ok(o),
@@ -283,6 +292,13 @@ fn play_controllers(o: &mut Value, stuck: bool) -> Vec<(String, Value)> {
             if stuck {
                 o["status"]["conditions"] = json!([{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."}]);
             }
+            // One pod of the newest template, as the ReplicaSet would make.
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            let name = format!("{}-g{}", o["metadata"]["name"].as_str().unwrap_or_default(), generation);
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "labels": o["spec"]["template"]["metadata"]["labels"].clone(), "creationTimestamp": format!("2026-01-01T00:00:{:02}Z", generation.as_i64().unwrap_or(0) % 60)},
+                "status": {"phase": "Running"}});
+            return vec![(format!("/api/v1/namespaces/{ns}/pods/{name}"), pod)];
         }
         "Job" => o["status"] = json!({"succeeded": 1}),
         "Cluster" => {

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use scalectl_core::plan::{Action, Observed};
@@ -159,10 +160,8 @@ async fn prune(client: &Client, kind: ResourceKind, component: &str, spec: &Kube
     for (api_version, k) in prunable(kind) {
         let probe = json!({"apiVersion": api_version, "kind": k, "metadata": {"namespace": spec.namespace, "name": component}});
         let live: Vec<Value> = if kind == ResourceKind::Namespace {
-            let list = api_for(client, &probe)
-                .list(&kube::api::ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| api_error(&format!("listing {k}s"), e))?;
+            let list =
+                api_for(client, &probe).list(&ListParams::default().labels(&selector)).await.map_err(|e| api_error(&format!("listing {k}s"), e))?;
             list.items.into_iter().map(|o| serde_json::to_value(o).expect("an object serializes")).collect()
         } else {
             get(client, &probe).await?.into_iter().filter(|o| o["metadata"]["labels"][meta::ENV_LABEL] == env).collect()
@@ -317,9 +316,9 @@ impl KubeProvider {
                 }
                 let what = format!("listing {kind}s");
                 let items = self
-                    .on_rt(async move {
-                        api_for(&client, &probe).list(&kube::api::ListParams::default().labels(&selector)).await.map_err(|e| api_error(&what, e))
-                    })
+                    .on_rt(
+                        async move { api_for(&client, &probe).list(&ListParams::default().labels(&selector)).await.map_err(|e| api_error(&what, e)) },
+                    )
                     .await?;
                 for o in items.items {
                     let name = o.metadata.name.clone().unwrap_or_default();
@@ -388,6 +387,23 @@ pub async fn connect(context: Option<&str>) -> Result<Client, ProviderError> {
     let options = KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
     let config = Config::from_kubeconfig(&options).await.map_err(|e| failed(kubeconfig_advice(context, &e.to_string())))?;
     Client::try_from(config).map_err(|e| failed(format!("connecting to the cluster: {e}")))
+}
+
+/// The label selector of a component's pods: its Deployment's, a Job's, the database
+/// cluster's primary (CloudNativePG's labels), a pooler's.
+fn pod_selector(r: &Resource, spec: &KubeSpec) -> Option<String> {
+    let name = r.id.split_once('/').map_or(r.id.as_str(), |(_, n)| n);
+    match r.kind {
+        ResourceKind::Postgres => Some(format!("cnpg.io/cluster={name},cnpg.io/instanceRole=primary")),
+        ResourceKind::Pgbouncer => Some(format!("cnpg.io/poolerName={name}")),
+        ResourceKind::Migration => Some(format!("job-name={name}")),
+        ResourceKind::Shop | ResourceKind::Worker | ResourceKind::Redis => {
+            let d = spec.objects.get(&format!("Deployment/{name}"))?;
+            let labels = d["spec"]["selector"]["matchLabels"].as_object()?;
+            Some(labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        }
+        _ => None,
+    }
 }
 
 /// Why a kubeconfig could not be read, and what to do.
@@ -464,9 +480,32 @@ impl Provider for KubeProvider {
         Box::pin(self.destroy_component(r, keep_data))
     }
 
-    fn logs(&self, r: &Resource, _lines: usize) -> Result<String, ProviderError> {
+    fn logs(&self, r: &Resource, lines: usize) -> Result<String, ProviderError> {
         let spec = self.spec(r)?;
-        Err(failed(format!("`logs` does not read pods yet; `kubectl -n {} logs` the pods of {} instead", spec.namespace, r.id)))
+        let selector =
+            pod_selector(r, &spec).ok_or_else(|| failed(format!("{} runs no pods; its objects are in namespace {}", r.id, spec.namespace)))?;
+        let namespace = spec.namespace.clone();
+        let id = r.id.clone();
+        let look = async {
+            let client = self.client(&spec.context).await?;
+            self.on_rt(async move {
+                let pods: Api<Pod> = Api::namespaced(client, &namespace);
+                let list =
+                    pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| api_error(&format!("listing the pods of {id}"), e))?;
+                // The newest pod: the one a rollout or a re-run made last.
+                let newest = list.items.into_iter().max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+                let Some(name) = newest.and_then(|p| p.metadata.name) else {
+                    return Err(failed(format!("{id} has no pods yet (selector {selector})")));
+                };
+                let params = LogParams { tail_lines: Some(lines as i64), ..Default::default() };
+                pods.logs(&name, &params)
+                    .await
+                    .map(|text| format!("pod {name}:\n{text}"))
+                    .map_err(|e| api_error(&format!("reading the log of pod {name}"), e))
+            })
+            .await
+        };
+        self.rt().block_on(look)
     }
 
     fn config_files(&self, _r: &Resource) -> Result<Vec<(String, String)>, ProviderError> {
