@@ -227,9 +227,17 @@ fn objects_no_longer_wanted_are_pruned_and_only_those() {
     ok(&scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]));
     let policies = "/apis/networking.k8s.io/v1/namespaces/shop-level-3/networkpolicies";
     assert!(api.object(&format!("{policies}/redis-private")).is_some());
-    // Someone else's rule in the same namespace.
+    // Someone else's rule in the same namespace, and an operator's Secret that copied
+    // scalectl's labels from the Cluster: neither was applied by scalectl.
     let theirs = format!("{policies}/allow-monitoring");
     api.put(&theirs, json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-monitoring", "namespace": "shop-level-3", "labels": {"team": "sre"}}}));
+    let copied = "/api/v1/namespaces/shop-level-3/secrets/db-main-app";
+    let labels = api.object(&format!("{policies}/redis-private")).unwrap()["metadata"]["labels"].clone();
+    api.put(
+        copied,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-main-app", "namespace": "shop-level-3", "labels": labels,
+        "managedFields": [{"manager": "cloudnative-pg", "operation": "Update"}]}}),
+    );
 
     api.forget_requests();
     let out = scalectl(&home, &kubeconfig, &["up", "--env", &env, "--set", "spec.network.privateDataTier=false"]);
@@ -240,6 +248,7 @@ fn objects_no_longer_wanted_are_pruned_and_only_those() {
         assert!(api.object(&format!("{policies}/{name}")).is_none());
     }
     assert!(api.object(&theirs).is_some(), "a rule scalectl did not make was deleted");
+    assert!(api.object(copied).is_some(), "the operator's Secret was pruned for carrying copied labels");
     assert_eq!(deleted.len(), 3, "nothing else goes: {deleted:?}");
     let err = text(&out.stderr);
     assert!(err.contains("namespace/shop-level-3: pruned ") && err.contains("NetworkPolicy/db-main-private"), "{err}");
@@ -264,18 +273,55 @@ fn plan_lists_each_kind_once_and_shows_what_was_changed_on_the_cluster() {
     let kinds = 11;
     assert_eq!(seen.len(), kinds, "one list per kind for {objects} objects: {:?}", seen.iter().map(|s| &s.path).collect::<Vec<_>>());
 
-    // Someone changes an image by hand: plan names the field, up puts it back.
+    // Someone sets an image by hand (`kubectl set image`, which makes it theirs): plan
+    // names the field; up says whose it is now; --force-conflicts takes it back.
     let path = "/apis/apps/v1/namespaces/shop-level-6/deployments/shop-catalog";
     let mut live = api.object(path).unwrap();
     let image = live["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example.com/hotfix:1");
-    api.put(path, live);
+    api.owned_by(path, "kubectl-set", ".spec.template.spec.containers[name=\"shop\"].image", live);
     let plan = scalectl(&home, &kubeconfig, &["plan", "--env", &env, "--exit-code"]);
     assert_eq!(plan.status.code(), Some(1), "a drifted environment has changes to make");
     let shown = text(&plan.stdout);
     assert!(shown.contains("shop/shop-catalog") && shown.contains("changed outside scalectl"), "{shown}");
     assert!(shown.contains("Deployment/shop-catalog.spec.template.spec.containers.0.image"), "{shown}");
-    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env]));
+    let up = scalectl(&home, &kubeconfig, &["up", "--env", &env]);
+    assert!(!up.status.success() && text(&up.stderr).contains("kubectl-set"), "{}", text(&up.stderr));
+    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env, "--force-conflicts"]));
     assert_eq!(api.object(path).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"], image);
     ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+}
+
+#[test]
+fn a_namespace_and_a_password_already_on_the_cluster_are_used_and_kept() {
+    let api = MockKubeApi::start();
+    let home = Home::new();
+    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
+    let env = home.env("kube");
+    let ns = "/api/v1/namespaces/shop-level-3";
+    api.put(ns, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-level-3", "labels": {"team": "shop"}}, "status": {"phase": "Active"}}));
+    // "from-the-cluster", base64: another machine's `up` made it.
+    api.put(
+        "/api/v1/namespaces/shop-level-3/secrets/redis-auth",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-auth", "namespace": "shop-level-3"}, "data": {"password": "ZnJvbS10aGUtY2x1c3Rlcg=="}}),
+    );
+
+    let out = scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]);
+    ok(&out);
+    assert!(text(&out.stderr).contains("was not made by scalectl"), "{}", text(&out.stderr));
+    let seen = api.seen();
+    assert!(!seen.iter().any(|s| s.method == "PATCH" && s.path == ns), "someone else's namespace was labelled as ours");
+    let secret = seen.iter().find(|s| s.method == "PATCH" && s.path.ends_with("/secrets/redis-auth")).unwrap();
+    assert_eq!(secret.body.as_ref().unwrap()["stringData"]["password"], "from-the-cluster", "the running Redis keeps its password");
+
+    // The migration's Job, removed by someone (or a TTL): the next up runs it again.
+    let job = "/apis/batch/v1/namespaces/shop-level-3/jobs/shop-migrate";
+    api.remove(job);
+    api.forget_requests();
+    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env]));
+    assert!(api.seen().iter().any(|s| s.method == "PATCH" && s.path == job), "the missing Job was not made again");
+
+    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    assert!(api.object(ns).is_some(), "down deleted a namespace scalectl did not make");
+    assert!(api.object("/apis/postgresql.cnpg.io/v1/namespaces/shop-level-3/clusters/db-main").is_none(), "down left its own objects");
 }

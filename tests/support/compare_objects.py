@@ -8,7 +8,8 @@ template`'s stream. Objects are matched by kind and name and must be equal in ev
 except what belongs to Helm or to scalectl alone:
 
 - `app.kubernetes.io/managed-by` (Helm or scalectl) and `helm.sh/*` labels and
-  annotations, everywhere they appear;
+  annotations of the object itself (in its top-level `metadata` only: in a selector or
+  a pod template they would matter, so there they must be equal);
 - the `scalectl.dev/generated` annotation and a Secret's data (the chart generates the
   password; scalectl's render never shows one);
 - the Namespace, which Helm users create with `--create-namespace`.
@@ -25,32 +26,32 @@ import yaml
 IGNORED_KEYS = ("app.kubernetes.io/managed-by", "scalectl.dev/generated")
 
 
-def clean(value):
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k in IGNORED_KEYS or k.startswith("helm.sh/"):
-                continue
-            v = clean(v)
-            if k in ("labels", "annotations") and v == {}:
-                continue
-            out[k] = v
-        return out
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    return value
+def clean(obj):
+    """The object without what belongs to Helm or scalectl alone (top-level metadata)."""
+    meta = dict(obj.get("metadata") or {})
+    for part in ("labels", "annotations"):
+        kept = {k: v for k, v in (meta.get(part) or {}).items() if k not in IGNORED_KEYS and not k.startswith("helm.sh/")}
+        if kept:
+            meta[part] = kept
+        else:
+            meta.pop(part, None)
+    out = dict(obj)
+    out["metadata"] = meta
+    if out.get("kind") == "Secret":
+        out.pop("data", None)
+        out.pop("stringData", None)
+    return out
 
 
-def keyed(docs):
+def keyed(docs, where, problems):
     out = {}
     for d in docs:
         if not d or d.get("kind") == "Namespace":
             continue
-        d = clean(d)
-        if d.get("kind") == "Secret":
-            d.pop("data", None)
-            d.pop("stringData", None)
-        out[(d["kind"], d["metadata"]["name"])] = d
+        key = (d["kind"], d["metadata"]["name"])
+        if key in out:
+            problems.append(f"{key[0]}/{key[1]}: twice in {where}")
+        out[key] = clean(d)
     return out
 
 
@@ -66,7 +67,8 @@ def diff(a, b, path, out):
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):
             diff(x, y, f"{path}.{i}", out)
-    elif a != b:
+    # `True == 1` in Python; in a Kubernetes object a boolean is not a number.
+    elif a != b or type(a) is not type(b):
         out.append(f"{path}: scalectl {a!r}, chart {b!r}")
 
 
@@ -78,8 +80,8 @@ def main():
             ours.extend(yaml.safe_load_all(f))
     with open(helm_output) as f:
         theirs = list(yaml.safe_load_all(f))
-    a, b = keyed(ours), keyed(theirs)
     problems = []
+    a, b = keyed(ours, "scalectl's render", problems), keyed(theirs, "the chart", problems)
     for key in sorted(set(a) | set(b)):
         name = f"{key[0]}/{key[1]}"
         if key not in b:

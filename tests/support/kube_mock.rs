@@ -128,6 +128,11 @@ impl MockKubeApi {
         self.world.lock().unwrap().objects.insert(path.to_string(), object);
     }
 
+    /// Deletes the object at `path`, as someone else would.
+    pub fn remove(&self, path: &str) {
+        self.world.lock().unwrap().objects.remove(path);
+    }
+
     /// The Deployment `name`'s pods will never become available.
     pub fn never_available(&self, name: &str) {
         self.world.lock().unwrap().stuck.insert(name.to_string());
@@ -229,6 +234,7 @@ fn handle(world: &Mutex<World>, method: Method, uri: Uri, headers: HeaderMap, bo
                 None => 1,
             };
             object["metadata"]["generation"] = json!(generation);
+            object["metadata"]["managedFields"] = json!([{"manager": query["fieldManager"], "operation": "Apply"}]);
             object["metadata"]["uid"] = json!(format!("uid-{}", path.len()));
             let stuck = w.stuck.contains(object["metadata"]["name"].as_str().unwrap_or_default());
             let extra = play_controllers(&mut object, stuck);

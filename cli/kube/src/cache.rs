@@ -70,7 +70,7 @@ pub fn server(scope: &Scope, c: &Cache) -> (Deployment, Service) {
             strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
             selector: meta::selector(&labels),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(scope.labels(&labels)), ..Default::default() }),
+                metadata: Some(ObjectMeta { labels: Some(scope.pod_labels(&labels)), ..Default::default() }),
                 spec: Some(PodSpec { containers: vec![container], ..Default::default() }),
             },
             ..Default::default()

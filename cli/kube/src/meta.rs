@@ -36,6 +36,14 @@ impl Scope {
         ObjectMeta { name: Some(name.into()), namespace: Some(self.namespace.clone()), labels: Some(self.labels(labels)), ..Default::default() }
     }
 
+    /// A pod template's labels: what identifies the pods, and nothing that changes with
+    /// the tool or its version (a changed template label restarts every pod).
+    pub fn pod_labels(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([("app.kubernetes.io/part-of".to_string(), "shop".to_string()), (ENV_LABEL.to_string(), self.env.clone())]);
+        l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        l
+    }
+
     pub fn labels(&self, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut l = BTreeMap::from([
             ("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string()),

@@ -108,7 +108,9 @@ async fn get(client: &Client, object: &Value) -> Result<Option<Value>, ProviderE
 /// Server-side apply of one object.
 async fn apply_one(client: &Client, object: &Value, force: bool) -> Result<(), ProviderError> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let mut params = PatchParams::apply(meta::MANAGER);
+    // Strict: a field the server does not know (an older CRD without `failoverQuorum`,
+    // say) is an error, not silently dropped.
+    let mut params = PatchParams::apply(meta::MANAGER).validation_strict();
     params.force = force;
     api_for(client, object).patch(name, &params, &Patch::Apply(object)).await.map(|_| ()).map_err(|e| api_error(&label(object), e))
 }
@@ -119,7 +121,8 @@ async fn delete_one(client: &Client, object: &Value) -> Result<(), ProviderError
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     match api_for(client, object).delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // Gone already, or being deleted (a terminating namespace answers 409).
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(api_error(&label(object), e)),
     }
 }
@@ -136,6 +139,18 @@ async fn gone(client: &Client, object: &Value, limit: Duration) -> Result<(), Pr
     Ok(())
 }
 
+/// Whether a live object (if any) is scalectl's for the same environment as `wanted`:
+/// none yet counts as ours (we are about to make it).
+fn ours(live: &Option<Value>, wanted: &Value) -> bool {
+    live.as_ref().is_none_or(|l| l["metadata"]["labels"][meta::ENV_LABEL] == wanted["metadata"]["labels"][meta::ENV_LABEL])
+}
+
+/// Whether scalectl applied (some of) `o`: its managed fields name our manager with an
+/// `Apply`. Labels alone are not proof: an operator may copy them onto what it makes.
+fn applied_by_us(o: &Value) -> bool {
+    o["metadata"]["managedFields"].as_array().is_some_and(|m| m.iter().any(|f| f["manager"] == meta::MANAGER && f["operation"] == "Apply"))
+}
+
 /// The kinds of object a component of `kind` may hold beside its main one; a component
 /// that no longer wants one (a budget when its pool shrinks to one pod, the network rules
 /// when the data tier opens) finds it among these.
@@ -150,9 +165,9 @@ fn prunable(kind: ResourceKind) -> &'static [(&'static str, &'static str)] {
 
 /// Deletes the objects of the component's prunable kinds that scalectl made for this
 /// environment and the component no longer wants; returns them as `Kind/name`. Only
-/// objects labelled as this environment's and scalectl's are ever touched: in the
-/// namespace component all of them (nothing else makes Secrets or rules), elsewhere the
-/// one named like the component.
+/// objects labelled as this environment's and applied by scalectl (its managed fields)
+/// are ever touched: in the namespace component all of them, elsewhere the one named
+/// like the component.
 async fn prune(client: &Client, kind: ResourceKind, component: &str, spec: &KubeSpec) -> Result<Vec<String>, ProviderError> {
     let Some(env) = spec.objects.values().find_map(|o| o["metadata"]["labels"][meta::ENV_LABEL].as_str()) else { return Ok(Vec::new()) };
     let selector = format!("app.kubernetes.io/managed-by={},{}={env}", meta::MANAGER, meta::ENV_LABEL);
@@ -171,7 +186,7 @@ async fn prune(client: &Client, kind: ResourceKind, component: &str, spec: &Kube
             o["apiVersion"] = json!(api_version);
             o["kind"] = json!(k);
             let key = label(&o);
-            if !spec.objects.contains_key(&key) {
+            if !spec.objects.contains_key(&key) && applied_by_us(&o) {
                 delete_one(client, &o).await?;
                 pruned.push(key);
             }
@@ -226,15 +241,21 @@ impl KubeProvider {
     /// The generated password in `secrets/<name>` (0600), made once.
     fn secret(&self, name: &str) -> Result<String, ProviderError> {
         use rand::Rng;
+        if let Ok(existing) = std::fs::read_to_string(self.env_dir.join("secrets").join(name)) {
+            return Ok(existing.trim().to_string());
+        }
+        let password: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
+        self.remember_secret(name, &password)?;
+        self.secret(name)
+    }
+
+    /// Writes `password` to `secrets/<name>` (0600) unless one is there; the first to land wins.
+    fn remember_secret(&self, name: &str, password: &str) -> Result<(), ProviderError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let dir = self.env_dir.join("secrets");
         let path = dir.join(name);
-        if let Ok(existing) = std::fs::read_to_string(&path) {
-            return Ok(existing.trim().to_string());
-        }
         std::fs::create_dir_all(&dir).map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
-        let password: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -244,13 +265,10 @@ impl KubeProvider {
             .open(&tmp)
             .map_err(|e| failed(format!("writing {}: {e}", tmp.display())))?;
         f.write_all(password.as_bytes()).map_err(|e| failed(e.to_string()))?;
-        // Another `up` may have made one meanwhile: the first to land wins.
-        if std::fs::hard_link(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return self.secret(name);
-        }
+        // A password already there (another `up` meanwhile, or the cluster's) stays.
+        let _ = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
-        Ok(password)
+        Ok(())
     }
 
     /// The object as it is applied: a rendered Secret gets its generated value.
@@ -265,23 +283,57 @@ impl KubeProvider {
     async fn apply_component(&self, r: &Resource, action: &Action) -> Result<Applied, ProviderError> {
         let spec = self.spec(r)?;
         let client = self.client(&spec.context).await?;
+        if r.kind == ResourceKind::Namespace {
+            self.adopt_live_secret(&client, &spec).await?;
+        }
         let objects: Vec<Value> = spec.in_order().into_iter().map(|o| self.with_secrets(o)).collect::<Result<_, _>>()?;
         let force = self.options.force_conflicts;
         let rerun = r.kind == ResourceKind::Migration && *action != Action::Create;
         let (kind, name) = (r.kind, r.id.split_once('/').map_or(r.id.clone(), |(_, n)| n.to_string()));
         self.on_rt(async move {
+            let mut notes = Vec::new();
             for o in &objects {
-                // A Job's template cannot change: running it again means a new Job.
-                if rerun && o["kind"] == "Job" {
+                if o["kind"] == "Namespace" && !ours(&get(&client, o).await?, o) {
+                    // Someone else's namespace: use it, never label it as ours (nor delete it).
+                    notes.push(format!("namespace {} was not made by scalectl: used as it is, and kept by `down`", o["metadata"]["name"]));
+                    continue;
+                }
+                // A Job's template cannot change: running it again, or with another
+                // template, means a new Job.
+                if o["kind"] == "Job"
+                    && let Some(live) = get(&client, o).await?
+                    && (rerun || !crate::drift::changes("Job", &json!({"spec": {"template": o["spec"]["template"]}}), &live).is_empty())
+                {
                     delete_one(&client, o).await?;
                     gone(&client, o, Duration::from_secs(60)).await?;
                 }
                 apply_one(&client, o, force).await?;
             }
             let pruned = prune(&client, kind, &name, &spec).await?;
-            Ok(Applied { note: (!pruned.is_empty()).then(|| format!("pruned {}", pruned.join(", "))), ..Default::default() })
+            if !pruned.is_empty() {
+                notes.push(format!("pruned {}", pruned.join(", ")));
+            }
+            Ok(Applied { note: (!notes.is_empty()).then(|| notes.join("; ")), ..Default::default() })
         })
         .await
+    }
+
+    /// Takes the password the cluster already has (another machine's `up`, a lost home)
+    /// into `secrets/`, so that applying the Secret never replaces it under a running Redis.
+    async fn adopt_live_secret(&self, client: &Client, spec: &KubeSpec) -> Result<(), ProviderError> {
+        let Some(secret) = spec.objects.get(&format!("Secret/{}", meta::REDIS_SECRET)).cloned() else { return Ok(()) };
+        let c = client.clone();
+        let live = self.on_rt(async move { get(&c, &secret).await }).await?;
+        let encoded = live.as_ref().and_then(|l| l["data"]["password"].as_str().map(str::to_string));
+        if let Some(encoded) = encoded {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| failed(format!("the live Secret {}: {e}", meta::REDIS_SECRET)))?;
+            let password = String::from_utf8(bytes).map_err(|e| failed(format!("the live Secret {}: {e}", meta::REDIS_SECRET)))?;
+            self.remember_secret(meta::REDIS_SECRET, &password)?;
+        }
+        Ok(())
     }
 
     /// The live objects of every kind the graph holds, labelled as this environment's.
@@ -363,14 +415,21 @@ impl KubeProvider {
         let mut objects: Vec<Value> = spec.in_order().into_iter().cloned().collect();
         objects.reverse();
         // The database's volumes go with its Cluster (and everything with the namespace):
-        // `--keep-data` keeps both.
-        if keep_data {
-            objects.retain(|o| o["kind"] != "Cluster" && o["kind"] != "Namespace");
+        // `--keep-data` keeps both, and the rules that keep the data private.
+        if keep_data && matches!(r.kind, ResourceKind::Postgres | ResourceKind::Namespace) {
+            return Ok(());
         }
         self.on_rt(async move {
+            let mut kept = Vec::new();
             for o in &objects {
+                // A namespace scalectl did not make is someone else's to delete.
+                if o["kind"] == "Namespace" && !ours(&get(&client, o).await?, o) {
+                    kept.push(o.clone());
+                    continue;
+                }
                 delete_one(&client, o).await?;
             }
+            objects.retain(|o| !kept.contains(o));
             for o in &objects {
                 gone(&client, o, Duration::from_secs(300)).await?;
             }
@@ -430,14 +489,19 @@ impl Provider for KubeProvider {
     }
 
     fn observe(&self, r: &Resource) -> Observed {
-        if r.kind.one_shot() {
-            return Observed::Unknown;
-        }
         let Ok(spec) = self.spec(r) else { return Observed::Unknown };
         let live = match self.live_objects() {
             Ok(live) => live,
             Err(e) => return Observed::Down { reason: e.message },
         };
+        if r.kind.one_shot() {
+            // Done is done, but a Job someone deleted (or a TTL controller did) is run
+            // again, or `up` would wait for it forever.
+            return match spec.objects.keys().all(|k| live.contains_key(k)) {
+                true => Observed::Unknown,
+                false => Observed::Down { reason: "its Job is no longer on the cluster".into() },
+            };
+        }
         let mut changes = Vec::new();
         let mut present = 0;
         for (key, want) in &spec.objects {
@@ -513,14 +577,28 @@ impl Provider for KubeProvider {
         Ok(Vec::new())
     }
 
+    /// `shop` is a URL (`load` and `chaos` send traffic to it) only when the Ingress has
+    /// an address; otherwise `shop-access` says how to reach the shop.
     fn endpoints(&self) -> BTreeMap<&'static str, String> {
         let mut out = BTreeMap::new();
         let namespace = self.graph.resources.iter().find_map(|r| KubeSpec::of(r).ok().map(|s| s.namespace)).unwrap_or_default();
-        let entry = self.graph.resources.iter().find(|r| r.kind == ResourceKind::Ingress).map_or_else(
-            || format!("kubectl -n {namespace} port-forward svc/shop {}", meta::SHOP_PORT),
-            |r| format!("{} in namespace {namespace} (`kubectl -n {namespace} get ingress shop` shows its address)", r.id),
-        );
-        out.insert("shop", entry);
+        let ingress = self.live_objects().ok().and_then(|live| live.get("Ingress/shop").cloned());
+        let address = ingress.as_ref().and_then(|i| {
+            let lb = &i["status"]["loadBalancer"]["ingress"][0];
+            lb["hostname"].as_str().or(lb["ip"].as_str()).map(str::to_string)
+        });
+        match address {
+            Some(a) => {
+                out.insert("shop", format!("http://{a}"));
+            }
+            None => {
+                let how = if ingress.is_some() { "the Ingress has no address yet; meanwhile " } else { "" };
+                out.insert(
+                    "shop-access",
+                    format!("{how}`kubectl -n {namespace} port-forward svc/shop {0}`, then --url http://127.0.0.1:{0}", meta::SHOP_PORT),
+                );
+            }
+        }
         if let Some(db) = self.graph.resources.iter().find(|r| r.kind == ResourceKind::Postgres) {
             out.insert("database", format!("postgres://shop@{}-rw.{namespace}.svc:{}/shop", db.id.trim_start_matches("postgres/"), meta::PG_PORT));
         }

@@ -42,13 +42,14 @@ pub fn of(o: &Value) -> Readiness {
 /// runs it and is available (kubectl's rollout status).
 fn deployment(o: &Value) -> Readiness {
     let s = &o["status"];
+    // Status about an older spec says nothing about this one (kubectl checks it first too).
+    if int(&s["observedGeneration"]) < int(&o["metadata"]["generation"]) {
+        return Readiness::Pending("the rollout has not started yet".into());
+    }
     if let Some(c) = condition(o, "Progressing", "False")
         && c["reason"] == "ProgressDeadlineExceeded"
     {
         return Readiness::Failed(format!("the rollout stopped progressing ({})", why(c)));
-    }
-    if int(&s["observedGeneration"]) < int(&o["metadata"]["generation"]) {
-        return Readiness::Pending("the rollout has not started yet".into());
     }
     let wanted = o["spec"]["replicas"].as_i64().unwrap_or(1);
     let (updated, available) = (int(&s["updatedReplicas"]), int(&s["availableReplicas"]));

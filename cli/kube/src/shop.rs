@@ -130,7 +130,7 @@ pub fn migration(w: &Wiring, t: &Topology) -> Job {
         spec: Some(JobSpec {
             backoff_limit: Some(6),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(w.scope.labels(&labels)), ..Default::default() }),
+                metadata: Some(ObjectMeta { labels: Some(w.scope.pod_labels(&labels)), ..Default::default() }),
                 spec: Some(PodSpec { init_containers: init, containers: vec![main], restart_policy: Some("OnFailure".into()), ..Default::default() }),
             },
             ..Default::default()
@@ -266,7 +266,7 @@ fn pod(w: &Wiring, labels: &[(&str, &str)], container: Container, scraped: bool)
         ])
     });
     PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(w.scope.labels(labels)), annotations, ..Default::default() }),
+        metadata: Some(ObjectMeta { labels: Some(w.scope.pod_labels(labels)), annotations, ..Default::default() }),
         spec: Some(PodSpec { containers: vec![container], ..Default::default() }),
     }
 }

@@ -11,6 +11,13 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 scalectl.dev/environment: {{ .Release.Name }}
 {{- end }}
 
+{{/* A pod template's labels: nothing that changes with the chart's version (that would
+restart every pod on an upgrade), matching scalectl's (cli/kube/src/meta.rs pod_labels). */}}
+{{- define "scalectl.podLabels" -}}
+app.kubernetes.io/part-of: shop
+scalectl.dev/environment: {{ .Release.Name }}
+{{- end }}
+
 {{/* A shop pool's Deployment and Service: `shop` for the monolith, `shop-<role>`. */}}
 {{- define "scalectl.shopName" -}}
 {{- if eq . "all" }}shop{{ else }}shop-{{ . }}{{ end }}
