@@ -247,6 +247,10 @@ fn level_3_fails_over_when_the_new_leader_is_lost_right_after_a_switchover() {
     assert!(killed["did"].to_string().contains(new_leader.trim_start_matches("postgres/")), "node-loss hit the new leader: {killed}");
     let third = leader(&home, &env).expect("a leader after the second fault");
     assert_ne!(third, new_leader, "another node took over from the lost one");
+    // Without waiting for its lock to expire: the leader watch saw the node die.
+    let watch = std::fs::read_to_string(home.env_dir(&env).join("nodes/leader-watch-r1/log")).unwrap_or_default();
+    let lost = new_leader.trim_start_matches("postgres/");
+    assert!(watch.contains(&format!("released the leader lock of {lost}")), "the watch did not release {lost}'s lock:\n{watch}");
     assert!(written.len() > 1, "orders were acknowledged around the faults ({})", written.len());
     acknowledged.extend(written);
     acknowledged.extend((0..10).map(|i| (format!("after-{i}"), s.order(&format!("after-{i}")))));

@@ -50,6 +50,11 @@ pub fn provider(env_dir: &Path, name: &str, target: Target, slot: u8, graph: Gra
     }
 }
 
+/// Runs a local Patroni cluster's leader watch until it is stopped (`__leader-watch`).
+pub fn leader_watch(config: &Path) -> Result<()> {
+    scalectl_local::leader_watch::run(config)
+}
+
 /// Claims a machine-wide loopback block for a new local environment.
 pub fn claim_slot(env_dir: &Path) -> Result<u8> {
     scalectl_local::slots::claim(env_dir)

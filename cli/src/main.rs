@@ -87,6 +87,12 @@ enum Command {
     Render(RenderArgs),
     /// Which programs each level needs, which are missing, and how to install them.
     Doctor(DoctorArgs),
+    /// Internal: a Patroni cluster's leader watch, which `up` starts (local target).
+    #[command(name = "__leader-watch", hide = true)]
+    LeaderWatch {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -350,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => commands::info::schema(),
         Command::Render(a) => commands::env::render(&g, &a.manifest, a.env, a.target, &a.out),
         Command::Doctor(a) => commands::info::doctor(&g, a.level, a.target),
+        Command::LeaderWatch { config } => crate::driver::leader_watch(&config).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "scalectl", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

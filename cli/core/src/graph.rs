@@ -39,6 +39,9 @@ pub enum ResourceKind {
     Namespace,
     /// The HTTP entry in front of the shop pools on a cluster (a Kubernetes Ingress).
     Ingress,
+    /// Releases a Patroni cluster's leader lock as soon as the leader's node is dead
+    /// (local target), instead of waiting for the lock to expire.
+    LeaderWatch,
 }
 
 impl ResourceKind {
@@ -59,6 +62,7 @@ impl ResourceKind {
             ResourceKind::CitusWorker => "citus-worker",
             ResourceKind::Namespace => "namespace",
             ResourceKind::Ingress => "ingress",
+            ResourceKind::LeaderWatch => "leader-watch",
         }
     }
 

@@ -373,6 +373,13 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
         let address = at(site.index, hosts::PG_FIRST + member.ordinal - 1);
         out.push(resource(&id, &site.name, Some((address, ports::POSTGRES)), vec![nodes[0].clone()], spec));
     }
+    if cluster.ha.is_some() {
+        // Releases the leader's lock as soon as its node is dead (leader_watch.rs).
+        let mut deps = etcd_ids.clone();
+        deps.extend(nodes.iter().cloned());
+        let spec = LocalSpec::LeaderWatch(LeaderWatchSpec { cluster: scope.clone(), etcd: etcd_ids.clone(), nodes: nodes.clone() });
+        out.push(resource(&format!("leader-watch/{scope}"), &home.name, None, deps, spec));
+    }
     let mut writers = nodes.clone();
     if let Some(sharding) = &cluster.sharding {
         for w in 0..sharding.workers.min(60) {

@@ -22,6 +22,7 @@ pub mod faults;
 pub mod fsutil;
 pub mod haproxy;
 pub mod health;
+pub mod leader_watch;
 pub mod ops;
 pub mod patroni;
 pub mod pgbouncer;
@@ -161,6 +162,7 @@ impl Provider for LocalProvider {
             ResourceKind::Shop | ResourceKind::Worker => shop::observe(env, r),
             ResourceKind::Prometheus => prometheus::observe(env, r),
             ResourceKind::Exporter => exporter::observe(env, r),
+            ResourceKind::LeaderWatch => leader_watch::observe(env, r),
             ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
                 Observed::Unknown
             }
@@ -197,6 +199,7 @@ impl Provider for LocalProvider {
             ResourceKind::Haproxy => haproxy::config_files(env, r),
             ResourceKind::Redis => redis::config_files(env, r),
             ResourceKind::Prometheus => prometheus::config_files(env, r),
+            ResourceKind::LeaderWatch => leader_watch::config_files(env, r),
             _ => Ok(Vec::new()),
         }
         .map_err(boxed)
@@ -261,6 +264,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
         ResourceKind::Prometheus => prometheus::apply(env, r),
         ResourceKind::Exporter => exporter::apply(env, r),
+        ResourceKind::LeaderWatch => done(leader_watch::apply(env, r)),
         ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
         ResourceKind::Namespace | ResourceKind::Ingress => Err(anyhow::anyhow!("{} is a Kubernetes object; the local target has none", r.id)),
     }
@@ -280,6 +284,7 @@ fn readiness(env: &Env, r: &Resource) -> Readiness {
         ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
         ResourceKind::Prometheus => prometheus::readiness(env, r),
         ResourceKind::Exporter => exporter::readiness(env, r),
+        ResourceKind::LeaderWatch => leader_watch::readiness(env, r),
         ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
             Ok(Readiness::Ready)
         }
@@ -301,6 +306,7 @@ fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError
         ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
         ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
         ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
+        ResourceKind::LeaderWatch => leader_watch::destroy(env, r, keep_data),
         // Tasks leave nothing running; their effects live in the database's data.
         ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => Ok(()),
     }

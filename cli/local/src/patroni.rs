@@ -28,6 +28,8 @@ const REPLICATION_SECRET: &str = "postgres-replicator.password";
 const REST_SECRET: &str = "patroni-restapi.password";
 const REST_USER: &str = "scalectl";
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Where Patroni keeps its clusters' keys in etcd (`<namespace><scope>/leader`, ...).
+pub const NAMESPACE: &str = "/scalectl/";
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "patroni")
@@ -75,6 +77,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
     let spec = spec::patroni_node(r)?;
     let extra = json!({
         "scope": format!("{}-{}", env.name, spec.patroni.cluster),
+        "namespace": NAMESPACE,
         "name": member_name(r),
         "port": r.port.unwrap_or(5432),
         "bindir": tools::server_bindir(&spec.server.version)?,

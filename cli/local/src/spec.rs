@@ -29,6 +29,7 @@ pub enum LocalSpec {
     Prometheus(PrometheusSpec),
     Exporter(ExporterSpec),
     CitusWorker(CitusWorkerSpec),
+    LeaderWatch(LeaderWatchSpec),
 }
 
 impl LocalSpec {
@@ -47,6 +48,7 @@ impl LocalSpec {
             LocalSpec::Prometheus(_) => ResourceKind::Prometheus,
             LocalSpec::Exporter(_) => ResourceKind::Exporter,
             LocalSpec::CitusWorker(_) => ResourceKind::CitusWorker,
+            LocalSpec::LeaderWatch(_) => ResourceKind::LeaderWatch,
         }
     }
 
@@ -99,6 +101,7 @@ spec_of! {
     haproxy => Haproxy(HaproxySpec),
     prometheus => Prometheus(PrometheusSpec),
     exporter => Exporter(ExporterSpec),
+    leader_watch => LeaderWatch(LeaderWatchSpec),
 }
 
 /// The PostgreSQL settings of `r`, a database server of any kind.
@@ -201,6 +204,19 @@ pub struct EtcdSpec {
     /// Every member's resource id, this one's included, when there are several.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "comma")]
     pub peers: Vec<String>,
+}
+
+/// The leader watch of one Patroni cluster (`leader_watch.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderWatchSpec {
+    /// The cluster's Patroni scope, without the environment's name.
+    pub cluster: String,
+    /// The cluster's etcd members.
+    #[serde(with = "comma")]
+    pub etcd: Vec<String>,
+    /// The Patroni nodes whose death releases their lock.
+    #[serde(with = "comma")]
+    pub nodes: Vec<String>,
 }
 
 /// The shop's role and database, and their extensions.

@@ -39,7 +39,7 @@ pub fn requirements(kind: ResourceKind) -> Vec<Program> {
         ResourceKind::CitusWorker => {
             vec![Program { name: "citus", install: "the citus extension (not packaged in Debian bookworm)", optional: false }]
         }
-        ResourceKind::Namespace | ResourceKind::Ingress => Vec::new(),
+        ResourceKind::Namespace | ResourceKind::Ingress | ResourceKind::LeaderWatch => Vec::new(),
     }
 }
 
