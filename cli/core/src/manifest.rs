@@ -139,7 +139,9 @@ pub struct Postgres {
 /// How fast Patroni replaces a lost leader. The leader lock lives `ttl` seconds; each
 /// node's loop runs every `loopWait`; calls to etcd and PostgreSQL are retried for
 /// `retryTimeout`. Patroni needs `loopWait + 2 × retryTimeout ≤ ttl`, or a slow loop could
-/// outlive the lock. A failover takes about `ttl` plus a second; Patroni's own defaults
+/// outlive the lock. A frozen or cut-off leader is replaced about `ttl` plus a second after
+/// it stops answering; a dead one (no process left) sooner, on the local target, whose
+/// leader watch releases its lock at once (about 3 s to the next order). Patroni's own defaults
 /// are 30/10/10. `retryTimeout` is at least 2: Patroni 3's etcd client gives each call at
 /// least a second, and with 1 a standby never wins the leader race (measured: no
 /// promotion within 120 s of the leader's loss), so the fastest safe timing is 5/1/2.
