@@ -8,16 +8,35 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::json;
 use support::kube_mock::{MockKubeApi, Seen};
 use support::{Home, text};
 
-/// Runs scalectl with the mock's kubeconfig.
-fn scalectl(home: &Home, kubeconfig: &Path, args: &[&str]) -> Output {
-    home.cmd(args).env("KUBECONFIG", kubeconfig).output().expect("running scalectl")
+/// A mock cluster, a private scalectl home, a kubeconfig with one context that points at
+/// the mock, and an environment name.
+struct Fixture {
+    home: Home,
+    api: MockKubeApi,
+    kubeconfig: PathBuf,
+    env: String,
+}
+
+impl Fixture {
+    fn new(context: &str) -> Fixture {
+        let api = MockKubeApi::start();
+        let home = Home::new();
+        let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &[context]);
+        let env = home.env("kube");
+        Fixture { home, api, kubeconfig, env }
+    }
+
+    /// Runs scalectl with the mock's kubeconfig.
+    fn run(&self, args: &[&str]) -> Output {
+        self.home.cmd(args).env("KUBECONFIG", &self.kubeconfig).output().expect("running scalectl")
+    }
 }
 
 fn ok(out: &Output) {
@@ -36,12 +55,10 @@ fn applied(s: &Seen) -> String {
 
 #[test]
 fn up_applies_every_object_server_side_in_order_and_down_deletes_them() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let env = home.env("kube");
+    let f = Fixture::new("kind-scalectl");
+    let (api, home, env) = (&f.api, &f.home, f.env.as_str());
 
-    let out = scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]);
+    let out = f.run(&["up", "--level", "3", "--target", "kubernetes", "--env", env]);
     ok(&out);
     let seen = api.seen();
     let patches = applies(&seen);
@@ -63,22 +80,19 @@ fn up_applies_every_object_server_side_in_order_and_down_deletes_them() {
         seen.iter().any(|s| s.method == "GET" && s.path == "/apis/batch/v1/namespaces/shop-level-3/jobs/shop-migrate"),
         "up waited for the migration to complete"
     );
-    assert_eq!(
-        api.object("/apis/apps/v1/namespaces/shop-level-3/deployments/shop").unwrap()["metadata"]["labels"]["scalectl.dev/environment"],
-        env.as_str()
-    );
+    assert_eq!(api.object("/apis/apps/v1/namespaces/shop-level-3/deployments/shop").unwrap()["metadata"]["labels"]["scalectl.dev/environment"], env);
 
     // The password went to the cluster, and nowhere a user or log would see it.
     let secret = patches.iter().find(|p| applied(p) == "Secret/redis-auth").unwrap();
     let password = secret.body.as_ref().unwrap()["stringData"]["password"].as_str().unwrap().to_string();
     assert_eq!(password.len(), 32);
-    let state = std::fs::read_to_string(home.env_dir(&env).join("state.json")).unwrap();
+    let state = std::fs::read_to_string(home.env_dir(env).join("state.json")).unwrap();
     for (what, t) in [("stdout", text(&out.stdout)), ("stderr", text(&out.stderr)), ("state", state)] {
         assert!(!t.contains(&password), "the password is in {what}");
     }
 
     // The shop's log, from its newest pod.
-    let logs = scalectl(&home, &kubeconfig, &["logs", "--env", &env, "shop/shop", "-n", "20"]);
+    let logs = f.run(&["logs", "--env", env, "shop/shop", "-n", "20"]);
     ok(&logs);
     assert!(text(&logs.stdout).contains("log of shop-g1"), "{}", text(&logs.stdout));
     let tail = api.seen().into_iter().find(|s| s.path.ends_with("/pods/shop-g1/log")).expect("the pod's log was read");
@@ -86,26 +100,24 @@ fn up_applies_every_object_server_side_in_order_and_down_deletes_them() {
 
     // Nothing changed: nothing is applied again.
     api.forget_requests();
-    let again = scalectl(&home, &kubeconfig, &["up", "--env", &env]);
+    let again = f.run(&["up", "--env", env]);
     ok(&again);
     assert!(text(&again.stderr).contains("0 to create, 0 to change"), "{}", text(&again.stderr));
     assert_eq!(applies(&api.seen()).len(), 0, "a second up applied again: {:?}", api.seen().iter().map(|s| &s.path).collect::<Vec<_>>());
 
     api.forget_requests();
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
     let deletes: Vec<String> = api.seen().iter().filter(|s| s.method == "DELETE").map(|s| s.path.clone()).collect();
     assert!(deletes.iter().any(|p| p == "/api/v1/namespaces/shop-level-3"), "{deletes:?}");
     assert_eq!(deletes.last().map(String::as_str), Some("/api/v1/namespaces/shop-level-3"), "the namespace goes last: {deletes:?}");
     assert!(api.paths().is_empty(), "left on the cluster: {:?}", api.paths());
-    assert!(!home.env_dir(&env).join("state.json").exists(), "down forgets the environment");
+    assert!(!home.env_dir(env).join("state.json").exists(), "down forgets the environment");
 }
 
 #[test]
 fn a_field_another_manager_owns_stops_up_until_forced() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let env = home.env("kube");
+    let f = Fixture::new("kind-scalectl");
+    let (api, env) = (&f.api, f.env.as_str());
     let path = "/apis/apps/v1/namespaces/shop-level-1/deployments/shop";
     api.owned_by(
         path,
@@ -114,55 +126,47 @@ fn a_field_another_manager_owns_stops_up_until_forced() {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop", "namespace": "shop-level-1"}, "spec": {"replicas": 5}}),
     );
 
-    let out = scalectl(&home, &kubeconfig, &["up", "--level", "1", "--target", "kubernetes", "--env", &env]);
+    let out = f.run(&["up", "--level", "1", "--target", "kubernetes", "--env", env]);
     assert!(!out.status.success(), "{}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(err.contains("kubectl-edit") && err.contains(".spec.replicas") && err.contains("--force-conflicts"), "{err}");
     assert_eq!(api.object(path).unwrap()["spec"]["replicas"], 5, "a conflict changes nothing");
 
     api.forget_requests();
-    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env, "--force-conflicts"]));
+    ok(&f.run(&["up", "--env", env, "--force-conflicts"]));
     let forced = api.seen().into_iter().find(|s| s.method == "PATCH" && s.path == path).expect("the Deployment was applied again");
     assert_eq!(forced.query.get("force").map(String::as_str), Some("true"));
     assert_eq!(api.object(path).unwrap()["spec"]["replicas"], 1, "scalectl's value now");
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
 }
 
 #[test]
 fn a_rollout_that_never_becomes_ready_fails_up_with_its_reason() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let env = home.env("kube");
+    let f = Fixture::new("kind-scalectl");
+    let (api, env) = (&f.api, f.env.as_str());
     api.never_available("shop");
-    let out = scalectl(
-        &home,
-        &kubeconfig,
-        &["up", "--level", "1", "--target", "kubernetes", "--env", &env, "--set", "spec.targets.local.healthTimeoutSeconds=3"],
-    );
+    let out = f.run(&["up", "--level", "1", "--target", "kubernetes", "--env", env, "--set", "spec.targets.local.healthTimeoutSeconds=3"]);
     assert!(!out.status.success(), "{}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(err.contains("shop/shop") && err.contains("0 of 1 pods available") && err.contains("MinimumReplicasUnavailable"), "{err}");
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
 }
 
 #[test]
 fn a_missing_context_says_how_to_make_one() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["some-other-cluster"]);
-    let env = home.env("kube");
-    let out = scalectl(&home, &kubeconfig, &["up", "--level", "1", "--target", "kubernetes", "--env", &env]);
+    let f = Fixture::new("some-other-cluster");
+    let (api, home, env) = (&f.api, &f.home, f.env.as_str());
+    let out = f.run(&["up", "--level", "1", "--target", "kubernetes", "--env", env]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("kind-scalectl") && err.contains("kind create cluster --name scalectl") && err.contains("some-other-cluster"), "{err}");
     assert!(api.seen().iter().all(|s| s.method != "PATCH"), "nothing applied without the right cluster");
     // `down` cannot look either, and says so rather than forget what it cannot see ...
-    let down = scalectl(&home, &kubeconfig, &["down", "--env", &env]);
+    let down = f.run(&["down", "--env", env]);
     assert!(!down.status.success() && text(&down.stderr).contains("kind-scalectl"), "{}", text(&down.stderr));
     // ... until the context is there.
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
+    ok(&f.run(&["down", "--env", env]));
 }
 
 /// Levels 1 and 3 on a real cluster: `SCALECTL_TEST_KUBECONTEXT` names the kubeconfig
@@ -188,10 +192,9 @@ fn levels_1_and_3_come_up_and_go_away_on_a_real_cluster() {
 
 #[test]
 fn doctor_checks_the_cluster_each_level_names_and_says_what_to_install() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let doctor = |level: &str| scalectl(&home, &kubeconfig, &["doctor", "--target", "kubernetes", "--level", level, "-o", "json"]);
+    let f = Fixture::new("kind-scalectl");
+    let api = &f.api;
+    let doctor = |level: &str| f.run(&["doctor", "--target", "kubernetes", "--level", level, "-o", "json"]);
 
     let out = doctor("4");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
@@ -220,11 +223,9 @@ fn doctor_checks_the_cluster_each_level_names_and_says_what_to_install() {
 
 #[test]
 fn objects_no_longer_wanted_are_pruned_and_only_those() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let env = home.env("kube");
-    ok(&scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]));
+    let f = Fixture::new("kind-scalectl");
+    let (api, env) = (&f.api, f.env.as_str());
+    ok(&f.run(&["up", "--level", "3", "--target", "kubernetes", "--env", env]));
     let policies = "/apis/networking.k8s.io/v1/namespaces/shop-level-3/networkpolicies";
     assert!(api.object(&format!("{policies}/redis-private")).is_some());
     // Someone else's rule in the same namespace, and an operator's Secret that copied
@@ -240,7 +241,7 @@ fn objects_no_longer_wanted_are_pruned_and_only_those() {
     );
 
     api.forget_requests();
-    let out = scalectl(&home, &kubeconfig, &["up", "--env", &env, "--set", "spec.network.privateDataTier=false"]);
+    let out = f.run(&["up", "--env", env, "--set", "spec.network.privateDataTier=false"]);
     ok(&out);
     let deleted: Vec<String> = api.seen().iter().filter(|s| s.method == "DELETE").map(|s| s.path.clone()).collect();
     for name in ["db-main-private", "db-main-poolers-private", "redis-private"] {
@@ -252,21 +253,19 @@ fn objects_no_longer_wanted_are_pruned_and_only_those() {
     assert_eq!(deleted.len(), 3, "nothing else goes: {deleted:?}");
     let err = text(&out.stderr);
     assert!(err.contains("namespace/shop-level-3: pruned ") && err.contains("NetworkPolicy/db-main-private"), "{err}");
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
 }
 
 #[test]
 fn plan_lists_each_kind_once_and_shows_what_was_changed_on_the_cluster() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl-r1"]);
-    let env = home.env("kube");
-    ok(&scalectl(&home, &kubeconfig, &["up", "--level", "6", "--target", "kubernetes", "--env", &env]));
+    let f = Fixture::new("kind-scalectl-r1");
+    let (api, env) = (&f.api, f.env.as_str());
+    ok(&f.run(&["up", "--level", "6", "--target", "kubernetes", "--env", env]));
     let objects = api.paths().len();
 
     // A plan with nothing to do reads each kind once, whatever the number of objects.
     api.forget_requests();
-    let plan = scalectl(&home, &kubeconfig, &["plan", "--env", &env, "--exit-code"]);
+    let plan = f.run(&["plan", "--env", env, "--exit-code"]);
     ok(&plan);
     let seen = api.seen();
     assert!(seen.iter().all(|s| s.method == "GET" && s.query.contains_key("labelSelector")), "only lists: {seen:?}");
@@ -280,24 +279,22 @@ fn plan_lists_each_kind_once_and_shows_what_was_changed_on_the_cluster() {
     let image = live["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example.com/hotfix:1");
     api.owned_by(path, "kubectl-set", ".spec.template.spec.containers[name=\"shop\"].image", live);
-    let plan = scalectl(&home, &kubeconfig, &["plan", "--env", &env, "--exit-code"]);
+    let plan = f.run(&["plan", "--env", env, "--exit-code"]);
     assert_eq!(plan.status.code(), Some(1), "a drifted environment has changes to make");
     let shown = text(&plan.stdout);
     assert!(shown.contains("shop/shop-catalog") && shown.contains("changed outside scalectl"), "{shown}");
     assert!(shown.contains("Deployment/shop-catalog.spec.template.spec.containers.0.image"), "{shown}");
-    let up = scalectl(&home, &kubeconfig, &["up", "--env", &env]);
+    let up = f.run(&["up", "--env", env]);
     assert!(!up.status.success() && text(&up.stderr).contains("kubectl-set"), "{}", text(&up.stderr));
-    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env, "--force-conflicts"]));
+    ok(&f.run(&["up", "--env", env, "--force-conflicts"]));
     assert_eq!(api.object(path).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"], image);
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
 }
 
 #[test]
 fn a_namespace_and_a_password_already_on_the_cluster_are_used_and_kept() {
-    let api = MockKubeApi::start();
-    let home = Home::new();
-    let kubeconfig = api.kubeconfig(home.root.parent().unwrap(), &["kind-scalectl"]);
-    let env = home.env("kube");
+    let f = Fixture::new("kind-scalectl");
+    let (api, env) = (&f.api, f.env.as_str());
     let ns = "/api/v1/namespaces/shop-level-3";
     api.put(ns, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-level-3", "labels": {"team": "shop"}}, "status": {"phase": "Active"}}));
     // "from-the-cluster", base64: another machine's `up` made it.
@@ -306,7 +303,7 @@ fn a_namespace_and_a_password_already_on_the_cluster_are_used_and_kept() {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-auth", "namespace": "shop-level-3"}, "data": {"password": "ZnJvbS10aGUtY2x1c3Rlcg=="}}),
     );
 
-    let out = scalectl(&home, &kubeconfig, &["up", "--level", "3", "--target", "kubernetes", "--env", &env]);
+    let out = f.run(&["up", "--level", "3", "--target", "kubernetes", "--env", env]);
     ok(&out);
     assert!(text(&out.stderr).contains("was not made by scalectl"), "{}", text(&out.stderr));
     let seen = api.seen();
@@ -318,10 +315,10 @@ fn a_namespace_and_a_password_already_on_the_cluster_are_used_and_kept() {
     let job = "/apis/batch/v1/namespaces/shop-level-3/jobs/shop-migrate";
     api.remove(job);
     api.forget_requests();
-    ok(&scalectl(&home, &kubeconfig, &["up", "--env", &env]));
+    ok(&f.run(&["up", "--env", env]));
     assert!(api.seen().iter().any(|s| s.method == "PATCH" && s.path == job), "the missing Job was not made again");
 
-    ok(&scalectl(&home, &kubeconfig, &["down", "--env", &env]));
+    ok(&f.run(&["down", "--env", env]));
     assert!(api.object(ns).is_some(), "down deleted a namespace scalectl did not make");
     assert!(api.object("/apis/postgresql.cnpg.io/v1/namespaces/shop-level-3/clusters/db-main").is_none(), "down left its own objects");
 }

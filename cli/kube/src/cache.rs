@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, TCPSocketAction,
+    TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -77,19 +77,5 @@ pub fn server(scope: &Scope, c: &Cache) -> (Deployment, Service) {
         }),
         ..Default::default()
     };
-    let service = Service {
-        metadata: scope.meta(meta::REDIS, &labels),
-        spec: Some(ServiceSpec {
-            selector: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: meta::REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    (deployment, service)
+    (deployment, meta::service(scope, meta::REDIS, &labels, &labels, "redis", meta::REDIS_PORT))
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use scalectl_core::manifest::RoleName;
 use scalectl_core::topology::DbCluster;
 
@@ -52,6 +54,25 @@ impl Scope {
         ]);
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         l
+    }
+}
+
+/// A ClusterIP Service `name` over the pods `select` picks, with one named port that
+/// goes to the containers' port of the same name.
+pub fn service(scope: &Scope, name: &str, labels: &[(&str, &str)], select: &[(&str, &str)], port_name: &str, port: i32) -> Service {
+    Service {
+        metadata: scope.meta(name, labels),
+        spec: Some(ServiceSpec {
+            selector: Some(select.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -12,7 +12,7 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec,
+    SecurityContext, Service,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -208,20 +208,7 @@ pub fn pool(
         }),
         ..Default::default()
     };
-    let service = Service {
-        metadata: w.scope.meta(&name, &labels),
-        spec: Some(ServiceSpec {
-            selector: Some(select.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: meta::SHOP_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let service = meta::service(w.scope, &name, &labels, &select, "http", meta::SHOP_PORT);
     let budget = (least > 1).then(|| PodDisruptionBudget {
         metadata: w.scope.meta(&name, &labels),
         spec: Some(PodDisruptionBudgetSpec {
