@@ -9,7 +9,7 @@ use scalectl_core::manifest::RoleName;
 use crate::meta::{self, NAME_LABEL, Scope};
 
 /// The path prefixes each role serves, as `app/src/http.rs` routes them. Until the shop
-/// publishes its route table (`shop routes`, issue 15), this copy and `tests/kube_render.rs`
+/// publishes its route table (`shop routes`, issue 15), this copy and `cli/kube/tests/routes.rs`
 /// keep the two equal.
 pub fn prefixes(role: RoleName) -> &'static [&'static str] {
     match role {

@@ -6,9 +6,10 @@
 //!   (Redis), [`shop`] (migration Job, role pools, workers), [`edge`] (Ingress),
 //!   [`policy`] (the private data tier as NetworkPolicies); [`meta`] owns names and
 //!   labels, [`yaml`] writes objects the way kubectl shows them.
-//!
-//! Applying them (server-side apply through kube-rs, waits, prune) is the next step of
-//! issue 16; today `scalectl render --target kubernetes` writes them.
+//! - [`graph`]: the objects grouped into the engine's resources, one per component.
+//! - [`provider`]: [`KubeProvider`], which applies them with server-side apply through
+//!   kube-rs, waits for them (`ready`), finds drift (`drift`) and prunes; [`doctor`]
+//!   checks a cluster for what the levels need.
 
 pub mod cache;
 pub mod cnpg;
