@@ -290,6 +290,8 @@ impl KubeProvider {
         let force = self.options.force_conflicts;
         let rerun = r.kind == ResourceKind::Migration && *action != Action::Create;
         let (kind, name) = (r.kind, r.id.split_once('/').map_or(r.id.clone(), |(_, n)| n.to_string()));
+        // The snapshot `observe` took is about to be out of date (`endpoints` reads it after `up`).
+        *self.live.lock().unwrap() = None;
         self.on_rt(async move {
             let mut notes = Vec::new();
             for o in &objects {
