@@ -188,7 +188,13 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
             .filter(|m| m["role"] == role)
             .filter_map(|m| m["name"].as_str().map(str::to_string))
             .collect();
-        Ok(of(ResourceKind::PatroniNode).filter(|n| names.contains(&crate::patroni::member_name(n))).collect())
+        // A node killed moments ago is still listed, in its last role, until its member
+        // key expires (the leader watch releases only the leader's lock): it is no
+        // standby now, and a fault on it would find nothing to act on.
+        let all = all_processes();
+        Ok(of(ResourceKind::PatroniNode)
+            .filter(|n| names.contains(&crate::patroni::member_name(n)) && !node_pids_among(env, n, &all).is_empty())
+            .collect())
     };
     let found: Vec<&Resource> = match target {
         Selector::Leader => vec![crate::postgres::primary(env, &nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>())?],
