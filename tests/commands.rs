@@ -49,7 +49,7 @@ fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
     let env = home.env("l4");
     let out = home.expect(2, &["up", "--level", "4", "--env", &env]);
     let err = text(&out.stderr);
-    assert!(err.contains("level 4 does not run on the local target") && err.contains("routing by shop role"), "{err}");
+    assert!(err.contains("level 4 does not run on the local target") && err.contains("Redis replicas"), "{err}");
     assert!(!home.env_dir(&env).exists(), "nothing was created");
 }
 
@@ -99,4 +99,39 @@ fn levels_explain_doctor_render_and_completions_answer() {
 
 fn scalectl_level(n: u8) -> String {
     std::fs::read_to_string(format!("{}/environments/level-{n}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// From level 4 the shop runs as one pool per role: the edge must send each role's paths
+/// to its pool, by the table the shop binary itself reports, and HAProxy must accept it.
+#[test]
+fn level_4s_edge_routes_each_roles_paths_to_its_pool_by_the_shops_own_table() {
+    let home = Home::new();
+    let out = home.root.parent().unwrap().join("rendered-4");
+    home.expect(0, &["render", "--level", "4", "--out", out.to_str().unwrap(), "-q"]);
+    let cfg_path = out.join("haproxy-r1/haproxy.cfg");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let shop = std::path::Path::new(support::BIN).with_file_name("shop");
+    let routes = std::process::Command::new(&shop).args(["routes", "-o", "json"]).output().expect("running shop routes");
+    assert!(routes.status.success(), "{}", text(&routes.stderr));
+    let table: Value = serde_json::from_slice(&routes.stdout).unwrap();
+    let roles = table["roles"].as_object().unwrap();
+    assert_eq!(roles.len(), 5, "{table}");
+    for (role, prefixes) in roles {
+        let prefixes: Vec<&str> = prefixes.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert!(cfg.contains(&format!("acl role_{role} path {}\n", prefixes.join(" "))), "{role}: {cfg}");
+        let beneath: Vec<String> = prefixes.iter().map(|p| format!("{p}/")).collect();
+        assert!(cfg.contains(&format!("acl role_{role} path_beg {}\n", beneath.join(" "))), "{role}: {cfg}");
+        assert!(cfg.contains(&format!("use_backend shops_{role} if role_{role}\n")), "{role}: {cfg}");
+        // The role's backend holds its pool's shops and no other role's.
+        let backend = cfg.split(&format!("backend shops_{role}\n")).nth(1).unwrap().split("\nbackend ").next().unwrap();
+        let servers: Vec<&str> = backend.lines().filter_map(|l| l.trim().strip_prefix("server ")).map(|s| s.split(' ').next().unwrap()).collect();
+        assert!(!servers.is_empty() && servers.iter().all(|s| s.starts_with(&format!("r1-{role}-"))), "{role}: {servers:?}");
+    }
+    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("haproxy");
+    let check = std::process::Command::new(haproxy).arg("-c").arg("-f").arg(&cfg_path).output().expect("running haproxy -c");
+    assert!(check.status.success(), "haproxy refuses the edge's config: {}{}", text(&check.stdout), text(&check.stderr));
+    // Levels 1 to 3 run the monolith: no routing, and no need for the shop's table.
+    home.expect(0, &["render", "--level", "3", "--out", home.root.parent().unwrap().join("rendered-3").to_str().unwrap(), "-q"]);
+    let level3 = std::fs::read_to_string(home.root.parent().unwrap().join("rendered-3/haproxy-r1/haproxy.cfg")).unwrap();
+    assert!(!level3.contains("use_backend") && level3.contains("default_backend shops"), "{level3}");
 }

@@ -20,6 +20,17 @@ pub enum Role {
 
 impl Role {
     pub const ALL: [Role; 5] = [Role::Auth, Role::Catalog, Role::Cart, Role::Orders, Role::Flash];
+
+    /// The name `--roles` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Auth => "auth",
+            Role::Catalog => "catalog",
+            Role::Cart => "cart",
+            Role::Orders => "orders",
+            Role::Flash => "flash",
+        }
+    }
 }
 
 /// The set of route groups a process serves.
@@ -46,12 +57,10 @@ impl FromStr for Roles {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "all" => set.extend(Role::ALL),
-                "auth" => _ = set.insert(Role::Auth),
-                "catalog" => _ = set.insert(Role::Catalog),
-                "cart" => _ = set.insert(Role::Cart),
-                "orders" => _ = set.insert(Role::Orders),
-                "flash" => _ = set.insert(Role::Flash),
-                other => return Err(ParseRolesError(other.to_owned())),
+                name => match Role::ALL.into_iter().find(|r| r.as_str() == name) {
+                    Some(role) => _ = set.insert(role),
+                    None => return Err(ParseRolesError(name.to_owned())),
+                },
             }
         }
         if set.is_empty() {

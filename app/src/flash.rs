@@ -34,7 +34,7 @@ use crate::domain::{Quantity, Units};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{AuthUser, IDEMPOTENCY_HEADER, IdempotencyKey, Json, Path, UnmarkedUser};
 use crate::flash_batch::{self, Attempt, Batched, Batches, Outcome, Purchase, Refusal};
-use crate::flash_memory::SaleMeta;
+use crate::flash_memory::{SEAL_WAIT, SaleMeta};
 use crate::flash_units::{pg_remaining, seen_sold_out, take_units};
 use crate::orders::{Claim, Line, Order, claim_key, place_order, request_hash, stored_order, with_retries};
 use crate::redis_link::RedisLink;
@@ -356,6 +356,22 @@ async fn replay_or_sold_out(state: &AppState, user_id: i64, key: &str, hash: &st
     }
 }
 
+/// The answer once this process has seen PostgreSQL sold out. When it has also read
+/// every buyer (the sale is sealed; a read in flight is waited for, as one read answers
+/// every loser), anyone else lost and has no order to replay: "sold out" from memory.
+/// (A key they used elsewhere is "sold out" here, not reused.) A buyer, or anyone while
+/// the buyers are unknown, gets [`replay_or_sold_out`].
+async fn after_sold_out(state: &AppState, id: i64, user_id: i64, key: &str, hash: &str) -> AppResult<Response> {
+    match state.flash.sealed_within(id, SEAL_WAIT).await {
+        Some(buyers) if !buyers.contains(&user_id) => return Err(sold_out(state)),
+        Some(_) => {}
+        // The read failed (or is slow): another is started unless one is in flight,
+        // so a passing failure does not send every later loser to PostgreSQL.
+        None => seen_sold_out(state, id),
+    }
+    replay_or_sold_out(state, user_id, key, hash).await
+}
+
 fn key_reused() -> AppError {
     AppError::conflict("Idempotency-Key was already used for a different request", Some(IDEMPOTENCY_HEADER))
 }
@@ -397,15 +413,8 @@ pub async fn purchase(
         return Err(AppError::conflict("per-buyer limit exceeded", Some("quantity")));
     }
     close_ledger_if_owed(&state, id).await;
-    if let Some(buyers) = state.flash.sealed(id) {
-        // Sold out, and everyone who bought is known: anyone else lost, and has no
-        // order to replay. (A key they used elsewhere is "sold out" here, not reused.)
-        if !buyers.contains(&user.id) {
-            return Err(sold_out(&state));
-        }
-    }
     if state.flash.is_sold_out(id) {
-        return replay_or_sold_out(&state, user.id, &key, &hash).await;
+        return after_sold_out(&state, id, user.id, &key, &hash).await;
     }
     let admitted = match gate(&state, id, quantity, user.id).await? {
         Gate::Admitted => true,
@@ -441,7 +450,7 @@ pub async fn purchase(
             if admitted {
                 adjust_counter(&state, id, Some(0), 0).await;
             }
-            return replay_or_sold_out(&state, user.id, &key, &hash).await;
+            return after_sold_out(&state, id, user.id, &key, &hash).await;
         }
         Batched::Alone => with_retries(|| attempt(&state, &user, id, meta, quantity, &key, &hash)).await,
     };

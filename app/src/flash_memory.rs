@@ -8,11 +8,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 /// How often one process lets a gate-rejected buyer through to PostgreSQL, so a
 /// counter that is wrong on the low side heals instead of stranding units.
 pub(crate) const VERIFY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a request that finds its sale sold out waits for this process's read of
+/// the final buyers before asking PostgreSQL about its own key instead. The read is one
+/// statement; without the wait, every loser in between made a read of its own, and in
+/// a stampede those reads queued in front of the one that would have answered them all.
+pub(crate) const SEAL_WAIT: Duration = Duration::from_secs(1);
 
 /// The immutable part of a sale, cached per process.
 #[derive(Clone, Copy)]
@@ -30,7 +36,8 @@ pub struct FlashLocal {
     pub(crate) meta: Mutex<HashMap<i64, Arc<OnceCell<SaleMeta>>>>,
     pub(crate) sold_out: Mutex<HashSet<i64>>,
     pub(crate) sealed: RwLock<HashMap<i64, Arc<HashSet<i64>>>>,
-    pub(crate) sealing: Mutex<HashSet<i64>>,
+    /// Sales whose final buyers are being read, and how their readers are woken.
+    pub(crate) sealing: Mutex<HashMap<i64, Arc<Notify>>>,
     pub(crate) verified: Mutex<HashMap<i64, Instant>>,
     pub(crate) unrecorded: Mutex<HashSet<i64>>,
 }
@@ -58,13 +65,46 @@ impl FlashLocal {
     }
     /// Whether this caller should read the buyers now (one at a time per sale).
     pub(crate) fn start_sealing(&self, id: i64) -> bool {
-        !self.sealed.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) && self.sealing.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+        if self.sealed.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            return false;
+        }
+        let mut sealing = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
+        if sealing.contains_key(&id) {
+            return false;
+        }
+        sealing.insert(id, Arc::default());
+        true
     }
+    /// Ends a read of the final buyers (`None`: it failed, or the sale was not sold
+    /// out after all) and wakes whoever waits for it.
     pub(crate) fn finish_sealing(&self, id: i64, buyers: Option<HashSet<i64>>) {
         if let Some(buyers) = buyers {
             self.sealed.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(buyers));
         }
-        self.sealing.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let woken = self.sealing.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if let Some(notify) = woken {
+            notify.notify_waiters();
+        }
+    }
+    /// The sale's final buyers: at once if read, after at most `wait` if a read is in
+    /// flight, `None` if there is no read or it failed or took longer.
+    pub(crate) async fn sealed_within(&self, id: i64, wait: Duration) -> Option<Arc<HashSet<i64>>> {
+        if let Some(buyers) = self.sealed(id) {
+            return Some(buyers);
+        }
+        let Some(notify) = self.sealing.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned() else {
+            // No read in flight: perhaps it ended just now.
+            return self.sealed(id);
+        };
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        // Registered before looking again, so a read that ends in between still wakes us.
+        woken.as_mut().enable();
+        let in_flight = self.sealing.lock().unwrap_or_else(|e| e.into_inner()).get(&id).is_some_and(|n| Arc::ptr_eq(n, &notify));
+        if in_flight {
+            let _ = tokio::time::timeout(wait, woken).await;
+        }
+        self.sealed(id)
     }
     /// A buyer went to PostgreSQL without the ledger recording them.
     pub(crate) fn unrecorded(&self, id: i64) {
@@ -92,5 +132,58 @@ impl FlashLocal {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::FlashLocal;
+
+    #[tokio::test]
+    async fn a_loser_waits_for_the_read_in_flight_and_is_answered_by_it() {
+        let flash = Arc::new(FlashLocal::default());
+        assert!(flash.sealed_within(7, Duration::from_secs(5)).await.is_none(), "no read in flight: nothing to wait for");
+        assert!(flash.start_sealing(7));
+        assert!(!flash.start_sealing(7), "one read per sale at a time");
+        let waiter = tokio::spawn({
+            let flash = flash.clone();
+            async move { flash.sealed_within(7, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        flash.finish_sealing(7, Some(HashSet::from([1, 2])));
+        let buyers = waiter.await.unwrap().expect("the read's buyers");
+        assert!(started.elapsed() < Duration::from_secs(5), "woken by the read, not by the timeout");
+        assert!(buyers.contains(&1) && !buyers.contains(&3));
+        assert!(!flash.start_sealing(7), "sealed: nothing more to read");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_sends_its_waiters_to_postgres_at_once() {
+        let flash = Arc::new(FlashLocal::default());
+        assert!(flash.start_sealing(8));
+        let waiter = tokio::spawn({
+            let flash = flash.clone();
+            async move { flash.sealed_within(8, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        flash.finish_sealing(8, None);
+        assert!(waiter.await.unwrap().is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(flash.start_sealing(8), "a later caller may try the read again");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_takes_too_long_is_not_waited_for() {
+        let flash = FlashLocal::default();
+        assert!(flash.start_sealing(9));
+        let started = Instant::now();
+        assert!(flash.sealed_within(9, Duration::from_millis(100)).await.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 }

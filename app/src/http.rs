@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use utoipa::OpenApi;
 
@@ -34,40 +34,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json));
-    if roles.contains(Role::Auth) {
-        router = router
-            .route("/register", post(auth::register))
-            .route("/login", post(auth::login))
-            .route("/logout", post(auth::logout))
-            .route("/me", get(auth::me));
-    }
-    if roles.contains(Role::Catalog) {
-        router = router
-            .route("/shops", post(catalog::create_shop).get(catalog::list_shops))
-            .route("/products", post(catalog::create_product).get(catalog::list_products))
-            .route("/products/{id}", get(catalog::get_product).put(catalog::update_product))
-            .route("/products/{id}/reviews", post(catalog::create_review).get(catalog::list_reviews));
-    }
-    if roles.contains(Role::Cart) {
-        router = router
-            .route("/cart", get(cart::get_cart))
-            .route("/cart/items", post(cart::add_item))
-            .route("/cart/items/{id}", axum::routing::delete(cart::remove_item));
-    }
-    if roles.contains(Role::Orders) {
-        router = router
-            .route("/checkout", post(checkout::checkout))
-            .route("/orders", get(orders::list_orders))
-            .route("/orders/{id}", get(orders::get_order))
-            .route("/orders/{id}/invoice", get(orders::get_invoice))
-            .route("/orders/{id}/delivery", get(orders::get_delivery))
-            .route("/returns", post(orders::create_return));
-    }
-    if roles.contains(Role::Flash) {
-        router = router
-            .route("/flash-sales", post(flash::create_sale))
-            .route("/flash-sales/{id}", get(flash::get_sale))
-            .route("/flash-sales/{id}/purchase", post(flash::purchase).layer(Extension(Arc::new(flash_batch::Batches::default()))));
+    for role in Role::ALL.into_iter().filter(|r| roles.contains(*r)) {
+        for (path, handlers) in routes(role) {
+            router = router.route(path, handlers);
+        }
     }
     router
         .fallback(not_found)
@@ -75,6 +45,58 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// The routes of one role group. [`app`] serves them and [`prefixes`] tells a balancer
+/// in front where they are, both from this one table, so the two cannot drift apart.
+fn routes(role: Role) -> Vec<(&'static str, MethodRouter<AppState>)> {
+    match role {
+        Role::Auth => {
+            vec![("/register", post(auth::register)), ("/login", post(auth::login)), ("/logout", post(auth::logout)), ("/me", get(auth::me))]
+        }
+        Role::Catalog => vec![
+            ("/shops", post(catalog::create_shop).get(catalog::list_shops)),
+            ("/products", post(catalog::create_product).get(catalog::list_products)),
+            ("/products/{id}", get(catalog::get_product).put(catalog::update_product)),
+            ("/products/{id}/reviews", post(catalog::create_review).get(catalog::list_reviews)),
+        ],
+        Role::Cart => vec![
+            ("/cart", get(cart::get_cart)),
+            ("/cart/items", post(cart::add_item)),
+            ("/cart/items/{id}", axum::routing::delete(cart::remove_item)),
+        ],
+        Role::Orders => vec![
+            ("/checkout", post(checkout::checkout)),
+            ("/orders", get(orders::list_orders)),
+            ("/orders/{id}", get(orders::get_order)),
+            ("/orders/{id}/invoice", get(orders::get_invoice)),
+            ("/orders/{id}/delivery", get(orders::get_delivery)),
+            ("/returns", post(orders::create_return)),
+        ],
+        Role::Flash => vec![
+            ("/flash-sales", post(flash::create_sale)),
+            ("/flash-sales/{id}", get(flash::get_sale)),
+            ("/flash-sales/{id}/purchase", post(flash::purchase).layer(Extension(Arc::new(flash_batch::Batches::default())))),
+        ],
+    }
+}
+
+/// The path prefixes `role` serves (`shop routes`): the first segment of each of its
+/// routes, once each, in the table's order. A balancer that sends a prefix and
+/// everything under it (`/p`, `/p/…`) to the role's pool sends it all it serves, and
+/// no other role serves anything there (`tests::no_role_serves_under_anothers_prefix`).
+/// The operational routes (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`) are in
+/// every role.
+pub fn prefixes(role: Role) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (path, _) in routes(role) {
+        let first = path.split('/').nth(1).unwrap_or_default();
+        let prefix = format!("/{first}");
+        if !out.contains(&prefix) {
+            out.push(prefix);
+        }
+    }
+    out
 }
 
 /// Serves `app(state)` on a listener the caller bound (so tests can use port 0),
@@ -245,4 +267,34 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(openapi::ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prefixes, routes};
+    use crate::config::Role;
+
+    fn covers(prefix: &str, path: &str) -> bool {
+        path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    #[test]
+    fn no_role_serves_under_anothers_prefix() {
+        for role in Role::ALL {
+            for (path, _) in routes(role) {
+                let owners: Vec<Role> = Role::ALL.into_iter().filter(|r| prefixes(*r).iter().any(|p| covers(p, path))).collect();
+                assert_eq!(owners, [role], "{path}");
+            }
+        }
+        for operational in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            assert!(Role::ALL.iter().all(|r| !prefixes(*r).iter().any(|p| covers(p, operational))), "{operational} is in every role");
+        }
+    }
+
+    #[test]
+    fn a_roles_prefixes_are_its_routes_first_segments_once_each() {
+        assert_eq!(prefixes(Role::Auth), ["/register", "/login", "/logout", "/me"]);
+        assert_eq!(prefixes(Role::Catalog), ["/shops", "/products"]);
+        assert_eq!(prefixes(Role::Orders), ["/checkout", "/orders", "/returns"]);
+    }
 }

@@ -1,12 +1,12 @@
 //! The `shop` binary: `serve` (HTTP API), `worker` (outbox drain, order partitions),
-//! `migrate`, `partition-orders`.
+//! `migrate`, `partition-orders`, `routes` (which paths each role serves).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use shop::config::{RateLimits, RateSpec, Roles, Settings};
+use shop::config::{RateLimits, RateSpec, Role, Roles, Settings};
 use shop::db::{Db, Pooler};
 use shop::outbox::WorkerConfig;
 use shop::partitions::{self, PartitionConfig};
@@ -22,6 +22,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "shop", version, about = "The e-commerce service deployed by scalectl")]
 struct Cli {
+    /// Threads that run requests: 0 for one per core, 1 runs everything on one thread.
+    /// scalectl's local target gives the replicas of a pool their part of the machine's
+    /// cores, as more threads than cores only add context switches and work stealing
+    #[arg(long, env = "SHOP_THREADS", default_value_t = 0, global = true)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,11 +151,33 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the path prefixes each role serves, for the balancer in front (a prefix
+    /// covers itself and everything under it); needs no database
+    Routes {
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// One thread runs everything on it (no handing tasks between threads); more share
+/// the work with stealing. Password hashing goes to the blocking pool either way.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(cli.threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shop: cannot start the runtime: {e}");
@@ -281,6 +308,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 moved = report.moved,
                 "orders partitioned by month"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Routes { output } => {
+            let table = Role::ALL.map(|role| (role.as_str(), shop::http::prefixes(role)));
+            match output {
+                Output::Json => {
+                    let roles: serde_json::Map<String, serde_json::Value> = table.into_iter().map(|(role, p)| (role.to_owned(), p.into())).collect();
+                    println!("{}", serde_json::json!({ "roles": roles }));
+                }
+                Output::Text => {
+                    for (role, p) in table {
+                        println!("{role:<8} {}", p.join(" "));
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { common } => {

@@ -8,9 +8,8 @@ use scalectl_core::manifest::RoleName;
 
 use crate::meta::{self, NAME_LABEL, Scope};
 
-/// The path prefixes each role serves, as `app/src/http.rs` routes them. Until the shop
-/// publishes its route table (`shop routes`, issue 15), this copy and `cli/kube/tests/routes.rs`
-/// keep the two equal.
+/// The path prefixes each role serves: a copy of the shop's own table (`shop routes`),
+/// so rendering needs no shop binary; `cli/kube/tests/routes.rs` holds the two equal.
 pub fn prefixes(role: RoleName) -> &'static [&'static str] {
     match role {
         RoleName::All => &["/"],

@@ -148,6 +148,8 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     rate_login: rate_text(&limits.login),
                     rate_register: rate_text(&limits.register),
                     rate_search: rate_text(&limits.search),
+                    // A pool's replicas (all on this one machine) share its cores.
+                    pool_replicas: u32::from(pool.replicas),
                 });
                 out.push(resource(&id, &region.name, Some((address, ports::SHOP)), deps, spec));
                 shops.push(id);

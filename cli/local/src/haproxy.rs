@@ -1,8 +1,10 @@
 //! HAProxy in two roles: `edge` balances HTTP over the shop processes, checking each
-//! through `/readyz`; `db` routes PostgreSQL connections to the Patroni leader (writes)
+//! through `/readyz`, and sends each role's paths to its pool when the shop is split by
+//! role (level 4 and up); `db` routes PostgreSQL connections to the Patroni leader (writes)
 //! and replicas (reads) by asking each node's Patroni REST API. Both expose HAProxy's
 //! built-in Prometheus endpoint.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -12,11 +14,11 @@ use anyhow::{Context, Result};
 use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::Observed;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
 use crate::spec::{self, HaproxyRole};
-use crate::{Env, health, templates, tools};
+use crate::{Env, health, shop, templates, tools};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "haproxy")
@@ -34,26 +36,56 @@ fn metrics_endpoint(r: &Resource) -> Result<SocketAddr> {
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
     let spec = spec::haproxy(r)?;
     let mut backends = Vec::new();
+    // Shops by the role they serve, for the edge (`all` serves every path).
+    let mut by_role: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for id in &spec.backends {
         let b = env.resource(id)?;
         let patroni_port = match spec.role {
             HaproxyRole::Db => Some(spec::patroni_node(b)?.patroni.patroni_port),
             HaproxyRole::Edge => None,
         };
-        backends.push(json!({
+        let server = json!({
             "name": id.rsplit('/').next().unwrap_or(id),
             "address": b.address.map(|a| a.to_string()).unwrap_or_default(),
             "port": b.port,
             "patroni_port": patroni_port,
-        }));
+        });
+        if spec.role == HaproxyRole::Edge {
+            let roles = spec::shop(b)?.roles;
+            if roles != "all" {
+                by_role.entry(roles).or_default().push(server.clone());
+            }
+        }
+        backends.push(server);
     }
     let extra = json!({
         "role": spec.role,
         "read_port": spec.read_port,
         "metrics_port": ports::HAPROXY_METRICS,
         "backends": backends,
+        "pools": pools(by_role)?,
     });
     Ok(vec![templates::render_for(env, r, "haproxy.cfg", templates::HAPROXY_CFG, extra)?])
+}
+
+/// The edge's role pools: each pool's shops and the path prefixes its role serves, from
+/// the shop's own route table (asked only when some shop serves less than `all`). A
+/// path no pool claims goes to every shop (the operational routes are in every role).
+fn pools(by_role: BTreeMap<String, Vec<Value>>) -> Result<Vec<Value>> {
+    if by_role.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = shop::route_table()?;
+    by_role
+        .into_iter()
+        .map(|(role, servers)| {
+            let prefixes = table
+                .get(&role)
+                .with_context(|| format!("the shop serves no role `{role}` (its roles: {})", table.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+            let beneath: Vec<String> = prefixes.iter().map(|p| format!("{p}/")).collect();
+            Ok(json!({ "role": role, "prefixes": prefixes, "beneath": beneath, "backends": servers }))
+        })
+        .collect()
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

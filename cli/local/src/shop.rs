@@ -1,6 +1,7 @@
 //! Our own service: `shop migrate` as a task, `shop serve` and `shop worker` as detached
 //! processes wired to the environment's database through environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -17,6 +18,26 @@ use crate::{Env, fsutil, health, postgres, secrets, tools};
 
 fn bin() -> Result<std::path::PathBuf> {
     tools::shop_binary().context("the `shop` binary was not found beside scalectl or in PATH; build it with `cargo build --release --workspace`")
+}
+
+/// The path prefixes each role serves, as the shop binary itself reports them (`shop
+/// routes -o json`), so the edge's routing and the shop cannot drift apart.
+pub fn route_table() -> Result<BTreeMap<String, Vec<String>>> {
+    #[derive(serde::Deserialize)]
+    struct Table {
+        roles: BTreeMap<String, Vec<String>>,
+    }
+    let bin = bin()?;
+    let out = Command::new(&bin).args(["routes", "-o", "json"]).output().with_context(|| format!("running {} routes", bin.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "`{} routes -o json` failed ({}): {}; is it older than scalectl? rebuild both with `cargo build --release --workspace`",
+        bin.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let table: Table = serde_json::from_slice(&out.stdout).with_context(|| format!("reading the route table of {}", bin.display()))?;
+    Ok(table.roles)
 }
 
 fn paths(env: &Env, r: &Resource) -> Paths {
@@ -73,10 +94,25 @@ fn serve(env: &Env, s: &ShopSpec) -> Result<Command> {
         cmd.env("READ_DATABASE_URL", url_via(env, &s.reads_via, &s.read_database, true)?);
     }
     cmd.env("SHOP_DB_POOL_SIZE", s.db_pool_size.to_string());
+    if let Some(n) = threads(s.pool_replicas) {
+        cmd.env("SHOP_THREADS", n.to_string());
+    }
     for (rate, var) in [(&s.rate_login, "SHOP_RATE_LOGIN"), (&s.rate_register, "SHOP_RATE_REGISTER"), (&s.rate_search, "SHOP_RATE_SEARCH")] {
         cmd.env(var, if rate == "off" { "0" } else { rate });
     }
     Ok(cmd)
+}
+
+/// Threads for one of a pool's `replicas` on this machine: its part of the cores, at
+/// least one; `None` (the shop's default, one per core) for a pool of one. A pool's
+/// replicas are busy together, and more threads than cores between them only add
+/// context switches and work stealing: at level 3 (two shops, two cores) one thread
+/// each cut the flash sale's losers' p99 by about a quarter (BENCHMARKS.md, "The flash
+/// sale's losers at level 3"). Pools of different roles are not counted together: they
+/// rarely peak at once, and an idle pool's threads cost nothing.
+pub fn threads(replicas: u32) -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (replicas > 1).then(|| (cores / replicas as usize).max(1))
 }
 
 /// `shop worker`, which also keeps order partitions made ahead.
@@ -168,4 +204,17 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
     paths(env, r).destroy("shop", keep_data)?;
     crate::cgroup::remove(env, r);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads;
+
+    #[test]
+    fn the_replicas_of_a_pool_share_the_machines_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(threads(1), None, "a pool of one keeps the default, one thread per core");
+        assert_eq!(threads(2), Some((cores / 2).max(1)));
+        assert_eq!(threads(1000), Some(1), "never none");
+    }
 }

@@ -269,6 +269,14 @@ pub struct RedisSpec {
     pub auth: bool,
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -293,6 +301,10 @@ pub struct ShopSpec {
     pub rate_login: String,
     pub rate_register: String,
     pub rate_search: String,
+    /// How many replicas its pool runs on this machine, this one included: they share
+    /// its cores (see `shop::threads`). 1 is not recorded, as before it existed.
+    #[serde(default = "one", skip_serializing_if = "is_one", with = "text")]
+    pub pool_replicas: u32,
 }
 
 /// One `shop worker` process draining the outbox.
@@ -563,10 +575,12 @@ mod tests {
             rate_login: "off".into(),
             rate_register: "off".into(),
             rate_search: "off".into(),
+            pool_replicas: 1,
         });
         let r = resource(&shop);
         assert_eq!(r.spec.leaves().get("redis").map(String::as_str), Some("none"));
         assert!(!r.spec.leaves().contains_key("redis_auth"), "a switch that is off is not recorded, as before it existed");
+        assert!(!r.spec.leaves().contains_key("pool_replicas"), "a pool of one is not recorded, as before it existed");
         assert_eq!(LocalSpec::of(&r).unwrap(), shop);
         let prom = PrometheusSpec {
             scrape_interval: Duration::parse("1min").unwrap(),

@@ -123,7 +123,7 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
     unsupported.dedup();
     if provider.target() == Target::Local && level > 3 {
         bail!(
-            "level {level} does not run on the local target yet: it needs routing by shop role, Redis replicas{}; \
+            "level {level} does not run on the local target yet: it needs Redis replicas{}; \
              levels 1 to 3 run locally, and `scalectl plan --level {level}` shows the whole topology",
             if level >= 5 { ", several regions and Citus shards" } else { "" }
         );
