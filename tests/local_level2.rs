@@ -53,6 +53,21 @@ fn level_2_serves_checkouts_through_haproxy_and_pgbouncer_and_finds_slow_queries
     assert!(statements.iter().any(|q| q.contains("INSERT INTO orders")), "the checkout's statements are ranked: {statements:?}");
     assert!(!slow["by_mean"].as_array().unwrap().is_empty());
 
+    // `db explain`: the plan with buffers, on the primary here (level 2 has no replica).
+    let explained = home.json(&["db", "explain", "--env", &env, "SELECT * FROM orders WHERE user_id = 1;"]);
+    assert_eq!(explained["role"], "primary", "{explained}");
+    assert!(explained["note"].as_str().is_some_and(|n| n.contains("no replica")), "{explained}");
+    let top = &explained["plan"][0];
+    assert!(top["Execution Time"].is_number() && top["Plan"]["Shared Hit Blocks"].is_number(), "analyzed, with buffers: {explained}");
+    let plan = support::text(&home.expect(0, &["db", "explain", "--env", &env, "--no-analyze", "SELECT * FROM orders"]).stdout);
+    assert!(plan.contains("Plan on postgres/r1") && plan.contains("Scan on orders"), "{plan}");
+    // A statement that writes is refused (the transaction is read-only) and changes nothing.
+    let refused = home.run(&["db", "explain", "--env", &env, "DELETE FROM orders"]);
+    assert!(!refused.status.success() && support::text(&refused.stderr).contains("read-only transaction"), "{}", support::text(&refused.stderr));
+    let escape = home.run(&["db", "explain", "--env", &env, "SELECT 1; COMMIT; DELETE FROM orders"]);
+    assert!(!escape.status.success() && support::text(&escape.stderr).contains("one statement"), "{}", support::text(&escape.stderr));
+    assert_eq!(s.order_ids().len(), 20, "nothing was deleted");
+
     // Prometheus scrapes every shop, PostgreSQL, HAProxy and the host, with SLO rules.
     let prometheus = up["endpoints"]["prometheus"].as_str().unwrap().to_string();
     let jobs = eventually(Duration::from_secs(30), "every scrape target up", || {

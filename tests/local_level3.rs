@@ -87,6 +87,20 @@ fn level_3_keeps_every_acknowledged_order_through_failover_and_switchover() {
     // Backends of pooled connections report their counters when idle, within seconds.
     eventually(Duration::from_secs(30), "catalog reads counted on a replica", || (replica_commits() >= before + 10).then_some(()));
 
+    // `db explain` asks a standby by default, and the primary when told.
+    let on_replica = home.json(&[
+        "db",
+        "explain",
+        "--env",
+        &env,
+        "SELECT o.id, i.quantity FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.user_id = 1",
+    ]);
+    assert!(standbys.iter().any(|n| on_replica["server"] == n.as_str()) && on_replica["role"] == "replica", "{on_replica}");
+    assert!(on_replica["plan"][0]["Execution Time"].is_number(), "analyzed: {on_replica}");
+    let on_primary = home.json(&["db", "explain", "--env", &env, "--primary", "--no-analyze", "SELECT count(*) FROM orders"]);
+    assert_eq!(on_primary["server"], "postgres/r1-pg-1", "{on_primary}");
+    assert!(on_primary["plan"][0]["Execution Time"].is_null() && on_primary["analyzed"] == false, "planned only: {on_primary}");
+
     // Lose the leader abruptly: every process of its node, SIGKILL.
     let killed = kill_everything_in(&home.env_dir(&env).join("nodes/postgres-r1-pg-1"));
     assert!(killed >= 2, "Patroni and PostgreSQL of the leader were killed ({killed})");

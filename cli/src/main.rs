@@ -17,6 +17,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::load::ManifestArgs;
 use crate::output::Format;
+use scalectl_core::ops::ExplainOn;
 
 /// Grow an e-commerce backend from a one-machine MVP (level 1, ~10 RPS) to a sharded,
 /// multi-region system (level 6, ~1M RPS), and prove it survives faults.
@@ -162,6 +163,29 @@ enum DbCommand {
     /// The statements that cost the most, by total and by mean time (pg_stat_statements,
     /// level 2 and up), so you can find the query that needs an index.
     SlowQueries(SlowQueriesArgs),
+    /// One statement's plan with buffers, run on a replica (the primary with --primary,
+    /// or when there is none) as the shop's role in a read-only transaction that is
+    /// rolled back, so a statement that writes is refused. For the query slow-queries
+    /// ranks first.
+    Explain(DbExplainArgs),
+}
+
+#[derive(Debug, Args)]
+struct DbExplainArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// The statement, as the shop would send it (values in place of $1, $2, …).
+    #[arg(value_name = "SQL")]
+    sql: String,
+    /// Ask the primary rather than a replica.
+    #[arg(long)]
+    primary: bool,
+    /// Only plan the statement, without running it (no times, no buffers).
+    #[arg(long)]
+    no_analyze: bool,
+    /// Cancel the statement after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    timeout: u32,
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +358,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(a) => commands::env::plan(&g, &a.desired.manifest, a.desired.env, a.desired.target, a.exit_code),
         Command::Status(a) => commands::env::status(&g, &a.env),
         Command::Db(DbCommand::SlowQueries(a)) => commands::data::slow_queries(&g, &a.env, a.limit),
+        Command::Db(DbCommand::Explain(a)) => {
+            let on = if a.primary { ExplainOn::Primary } else { ExplainOn::Replica };
+            commands::data::explain(&g, &a.env, &a.sql, on, !a.no_analyze, a.timeout)
+        }
         Command::Switchover(a) => commands::data::switchover(&g, &a.env, a.to.as_deref()),
         Command::Load(a) => commands::load::load(&g, &a, cli.global.quiet),
         Command::Chaos(ChaosCommand::List) => commands::chaos::list(&g),

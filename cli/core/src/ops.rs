@@ -90,6 +90,122 @@ pub struct Statement {
     pub query: String,
 }
 
+/// Where `db explain` runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplainOn {
+    /// A streaming standby, so the statement takes nothing from the primary; the
+    /// primary when the environment has none.
+    Replica,
+    Primary,
+}
+
+/// What to ask for beyond the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExplainRequest {
+    pub on: ExplainOn,
+    /// Run the statement (in a read-only transaction, rolled back) for real times and
+    /// buffers, rather than only plan it.
+    pub analyze: bool,
+    /// PostgreSQL's JSON plan rather than its text.
+    pub json: bool,
+    /// Cancel the statement after this many seconds.
+    pub timeout_secs: u32,
+}
+
+/// `sql` as one statement, without a trailing `;`, or why not. `db explain` sends the
+/// statement to the server as text in a read-only transaction; a second statement
+/// (`…; COMMIT; DELETE …`) could end that transaction, so it is refused here. Quotes,
+/// quoted identifiers, dollar quotes and comments are skipped, so a `;` inside them is
+/// no separator.
+pub fn one_statement(sql: &str) -> Result<&str, String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut end = None;
+    while i < b.len() {
+        let rest = &sql[i..];
+        let skip = if rest.starts_with("--") {
+            rest.find('\n').map_or(rest.len(), |n| n + 1)
+        } else if rest.starts_with("/*") {
+            let mut depth = 0usize;
+            let mut j = 0;
+            loop {
+                if j >= rest.len() {
+                    return Err("a /* comment is not closed".into());
+                }
+                if rest[j..].starts_with("/*") {
+                    depth += 1;
+                    j += 2;
+                } else if rest[j..].starts_with("*/") {
+                    depth -= 1;
+                    j += 2;
+                    if depth == 0 {
+                        break j;
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+        } else if b[i] == b'\'' {
+            // E'…' strings escape with a backslash; others only by doubling the quote.
+            let escapes = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e');
+            let mut j = 1;
+            loop {
+                match rest.as_bytes().get(j) {
+                    None => return Err("a quoted string is not closed".into()),
+                    Some(b'\\') if escapes => j += 2,
+                    Some(b'\'') if rest.as_bytes().get(j + 1) == Some(&b'\'') => j += 2,
+                    Some(b'\'') => break j + 1,
+                    Some(_) => j += 1,
+                }
+            }
+        } else if b[i] == b'"' {
+            rest[1..].find('"').map(|n| n + 2).ok_or("a quoted identifier is not closed")?
+        } else if b[i] == b'$' {
+            // $tag$ … $tag$, where the tag is empty or an identifier; `$1` is a parameter.
+            let tag_len = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(rest.len(), |n| n + 1);
+            if rest[1..].starts_with(|c: char| c.is_ascii_digit()) || rest.as_bytes().get(tag_len) != Some(&b'$') {
+                1
+            } else {
+                let tag = &rest[..=tag_len];
+                rest[tag.len()..].find(tag).map(|n| n + 2 * tag.len()).ok_or("a dollar-quoted string is not closed")?
+            }
+        } else if b[i] == b';' {
+            end.get_or_insert(i);
+            1
+        } else {
+            if end.is_some() && !b[i].is_ascii_whitespace() {
+                return Err("give one statement: a `;` ends it, and another follows".into());
+            }
+            1
+        };
+        if end.is_some() && skip > 1 && !rest.starts_with("--") && !rest.starts_with("/*") {
+            return Err("give one statement: a `;` ends it, and another follows".into());
+        }
+        i += skip;
+    }
+    let statement = sql[..end.unwrap_or(sql.len())].trim();
+    if statement.is_empty() {
+        return Err("no statement; give one, such as \"SELECT * FROM orders WHERE user_id = 1\"".into());
+    }
+    Ok(statement)
+}
+
+/// A statement's plan from one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explained {
+    /// Resource id of the server asked.
+    pub server: String,
+    /// `primary` or `replica`, what the server was when asked.
+    pub role: String,
+    /// Why the server is not the one asked for (a replica, when there is none), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub analyzed: bool,
+    /// PostgreSQL's plan: its JSON document, or its text lines as one string.
+    pub plan: serde_json::Value,
+}
+
 /// A planned switchover, timed from the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchoverReport {
@@ -117,6 +233,11 @@ pub trait DatabaseOps {
     /// At most `limit` statements each by total and by mean time.
     fn slow_queries(&self, limit: usize) -> Result<SlowQueries, ProviderError>;
 
+    /// The plan of one statement (`EXPLAIN`, with `BUFFERS` when analyzed; see
+    /// [`one_statement`]), as the shop's role in a read-only transaction that is rolled
+    /// back, so a statement that writes is refused.
+    fn explain(&self, sql: &str, request: ExplainRequest) -> Result<Explained, ProviderError>;
+
     /// A planned switchover of the leader (to `to`, or to the synchronous standby),
     /// waiting until writes through the shop's path succeed again.
     fn switchover(&self, to: Option<&str>) -> Result<SwitchoverReport, ProviderError>;
@@ -131,4 +252,25 @@ pub trait ChaosOps {
     /// Undoes what a fault may have left behind (network rules, stopped processes);
     /// returns a note when it undid something.
     fn heal(&self) -> Result<Option<String>, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_statement;
+
+    #[test]
+    fn one_statement_is_taken_and_a_second_is_refused() {
+        assert_eq!(one_statement(" SELECT 1 ; ").unwrap(), "SELECT 1");
+        assert_eq!(one_statement("SELECT ';' AS a, \"x;y\" -- ; not a separator\n FROM t /* ; */").unwrap().lines().count(), 2);
+        assert_eq!(one_statement("SELECT $$a;b$$, $q$ ; $q$, $1").unwrap(), "SELECT $$a;b$$, $q$ ; $q$, $1");
+        assert_eq!(one_statement("SELECT E'it\\'s;' ; -- done").unwrap(), "SELECT E'it\\'s;'");
+        assert_eq!(one_statement("SELECT 'it''s;'").unwrap(), "SELECT 'it''s;'");
+        for bad in ["SELECT 1; COMMIT; DELETE FROM orders", "SELECT 1;DELETE FROM t", "SELECT 1; 'x'", "SELECT 1; $$x$$"] {
+            assert!(one_statement(bad).unwrap_err().contains("one statement"), "{bad}");
+        }
+        for unclosed in ["SELECT 'a", "SELECT \"a", "SELECT $$a", "SELECT /* a"] {
+            assert!(one_statement(unclosed).unwrap_err().contains("not closed"), "{unclosed}");
+        }
+        assert!(one_statement("  ; ").unwrap_err().contains("no statement"));
+    }
 }

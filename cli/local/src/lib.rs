@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use scalectl_core::fault::{FaultKind, Selector};
-use scalectl_core::ops::{ChaosOps, DatabaseOps, Insights, SlowQueries, SwitchoverReport};
+use scalectl_core::ops::{ChaosOps, DatabaseOps, ExplainRequest, Explained, Insights, SlowQueries, SwitchoverReport};
 use scalectl_core::plan::{Action, Observed};
 use scalectl_core::{Applied, Call, Check, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource, ResourceKind, Target};
 
@@ -324,6 +324,10 @@ impl DatabaseOps for LocalProvider {
 
     fn slow_queries(&self, limit: usize) -> Result<SlowQueries, ProviderError> {
         ops::slow_queries(&self.env, limit).map_err(boxed)
+    }
+
+    fn explain(&self, sql: &str, request: ExplainRequest) -> Result<Explained, ProviderError> {
+        ops::explain(&self.env, sql, request).map_err(boxed)
     }
 
     fn switchover(&self, to: Option<&str>) -> Result<SwitchoverReport, ProviderError> {

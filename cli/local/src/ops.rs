@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use scalectl_core::ops::{CacheUse, DatabaseInsight, Insights, MemberInsight, PoolUse, SlowQueries, Statement, SwitchoverReport};
+use scalectl_core::fault::Selector;
+use scalectl_core::ops::{
+    CacheUse, DatabaseInsight, ExplainOn, ExplainRequest, Explained, Insights, MemberInsight, PoolUse, SlowQueries, Statement, SwitchoverReport,
+};
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::Value;
 
@@ -134,6 +137,46 @@ pub fn slow_queries(env: &Env, limit: usize) -> Result<SlowQueries> {
     let by_total = parse(postgres::psql(env, node, "shop", &query("s.total_exec_time"))?)?;
     let by_mean = parse(postgres::psql(env, node, "shop", &query("s.mean_exec_time"))?)?;
     Ok(SlowQueries { server: node.id.clone(), by_total, by_mean })
+}
+
+/// A standby that streams now, if any (an asynchronous replica before a synchronous
+/// standby), found as the chaos selector `replica` finds it. Only Patroni clusters have
+/// standbys; one whose REST API does not answer is an error, not "no replica".
+fn replica(env: &Env) -> Result<Option<&Resource>> {
+    let nodes = of_kind(env, ResourceKind::PatroniNode);
+    if nodes.is_empty() {
+        return Ok(None);
+    }
+    patroni::cluster(nodes).context("asking Patroni which node is a standby")?;
+    Ok(crate::faults::resolve(env, Selector::Replica).ok().and_then(|r| r.into_iter().next()))
+}
+
+/// `EXPLAIN` of one statement (a second is refused: it could end the transaction) on a
+/// replica (unless asked for the primary, or there is none), as the shop's role, in a
+/// read-only transaction that is rolled back, with a statement timeout. The statement
+/// goes to psql as its own `-c`, so it reaches the server as written.
+pub fn explain(env: &Env, sql: &str, request: ExplainRequest) -> Result<Explained> {
+    let sql = scalectl_core::ops::one_statement(sql).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (node, role, note) = match request.on {
+        ExplainOn::Primary => (primary(env)?, "primary", None),
+        ExplainOn::Replica => match replica(env)? {
+            Some(r) => (r, "replica", None),
+            None => (primary(env)?, "primary", Some("no replica streams in this environment now, so the primary was asked".to_string())),
+        },
+    };
+    let mut options = if request.analyze { vec!["ANALYZE", "BUFFERS"] } else { Vec::new() };
+    options.push(if request.json { "FORMAT JSON" } else { "FORMAT TEXT" });
+    let explain = format!("EXPLAIN ({}) {sql}", options.join(", "));
+    let timeout = format!("SET LOCAL statement_timeout = '{}s'", request.timeout_secs);
+    // As the shop's role, not the superuser psql connects as: the statement can do no
+    // more than the shop could (no promoting a standby behind Patroni's back, say).
+    let out = postgres::psql_each(env, node, "shop", &["BEGIN READ ONLY", "SET LOCAL ROLE shop", &timeout, &explain, "ROLLBACK"])?;
+    let plan = if request.json {
+        serde_json::from_str(out.trim()).with_context(|| format!("reading the JSON plan from {}", node.id))?
+    } else {
+        Value::String(out.trim_end().to_string())
+    };
+    Ok(Explained { server: node.id.clone(), role: role.to_string(), note, analyzed: request.analyze, plan })
 }
 
 /// Whether the shop can write now: a write through the pooler (the shop's own path;

@@ -166,21 +166,32 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
 /// Runs SQL as the superuser over the node's private socket; the SQL goes through
 /// stdin so that passwords never appear in a process list.
 pub fn psql(env: &Env, node: &Resource, database: &str, sql: &str) -> Result<String> {
+    run_psql(env, node, database, &["-f", "-"], Some(sql))
+}
+
+/// Like [`psql`], each statement passed as its own `-c`: psql sends such a string to
+/// the server as it is, so a statement from a user cannot run psql's own backslash
+/// commands (`\!` runs a shell). Prints what each statement returns.
+pub fn psql_each(env: &Env, node: &Resource, database: &str, statements: &[&str]) -> Result<String> {
+    let args: Vec<&str> = statements.iter().flat_map(|s| ["-c", s]).collect();
+    run_psql(env, node, database, &args, None)
+}
+
+fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let p = paths(env, node);
     let mut cmd = Command::new(bin("psql")?);
-    cmd.arg("-h").arg(&p.socket_dir).args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database]).args([
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-X",
-        "-q",
-        "-t",
-        "-A",
-        "-f",
-        "-",
-    ]);
+    cmd.arg("-h")
+        .arg(&p.socket_dir)
+        .args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database])
+        .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A"])
+        .args(args);
     let mut child =
         as_user(cmd, env.run_as.as_ref()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
-    child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
+    let input = child.stdin.take().context("psql stdin")?;
+    if let Some(sql) = stdin {
+        let mut input = input;
+        input.write_all(sql.as_bytes())?;
+    }
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("psql on {} failed:\n{}", node.id, last_lines(&String::from_utf8_lossy(&out.stderr), 10));

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use scalectl_core::ops::Insights;
+use scalectl_core::ops::{ExplainOn, ExplainRequest, Insights};
 
 use super::Ctx;
 use crate::output::{Format, json as print_json, print_table};
@@ -83,6 +83,25 @@ pub fn slow_queries(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
         print_table(&["CALLS", "TOTAL MS", "MEAN MS", "SHARE", "ROWS", "QUERY"], &rows, &mut out)?;
         writeln!(out)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn explain(ctx: &Ctx, name: &str, sql: &str, on: ExplainOn, analyze: bool, timeout_secs: u32) -> Result<ExitCode> {
+    let (_, provider) = super::open(ctx, name)?;
+    let request = ExplainRequest { on, analyze, json: ctx.format == Format::Json, timeout_secs };
+    let report = super::database(provider.as_ref())?.explain(sql, request).map_err(|e| anyhow!("{e}"))?;
+    let mut out = std::io::stdout().lock();
+    if ctx.format == Format::Json {
+        print_json(&report, &mut out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let how = if report.analyzed { "run as the shop's role in a read-only transaction that was rolled back" } else { "planned, not run" };
+    writeln!(out, "Plan on {} ({}), {how}:", report.server, report.role)?;
+    if let Some(note) = &report.note {
+        writeln!(out, "({note})")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", report.plan.as_str().unwrap_or_default())?;
     Ok(ExitCode::SUCCESS)
 }
 
