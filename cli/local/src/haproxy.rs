@@ -62,30 +62,28 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "role": spec.role,
         "read_port": spec.read_port,
         "metrics_port": ports::HAPROXY_METRICS,
+        "pools": pools(by_role, &backends)?,
         "backends": backends,
-        "pools": pools(by_role)?,
     });
     Ok(vec![templates::render_for(env, r, "haproxy.cfg", templates::HAPROXY_CFG, extra)?])
 }
 
-/// The edge's role pools: each pool's shops and the path prefixes its role serves, from
-/// the shop's own route table (asked only when some shop serves less than `all`). A
-/// path no pool claims goes to every shop (the operational routes are in every role).
-fn pools(by_role: BTreeMap<String, Vec<Value>>) -> Result<Vec<Value>> {
-    if by_role.is_empty() {
-        return Ok(Vec::new());
+/// The edge's backends: one per role pool, with the path prefixes its role serves from
+/// the shop's own route table (asked only when some shop serves less than `all`), then
+/// `shops` with every shop, for any path no pool claims (the operational routes are in
+/// every role). The template writes each backend the same way.
+fn pools(by_role: BTreeMap<String, Vec<Value>>, all: &[Value]) -> Result<Vec<Value>> {
+    let table = if by_role.is_empty() { BTreeMap::new() } else { shop::route_table()? };
+    let mut out = Vec::new();
+    for (role, servers) in by_role {
+        let prefixes = table
+            .get(&role)
+            .with_context(|| format!("the shop serves no role `{role}` (its roles: {})", table.keys().cloned().collect::<Vec<_>>().join(", ")))?;
+        let beneath: Vec<String> = prefixes.iter().map(|p| format!("{p}/")).collect();
+        out.push(json!({ "name": format!("shops_{role}"), "role": role, "prefixes": prefixes, "beneath": beneath, "backends": servers }));
     }
-    let table = shop::route_table()?;
-    by_role
-        .into_iter()
-        .map(|(role, servers)| {
-            let prefixes = table
-                .get(&role)
-                .with_context(|| format!("the shop serves no role `{role}` (its roles: {})", table.keys().cloned().collect::<Vec<_>>().join(", ")))?;
-            let beneath: Vec<String> = prefixes.iter().map(|p| format!("{p}/")).collect();
-            Ok(json!({ "role": role, "prefixes": prefixes, "beneath": beneath, "backends": servers }))
-        })
-        .collect()
+    out.push(json!({ "name": "shops", "backends": all }));
+    Ok(out)
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {

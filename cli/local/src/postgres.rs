@@ -185,12 +185,10 @@ fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Op
         .args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database])
         .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A"])
         .args(args);
-    let mut child =
-        as_user(cmd, env.run_as.as_ref()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
-    let input = child.stdin.take().context("psql stdin")?;
+    let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = as_user(cmd, env.run_as.as_ref()).stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
     if let Some(sql) = stdin {
-        let mut input = input;
-        input.write_all(sql.as_bytes())?;
+        child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
