@@ -15,7 +15,17 @@ fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
     let elapsed = started.elapsed();
     let steps = plan["steps"].as_array().unwrap();
     let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
-    for want in ["postgres/r1-pg-1", "etcd/r1", "citus-worker/r1-1", "pgbouncer/r1", "haproxy/r2", "redis/r3", "shop/r1-auth-1", "prometheus/main"] {
+    for want in [
+        "postgres/r1-pg-1",
+        "etcd/r1",
+        "citus-worker/r1-1",
+        "pgbouncer/r1",
+        "haproxy/r2",
+        "redis/r3",
+        "redis/r3-replica-2",
+        "shop/r1-auth-1",
+        "prometheus/main",
+    ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
     assert!(steps.iter().all(|s| s["action"] == "create"));
@@ -23,13 +33,13 @@ fn plan_of_level_6_shows_the_whole_topology_without_an_environment() {
     // Generous bound: this is a smoke check, the goal lives in BENCHMARKS.md.
     assert!(elapsed.as_secs() < 10, "{elapsed:?}");
     let unused: Vec<&str> = plan["unused"].as_array().unwrap().iter().map(|u| u["path"].as_str().unwrap()).collect();
-    for want in ["spec.redis.replicas", "spec.edge.geoRouting", "spec.postgres.citus"] {
+    for want in ["spec.edge.geoRouting", "spec.postgres.citus"] {
         assert!(unused.contains(&want), "{want} should be reported as not used on local: {unused:?}");
     }
     let text_plan = home.expect(1, &["plan", "--level", "6", "--exit-code"]);
     let out = text(&text_plan.stdout);
     assert!(out.contains("+ postgres/r1-pg-1") && out.contains("to create"), "{out}");
-    assert!(out.contains("Not used on the local target:\n") && out.contains("  spec.redis.replicas (2): "), "{out}");
+    assert!(out.contains("Not used on the local target:\n") && out.contains("  spec.edge.geoRouting (true): "), "{out}");
 }
 
 #[test]
@@ -46,10 +56,10 @@ fn a_postgres_version_that_is_not_installed_is_refused_before_anything_starts() 
 #[test]
 fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
     let home = Home::new();
-    let env = home.env("l4");
-    let out = home.expect(2, &["up", "--level", "4", "--env", &env]);
+    let env = home.env("l5");
+    let out = home.expect(2, &["up", "--level", "5", "--env", &env]);
     let err = text(&out.stderr);
-    assert!(err.contains("level 4 does not run on the local target") && err.contains("Redis replicas"), "{err}");
+    assert!(err.contains("level 5 does not run on the local target") && err.contains("a message broker"), "{err}");
     assert!(!home.env_dir(&env).exists(), "nothing was created");
 }
 

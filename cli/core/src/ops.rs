@@ -22,6 +22,25 @@ pub struct Insights {
     /// Cache hits per cache resource id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caches: BTreeMap<String, CacheUse>,
+    /// Each cache replica's link to its primary, per replica resource id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cache_replicas: BTreeMap<String, CacheReplica>,
+}
+
+/// A cache replica as its primary and itself report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReplica {
+    /// Resource id of the primary it copies.
+    pub of: String,
+    /// Its link is up and no full copy is under way.
+    pub in_sync: bool,
+    /// What it waits for when not in sync ("link to the primary is down").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// Replication stream bytes the primary has sent beyond what it applied; unknown when
+    /// either side cannot be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
 }
 
 /// The leader (none while a failover runs) and every member.

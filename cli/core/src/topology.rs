@@ -403,9 +403,6 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
             "the local target does not firewall the data tier yet; every process listens on the environment's loopback block",
         );
     }
-    if s.redis.replicas > 0 {
-        note("spec.redis.replicas", s.redis.replicas.to_string(), "the local target runs one Redis per region, without replicas or Sentinel");
-    }
     if s.edge.geo_routing {
         note("spec.edge.geoRouting", "true".into(), "the local target has no geo-routing between regions");
     }
@@ -598,7 +595,7 @@ mod tests {
         let l = level(6).unwrap();
         let m = Sources::new(l.file, l.manifest).load().unwrap();
         let paths: Vec<String> = unused(&m, Target::Local).into_iter().map(|u| u.path).collect();
-        for p in ["spec.redis.replicas", "spec.edge.geoRouting", "spec.postgres.citus", "spec.observability.burnRateAlerts"] {
+        for p in ["spec.edge.geoRouting", "spec.postgres.citus", "spec.observability.burnRateAlerts"] {
             assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");
         }
     }

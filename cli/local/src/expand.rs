@@ -75,6 +75,8 @@ mod hosts {
     pub const HAPROXY: u8 = 23;
     pub const PROMETHEUS: u8 = 24;
     pub const DB_ROUTER: u8 = 25;
+    pub const REDIS_REPLICA_FIRST: u8 = 30; // 30..=39: Redis replicas
+    pub const REDIS_REPLICA_LAST: u8 = 39;
     pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
     pub const SHOP_FIRST: u8 = 100; // 100..=254: shop processes
 }
@@ -114,10 +116,22 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let ri = region.index;
         let redis = t.cache_in(&region.name).map(|cache| {
             let id = format!("redis/{}", region.name);
-            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas, auth: true });
+            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas, auth: true, replica_of: None });
             out.push(resource(&id, &region.name, Some((placement.address(ri, hosts::REDIS), ports::REDIS)), vec![], spec));
-            id
+            (id, cache)
         });
+        if let Some((primary, cache)) = &redis {
+            let max = usize::from(hosts::REDIS_REPLICA_LAST - hosts::REDIS_REPLICA_FIRST + 1);
+            if usize::from(cache.replicas) > max {
+                return Err(ExpandError::TooMany { what: "Redis replicas", count: cache.replicas.into(), max });
+            }
+            for n in 1..=cache.replicas {
+                let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: 0, auth: true, replica_of: Some(primary.clone()) });
+                let address = placement.address(ri, hosts::REDIS_REPLICA_FIRST + n - 1);
+                out.push(resource(&format!("{primary}-replica-{n}"), &region.name, Some((address, ports::REDIS)), vec![primary.clone()], spec));
+            }
+        }
+        let redis = redis.map(|(id, _)| id);
         let limits = &t.shop.rate_limits;
         let mut shops = Vec::new();
         let mut host = hosts::SHOP_FIRST;

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use scalectl_core::fault::Selector;
 use scalectl_core::ops::{
-    CacheUse, DatabaseInsight, ExplainOn, ExplainRequest, Explained, Insights, MemberInsight, PoolUse, SlowQueries, Statement, SwitchoverReport,
+    CacheReplica, CacheUse, DatabaseInsight, ExplainOn, ExplainRequest, Explained, Insights, MemberInsight, PoolUse, SlowQueries, Statement,
+    SwitchoverReport,
 };
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::Value;
 
-use crate::{Env, health, patroni, pgbouncer, postgres, redis};
+use crate::{Env, health, patroni, pgbouncer, postgres, redis, spec};
 
 fn of_kind(env: &Env, kind: ResourceKind) -> Vec<&Resource> {
     env.graph.resources.iter().filter(|r| r.kind == kind).collect()
@@ -29,8 +30,29 @@ pub fn insights(env: &Env) -> Insights {
     Insights {
         database: database(env),
         pools: of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect(),
-        caches: of_kind(env, ResourceKind::Redis).into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
+        caches: caches(env, false).into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
+        cache_replicas: caches(env, true).into_iter().filter_map(|r| Some((r.id.clone(), cache_replica(env, r)?))).collect(),
     }
+}
+
+/// The environment's Redis primaries, or its replicas.
+fn caches(env: &Env, replicas: bool) -> Vec<&Resource> {
+    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| spec::redis(r).is_ok_and(|s| s.replica_of.is_some() == replicas)).collect()
+}
+
+/// A replica's link state, and how far it is behind its primary in replication bytes.
+fn cache_replica(env: &Env, r: &Resource) -> Option<CacheReplica> {
+    let of = spec::redis(r).ok()?.replica_of?;
+    let replication = |r: &Resource| redis::command(env, r, "INFO replication").ok();
+    let offset =
+        |info: &str, field: &str| -> Option<u64> { info.lines().find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':')?.parse().ok()) };
+    let Some(info) = replication(r) else {
+        return Some(CacheReplica { of, in_sync: false, waiting_for: Some("it does not answer".into()), lag_bytes: None });
+    };
+    let state = redis::replica_state(&info);
+    let primary = env.resource(&of).ok().and_then(replication).and_then(|p| offset(&p, "master_repl_offset"));
+    let lag = primary.zip(offset(&info, "slave_repl_offset")).filter(|_| state.is_ok()).map(|(p, r)| p.saturating_sub(r));
+    Some(CacheReplica { of, in_sync: state.is_ok(), waiting_for: state.err(), lag_bytes: lag })
 }
 
 /// The leader and each member's role, state and replication lag.

@@ -28,8 +28,11 @@ pub fn password(env: &Env) -> Result<String> {
 /// `redis.conf`, which includes `auth.conf` when clients must authenticate: that file
 /// holds the password, so it is written beside it but never rendered nor digested.
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
-    let auth = spec::redis(r)?.auth.then(|| env.node_dir(r).join("auth.conf"));
-    Ok(vec![templates::render_for(env, r, "redis.conf", templates::REDIS_CONF, json!({"auth": auth}))?])
+    let spec = spec::redis(r)?;
+    let auth = spec.auth.then(|| env.node_dir(r).join("auth.conf"));
+    let primary = spec.replica_of.as_deref().map(|id| env.connect_to(id, false)).transpose()?;
+    let extra = json!({"auth": auth, "primary": primary.map(|a| json!({"address": a.ip().to_string(), "port": a.port()}))});
+    Ok(vec![templates::render_for(env, r, "redis.conf", templates::REDIS_CONF, extra)?])
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {
@@ -39,8 +42,13 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
 pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
     let mut files = config_files(env, r)?;
-    if spec::redis(r)?.auth {
-        files.push(("auth.conf".into(), format!("requirepass {}\n", password(env)?)));
+    let spec = spec::redis(r)?;
+    if spec.auth {
+        // A replica gives its primary the same password (`masterauth`), and asks its own
+        // clients for it too, so that it can take over without reconfiguring them.
+        let password = password(env)?;
+        let masterauth = if spec.replica_of.is_some() { format!("masterauth {password}\n") } else { String::new() };
+        files.push(("auth.conf".into(), format!("requirepass {password}\n{masterauth}")));
     }
     let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
     cmd.arg(d.paths().dir.join("redis.conf"));
@@ -76,14 +84,54 @@ pub fn command(env: &Env, r: &Resource, line: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A primary is ready when it answers PING; a replica when its link to the primary is
+/// up and the first full copy has arrived, so that `up` returns with a warm replica.
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
-    Ok(daemon(env, r).check(|| match command(env, r, "PING") {
-        Ok(reply) if reply.starts_with("+PONG") => Ok(()),
-        Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
-        Err(e) => Err(e),
+    let replica = spec::redis(r)?.replica_of.is_some();
+    Ok(daemon(env, r).check(|| {
+        if !replica {
+            return match command(env, r, "PING") {
+                Ok(reply) if reply.starts_with("+PONG") => Ok(()),
+                Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
+                Err(e) => Err(e),
+            };
+        }
+        let info = command(env, r, "INFO replication")?;
+        replica_state(&info)
     }))
+}
+
+/// Whether `INFO replication` shows a replica in sync: `Ok` when its link is up and no
+/// full copy is under way, else what it is waiting for.
+pub fn replica_state(info: &str) -> Result<(), String> {
+    let field = |name: &str| info.lines().find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'));
+    if field("role") != Some("slave") {
+        return Err(format!("not a replica (role {})", field("role").unwrap_or("unknown")));
+    }
+    match (field("master_link_status"), field("master_sync_in_progress")) {
+        (Some("up"), Some("0") | None) => Ok(()),
+        (Some("up"), _) => Err("copying the primary's data".into()),
+        (link, _) => Err(format!("link to the primary is {}", link.unwrap_or("unknown"))),
+    }
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
     daemon(env, r).destroy(keep_data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replica_state;
+
+    #[test]
+    fn a_replica_is_ready_only_with_its_link_up_and_no_copy_under_way() {
+        let up = "# Replication\r\nrole:slave\r\nmaster_host:127.5.1.22\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n";
+        assert_eq!(replica_state(up), Ok(()));
+        let down = up.replace("master_link_status:up", "master_link_status:down");
+        assert_eq!(replica_state(&down), Err("link to the primary is down".into()));
+        let copying = up.replace("master_sync_in_progress:0", "master_sync_in_progress:1");
+        assert_eq!(replica_state(&copying), Err("copying the primary's data".into()));
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n";
+        assert_eq!(replica_state(primary), Err("not a replica (role master)".into()));
+    }
 }

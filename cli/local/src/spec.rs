@@ -259,9 +259,15 @@ pub struct PgbouncerSpec {
 pub struct RedisSpec {
     #[serde(with = "redis_size")]
     pub maxmemory: ByteSize,
-    /// Replicas the manifest asks for; the local target runs none (`plan` says so).
+    /// Replicas the manifest asks for on a primary, each its own resource
+    /// (`redis/<region>-replica-N`); 0 on a replica.
     #[serde(with = "text")]
     pub replicas: u8,
+    /// On a replica, the primary it follows (`replicaof`, with the same password as
+    /// `masterauth`). Replicas serve no client yet: they keep a warm copy for the
+    /// failover that Sentinel brings at level 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
     /// Clients must give the generated password (`requirepass`). Recorded only when on,
     /// as for the shop's processes and the exporter, so that an environment from before
     /// shows the change in `plan` and `up` restarts every client with the password.

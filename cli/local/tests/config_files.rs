@@ -59,6 +59,17 @@ fn patroni_redis_and_prometheus_get_their_own_units() {
 }
 
 #[test]
+fn a_redis_replica_follows_its_primary_and_no_primary_follows_anything() {
+    let (g, _dir, p) = files(4, &[]);
+    let replica = file(&p, &g, "redis/r1-replica-1", "redis.conf");
+    assert!(replica.contains("bind 127.9.1.30\n") && replica.contains("replicaof 127.9.1.22 6379\n"), "{replica}");
+    let primary = file(&p, &g, "redis/r1", "redis.conf");
+    assert!(!primary.contains("replicaof"), "{primary}");
+    let (g, _dir, _p) = files(3, &[]);
+    assert!(g.get("redis/r1-replica-1").is_none(), "level 3 asks for no replica");
+}
+
+#[test]
 fn patroni_reaches_every_member_of_a_consensus_store_that_spans_regions() {
     let (graph, _dir, provider) = files(6, &[]);
     let yml = file(&provider, &graph, "postgres/r2-pg-1", "patroni.yml");

@@ -37,6 +37,13 @@ pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Res
             None => writeln!(out, "Cache {id}: no reads yet")?,
         }
     }
+    for (id, c) in &insights.cache_replicas {
+        let lag = c.lag_bytes.map_or(String::new(), |b| format!(", {} behind", bytes(b)));
+        match &c.waiting_for {
+            None => writeln!(out, "Cache replica {id} of {}: in sync{lag}", c.of)?,
+            Some(why) => writeln!(out, "Cache replica {id} of {}: NOT in sync: {why}", c.of)?,
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,95 @@
+//! System test: level 4 on the local target. The shop split into pools by role (auth,
+//! catalog, cart, orders, flash) behind the edge HAProxy, which routes each path to the
+//! pool that serves it; four PostgreSQL nodes (two synchronous standbys and an
+//! asynchronous replica); Redis with a replica kept in sync.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::shop::Shopper;
+use support::{Home, alive, eventually, processes_mentioning};
+
+/// Requests the edge sent to each backend, from HAProxy's Prometheus endpoint.
+fn backend_requests(metrics: &str, backend: &str) -> f64 {
+    let prefix = format!("haproxy_backend_http_requests_total{{proxy=\"{backend}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
+}
+
+/// One Redis command as a client of the environment (with its generated password).
+fn redis(home: &Home, env: &str, address: &str, command: &str) -> String {
+    let password = std::fs::read_to_string(home.env_dir(env).join("secrets/redis.password")).unwrap();
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(s, "AUTH {}\r\n{command}\r\nQUIT\r\n", password.trim()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica() {
+    let home = Home::new();
+    let env = home.env("four");
+    let up = home.json(&["up", "--level", "4", "--env", &env, "-q"]);
+    let shop = up["endpoints"]["shop"].as_str().unwrap().to_string();
+
+    let status = home.json(&["status", "--env", &env]);
+    let components = status["components"].as_array().unwrap();
+    let shops: Vec<&Value> = components.iter().filter(|c| c["kind"] == "shop").collect();
+    assert_eq!(shops.len(), 12, "2 auth + 3 catalog + 2 cart + 3 orders + 2 flash: {status}");
+    let members: Vec<(&str, &str)> = status["insights"]["database"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(members.iter().filter(|(_, r)| *r == "sync_standby").count(), 2, "{members:?}");
+    assert!(members.contains(&("postgres/r1-pg-4", "replica")), "the fourth node replicates asynchronously: {members:?}");
+
+    // Register and log in (auth), open a shop and list a product (catalog), fill a cart
+    // (cart), check out and list the orders (orders): every step through the edge.
+    let s = Shopper::new(&shop, 100);
+    let mut ids: Vec<i64> = (0..5).map(|i| s.order(&format!("four-{i}"))).collect();
+    assert_eq!(s.stock(), 95);
+    let mut listed = eventually(Duration::from_secs(10), "the orders on the replicas", || {
+        let listed = s.order_ids();
+        (listed.len() == ids.len()).then_some(listed)
+    });
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    // A flash sale (flash), checked by `load` against the database.
+    let flash = home.json(&["load", "--env", &env, "--scenario", "flash-sale", "--users", "20", "--units", "5", "-q"]);
+    assert_eq!(flash["flash"]["won"], 5, "{}", flash["flash"]);
+
+    // Each pool served its part, and only its part: an auth process has no catalog.
+    let edge = shop.trim_start_matches("http://").rsplit_once(':').unwrap().0.to_string();
+    let metrics = reqwest::blocking::get(format!("http://{edge}:8405/metrics")).unwrap().text().unwrap();
+    for role in ["auth", "catalog", "cart", "orders", "flash"] {
+        assert!(backend_requests(&metrics, &format!("shops_{role}")) > 0.0, "the {role} pool served requests");
+    }
+    let auth = shops.iter().find(|c| c["id"].as_str().unwrap().contains("-auth-")).unwrap()["address"].as_str().unwrap();
+    let products = reqwest::blocking::get(format!("http://{auth}/products")).unwrap();
+    assert_eq!(products.status(), 404, "an auth process does not serve the catalog");
+
+    // The Redis replica follows its primary and holds what the shop wrote there.
+    let replica = &status["insights"]["cache_replicas"]["redis/r1-replica-1"];
+    assert_eq!(replica["of"], "redis/r1", "{status}");
+    assert_eq!(replica["in_sync"], true, "{status}");
+    let address = |id: &str| components.iter().find(|c| c["id"] == id).unwrap()["address"].as_str().unwrap().to_string();
+    let (primary, copy) = (address("redis/r1"), address("redis/r1-replica-1"));
+    eventually(Duration::from_secs(10), "the replica holding the shop's keys", || {
+        let keys = |a: &str| redis(&home, &env, a, "DBSIZE").lines().find_map(|l| l.strip_prefix(':')?.parse::<u64>().ok());
+        (keys(&primary)? > 0 && keys(&copy)? > 0).then_some(())
+    });
+    let refused = redis(&home, &env, &copy, "SET scalectl-test 1");
+    assert!(refused.contains("READONLY"), "the replica takes no writes: {refused}");
+
+    let pids: Vec<u32> = components.iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect();
+    let dir = home.env_dir(&env);
+    home.expect(0, &["down", "--env", &env, "-q"]);
+    assert!(pids.iter().all(|p| !alive(*p)), "every process stopped");
+    assert!(processes_mentioning(&dir).is_empty());
+}
