@@ -87,6 +87,33 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     let refused = redis(&home, &env, &copy, "SET scalectl-test 1");
     assert!(refused.contains("READONLY"), "the replica takes no writes: {refused}");
 
+    // Each pool's processes run with the CPU weight and memory limit of their role (where
+    // this machine has the controllers: root and cgroup v1 cpu and memory).
+    let limits = &status["insights"]["limits"];
+    if scalectl_local::limits::available() {
+        let mib256 = 256 * 1024 * 1024;
+        assert_eq!(limits["shop/r1-auth-1"], serde_json::json!({"cpu_weight": 256, "memory_limit_bytes": mib256}), "{limits}");
+        assert_eq!(limits["shop/r1-orders-3"], serde_json::json!({"cpu_weight": 512, "memory_limit_bytes": mib256}), "{limits}");
+        assert_eq!(limits.as_object().unwrap().len(), 12, "every shop process: {limits}");
+    } else {
+        let plan = home.json(&["plan", "--env", &env]);
+        assert!(plan["unused"].to_string().contains("spec.shop.roles.*.cpu"), "the limits not applied are named: {plan}");
+    }
+
+    // A login storm (password hashing at many times what the auth pool can do) leaves
+    // checkout answering.
+    let mut storm =
+        home.cmd(&["load", "--env", &env, "--scenario", "login", "--users", "50", "--rate", "400", "--duration", "8s", "-q", "-o", "json"]);
+    let storm = storm.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..5 {
+        s.order(&format!("during-storm-{i}"));
+    }
+    let storm = storm.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&storm.stdout).unwrap_or_else(|e| panic!("{e}: {}", support::text(&storm.stdout)));
+    let logins = report["run"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == "POST /login").unwrap().clone();
+    assert!(logins["ok"].as_u64().unwrap() > 100, "the storm ran: {logins}");
+
     let pids: Vec<u32> = components.iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect();
     let dir = home.env_dir(&env);
     home.expect(0, &["down", "--env", &env, "-q"]);

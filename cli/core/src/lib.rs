@@ -41,4 +41,4 @@ pub use provider::{Applied, Call, Check, ErrorKind, Provider, ProviderError, Rea
 pub use spec::Spec;
 pub use target::Target;
 pub use topology::Topology;
-pub use units::{ByteSize, Duration};
+pub use units::{ByteSize, Cpu, Duration};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::diagnostic::Diagnostic;
 use crate::schema_check;
 use crate::tree::Node;
-use crate::units::{ByteSize, Duration};
+use crate::units::{ByteSize, Cpu, Duration};
 
 pub const API_VERSION: &str = "scalectl.dev/v1";
 
@@ -425,6 +425,17 @@ pub struct ShopRole {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 256))]
     pub replicas: u8,
+    /// CPU each process of the role is entitled to when cores are contended (`500m`,
+    /// `1.5`), as a Kubernetes CPU request: its cgroup's CPU weight on the local target,
+    /// `requests.cpu` on Kubernetes. Unset: no weight of its own locally, 250m on
+    /// Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// Memory each process of the role may use before the kernel stops it (`512MB`), as
+    /// a Kubernetes memory limit: its cgroup's limit on the local target. Unset: no limit
+    /// locally, 512Mi on Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]

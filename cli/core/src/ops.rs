@@ -25,6 +25,20 @@ pub struct Insights {
     /// Each cache replica's link to its primary, per replica resource id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cache_replicas: BTreeMap<String, CacheReplica>,
+    /// The CPU weight and memory limit the kernel holds for each process that has them
+    /// (the manifest's role `cpu` and `memory`), per resource id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, ProcessLimits>,
+}
+
+/// What the kernel enforces for one process: its cgroup's CPU weight (1024 per core it is
+/// entitled to) and memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// A cache replica as its primary and itself report it.

@@ -108,6 +108,13 @@ pub trait Provider: Sync {
         Vec::new()
     }
 
+    /// Settings of the manifest that this machine cannot act on, though the target can
+    /// elsewhere (CPU weights without the controllers for them, say); `plan` and `up`
+    /// list them with what `topology::unused` finds.
+    fn unused_here(&self, _graph: &Graph) -> Vec<crate::topology::Unused> {
+        Vec::new()
+    }
+
     /// What is running for `resource` right now. Cheap: `plan` calls it for every resource.
     fn observe(&self, resource: &Resource) -> Observed;
 

@@ -75,8 +75,11 @@ impl Checker<'_> {
             out.push(Diagnostic::new(node.loc.clone(), path, format!("must be `{}`", plain(c))));
         }
         self.check_bounds(node, schema, path, out);
-        if let (Some(format), Value::Str { text, .. }) = (schema.get("format").and_then(J::as_str), &node.value)
-            && let Some(Err(e)) = crate::units::check_format(format, text)
+        // Numbers too: a CPU amount may be written `0.5` (strings-only formats have
+        // refused a number above already).
+        let scalar = matches!(node.value, Value::Str { .. } | Value::Int(_) | Value::Float(_)).then(|| node.value.scalar_text()).flatten();
+        if let (Some(format), Some(text)) = (schema.get("format").and_then(J::as_str), scalar)
+            && let Some(Err(e)) = crate::units::check_format(format, &text)
         {
             out.push(Diagnostic::new(node.loc.clone(), path, e.to_string()));
         }

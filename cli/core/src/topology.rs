@@ -182,6 +182,10 @@ pub struct ShopPool {
     pub region: String,
     pub role: RoleName,
     pub replicas: u8,
+    /// What each process is entitled to and may use (the manifest's role `cpu` and
+    /// `memory`); unset, the target's default.
+    pub cpu: Option<crate::units::Cpu>,
+    pub memory: Option<ByteSize>,
 }
 
 /// Outbox workers in one region.
@@ -296,7 +300,15 @@ impl Topology {
         };
         let pools = regions
             .iter()
-            .flat_map(|r| s.shop.roles.iter().map(|role| ShopPool { region: r.name.clone(), role: role.name, replicas: role.replicas }))
+            .flat_map(|r| {
+                s.shop.roles.iter().map(|role| ShopPool {
+                    region: r.name.clone(),
+                    role: role.name,
+                    replicas: role.replicas,
+                    cpu: role.cpu,
+                    memory: role.memory,
+                })
+            })
             .collect();
         let workers = regions.iter().map(|r| WorkerPool { region: r.name.clone(), replicas: s.shop.workers }).collect();
         let edges = match s.edge.load_balancer {
@@ -513,7 +525,7 @@ mod tests {
         assert_eq!(roles(c), [("r1", 1, Primary)]);
         assert!(c.ha.is_none());
         assert!(t.poolers.is_empty() && t.caches.is_empty() && t.edges.is_empty());
-        assert_eq!(t.shop.pools, [ShopPool { region: "r1".into(), role: RoleName::All, replicas: 1 }]);
+        assert_eq!(t.shop.pools, [ShopPool { region: "r1".into(), role: RoleName::All, replicas: 1, cpu: None, memory: None }]);
         assert_eq!(t.shop_processes(), 1);
         assert!(t.observability.prometheus.is_some());
     }

@@ -1,4 +1,4 @@
-//! Values with a grammar, parsed once: [`Duration`] and [`ByteSize`]. A manifest writes
+//! Values with a grammar, parsed once: [`Duration`], [`ByteSize`] and [`Cpu`]. A manifest writes
 //! them one way (`5m`, `15min`, `256mb`, `4GB`); each consumer reads them another
 //! (PostgreSQL wants `min`, Prometheus `m`, Redis `mb`, Kubernetes `Mi`), so the manifest
 //! holds the parsed value and every consumer asks for its own rendering. Validation,
@@ -222,6 +222,108 @@ impl std::str::FromStr for ByteSize {
     }
 }
 
+/// A share of CPU as Kubernetes writes it: `250m` (millicores), `1`, `1.5` (cores), as
+/// text or a YAML number. What a process is entitled to when cores are contended: a
+/// cgroup's CPU weight on the local target, `requests.cpu` on Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cpu {
+    millis: u32,
+}
+
+impl Cpu {
+    /// At most this many cores: more than any machine scalectl targets, and what keeps a
+    /// cgroup v1 weight (1024 per core) under its ceiling of 262144.
+    pub const MAX_CORES: u32 = 256;
+
+    pub const fn from_millis(millis: u32) -> Self {
+        Cpu { millis }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
+        let s = text.trim();
+        let millis = match s.strip_suffix('m') {
+            Some(n) => n.parse::<u64>().map_err(|_| UnitError::new(text, "is not a whole number of millicores, such as 500m"))?,
+            None => {
+                let cores: f64 = s.parse().map_err(|_| UnitError::new(text, "is not a CPU amount; write cores (1, 1.5) or millicores (500m)"))?;
+                if !cores.is_finite() || cores < 0.0 || (cores * 1000.0).fract() != 0.0 {
+                    return Err(UnitError::new(text, "is not a whole number of millicores; write it as 1.5 or 1500m"));
+                }
+                (cores * 1000.0) as u64
+            }
+        };
+        if millis == 0 {
+            return Err(UnitError::new(text, "is no CPU at all; write at least 1m"));
+        }
+        if millis > u64::from(Self::MAX_CORES) * 1000 {
+            return Err(UnitError::new(text, format!("is more than {} cores", Self::MAX_CORES)));
+        }
+        Ok(Cpu { millis: millis as u32 })
+    }
+
+    pub fn millis(self) -> u32 {
+        self.millis
+    }
+
+    /// As cgroup v1's `cpu.shares` reads it: 1024 per core (as the kubelet writes it),
+    /// never below the kernel's minimum of 2.
+    pub fn cgroup_v1_shares(self) -> u64 {
+        (u64::from(self.millis) * 1024 / 1000).max(2)
+    }
+
+    /// A Kubernetes quantity: whole cores bare, else millicores.
+    pub fn kubernetes(self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Cpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.millis % 1000 {
+            0 => write!(f, "{}", self.millis / 1000),
+            _ => write!(f, "{}m", self.millis),
+        }
+    }
+}
+
+impl ::serde::Serialize for Cpu {
+    fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> ::serde::Deserialize<'de> for Cpu {
+    /// Text (`500m`, `"1.5"`) or a number (`1`, `0.5`), as Kubernetes takes it.
+    fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Cpu, D::Error> {
+        #[derive(::serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(u64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Int(n) => n.to_string(),
+            Raw::Float(x) => x.to_string(),
+        };
+        Cpu::parse(&text).map_err(::serde::de::Error::custom)
+    }
+}
+
+impl ::schemars::JsonSchema for Cpu {
+    fn schema_name() -> ::std::borrow::Cow<'static, str> {
+        "Cpu".into()
+    }
+
+    fn json_schema(_: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
+        ::schemars::json_schema!({
+            "type": ["string", "number"],
+            "description": "CPU as Kubernetes writes it: cores (1, 1.5) or millicores (500m).",
+            "format": "cpu"
+        })
+    }
+}
+
 /// Values written as text but held parsed (durations, sizes, the comparisons of chaos
 /// experiments): `Serialize` through `Display`, `Deserialize` through `$read` (whose
 /// error becomes the message), and a JSON Schema string. With `format`, the schema
@@ -277,6 +379,7 @@ pub fn check_format(format: &str, text: &str) -> Option<Result<(), UnitError>> {
     match format {
         "duration" => Some(Duration::parse(text).map(drop)),
         "byte-size" => Some(ByteSize::parse(text).map(drop)),
+        "cpu" => Some(Cpu::parse(text).map(drop)),
         _ => None,
     }
 }
@@ -302,6 +405,32 @@ mod tests {
         assert_eq!(d("250ms").as_millis(), 250);
         assert_eq!(d("2d").as_secs(), 172_800);
         assert_eq!(d(" 15s ").as_std(), std::time::Duration::from_secs(15));
+    }
+
+    #[test]
+    fn cpu_is_read_as_kubernetes_writes_it() {
+        let c = |s: &str| Cpu::parse(s).unwrap();
+        assert_eq!(c("500m").millis(), 500);
+        assert_eq!(c("1.5"), c("1500m"));
+        assert_eq!(c("2").to_string(), "2");
+        assert_eq!(c("250m").to_string(), "250m");
+        assert_eq!(c("0.25").cgroup_v1_shares(), 256);
+        assert_eq!(c("1m").cgroup_v1_shares(), 2, "the kernel's floor");
+        for (bad, why) in [
+            ("0", "no CPU at all"),
+            ("0.0001", "whole number of millicores"),
+            ("lots", "not a CPU amount"),
+            ("1.5m", "millicores"),
+            ("300", "more than 256 cores"),
+        ] {
+            let e = Cpu::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let number: Cpu = serde_json::from_str("0.5").unwrap();
+        assert_eq!(number, c("500m"));
+        let text: Cpu = serde_json::from_str("\"750m\"").unwrap();
+        assert_eq!(text.millis(), 750);
+        assert_eq!(serde_json::to_string(&c("1.5")).unwrap(), "\"1500m\"");
     }
 
     #[test]

@@ -37,6 +37,9 @@ impl Mix {
     pub fn checkout() -> Mix {
         Mix([0, 0, 0, 100, 0, 0])
     }
+    pub fn login() -> Mix {
+        Mix([0, 0, 0, 0, 100, 0])
+    }
     fn total(&self) -> u32 {
         self.0.iter().sum()
     }

@@ -164,6 +164,8 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     rate_search: rate_text(&limits.search),
                     // A pool's replicas (all on this one machine) share its cores.
                     pool_replicas: u32::from(pool.replicas),
+                    cpu: pool.cpu,
+                    memory: pool.memory,
                 });
                 out.push(resource(&id, &region.name, Some((address, ports::SHOP)), deps, spec));
                 shops.push(id);

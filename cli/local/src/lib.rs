@@ -23,6 +23,7 @@ pub mod fsutil;
 pub mod haproxy;
 pub mod health;
 pub mod leader_watch;
+pub mod limits;
 pub mod ops;
 pub mod patroni;
 pub mod pgbouncer;
@@ -148,6 +149,20 @@ impl Provider for LocalProvider {
             .collect();
         problems.dedup();
         problems
+    }
+
+    fn unused_here(&self, graph: &Graph) -> Vec<scalectl_core::topology::Unused> {
+        let asked = graph.resources.iter().filter_map(|r| spec::shop(r).ok()).any(|s| s.cpu.is_some() || s.memory.is_some());
+        if !asked || limits::available() {
+            return Vec::new();
+        }
+        vec![scalectl_core::topology::Unused {
+            path: "spec.shop.roles.*.cpu, .memory".into(),
+            value: "set".into(),
+            why: "CPU weights and memory limits need root and the cgroup v1 cpu and memory controllers, which this machine or user lacks; \
+                  the shop's processes run without them"
+                .into(),
+        }]
     }
 
     fn observe(&self, r: &Resource) -> Observed {

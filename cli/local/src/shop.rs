@@ -157,19 +157,22 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let p = paths(env, r);
     std::fs::create_dir_all(&p.dir)?;
     p.stop("shop")?;
+    let mut groups: Vec<std::path::PathBuf> = crate::cgroup::procs_file(env, r).into_iter().collect();
     let cmd = match r.kind {
         ResourceKind::Shop => {
             let addr = endpoint(r)?;
             if health::port_taken(addr) {
                 return Err(crate::PortTaken(addr).into());
             }
-            let mut cmd = serve(env, &spec::shop(r)?)?;
+            let spec = spec::shop(r)?;
+            groups.extend(crate::limits::groups(env, r, spec.cpu, spec.memory)?);
+            let mut cmd = serve(env, &spec)?;
             cmd.env("SHOP_BIND", addr.to_string());
             cmd
         }
         _ => worker(env, &spec::worker(r)?)?,
     };
-    let cmd = crate::user::launch(cmd, None, crate::cgroup::procs_file(env, r));
+    let cmd = crate::user::launch(cmd, None, groups);
     process::spawn_detached(cmd, &p.log(), &p.pid())?;
     Ok(())
 }
@@ -203,6 +206,7 @@ fn started_ago(pid_file: &std::path::Path) -> Option<Duration> {
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
     paths(env, r).destroy("shop", keep_data)?;
     crate::cgroup::remove(env, r);
+    crate::limits::remove(env, r);
     Ok(())
 }
 

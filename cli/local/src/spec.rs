@@ -311,6 +311,12 @@ pub struct ShopSpec {
     /// its cores (see `shop::threads`). 1 is not recorded, as before it existed.
     #[serde(default = "one", skip_serializing_if = "is_one", with = "text")]
     pub pool_replicas: u32,
+    /// Its role's CPU weight and memory limit (`limits.rs`); not recorded when unset, as
+    /// before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<scalectl_core::Cpu>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
 }
 
 /// One `shop worker` process draining the outbox.
@@ -582,11 +588,14 @@ mod tests {
             rate_register: "off".into(),
             rate_search: "off".into(),
             pool_replicas: 1,
+            cpu: None,
+            memory: None,
         });
         let r = resource(&shop);
         assert_eq!(r.spec.leaves().get("redis").map(String::as_str), Some("none"));
         assert!(!r.spec.leaves().contains_key("redis_auth"), "a switch that is off is not recorded, as before it existed");
         assert!(!r.spec.leaves().contains_key("pool_replicas"), "a pool of one is not recorded, as before it existed");
+        assert!(!r.spec.leaves().contains_key("cpu") && !r.spec.leaves().contains_key("memory"), "no limits, nothing recorded");
         assert_eq!(LocalSpec::of(&r).unwrap(), shop);
         let prom = PrometheusSpec {
             scrape_interval: Duration::parse("1min").unwrap(),

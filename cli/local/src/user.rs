@@ -83,15 +83,20 @@ pub fn as_user(mut cmd: Command, who: Option<&RunAs>) -> Command {
     cmd
 }
 
-/// The command that runs `cmd` as `who` (when given) inside the cgroup whose
-/// `cgroup.procs` is `procs` (when given). Joining a cgroup needs root, so a small shell
-/// joins it first and then becomes the program, dropping to `who` with `setpriv`; the
-/// pid stays the same through both execs, so pid files still name the server.
-pub fn launch(cmd: Command, who: Option<&RunAs>, procs: Option<std::path::PathBuf>) -> Command {
-    let Some(procs) = procs else { return as_user(cmd, who) };
+/// The command that runs `cmd` as `who` (when given) inside the cgroups whose
+/// `cgroup.procs` files are `procs` (a node's group, and the groups of its CPU weight and
+/// memory limit). Joining a cgroup needs root, so a small shell joins them first and then
+/// becomes the program, dropping to `who` with `setpriv`; the pid stays the same through
+/// both execs, so pid files still name the server.
+pub fn launch(cmd: Command, who: Option<&RunAs>, procs: impl IntoIterator<Item = std::path::PathBuf>) -> Command {
+    let procs: Vec<std::path::PathBuf> = procs.into_iter().collect();
+    if procs.is_empty() {
+        return as_user(cmd, who);
+    }
     let mut w = Command::new("/bin/sh");
-    // "0" moves the writing process itself.
-    w.arg("-c").arg(r#"echo 0 > "$0" && exec "$@""#).arg(procs);
+    // "0" moves the writing process itself; the files come first, up to `--`.
+    w.arg("-c").arg(r#"while [ "$1" != -- ]; do echo 0 > "$1" || exit 1; shift; done; shift; exec "$@""#).arg("scalectl-launch");
+    w.args(&procs).arg("--");
     if let Some(u) = who {
         w.arg("setpriv").arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).args(["--clear-groups", "--"]);
         w.env("HOME", "/tmp").env("USER", &u.name);

@@ -1,6 +1,7 @@
 //! The database tier of one environment: what `status` adds about it, `db slow-queries`
 //! and `switchover`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -36,6 +37,16 @@ pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Res
             Some(r) => writeln!(out, "Cache {id}: hit ratio {:.1} % ({} hits, {} misses)", r * 100.0, c.hits, c.misses)?,
             None => writeln!(out, "Cache {id}: no reads yet")?,
         }
+    }
+    // One line per distinct weight and limit, naming the processes that have them.
+    let mut limits: BTreeMap<_, Vec<&str>> = BTreeMap::new();
+    for (id, l) in &insights.limits {
+        limits.entry(*l).or_default().push(id);
+    }
+    for (l, ids) in limits {
+        let cpu = l.cpu_weight.map_or("no CPU weight".to_string(), |w| format!("CPU weight {w}"));
+        let memory = l.memory_limit_bytes.map_or("no memory limit".to_string(), |b| format!("memory limit {}", bytes(b)));
+        writeln!(out, "Limits ({cpu}, {memory}): {}", ids.join(", "))?;
     }
     for (id, c) in &insights.cache_replicas {
         let lag = c.lag_bytes.map_or(String::new(), |b| format!(", {} behind", bytes(b)));

@@ -82,7 +82,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         "Environment `{name}` (level {}, {target}): {} to create, {} to change, {} to destroy, {} unchanged",
         manifest.metadata.level, summary.create, summary.change, summary.destroy, summary.unchanged
     ));
-    for u in scalectl_core::topology::unused(&manifest, target) {
+    for u in scalectl_core::topology::unused(&manifest, target).into_iter().chain(provider.unused_here(&graph)) {
         ctx.progress.say(&format!("note: {} ({}) is not used on {target}: {}", u.path, u.value, u.why));
     }
     let timeout = Duration::from_secs(u64::from(manifest.spec.targets.local.health_timeout_seconds));
@@ -229,7 +229,8 @@ pub fn plan(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<
         observe_all(provider.as_ref(), &graph, state.as_ref())
     };
     let plan = make_plan(&graph, &recorded, &observed);
-    let unused = scalectl_core::topology::unused(&manifest, target);
+    let mut unused = scalectl_core::topology::unused(&manifest, target);
+    unused.extend(provider.unused_here(&graph));
     let mut out = std::io::stdout().lock();
     match ctx.format {
         Format::Json => print_json(

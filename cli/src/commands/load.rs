@@ -30,6 +30,9 @@ pub enum Scenario {
     Checkout,
     /// The level's mix (`spec.workload.mix`).
     Mixed,
+    /// Logins of existing buyers, for every operation: password hashing, the costliest
+    /// work the auth pool does (run it beside another scenario as an auth storm).
+    Login,
     /// Every buyer tries to buy one of `--units` released at one instant.
     FlashSale,
     /// `GET --path` against `--url`, for measuring the generator itself.
@@ -42,6 +45,7 @@ impl Scenario {
             Scenario::Browse => "browse",
             Scenario::Checkout => "checkout",
             Scenario::Mixed => "mixed",
+            Scenario::Login => "login",
             Scenario::FlashSale => "flash-sale",
             Scenario::Raw => "raw",
         }
@@ -223,6 +227,7 @@ pub fn load(ctx: &Ctx, args: &LoadArgs, quiet: bool) -> Result<ExitCode> {
             let mix = match scenario {
                 Scenario::Browse => Mix::browse(),
                 Scenario::Checkout => Mix::checkout(),
+                Scenario::Login => Mix::login(),
                 _ => site.manifest.as_ref().map_or(Mix::browse(), |m| mix(&m.spec.workload.mix)),
             };
             say(&format!("{}: {} op/s for {} over {connections} connections…", scenario.name(), rate, humantime::format_duration(duration)));

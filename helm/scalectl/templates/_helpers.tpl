@@ -74,14 +74,22 @@ scalectl.dev/environment: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{- define "scalectl.container" -}}
-image: {{ .Values.image }}
+{{- /* What a container asks for: a role's cpu and memory (memory as both request and
+limit) where its values size it, else 250m, 256Mi and a 512Mi limit; as
+cli/kube/src/shop.rs's `resources`. Takes a role from .Values.shop.roles, or an empty dict. */ -}}
+{{- define "scalectl.resources" -}}
 resources:
   requests:
-    cpu: 250m
-    memory: 256Mi
+    cpu: {{ .cpu | default "250m" }}
+    memory: {{ .memory | default "256Mi" }}
   limits:
-    memory: 512Mi
+    memory: {{ .memory | default "512Mi" }}
+{{- end }}
+
+{{- /* Image, resources (of the role in .pool, when given) and security context. */ -}}
+{{- define "scalectl.container" -}}
+image: {{ .Values.image }}
+{{ include "scalectl.resources" (.pool | default dict) }}
 securityContext:
   runAsNonRoot: true
   allowPrivilegeEscalation: false
