@@ -18,14 +18,49 @@ fn backend_requests(metrics: &str, backend: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
 }
 
-/// One Redis command as a client of the environment (with its generated password).
-fn redis(home: &Home, env: &str, address: &str, command: &str) -> String {
-    let password = std::fs::read_to_string(home.env_dir(env).join("secrets/redis.password")).unwrap();
-    let mut s = std::net::TcpStream::connect(address).unwrap();
-    write!(s, "AUTH {}\r\n{command}\r\nQUIT\r\n", password.trim()).unwrap();
+/// One Redis command as a client of the environment (with its generated password); the
+/// replies, or `None` when Redis cannot be reached.
+fn redis(home: &Home, env: &str, address: &str, command: &str) -> Option<String> {
+    let password = std::fs::read_to_string(home.env_dir(env).join("secrets/redis.password")).ok()?;
+    let mut s = std::net::TcpStream::connect(address).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "AUTH {}\r\n{command}\r\nQUIT\r\n", password.trim()).ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A child process killed when dropped, so that a failing test leaves no load running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// This environment's cgroup v1 groups (CPU weights, memory limits) on this machine.
+fn limit_groups(env: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory"] {
+        for entry in walkdir(std::path::Path::new(root), 3) {
+            if entry.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("scalectl.{env}."))) {
+                found.push(entry.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Directories under `dir`, `depth` levels down at most.
+fn walkdir(dir: &std::path::Path, depth: u32) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let dirs: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let deeper = if depth > 1 { dirs.iter().flat_map(|d| walkdir(d, depth - 1)).collect() } else { Vec::new() };
+    dirs.into_iter().chain(deeper).collect()
 }
 
 #[test]
@@ -81,10 +116,10 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     let address = |id: &str| components.iter().find(|c| c["id"] == id).unwrap()["address"].as_str().unwrap().to_string();
     let (primary, copy) = (address("redis/r1"), address("redis/r1-replica-1"));
     eventually(Duration::from_secs(10), "the replica holding the shop's keys", || {
-        let keys = |a: &str| redis(&home, &env, a, "DBSIZE").lines().find_map(|l| l.strip_prefix(':')?.parse::<u64>().ok());
+        let keys = |a: &str| redis(&home, &env, a, "DBSIZE")?.lines().find_map(|l| l.strip_prefix(':')?.parse::<u64>().ok());
         (keys(&primary)? > 0 && keys(&copy)? > 0).then_some(())
     });
-    let refused = redis(&home, &env, &copy, "SET scalectl-test 1");
+    let refused = redis(&home, &env, &copy, "SET scalectl-test 1").expect("the replica answers");
     assert!(refused.contains("READONLY"), "the replica takes no writes: {refused}");
 
     // Each pool's processes run with the CPU weight and memory limit of their role (where
@@ -92,9 +127,10 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     let limits = &status["insights"]["limits"];
     if scalectl_local::limits::available() {
         let mib256 = 256 * 1024 * 1024;
-        assert_eq!(limits["shop/r1-auth-1"], serde_json::json!({"cpu_weight": 256, "memory_limit_bytes": mib256}), "{limits}");
+        assert_eq!(limits["shop/r1-auth-1"], serde_json::json!({"cpu_weight": 256, "memory_limit_bytes": 2 * mib256}), "{limits}");
         assert_eq!(limits["shop/r1-orders-3"], serde_json::json!({"cpu_weight": 512, "memory_limit_bytes": mib256}), "{limits}");
         assert_eq!(limits.as_object().unwrap().len(), 12, "every shop process: {limits}");
+        assert_eq!(limit_groups(&env).len(), 24, "a cpu and a memory group per shop process");
     } else {
         let plan = home.json(&["plan", "--env", &env]);
         assert!(plan["unused"].to_string().contains("spec.shop.roles.*.cpu"), "the limits not applied are named: {plan}");
@@ -104,12 +140,12 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     // checkout answering.
     let mut storm =
         home.cmd(&["load", "--env", &env, "--scenario", "login", "--users", "50", "--rate", "400", "--duration", "8s", "-q", "-o", "json"]);
-    let storm = storm.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut storm = KillOnDrop(Some(storm.stdout(std::process::Stdio::piped()).spawn().unwrap()));
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..5 {
         s.order(&format!("during-storm-{i}"));
     }
-    let storm = storm.wait_with_output().unwrap();
+    let storm = storm.0.take().unwrap().wait_with_output().unwrap();
     let report: Value = serde_json::from_slice(&storm.stdout).unwrap_or_else(|e| panic!("{e}: {}", support::text(&storm.stdout)));
     let logins = report["run"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == "POST /login").unwrap().clone();
     assert!(logins["ok"].as_u64().unwrap() > 100, "the storm ran: {logins}");
@@ -119,4 +155,5 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     home.expect(0, &["down", "--env", &env, "-q"]);
     assert!(pids.iter().all(|p| !alive(*p)), "every process stopped");
     assert!(processes_mentioning(&dir).is_empty());
+    assert_eq!(limit_groups(&env), Vec::<String>::new(), "no cgroup is left behind");
 }

@@ -242,13 +242,24 @@ impl Cpu {
     pub fn parse(text: &str) -> Result<Self, UnitError> {
         let s = text.trim();
         let millis = match s.strip_suffix('m') {
-            Some(n) => n.parse::<u64>().map_err(|_| UnitError::new(text, "is not a whole number of millicores, such as 500m"))?,
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                n.parse::<u64>().map_err(|_| UnitError::new(text, format!("is more than {} cores", Self::MAX_CORES)))?
+            }
+            Some(_) => return Err(UnitError::new(text, "is not a whole number of millicores, such as 500m")),
             None => {
-                let cores: f64 = s.parse().map_err(|_| UnitError::new(text, "is not a CPU amount; write cores (1, 1.5) or millicores (500m)"))?;
-                if !cores.is_finite() || cores < 0.0 || (cores * 1000.0).fract() != 0.0 {
+                // Whole cores and up to three decimals, read as digits (no float rounding:
+                // 1.1 is 1100m).
+                let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+                let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+                if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
+                    return Err(UnitError::new(text, "is not a CPU amount; write cores (1, 1.5) or millicores (500m)"));
+                }
+                if frac.len() > 3 {
                     return Err(UnitError::new(text, "is not a whole number of millicores; write it as 1.5 or 1500m"));
                 }
-                (cores * 1000.0) as u64
+                let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| UnitError::new(text, "is too large"))? };
+                let frac: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
+                whole.saturating_mul(1000).saturating_add(frac)
             }
         };
         if millis == 0 {
@@ -412,6 +423,10 @@ mod tests {
         let c = |s: &str| Cpu::parse(s).unwrap();
         assert_eq!(c("500m").millis(), 500);
         assert_eq!(c("1.5"), c("1500m"));
+        for (text, millis) in [("1.1", 1100), ("1.001", 1001), ("2.01", 2010), ("16.1", 16_100)] {
+            assert_eq!(c(text).millis(), millis, "{text}: no float rounding");
+        }
+        assert_eq!(c(".25").millis(), 250);
         assert_eq!(c("2").to_string(), "2");
         assert_eq!(c("250m").to_string(), "250m");
         assert_eq!(c("0.25").cgroup_v1_shares(), 256);

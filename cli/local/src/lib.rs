@@ -156,13 +156,12 @@ impl Provider for LocalProvider {
         if !asked || limits::available() {
             return Vec::new();
         }
-        vec![scalectl_core::topology::Unused {
-            path: "spec.shop.roles.*.cpu, .memory".into(),
-            value: "set".into(),
-            why: "CPU weights and memory limits need root and the cgroup v1 cpu and memory controllers, which this machine or user lacks; \
-                  the shop's processes run without them"
-                .into(),
-        }]
+        let why = "CPU weights and memory limits need root and the cgroup v1 cpu and memory controllers mounted writable, \
+                   which this machine or user lacks; the shop's processes run without them";
+        ["cpu", "memory"]
+            .into_iter()
+            .map(|field| scalectl_core::topology::Unused { path: format!("spec.shop.roles.*.{field}"), value: "set".into(), why: why.into() })
+            .collect()
     }
 
     fn observe(&self, r: &Resource) -> Observed {

@@ -3,14 +3,14 @@
 //! limits, so that an auth storm cannot take the cores checkout needs.
 //!
 //! Through the cgroup v1 `cpu` and `memory` controllers, when we are root and the
-//! machine mounts them (where it has only cgroup v2 with those controllers, they are not
-//! applied yet, and `up` says so). Each process gets its own group in each controller,
-//! `scalectl.<env>.<node>`, made beside the groups of the process that runs `up` rather
-//! than below a common parent: CPU weights are relative among siblings, and a parent
-//! group would compete as one entity against every other process of the machine,
-//! starving the shop of what it was given. The groups made are recorded in the node's
-//! `<node>.cgroups` file, so that `down` removes exactly those even when it runs from
-//! another group.
+//! machine mounts them writable (where it has only cgroup v2 with those controllers, they
+//! are not applied yet, and `plan` and `up` say so). Each process gets a group of its
+//! own in each controller, `scalectl.<env>.<node>`, made directly in the group of the
+//! process that runs `up` (the root group on a plain host), never under a parent group
+//! of scalectl's: CPU weights count among siblings, and such a parent would compete as
+//! one entity with every other process there, starving the shop of what it was given.
+//! Each group is recorded in the node's `<node>.cgroups` file as soon as it is made, so
+//! that `down` removes exactly those, even when it runs from another group.
 
 use std::path::{Path, PathBuf};
 
@@ -19,39 +19,42 @@ use scalectl_core::{ByteSize, Cpu, Resource};
 
 use crate::Env;
 
-/// Where controller `name` (`cpu`, `memory`) of cgroup v1 is mounted, if it is and we
-/// may make groups in it.
-fn mount(name: &str) -> Option<PathBuf> {
+/// Where controller `name` (`cpu`, `memory`) of cgroup v1 is mounted writable, and the
+/// group of this process in it, if it is and we may make groups there. From
+/// `/proc/self/mountinfo` (a mount may show only part of the hierarchy: its root field
+/// says which) and `/proc/self/cgroup` (`4:memory:/a/b`).
+fn own_group(name: &str) -> Option<PathBuf> {
     if !nix::unistd::Uid::effective().is_root() {
         return None;
     }
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == name)).then(|| PathBuf::from(f[1]))
-    })
-}
-
-/// The group this process is in for v1 controller `name`, from `/proc/self/cgroup`
-/// (`4:memory:/a/b`).
-fn own_group(name: &str) -> String {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-            controllers.split(',').any(|c| c == name).then(|| path.trim_start_matches('/').to_string())
-        })
-        .unwrap_or_default()
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mount_root, mount_point) = mounts.lines().find_map(|l| {
+        // `32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu`
+        let (left, right) = l.split_once(" - ")?;
+        let left: Vec<&str> = left.split_whitespace().collect();
+        let right: Vec<&str> = right.split_whitespace().collect();
+        let writable = left.get(5)?.split(',').any(|o| o == "rw");
+        let ours = right.first() == Some(&"cgroup") && right.get(2)?.split(',').any(|o| o == name);
+        (writable && ours).then(|| (left[3].to_string(), PathBuf::from(left[4])))
+    })?;
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers.split(',').any(|c| c == name).then(|| path.to_string())
+    })?;
+    let relative = Path::new(&path).strip_prefix(&mount_root).ok()?;
+    Some(mount_point.join(relative))
 }
 
 /// Whether this machine (and user) can apply CPU weights and memory limits.
 pub fn available() -> bool {
-    mount("cpu").is_some() && mount("memory").is_some()
+    own_group("cpu").is_some() && own_group("memory").is_some()
 }
 
 fn record(env: &Env, r: &Resource) -> PathBuf {
-    env.node_dir(r).with_extension("cgroups")
+    let dir = env.node_dir(r);
+    dir.with_file_name(format!("{}.cgroups", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))
 }
 
 /// Makes the node's groups for what it asks (`cpu`, `memory`), writes the weight and the
@@ -61,24 +64,33 @@ fn record(env: &Env, r: &Resource) -> PathBuf {
 pub fn groups(env: &Env, r: &Resource, cpu: Option<Cpu>, memory: Option<ByteSize>) -> Result<Vec<PathBuf>> {
     remove(env, r);
     let name = format!("scalectl.{}.{}", env.name, r.id.replace('/', "-"));
-    let mut settings: Vec<(&str, &str, String)> = Vec::new();
+    // (controller, files to write, in order): with swap, the memory limit covers swap too
+    // (`memsw`, when the kernel accounts it), or the process would swap past its limit.
+    let mut settings: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
     if let Some(cpu) = cpu {
-        settings.push(("cpu", "cpu.shares", cpu.cgroup_v1_shares().to_string()));
+        settings.push(("cpu", vec![("cpu.shares", cpu.cgroup_v1_shares().to_string())]));
     }
     if let Some(memory) = memory {
-        settings.push(("memory", "memory.limit_in_bytes", memory.bytes().to_string()));
+        let bytes = memory.bytes().to_string();
+        settings.push(("memory", vec![("memory.limit_in_bytes", bytes.clone()), ("memory.memsw.limit_in_bytes", bytes)]));
     }
     let mut made = Vec::new();
-    for (controller, file, value) in settings {
-        let Some(mount) = mount(controller) else { continue };
-        let dir = mount.join(own_group(controller)).join(&name);
+    for (controller, files) in settings {
+        let Some(parent) = own_group(controller) else { continue };
+        let dir = parent.join(&name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
         made.push(dir.clone());
-        std::fs::write(dir.join(file), &value).with_context(|| format!("writing {value} to {}", dir.join(file).display()))?;
-    }
-    let text: String = made.iter().map(|d| format!("{}\n", d.display())).collect();
-    if !made.is_empty() {
+        let text: String = made.iter().map(|d| format!("{}\n", d.display())).collect();
         crate::fsutil::write_atomic(&record(env, r), text.as_bytes(), 0o644)?;
+        for (file, value) in files {
+            let path = dir.join(file);
+            if file.contains("memsw") && !path.exists() {
+                continue;
+            }
+            std::fs::write(&path, &value).with_context(|| {
+                format!("writing {value} to {}; remove the role's cpu and memory from the manifest to run without them", path.display())
+            })?;
+        }
     }
     Ok(made.into_iter().map(|d| d.join("cgroup.procs")).collect())
 }
