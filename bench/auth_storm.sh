@@ -9,6 +9,7 @@
 # The shop's per-client login limits see one client per simulated buyer, so the storm
 # reaches the hashing.
 # Usage: bench/auth_storm.sh [ROUNDS=3] [SECONDS=20] [CHECKOUT_RATE=20] [STORM=300] [LEVELS="3 4"]
+#   UP_SET="--set KEY=VALUE …": passed to `up`, to try other weights (spec.shop.roles.0.cpu=100m).
 # Needs a release build: cargo build --release -p scalectl -p shop
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,8 @@ median() { python3 -c 'import statistics, sys; print("%.1f" % statistics.median(
 
 for level in $levels; do
   env=storm-$level
-  "$bin" up --level "$level" --env "$env" -q >/dev/null
+  read -ra up_set <<<"${UP_SET:-}"
+  "$bin" up --level "$level" --env "$env" -q "${up_set[@]}" >/dev/null
   # Buyers for both runs, registered once (registration hashes too) and cached.
   "$bin" load --env "$env" --scenario checkout --rate 5 --duration 1s --users 200 --seed 1 -q -o json >/dev/null || true
   "$bin" load --env "$env" --scenario login --rate 5 --duration 1s --users 400 --seed 2 -q -o json >/dev/null || true

@@ -39,6 +39,10 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "p99_seconds": f64::from(spec.slo_latency_p99_ms) / 1000.0,
         // Failover-candidate alerts for Patroni clusters (level 3 and up).
         "patroni": spec.targets.iter().any(|t| t.starts_with("patroni=")),
+        // Replica lag and cache hit ratio rules, where Patroni and Redis are scraped.
+        "redis": spec.targets.iter().any(|t| t.starts_with("redis=")),
+        "replica_lag_alert_bytes": REPLICA_LAG_ALERT_BYTES,
+        "cache_hit_alert_ratio": CACHE_HIT_ALERT_RATIO,
         "budget": format!("{:.6}", (1.0 - spec.slo_availability / 100.0).max(0.0)),
     });
     Ok(vec![
@@ -46,6 +50,14 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         (RULES.into(), templates::render(RULES, templates::PROMETHEUS_RULES, &ctx)?),
     ])
 }
+
+/// A replica this far behind its leader (WAL bytes, for two minutes) raises a ticket: a
+/// few seconds of the level's write rate, well past what a healthy replica trails by.
+const REPLICA_LAG_ALERT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Below this share of the shop's Redis reads finding their key (for fifteen minutes,
+/// with reads going on) a ticket is raised.
+const CACHE_HIT_ALERT_RATIO: f64 = 0.5;
 
 /// The rule file beside prometheus.yml: SLO recording and alert rules.
 const RULES: &str = "rules.yml";

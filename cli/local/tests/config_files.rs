@@ -143,3 +143,80 @@ tests:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The replica-lag and cache-hit rules, run by `promtool test rules` against the rules
+/// rendered for level 4: a replica 20 MiB behind its leader for two minutes raises a
+/// ticket naming it (one 1 MiB behind does not); Redis finding a fifth of the keys read
+/// for fifteen minutes raises one too. Level 2 (no Patroni, no Redis) renders neither.
+#[test]
+fn prometheus_alerts_on_replica_lag_and_a_low_cache_hit_ratio() {
+    let (g, _dir, p) = files(4, &[]);
+    let rules = file(&p, &g, "prometheus/main", "rules.yml");
+    assert!(rules.contains("alert: PostgresReplicaLagHigh") && rules.contains("alert: RedisCacheHitRatioLow"), "{rules}");
+    let (g2, _dir2, p2) = files(2, &[]);
+    let level2 = file(&p2, &g2, "prometheus/main", "rules.yml");
+    assert!(!level2.contains("replica_lag") && !level2.contains("keyspace"), "{level2}");
+
+    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("rules.yml"), &rules).unwrap();
+    // Leader a writes 1 MiB every 10 s. Replica b replays 1 MiB behind for a minute, then
+    // stops replaying (16 MiB behind at 220 s, so the alert fires at 340 s); replica c
+    // keeps up. Redis: 10 hits and 40 misses every 10 s.
+    let tests = r#"rule_files: [rules.yml]
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      - {series: 'patroni_xlog_location{scope="db",instance="a"}', values: '104857600+1048576x60'}
+      - {series: 'patroni_xlog_location{scope="db",instance="b"}', values: '0x60'}
+      - {series: 'patroni_xlog_location{scope="db",instance="c"}', values: '0x60'}
+      - {series: 'patroni_xlog_replayed_location{scope="db",instance="a"}', values: '0x60'}
+      - {series: 'patroni_xlog_replayed_location{scope="db",instance="b"}', values: '103809024+1048576x6 110100480x54'}
+      - {series: 'patroni_xlog_replayed_location{scope="db",instance="c"}', values: '104857600+1048576x60'}
+      - {series: 'patroni_replica{scope="db",instance="a"}', values: '0x60'}
+      - {series: 'patroni_replica{scope="db",instance="b"}', values: '1x60'}
+      - {series: 'patroni_replica{scope="db",instance="c"}', values: '1x60'}
+      - {series: 'redis_keyspace_hits_total{instance="r"}', values: '0+10x200'}
+      - {series: 'redis_keyspace_misses_total{instance="r"}', values: '0+40x200'}
+    promql_expr_test:
+      - expr: postgres:replica_lag_bytes
+        eval_time: 30s
+        exp_samples:
+          - {labels: 'postgres:replica_lag_bytes{scope="db",instance="b"}', value: 1048576}
+          - {labels: 'postgres:replica_lag_bytes{scope="db",instance="c"}', value: 0}
+      - expr: redis:keyspace_hit_ratio:rate5m
+        eval_time: 10m
+        exp_samples:
+          - {labels: 'redis:keyspace_hit_ratio:rate5m', value: 0.2}
+    alert_rule_test:
+      - {eval_time: 60s, alertname: PostgresReplicaLagHigh, exp_alerts: []}
+      - {eval_time: 5m, alertname: PostgresReplicaLagHigh, exp_alerts: []}
+      - eval_time: 8m
+        alertname: PostgresReplicaLagHigh
+        exp_alerts:
+          - exp_labels: {severity: ticket, scope: db, instance: b}
+            exp_annotations:
+              summary: "b of db replays 43MiB behind its leader; reads there are stale"
+              action: "see `scalectl status` (lag per member) and `scalectl db slow-queries` for long writes"
+      - {eval_time: 10m, alertname: RedisCacheHitRatioLow, exp_alerts: []}
+      - eval_time: 25m
+        alertname: RedisCacheHitRatioLow
+        exp_alerts:
+          - exp_labels: {severity: ticket}
+            exp_annotations:
+              summary: "Redis finds 20% of the keys the shop reads (alert below 0.5); the rest fall through to PostgreSQL"
+              action: "check `spec.redis.maxmemory` against `scalectl status` (evictions) and the Redis exporter's memory use"
+"#;
+    std::fs::write(work.path().join("tests.yml"), tests).unwrap();
+    let out = std::process::Command::new(promtool).args(["test", "rules", "tests.yml"]).current_dir(work.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\nrules:\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
