@@ -127,7 +127,8 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     let limits = &status["insights"]["limits"];
     if scalectl_local::limits::available() {
         let mib256 = 256 * 1024 * 1024;
-        assert_eq!(limits["shop/r1-auth-1"], serde_json::json!({"cpu_weight": 256, "memory_limit_bytes": 2 * mib256}), "{limits}");
+        let auth = serde_json::json!({"cpu_weight": 256, "cpu_limit_millis": 250, "memory_limit_bytes": 2 * mib256});
+        assert_eq!(limits["shop/r1-auth-1"], auth, "{limits}");
         assert_eq!(limits["shop/r1-orders-3"], serde_json::json!({"cpu_weight": 512, "memory_limit_bytes": mib256}), "{limits}");
         assert_eq!(limits.as_object().unwrap().len(), 12, "every shop process: {limits}");
         assert_eq!(limit_groups(&env).len(), 24, "a cpu and a memory group per shop process");

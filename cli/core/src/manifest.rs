@@ -431,6 +431,13 @@ pub struct ShopRole {
     /// Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
+    /// CPU each process of the role may use at most, even on idle cores (`250m`), as a
+    /// Kubernetes CPU limit: its cgroup's CPU quota on the local target, `limits.cpu` on
+    /// Kubernetes. What keeps a storm of the role's work from crowding out other roles'
+    /// requests (a weight alone shares only contended cores). Unset: no cap. At least
+    /// `cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<Cpu>,
     /// Memory each process of the role may use before the kernel stops it (`512MB`), as
     /// a Kubernetes memory limit: its cgroup's limit on the local target. Unset: no limit
     /// locally, 512Mi on Kubernetes.
@@ -919,6 +926,22 @@ mod tests {
         assert_eq!(paths, ["spec.shop.dbPoolSize", "spec.edge.loadBalancer"], "{errs:?}");
         assert!(errs[0].message.contains("must be at most 1000"), "{}", errs[0]);
         assert_eq!(errs[1].loc.line, pos(&text, "loadBalancer: none").0);
+    }
+
+    #[test]
+    fn a_cpu_limit_below_the_roles_cpu_is_refused_at_its_line_and_numbers_are_cpu_too() {
+        let text = level(4).unwrap().manifest.replacen("cpuLimit: 250m", "cpuLimit: 0.1", 1);
+        let errs = errors(Sources::new("l4.yaml", &text));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.shop.roles.0.cpuLimit");
+        assert_eq!(errs[0].loc.line, pos(&text, "cpuLimit: 0.1").0);
+        assert!(errs[0].message.contains("100m is below the role's cpu of 250m"), "{}", errs[0]);
+        let text = level(4).unwrap().manifest.replacen("cpu: 250m", "cpu: lots", 1);
+        let errs = errors(Sources::new("l4.yaml", &text));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("`lots` is not a CPU amount"), "{}", errs[0]);
+        let m = Sources::new("l4.yaml", &level(4).unwrap().manifest.replacen("cpu: 250m", "cpu: 0.2", 1)).load().unwrap();
+        assert_eq!(m.spec.shop.roles[0].cpu.map(|c| c.millis()), Some(200), "a YAML number is cores");
     }
 
     #[test]

@@ -32,11 +32,14 @@ pub struct Insights {
 }
 
 /// What the kernel enforces for one process: its cgroup's CPU weight (1024 per core it is
-/// entitled to) and memory limit.
+/// entitled to), CPU quota and memory limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcessLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_weight: Option<u64>,
+    /// The CPU quota, in millicores of one core: what it may use even on idle cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_millis: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_bytes: Option<u64>,
 }

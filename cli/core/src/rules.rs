@@ -95,6 +95,14 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
         if !seen.insert(role.name) {
             bad(&format!("spec.shop.roles.{i}.name"), format!("role `{}` is listed twice", role.name.as_str()));
         }
+        if let (Some(request), Some(limit)) = (role.cpu, role.cpu_limit)
+            && limit < request
+        {
+            bad(
+                &format!("spec.shop.roles.{i}.cpuLimit"),
+                format!("{limit} is below the role's cpu of {request}: a process could never use what it is entitled to"),
+            );
+        }
     }
     let has_all = seen.contains(&RoleName::All);
     match shop.topology {

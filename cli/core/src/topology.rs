@@ -185,6 +185,7 @@ pub struct ShopPool {
     /// What each process is entitled to and may use (the manifest's role `cpu` and
     /// `memory`); unset, the target's default.
     pub cpu: Option<crate::units::Cpu>,
+    pub cpu_limit: Option<crate::units::Cpu>,
     pub memory: Option<ByteSize>,
 }
 
@@ -306,6 +307,7 @@ impl Topology {
                     role: role.name,
                     replicas: role.replicas,
                     cpu: role.cpu,
+                    cpu_limit: role.cpu_limit,
                     memory: role.memory,
                 })
             })
@@ -525,7 +527,7 @@ mod tests {
         assert_eq!(roles(c), [("r1", 1, Primary)]);
         assert!(c.ha.is_none());
         assert!(t.poolers.is_empty() && t.caches.is_empty() && t.edges.is_empty());
-        assert_eq!(t.shop.pools, [ShopPool { region: "r1".into(), role: RoleName::All, replicas: 1, cpu: None, memory: None }]);
+        assert_eq!(t.shop.pools, [ShopPool { region: "r1".into(), role: RoleName::All, replicas: 1, cpu: None, cpu_limit: None, memory: None }]);
         assert_eq!(t.shop_processes(), 1);
         assert!(t.observability.prometheus.is_some());
     }

@@ -77,7 +77,7 @@ impl<'a> Wiring<'a> {
             image: Some(self.image.into()),
             args: Some(args.iter().map(|a| a.to_string()).collect()),
             env: Some(env),
-            resources: Some(resources(None, None)),
+            resources: Some(resources(None, None, None)),
             security_context: Some(SecurityContext {
                 run_as_non_root: Some(true),
                 allow_privilege_escalation: Some(false),
@@ -97,19 +97,24 @@ fn url(host: &str, database: &str) -> String {
     format!("postgres://$(DB_USER):$(DB_PASSWORD)@{host}:{}/{database}", meta::PG_PORT)
 }
 
-/// What one shop process asks for: the role's `cpu` as its request, and its `memory` as
+/// What one shop process asks for: the role's `cpu` as its request and `cpuLimit` as its
+/// CPU limit, and its `memory` as
 /// both request and limit (the memory it may use is then reserved for it), where the
 /// manifest sizes the role; else 250m, 256Mi and a limit of 512Mi, which fit a kind node
 /// and leave room to scale out. The Helm chart's `scalectl.resources` writes the same.
-fn resources(cpu: Option<Cpu>, memory: Option<ByteSize>) -> ResourceRequirements {
+fn resources(cpu: Option<Cpu>, cpu_limit: Option<Cpu>, memory: Option<ByteSize>) -> ResourceRequirements {
     let cpu = cpu.unwrap_or(Cpu::from_millis(250));
     let (request, limit) = match memory {
         Some(m) => (m, m),
         None => (ByteSize::mib(256), ByteSize::mib(512)),
     };
+    let mut limits = BTreeMap::from([("memory".into(), Quantity(limit.kubernetes()))]);
+    if let Some(cap) = cpu_limit {
+        limits.insert("cpu".into(), Quantity(cap.kubernetes()));
+    }
     ResourceRequirements {
         requests: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.kubernetes())), ("memory".into(), Quantity(request.kubernetes()))])),
-        limits: Some(BTreeMap::from([("memory".into(), Quantity(limit.kubernetes()))])),
+        limits: Some(limits),
         ..Default::default()
     }
 }
@@ -175,7 +180,7 @@ pub fn pool(
         ..Default::default()
     };
     let mut container = w.container("shop", &["serve"], env);
-    container.resources = Some(resources(p.cpu, p.memory));
+    container.resources = Some(resources(p.cpu, p.cpu_limit, p.memory));
     container.ports = Some(vec![ContainerPort { name: Some("http".into()), container_port: meta::SHOP_PORT, ..Default::default() }]);
     container.readiness_probe = Some(probe("/readyz", 5));
     container.liveness_probe = Some(Probe { failure_threshold: Some(6), ..probe("/healthz", 10) });

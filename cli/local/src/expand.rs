@@ -165,6 +165,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     // A pool's replicas (all on this one machine) share its cores.
                     pool_replicas: u32::from(pool.replicas),
                     cpu: pool.cpu,
+                    cpu_limit: pool.cpu_limit,
                     memory: pool.memory,
                 });
                 out.push(resource(&id, &region.name, Some((address, ports::SHOP)), deps, spec));

@@ -57,20 +57,39 @@ fn record(env: &Env, r: &Resource) -> PathBuf {
     dir.with_file_name(format!("{}.cgroups", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))
 }
 
-/// Makes the node's groups for what it asks (`cpu`, `memory`), writes the weight and the
-/// limit, and returns their `cgroup.procs` files for `user::launch`. Nothing is asked or
+/// What a process asks for: the role's `cpu`, `cpuLimit` and `memory`.
+pub struct Asked {
+    pub cpu: Option<Cpu>,
+    pub cpu_limit: Option<Cpu>,
+    pub memory: Option<ByteSize>,
+}
+
+/// The CFS period a CPU limit is a quota of (the kernel's default, and the kubelet's).
+const CFS_PERIOD_US: u64 = 100_000;
+
+/// Makes the node's groups for what it asks, writes the weight, quota and limit, and
+/// returns their `cgroup.procs` files for `user::launch`. Nothing is asked or
 /// nothing can be applied: no files. Groups made earlier for the node go first, so a
 /// limit taken out of the manifest is gone after the next `up`.
-pub fn groups(env: &Env, r: &Resource, cpu: Option<Cpu>, memory: Option<ByteSize>) -> Result<Vec<PathBuf>> {
+pub fn groups(env: &Env, r: &Resource, asked: &Asked) -> Result<Vec<PathBuf>> {
     remove(env, r);
     let name = format!("scalectl.{}.{}", env.name, r.id.replace('/', "-"));
     // (controller, files to write, in order): with swap, the memory limit covers swap too
     // (`memsw`, when the kernel accounts it), or the process would swap past its limit.
     let mut settings: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
-    if let Some(cpu) = cpu {
-        settings.push(("cpu", vec![("cpu.shares", cpu.cgroup_v1_shares().to_string())]));
+    let mut cpu_files = Vec::new();
+    if let Some(cpu) = asked.cpu {
+        cpu_files.push(("cpu.shares", cpu.cgroup_v1_shares().to_string()));
     }
-    if let Some(memory) = memory {
+    if let Some(limit) = asked.cpu_limit {
+        // The kernel takes no quota under 1 ms per period.
+        let quota = (u64::from(limit.millis()) * CFS_PERIOD_US / 1000).max(1000);
+        cpu_files.extend([("cpu.cfs_period_us", CFS_PERIOD_US.to_string()), ("cpu.cfs_quota_us", quota.to_string())]);
+    }
+    if !cpu_files.is_empty() {
+        settings.push(("cpu", cpu_files));
+    }
+    if let Some(memory) = asked.memory {
         let bytes = memory.bytes().to_string();
         settings.push(("memory", vec![("memory.limit_in_bytes", bytes.clone()), ("memory.memsw.limit_in_bytes", bytes)]));
     }
@@ -95,11 +114,24 @@ pub fn groups(env: &Env, r: &Resource, cpu: Option<Cpu>, memory: Option<ByteSize
     Ok(made.into_iter().map(|d| d.join("cgroup.procs")).collect())
 }
 
-/// The node's CPU weight and memory limit as the kernel holds them now, for `status`.
-pub fn applied(env: &Env, r: &Resource) -> (Option<u64>, Option<u64>) {
+/// The node's CPU weight, CPU limit (millicores) and memory limit as the kernel holds
+/// them now, for `status`; `None` where the node has no group of its own.
+pub fn applied(env: &Env, r: &Resource) -> Option<scalectl_core::ops::ProcessLimits> {
     let dirs = recorded(env, r);
-    let read = |file: &str| dirs.iter().find_map(|d| std::fs::read_to_string(d.join(file)).ok()?.trim().parse().ok());
-    (read("cpu.shares"), read("memory.limit_in_bytes"))
+    if dirs.is_empty() {
+        return None;
+    }
+    let read = |file: &str| dirs.iter().find_map(|d| std::fs::read_to_string(d.join(file)).ok()?.trim().parse::<i64>().ok());
+    let cpu_limit_millis = match (read("cpu.cfs_quota_us"), read("cpu.cfs_period_us")) {
+        (Some(quota), Some(period)) if quota > 0 && period > 0 => Some((quota * 1000 / period) as u64),
+        _ => None,
+    };
+    let has_memory_group = dirs.iter().any(|d| d.join("memory.limit_in_bytes").exists());
+    Some(scalectl_core::ops::ProcessLimits {
+        cpu_weight: read("cpu.shares").map(|w| w as u64),
+        cpu_limit_millis,
+        memory_limit_bytes: read("memory.limit_in_bytes").filter(|_| has_memory_group).map(|b| b as u64),
+    })
 }
 
 fn recorded(env: &Env, r: &Resource) -> Vec<PathBuf> {

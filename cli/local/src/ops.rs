@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use scalectl_core::fault::Selector;
 use scalectl_core::ops::{
-    CacheReplica, CacheUse, DatabaseInsight, ExplainOn, ExplainRequest, Explained, Insights, MemberInsight, PoolUse, ProcessLimits, SlowQueries,
-    Statement, SwitchoverReport,
+    CacheReplica, CacheUse, DatabaseInsight, ExplainOn, ExplainRequest, Explained, Insights, MemberInsight, PoolUse, SlowQueries, Statement,
+    SwitchoverReport,
 };
 use scalectl_core::{Resource, ResourceKind};
 use serde_json::Value;
@@ -32,13 +32,7 @@ pub fn insights(env: &Env) -> Insights {
         pools: of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect(),
         caches: caches(env, false).into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
         cache_replicas: caches(env, true).into_iter().filter_map(|r| Some((r.id.clone(), cache_replica(env, r)?))).collect(),
-        limits: of_kind(env, ResourceKind::Shop)
-            .into_iter()
-            .filter_map(|r| match crate::limits::applied(env, r) {
-                (None, None) => None,
-                (cpu_weight, memory_limit_bytes) => Some((r.id.clone(), ProcessLimits { cpu_weight, memory_limit_bytes })),
-            })
-            .collect(),
+        limits: of_kind(env, ResourceKind::Shop).into_iter().filter_map(|r| Some((r.id.clone(), crate::limits::applied(env, r)?))).collect(),
     }
 }
 

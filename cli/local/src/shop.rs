@@ -165,7 +165,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
                 return Err(crate::PortTaken(addr).into());
             }
             let spec = spec::shop(r)?;
-            groups.extend(crate::limits::groups(env, r, spec.cpu, spec.memory)?);
+            groups.extend(crate::limits::groups(env, r, &crate::limits::Asked { cpu: spec.cpu, cpu_limit: spec.cpu_limit, memory: spec.memory })?);
             let mut cmd = serve(env, &spec)?;
             cmd.env("SHOP_BIND", addr.to_string());
             cmd

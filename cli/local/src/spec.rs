@@ -316,6 +316,8 @@ pub struct ShopSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<scalectl_core::Cpu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<scalectl_core::Cpu>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
 }
 
@@ -589,6 +591,7 @@ mod tests {
             rate_search: "off".into(),
             pool_replicas: 1,
             cpu: None,
+            cpu_limit: None,
             memory: None,
         });
         let r = resource(&shop);

@@ -44,7 +44,10 @@ pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Res
         limits.entry(*l).or_default().push(id);
     }
     for (l, ids) in limits {
-        let cpu = l.cpu_weight.map_or("no CPU weight".to_string(), |w| format!("CPU weight {w}"));
+        let mut cpu = l.cpu_weight.map_or("no CPU weight".to_string(), |w| format!("CPU weight {w}"));
+        if let Some(m) = l.cpu_limit_millis {
+            cpu.push_str(&format!(", at most {m}m CPU"));
+        }
         let memory = l.memory_limit_bytes.map_or("no memory limit".to_string(), |b| format!("memory limit {}", bytes(b)));
         writeln!(out, "Limits ({cpu}, {memory}): {}", ids.join(", "))?;
     }

@@ -74,8 +74,8 @@ scalectl.dev/environment: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{- /* What a container asks for: a role's cpu and memory (memory as both request and
-limit) where its values size it, else 250m, 256Mi and a 512Mi limit; as
+{{- /* What a container asks for: a role's cpu, cpuLimit and memory (memory as both
+request and limit) where its values size it, else 250m, 256Mi and a 512Mi limit; as
 cli/kube/src/shop.rs's `resources`. Takes a role from .Values.shop.roles, or an empty dict. */ -}}
 {{- define "scalectl.resources" -}}
 resources:
@@ -83,6 +83,9 @@ resources:
     cpu: {{ .cpu | default "250m" }}
     memory: {{ .memory | default "256Mi" }}
   limits:
+    {{- with .cpuLimit }}
+    cpu: {{ . }}
+    {{- end }}
     memory: {{ .memory | default "512Mi" }}
 {{- end }}
 
