@@ -33,7 +33,7 @@ pub struct Insights {
 
 /// What the kernel enforces for one process: its cgroup's CPU weight (1024 per core it is
 /// entitled to), CPU quota and memory limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProcessLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_weight: Option<u64>,

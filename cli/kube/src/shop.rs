@@ -103,7 +103,8 @@ fn url(host: &str, database: &str) -> String {
 /// manifest sizes the role; else 250m, 256Mi and a limit of 512Mi, which fit a kind node
 /// and leave room to scale out. The Helm chart's `scalectl.resources` writes the same.
 fn resources(cpu: Option<Cpu>, cpu_limit: Option<Cpu>, memory: Option<ByteSize>) -> ResourceRequirements {
-    let cpu = cpu.unwrap_or(Cpu::from_millis(250));
+    // A limit alone is also the request, as Kubernetes itself defaults it.
+    let cpu = cpu.or(cpu_limit).unwrap_or(Cpu::from_millis(250));
     let (request, limit) = match memory {
         Some(m) => (m, m),
         None => (ByteSize::mib(256), ByteSize::mib(512)),
@@ -269,5 +270,24 @@ fn pod(w: &Wiring, labels: &[(&str, &str)], container: Container, scraped: bool)
     PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(w.scope.pod_labels(labels)), annotations, ..Default::default() }),
         spec: Some(PodSpec { containers: vec![container], ..Default::default() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quantities(r: &ResourceRequirements) -> (String, Option<String>) {
+        let cpu = |m: &Option<BTreeMap<String, Quantity>>| m.as_ref().and_then(|m| m.get("cpu")).map(|q| q.0.clone());
+        (cpu(&r.requests).unwrap(), cpu(&r.limits))
+    }
+
+    #[test]
+    fn a_cpu_limit_alone_is_also_the_request_so_the_pod_is_admitted() {
+        let cap = Cpu::parse("100m").unwrap();
+        assert_eq!(quantities(&resources(None, Some(cap), None)), ("100m".into(), Some("100m".into())));
+        assert_eq!(quantities(&resources(None, None, None)), ("250m".into(), None), "defaults: a request, no cap");
+        let request = Cpu::parse("50m").unwrap();
+        assert_eq!(quantities(&resources(Some(request), Some(cap), None)), ("50m".into(), Some("100m".into())));
     }
 }

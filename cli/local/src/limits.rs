@@ -107,7 +107,7 @@ pub fn groups(env: &Env, r: &Resource, asked: &Asked) -> Result<Vec<PathBuf>> {
                 continue;
             }
             std::fs::write(&path, &value).with_context(|| {
-                format!("writing {value} to {}; remove the role's cpu and memory from the manifest to run without them", path.display())
+                format!("writing {value} to {}; remove the role's cpu, cpuLimit and memory from the manifest to run without them", path.display())
             })?;
         }
     }
@@ -126,12 +126,13 @@ pub fn applied(env: &Env, r: &Resource) -> Option<scalectl_core::ops::ProcessLim
         (Some(quota), Some(period)) if quota > 0 && period > 0 => Some((quota * 1000 / period) as u64),
         _ => None,
     };
-    let has_memory_group = dirs.iter().any(|d| d.join("memory.limit_in_bytes").exists());
-    Some(scalectl_core::ops::ProcessLimits {
+    let limits = scalectl_core::ops::ProcessLimits {
         cpu_weight: read("cpu.shares").map(|w| w as u64),
         cpu_limit_millis,
-        memory_limit_bytes: read("memory.limit_in_bytes").filter(|_| has_memory_group).map(|b| b as u64),
-    })
+        memory_limit_bytes: read("memory.limit_in_bytes").map(|b| b as u64),
+    };
+    // Recorded groups that are gone (a reboot) hold nothing.
+    (limits != scalectl_core::ops::ProcessLimits::default()).then_some(limits)
 }
 
 fn recorded(env: &Env, r: &Resource) -> Vec<PathBuf> {

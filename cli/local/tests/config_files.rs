@@ -165,7 +165,8 @@ fn prometheus_alerts_on_replica_lag_and_a_low_cache_hit_ratio() {
     std::fs::write(work.path().join("rules.yml"), &rules).unwrap();
     // Leader a writes 1 MiB every 10 s. Replica b replays 1 MiB behind for a minute, then
     // stops replaying (16 MiB behind at 220 s, so the alert fires at 340 s); replica c
-    // keeps up. Redis: 10 hits and 40 misses every 10 s.
+    // keeps up; replica d's PostgreSQL is down (Patroni reports 0 replayed): no lag is
+    // made up for it. Redis: 10 hits and 40 misses every 10 s.
     let tests = r#"rule_files: [rules.yml]
 evaluation_interval: 10s
 tests:
@@ -180,6 +181,11 @@ tests:
       - {series: 'patroni_replica{scope="db",instance="a"}', values: '0x60'}
       - {series: 'patroni_replica{scope="db",instance="b"}', values: '1x60'}
       - {series: 'patroni_replica{scope="db",instance="c"}', values: '1x60'}
+      - {series: 'patroni_replica{scope="db",instance="d"}', values: '1x60'}
+      - {series: 'patroni_xlog_replayed_location{scope="db",instance="d"}', values: '0x60'}
+      - {series: 'patroni_postgres_running{scope="db",instance="b"}', values: '1x60'}
+      - {series: 'patroni_postgres_running{scope="db",instance="c"}', values: '1x60'}
+      - {series: 'patroni_postgres_running{scope="db",instance="d"}', values: '0x60'}
       - {series: 'redis_keyspace_hits_total{instance="r"}', values: '0+10x200'}
       - {series: 'redis_keyspace_misses_total{instance="r"}', values: '0+40x200'}
     promql_expr_test:

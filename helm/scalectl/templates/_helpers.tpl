@@ -80,7 +80,7 @@ cli/kube/src/shop.rs's `resources`. Takes a role from .Values.shop.roles, or an 
 {{- define "scalectl.resources" -}}
 resources:
   requests:
-    cpu: {{ .cpu | default "250m" }}
+    cpu: {{ .cpu | default .cpuLimit | default "250m" }}
     memory: {{ .memory | default "256Mi" }}
   limits:
     {{- with .cpuLimit }}
