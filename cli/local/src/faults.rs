@@ -220,7 +220,7 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
             r
         }
         // The cache the shop uses; its replicas serve no client (no Sentinel promotes them yet).
-        Selector::Redis => of(ResourceKind::Redis).filter(|r| crate::spec::redis(r).is_ok_and(|s| s.replica_of.is_none())).collect(),
+        Selector::Redis => of(ResourceKind::Redis).filter(|r| !crate::redis::is_replica(r)).collect(),
         Selector::ShopAny => of(ResourceKind::Shop).take(1).collect(),
         Selector::Shops => of(ResourceKind::Shop).collect(),
     };

@@ -38,15 +38,14 @@ pub fn insights(env: &Env) -> Insights {
 
 /// The environment's Redis primaries, or its replicas.
 fn caches(env: &Env, replicas: bool) -> Vec<&Resource> {
-    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| spec::redis(r).is_ok_and(|s| s.replica_of.is_some() == replicas)).collect()
+    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| redis::is_replica(r) == replicas).collect()
 }
 
 /// A replica's link state, and how far it is behind its primary in replication bytes.
 fn cache_replica(env: &Env, r: &Resource) -> Option<CacheReplica> {
     let of = spec::redis(r).ok()?.replica_of?;
     let replication = |r: &Resource| redis::command(env, r, "INFO replication").ok();
-    let offset =
-        |info: &str, field: &str| -> Option<u64> { info.lines().find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':')?.parse().ok()) };
+    let offset = |info: &str, field: &str| -> Option<u64> { redis::info_field(info, field)?.parse().ok() };
     let Some(info) = replication(r) else {
         return Some(CacheReplica { of, in_sync: false, waiting_for: Some("it does not answer".into()), lag_bytes: None });
     };
@@ -117,7 +116,7 @@ fn pool(env: &Env, r: &Resource) -> Result<Vec<PoolUse>> {
 /// Redis's keyspace hits and misses since it started.
 fn cache(env: &Env, r: &Resource) -> Result<CacheUse> {
     let info = redis::command(env, r, "INFO stats").map_err(anyhow::Error::msg)?;
-    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let field = |k: &str| redis::info_field(&info, k).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
     let (hits, misses) = (field("keyspace_hits"), field("keyspace_misses"));
     let ratio = if hits + misses > 0 { Some(hits as f64 / (hits + misses) as f64) } else { None };
     Ok(CacheUse { hits, misses, hit_ratio: ratio })

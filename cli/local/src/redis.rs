@@ -87,9 +87,8 @@ pub fn command(env: &Env, r: &Resource, line: &str) -> Result<String, String> {
 /// A primary is ready when it answers PING; a replica when its link to the primary is
 /// up and the first full copy has arrived, so that `up` returns with a warm replica.
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
-    let replica = spec::redis(r)?.replica_of.is_some();
     Ok(daemon(env, r).check(|| {
-        if !replica {
+        if !is_replica(r) {
             return match command(env, r, "PING") {
                 Ok(reply) if reply.starts_with("+PONG") => Ok(()),
                 Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
@@ -101,10 +100,20 @@ pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     }))
 }
 
+/// Field `name` of an `INFO` reply (`name:value` lines).
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+}
+
+/// Whether `r` is a replica (it follows another Redis) rather than a primary.
+pub fn is_replica(r: &Resource) -> bool {
+    spec::redis(r).is_ok_and(|s| s.replica_of.is_some())
+}
+
 /// Whether `INFO replication` shows a replica in sync: `Ok` when its link is up and no
 /// full copy is under way, else what it is waiting for.
 pub fn replica_state(info: &str) -> Result<(), String> {
-    let field = |name: &str| info.lines().find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'));
+    let field = |name: &str| info_field(info, name);
     if field("role") != Some("slave") {
         return Err(format!("not a replica (role {})", field("role").unwrap_or("unknown")));
     }

@@ -26,6 +26,25 @@ fn file(provider: &LocalProvider, graph: &Graph, id: &str, name: &str) -> String
     files.into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{id} has no {name}")).1
 }
 
+/// promtool, where Prometheus is installed.
+fn promtool() -> Option<&'static str> {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists())
+}
+
+/// Runs `promtool test rules` with unit tests `tests` against the rule file `rules`.
+fn promtool_test(promtool: &str, rules: &str, tests: &str) {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("rules.yml"), rules).unwrap();
+    std::fs::write(work.path().join("tests.yml"), tests).unwrap();
+    let out = std::process::Command::new(promtool).args(["test", "rules", "tests.yml"]).current_dir(work.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\nrules:\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn postgresql_conf_gets_postgres_units() {
     let (g, _dir, p) =
@@ -91,12 +110,10 @@ fn prometheus_alerts_when_a_patroni_cluster_has_no_failover_candidate() {
     let (g2, _dir2, p2) = files(2, &[]);
     assert!(!file(&p2, &g2, "prometheus/main", "rules.yml").contains("patroni_"), "no Patroni alerts without Patroni");
 
-    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+    let Some(promtool) = promtool() else {
         eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("rules.yml"), &rules).unwrap();
     let summary = "no failover candidate: db has a leader but no running synchronous standby, so losing the leader would leave it without one";
     let action = "see `scalectl status`; bring lost nodes back with `scalectl up`";
     // Node a leads throughout; b is its synchronous standby until 60 s, then is listed
@@ -134,14 +151,7 @@ tests:
 "#,
         summary.replace("db has", "other has"),
     );
-    std::fs::write(work.path().join("tests.yml"), tests).unwrap();
-    let out = std::process::Command::new(promtool).args(["test", "rules", "tests.yml"]).current_dir(work.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool test rules failed:\n{}{}\nrules:\n{rules}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_test(promtool, &rules, &tests);
 }
 
 /// The replica-lag and cache-hit rules, run by `promtool test rules` against the rules
@@ -157,12 +167,10 @@ fn prometheus_alerts_on_replica_lag_and_a_low_cache_hit_ratio() {
     let level2 = file(&p2, &g2, "prometheus/main", "rules.yml");
     assert!(!level2.contains("replica_lag") && !level2.contains("keyspace"), "{level2}");
 
-    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+    let Some(promtool) = promtool() else {
         eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("rules.yml"), &rules).unwrap();
     // Leader a writes 1 MiB every 10 s. Replica b replays 1 MiB behind for a minute, then
     // stops replaying (16 MiB behind at 220 s, so the alert fires at 340 s); replica c
     // keeps up; replica d's PostgreSQL is down (Patroni reports 0 replayed): no lag is
@@ -217,12 +225,5 @@ tests:
               summary: "Redis finds 20% of the keys the shop reads (alert below 0.5); the rest fall through to PostgreSQL"
               action: "check `spec.redis.maxmemory` against `scalectl status` (evictions) and the Redis exporter's memory use"
 "#;
-    std::fs::write(work.path().join("tests.yml"), tests).unwrap();
-    let out = std::process::Command::new(promtool).args(["test", "rules", "tests.yml"]).current_dir(work.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool test rules failed:\n{}{}\nrules:\n{rules}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_test(promtool, &rules, tests);
 }
