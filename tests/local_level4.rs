@@ -158,3 +158,75 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     assert!(processes_mentioning(&dir).is_empty());
     assert_eq!(limit_groups(&env), Vec::<String>::new(), "no cgroup is left behind");
 }
+
+/// Moving an environment up a level in place while a buyer keeps ordering: the monolith
+/// serves until the role pools are ready and the edge has moved to them, the database
+/// router is replaced under a paused pooler, and nothing the buyer sent is refused or
+/// lost.
+#[test]
+fn a_level_3_environment_moves_to_level_4_while_it_takes_orders() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let home = Home::new();
+    let env = home.env("move");
+    let up = home.json(&["up", "--level", "3", "--env", &env, "-q"]);
+    let shop = up["endpoints"]["shop"].as_str().unwrap().to_string();
+    let s = Shopper::new(&shop, 100_000);
+    let mut acknowledged: Vec<i64> = (0..3).map(|i| s.order(&format!("before-{i}"))).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let buyer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut acked, mut refused) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match s.try_order(&format!("during-{i}")) {
+                    Ok(id) => acked.push(id),
+                    Err(e) => refused.push(e),
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (s, acked, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let moved = home.run(&["up", "--level", "4", "--env", &env, "-q", "-o", "json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (s, acked, refused) = buyer.join().unwrap();
+    assert!(moved.status.success(), "{}", support::text(&moved.stderr));
+    let moved: Value = serde_json::from_slice(&moved.stdout).unwrap();
+
+    assert_eq!(refused, Vec::<String>::new(), "no order is refused while the environment moves");
+    assert!(acked.len() >= 10, "the buyer kept ordering: {}", acked.len());
+    acknowledged.extend(acked);
+    acknowledged.push(s.order("after"));
+    let mut listed = eventually(Duration::from_secs(10), "every acknowledged order listed", || {
+        let listed = s.order_ids();
+        (listed.len() >= acknowledged.len()).then_some(listed)
+    });
+    listed.sort();
+    acknowledged.sort();
+    assert_eq!(listed, acknowledged, "every acknowledged order exists exactly once");
+
+    // `up` measured the pause it caused in the orders that were being taken.
+    let pause = &moved["write_pause"];
+    assert!(pause["orders"].as_u64().unwrap() > 0, "{moved}");
+    let longest = pause["longest_seconds"].as_f64().unwrap();
+    assert!(longest > 0.0 && longest <= moved["seconds"].as_f64().unwrap() + 1.0, "{moved}");
+    assert_eq!(moved["summary"]["destroy"], 2, "the monolith's two shops: {moved}");
+
+    let status = home.json(&["status", "--env", &env]);
+    let shops: Vec<&str> =
+        status["components"].as_array().unwrap().iter().filter(|c| c["kind"] == "shop").map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(shops.len(), 12, "the role pools replaced the monolith: {shops:?}");
+    assert!(shops.iter().all(|id| !id.contains("-all-")), "{shops:?}");
+
+    let dir = home.env_dir(&env);
+    home.expect(0, &["down", "--env", &env, "-q"]);
+    assert!(processes_mentioning(&dir).is_empty());
+    assert_eq!(limit_groups(&env), Vec::<String>::new(), "no cgroup is left behind");
+}

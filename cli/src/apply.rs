@@ -1,6 +1,7 @@
 //! Carrying out a plan: destroys first, then every other step in parallel along the
 //! dependency graph, each resource waited on until healthy before its dependents start,
-//! and the state saved after every step so that a killed `up` resumes where it stopped.
+//! then the destroys of processes that served until now (`Step::last`), and the state
+//! saved after every step so that a killed `up` resumes where it stopped.
 //!
 //! The engine is async: up to [`PARALLEL`] steps are futures polled together on the
 //! caller's thread, so the state, the plan and the progress need no locks. A command
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use futures::stream::{FuturesUnordered, StreamExt};
-use scalectl_core::plan::{Action, Plan};
+use scalectl_core::plan::{Action, Plan, Step};
 use scalectl_core::{Applied, ErrorKind, Graph, Provider, ProviderError, Readiness, Resource};
 
 use crate::home::{Home, State};
@@ -44,15 +45,7 @@ pub async fn execute(
     progress: &Progress,
 ) -> Result<Outcome> {
     let mut notes = Vec::new();
-    for step in plan.steps.iter().filter(|s| s.action == Action::Destroy) {
-        let Some(r) = state.resources.get(&step.id).cloned() else { continue };
-        let t = progress.start(&step.id, "destroying");
-        provider.destroy(&r, false).await.map_err(|e| anyhow!("destroying {}: {e}", r.id))?;
-        state.resources.remove(&step.id);
-        state.outputs.remove(&step.id);
-        home.save(state)?;
-        progress.done(&step.id, "destroyed", t);
-    }
+    destroy(provider, home, state, plan.steps.iter().filter(|s| s.action == Action::Destroy && !s.last), progress).await?;
 
     let todo: Vec<_> = plan.steps.iter().filter(|s| !matches!(s.action, Action::Keep | Action::Destroy)).collect();
     let pending_ids: BTreeSet<&str> = todo.iter().map(|s| s.id.as_str()).collect();
@@ -98,10 +91,31 @@ pub async fn execute(
             }
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(Outcome { notes }),
+    if let Some(e) = failure {
+        return Err(e);
     }
+    destroy(provider, home, state, plan.steps.iter().filter(|s| s.action == Action::Destroy && s.last), progress).await?;
+    Ok(Outcome { notes })
+}
+
+/// Destroys `steps` one after another, in the plan's order, saving the state after each.
+async fn destroy<'a>(
+    provider: &dyn Provider,
+    home: &Home,
+    state: &mut State,
+    steps: impl Iterator<Item = &'a Step>,
+    progress: &Progress,
+) -> Result<()> {
+    for step in steps {
+        let Some(r) = state.resources.get(&step.id).cloned() else { continue };
+        let t = progress.start(&step.id, "destroying");
+        provider.destroy(&r, false).await.map_err(|e| anyhow!("destroying {}: {e}", r.id))?;
+        state.resources.remove(&step.id);
+        state.outputs.remove(&step.id);
+        home.save(state)?;
+        progress.done(&step.id, "destroyed", t);
+    }
+    Ok(())
 }
 
 /// One step: apply `r` (retrying transient failures), then wait until it is ready.
@@ -272,7 +286,8 @@ mod tests {
             };
             Box::pin(async move { answer })
         }
-        fn destroy<'a>(&'a self, _: &'a Resource, _: bool) -> Call<'a, ()> {
+        fn destroy<'a>(&'a self, r: &'a Resource, _: bool) -> Call<'a, ()> {
+            self.log.lock().unwrap().push(format!("destroy {}", r.id));
             Box::pin(async { Ok(()) })
         }
         fn logs(&self, _: &Resource, _: usize) -> Result<String, ProviderError> {
@@ -411,6 +426,24 @@ mod tests {
         p.pending.lock().unwrap().insert("never".into(), 0);
         let e = block_on(wait_ready(&p, &res("never", &[]), Duration::from_secs(10), &quiet)).unwrap().unwrap_err();
         assert_eq!(e.message, "never became ready", "a failure ends the wait at once");
+    }
+
+    #[test]
+    fn a_replaced_process_serves_until_its_replacement_is_ready_and_stays_if_that_fails() {
+        let old = Graph::new(vec![res("a", &[]), res("old", &["a"])]).unwrap();
+        let new = Graph::new(vec![res("a", &[]), res("new-1", &["a"]), res("new-2", &["new-1"])]).unwrap();
+        let p = FakeProvider::new(Duration::ZERO);
+        let mut f = fixture();
+        run(&p, &mut f, &old).unwrap();
+        p.fail("new-2", &[ErrorKind::Failed]);
+        assert!(run(&p, &mut f, &new).is_err());
+        assert!(!p.log().contains(&"destroy old".to_string()), "the old process still serves: {:?}", p.log());
+        assert!(f.state.resources.contains_key("old"));
+
+        run(&p, &mut f, &new).unwrap();
+        let log = p.log();
+        assert!(position(&log, "end new-2") < position(&log, "destroy old"), "{log:?}");
+        assert_eq!(f.state.resources.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "new-1", "new-2"]);
     }
 
     #[test]

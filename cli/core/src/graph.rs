@@ -71,6 +71,14 @@ impl ResourceKind {
     pub fn one_shot(self) -> bool {
         matches!(self, ResourceKind::Database | ResourceKind::Migration)
     }
+
+    /// Processes that hold no data and serve until what replaces them is ready: when
+    /// the manifest drops them (a level's monolith for its role pools, say), `up`
+    /// removes them last, after every other step, so that an environment moved in
+    /// place keeps answering.
+    pub fn removed_last(self) -> bool {
+        matches!(self, ResourceKind::Shop | ResourceKind::Worker)
+    }
 }
 
 impl fmt::Display for ResourceKind {

@@ -62,12 +62,16 @@ pub struct Step {
     pub reason: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
+    /// A destroy carried out after every other step has succeeded and is ready (see
+    /// [`ResourceKind::removed_last`]) rather than before them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// Destroys first (dependents before what they depend on), then everything else in
-    /// dependency order.
+    /// dependency order, then the destroys marked `last`.
     pub steps: Vec<Step>,
 }
 
@@ -112,8 +116,31 @@ pub fn plan(desired: &Graph, recorded: &BTreeMap<String, Resource>, observed: &B
         let order: BTreeMap<&str, usize> = g.resources.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
         gone.sort_by_key(|r| std::cmp::Reverse(order.get(r.id.as_str()).copied().unwrap_or(0)));
     }
-    for r in gone {
-        steps.push(Step { id: r.id.clone(), kind: r.kind, action: Action::Destroy, reason: "no longer in the manifest".into(), changes: vec![] });
+    // A process that serves goes after its replacement is ready, unless that would
+    // start something on the address it still holds, or what it needs goes too.
+    let wanted_endpoints: BTreeSet<String> = desired.resources.iter().filter_map(Resource::endpoint).collect();
+    // (`gone` lists dependents first, so its reverse decides each dependency before
+    // the resources that need it.)
+    let gone_ids: BTreeSet<&str> = gone.iter().map(|r| r.id.as_str()).collect();
+    let mut late_ids: BTreeSet<&str> = BTreeSet::new();
+    for r in gone.iter().rev() {
+        if r.kind.removed_last()
+            && r.endpoint().is_none_or(|e| !wanted_endpoints.contains(&e))
+            && r.depends_on.iter().all(|d| !gone_ids.contains(d.as_str()) || late_ids.contains(d.as_str()))
+        {
+            late_ids.insert(&r.id);
+        }
+    }
+    let (late, early): (Vec<&Resource>, Vec<&Resource>) = gone.into_iter().partition(|r| late_ids.contains(r.id.as_str()));
+    for r in early {
+        steps.push(Step {
+            id: r.id.clone(),
+            kind: r.kind,
+            action: Action::Destroy,
+            reason: "no longer in the manifest".into(),
+            changes: vec![],
+            last: false,
+        });
     }
 
     let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -146,7 +173,11 @@ pub fn plan(desired: &Graph, recorded: &BTreeMap<String, Resource>, observed: &B
         if action != Action::Keep {
             touched.insert(want.id.clone());
         }
-        steps.push(Step { id: want.id.clone(), kind: want.kind, action, reason, changes });
+        steps.push(Step { id: want.id.clone(), kind: want.kind, action, reason, changes, last: false });
+    }
+    for r in late {
+        let reason = "no longer in the manifest; serves until everything else is ready".to_string();
+        steps.push(Step { id: r.id.clone(), kind: r.kind, action: Action::Destroy, reason, changes: vec![], last: true });
     }
     Plan { steps }
 }
@@ -267,5 +298,29 @@ mod tests {
         let destroys: Vec<_> = p.steps.iter().filter(|s| s.action == Action::Destroy).map(|s| s.id.as_str()).collect();
         assert_eq!(destroys, ["shop/1", "database/shop"]);
         assert_eq!(p.steps[0].action, Action::Destroy, "destroys come first");
+        assert!(p.steps.iter().all(|s| !s.last), "nothing replaces the shop here, and its database goes first");
+    }
+
+    #[test]
+    fn a_replaced_shop_serves_until_the_rest_is_ready_unless_its_address_is_taken() {
+        let mut g = graph();
+        g.resources[2].address = Some([127, 0, 0, 100].into());
+        g.resources[2].port = Some(8080);
+        g.resources.push(res("shop/2", ResourceKind::Shop, &["shop/1"], &[]));
+        let g = Graph::new(g.resources).unwrap();
+        let rec = recorded(&g);
+        let mut pools = graph();
+        pools.resources[2].id = "shop/auth-1".into();
+        pools.resources[2].address = Some([127, 0, 0, 125].into());
+        pools.resources[2].port = Some(8080);
+        let p = plan(&pools, &rec, &running(&g));
+        let late: Vec<_> = p.steps.iter().filter(|s| s.last).map(|s| (s.id.as_str(), &s.action)).collect();
+        assert_eq!(late, [("shop/2", &Action::Destroy), ("shop/1", &Action::Destroy)], "{p:?}");
+        assert_eq!(p.steps[0].id, "postgres/a", "nothing is destroyed before the new pool starts");
+
+        pools.resources[2].address = Some([127, 0, 0, 100].into());
+        let p = plan(&pools, &rec, &running(&g));
+        let early: Vec<_> = p.steps.iter().take(2).map(|s| (s.id.as_str(), s.last)).collect();
+        assert_eq!(early, [("shop/2", false), ("shop/1", false)], "shop/1 frees its address first, and shop/2 needs it: {p:?}");
     }
 }

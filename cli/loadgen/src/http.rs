@@ -1,6 +1,7 @@
 //! A lean HTTP/1.1 client: one keep-alive hyper connection per worker, driven inside the
 //! worker's own task, so a request costs no extra task, channel or pool lookup.
 
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::time::Duration;
@@ -183,6 +184,15 @@ impl Conn {
     }
 
     async fn exchange(&mut self, req: &Request) -> Option<Reply> {
+        // A connection that ended while idle (the server closed it, or its last response
+        // said `Connection: close`, as a reloading balancer's does) is not reused, as no
+        // client would (RFC 9112, 9.6): another one is opened.
+        if let Some((sender, driver)) = self.live.as_mut() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if sender.is_closed() || driver.as_mut().poll(&mut cx).is_ready() {
+                self.live = None;
+            }
+        }
         self.connect().await.ok()?;
         let (sender, driver) = self.live.as_mut()?;
         let request = req.build(&self.target);
@@ -190,14 +200,25 @@ impl Conn {
             sender.ready().await.ok()?;
             let resp = sender.send_request(request).await.ok()?;
             let status = resp.status().as_u16();
+            let closes = resp.headers().get(header::CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             let body = resp.into_body().collect().await.ok()?.to_bytes();
-            Some(Reply::Response { status, body })
+            Some((Reply::Response { status, body }, closes))
         };
-        tokio::select! {
-            biased;
-            reply = exchange => reply,
-            // The driver ends only when the connection does (closed or failed).
-            _ = driver.as_mut() => None,
+        let outcome = {
+            let mut exchange = std::pin::pin!(exchange);
+            tokio::select! {
+                biased;
+                reply = &mut exchange => reply,
+                // The driver ends only when the connection does: failed, or closed after
+                // a response that said `Connection: close`, which may already be here.
+                // What the driver delivered is read; a response cut short is a failure.
+                _ = driver.as_mut() => exchange.await.map(|(reply, _)| (reply, true)),
+            }
+        };
+        let (reply, closes) = outcome?;
+        if closes {
+            self.live = None;
         }
+        Some(reply)
     }
 }

@@ -76,9 +76,10 @@ impl<'a> Daemon<'a> {
         process::spawn_detached(launch(cmd, who, crate::cgroup::procs_file(self.env, self.r)), &p.log(), &p.pid())
     }
 
-    /// Rewrites `files` and asks the running process to reload them with SIGHUP, for
-    /// servers that can (PgBouncer): clients stay connected. False when it is not running.
-    pub fn reload(&self, files: &[(String, String)]) -> Result<bool> {
+    /// Rewrites `files` and asks the running process to reload them with `signal`, for
+    /// servers that can (PgBouncer with SIGHUP, HAProxy's master with SIGUSR2): clients
+    /// stay connected. False when it is not running.
+    pub fn reload(&self, files: &[(String, String)], signal: nix::sys::signal::Signal) -> Result<bool> {
         let Some(pid) = self.pid() else { return Ok(false) };
         let dir = self.paths().dir;
         for (name, text) in files {
@@ -87,7 +88,7 @@ impl<'a> Daemon<'a> {
                 w.own(&dir.join(name))?;
             }
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
         Ok(true)
     }
 

@@ -68,6 +68,8 @@ pub mod ports {
 
 /// Host numbers within a region's /24.
 mod hosts {
+    use scalectl_core::manifest::RoleName;
+
     pub const PG_FIRST: u8 = 1; // 1..=19: PostgreSQL nodes
     pub const ETCD: u8 = 20;
     pub const PGBOUNCER: u8 = 21;
@@ -78,7 +80,26 @@ mod hosts {
     pub const REDIS_REPLICA_FIRST: u8 = 30; // 30..=39: Redis replicas
     pub const REDIS_REPLICA_LAST: u8 = 39;
     pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
-    pub const SHOP_FIRST: u8 = 100; // 100..=254: shop processes
+    /// Shop processes: 100..=249, a block of [`SHOP_BLOCK`] hosts per role (the
+    /// monolith's `all` first, so levels 1 to 3 keep the addresses they always had).
+    /// Adding a replica to one pool, or moving from one level's pools to another's,
+    /// never hands a running process's address to another one, so the old process can
+    /// serve until what replaces it is ready.
+    pub const SHOP_FIRST: u8 = 100;
+    pub const SHOP_BLOCK: u8 = 25;
+
+    /// Host of the `n`th (1-based) process of `role`'s pool.
+    pub fn shop(role: RoleName, n: u8) -> Option<u8> {
+        let block = match role {
+            RoleName::All => 0,
+            RoleName::Auth => 1,
+            RoleName::Catalog => 2,
+            RoleName::Cart => 3,
+            RoleName::Orders => 4,
+            RoleName::Flash => 5,
+        };
+        (1..=SHOP_BLOCK).contains(&n).then(|| SHOP_FIRST + block * SHOP_BLOCK + n - 1)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -134,7 +155,6 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let redis = redis.map(|(id, _)| id);
         let limits = &t.shop.rate_limits;
         let mut shops = Vec::new();
-        let mut host = hosts::SHOP_FIRST;
         for pool in t.shop.pools.iter().filter(|p| p.region == region.name) {
             let role = pool.role.as_str();
             for i in 1..=pool.replicas {
@@ -147,8 +167,12 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 if i > 1 {
                     deps.push(format!("shop/{}-{role}-{}", region.name, i - 1));
                 }
+                let host = hosts::shop(pool.role, i).ok_or(ExpandError::TooMany {
+                    what: "shop processes of one role in a region",
+                    count: pool.replicas.into(),
+                    max: hosts::SHOP_BLOCK.into(),
+                })?;
                 let address = placement.address(ri, host);
-                host = host.checked_add(1).ok_or(ExpandError::TooMany { what: "shop processes", count: 155, max: 154 })?;
                 scrape.push(("shop".into(), format!("{address}:{}", ports::SHOP)));
                 let replicas = t.shop.read_from_replicas;
                 let spec = LocalSpec::Shop(ShopSpec {
@@ -497,10 +521,11 @@ fn node_role(role: MemberRole) -> NodeRole {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use scalectl_core::Sources;
     use scalectl_core::levels::level;
+    use scalectl_core::manifest::RoleName;
 
     use super::*;
 
@@ -567,6 +592,35 @@ mod tests {
                 assert!(endpoints.insert(e.clone()), "{} listens on {e}, which another resource has", r.id);
             }
         }
+    }
+
+    fn shop_addresses(t: &Topology) -> BTreeMap<String, Ipv4Addr> {
+        let g = expand(t, Placement { slot: 9 }).unwrap();
+        g.resources.iter().filter(|r| r.kind == ResourceKind::Shop).map(|r| (r.id.clone(), r.address.unwrap())).collect()
+    }
+
+    #[test]
+    fn a_shop_keeps_its_address_when_other_pools_change() {
+        let l4 = |growth: u8| {
+            let l = level(4).unwrap();
+            let mut t = Topology::from_manifest(&Sources::new(l.file, l.manifest).load().unwrap());
+            t.shop.pools.iter_mut().find(|p| p.role == RoleName::Catalog).unwrap().replicas += growth;
+            t
+        };
+        let (before, after) = (shop_addresses(&l4(0)), shop_addresses(&l4(2)));
+        assert_eq!(after.len(), before.len() + 2);
+        for (id, address) in &before {
+            assert_eq!(after[id], *address, "{id} keeps its address when the catalog pool grows");
+        }
+        let level3 = shop_addresses(&level_3());
+        assert_eq!(level3["shop/r1-all-1"], Ipv4Addr::new(127, 9, 1, 100), "the monolith keeps the address it always had");
+        let taken: BTreeSet<_> = level3.values().collect();
+        assert!(before.values().all(|a| !taken.contains(a)), "level 4's pools start beside level 3's shops: {before:?}");
+
+        let mut t = l4(0);
+        t.shop.pools.iter_mut().find(|p| p.role == RoleName::Flash).unwrap().replicas = hosts::SHOP_BLOCK + 1;
+        let e = expand(&t, Placement { slot: 9 }).unwrap_err();
+        assert_eq!(e, ExpandError::TooMany { what: "shop processes of one role in a region", count: 26, max: 25 });
     }
 
     #[test]

@@ -120,10 +120,12 @@ pub fn partition(env: &Env, a: &[&Resource], b: &[&Resource]) -> Result<usize> {
 pub struct Healed {
     pub rules_removed: usize,
     pub processes_resumed: usize,
+    /// Poolers left paused by an `up` that died while it replaced their router.
+    pub poolers_resumed: usize,
 }
 
-/// Undoes every fault that can linger: removes the environment's iptables rules and
-/// resumes its stopped processes. Safe to call at any time; cheap when there is nothing.
+/// Undoes every fault that can linger: removes the environment's iptables rules,
+/// resumes its stopped processes and any pooler an interrupted `up` left paused. Safe to call at any time; cheap when there is nothing.
 pub fn heal(env: &Env) -> Result<Healed> {
     let mut healed = Healed::default();
     if nix::unistd::Uid::effective().is_root() && crate::tools::find("iptables").is_some() {
@@ -145,6 +147,11 @@ pub fn heal(env: &Env) -> Result<Healed> {
     }
     let stopped: Vec<u32> = pids.into_iter().filter(|p| state(*p) == Some('T')).collect();
     healed.processes_resumed = signal_all(&stopped, Signal::SIGCONT);
+    for r in env.graph.resources.iter().filter(|r| r.kind == ResourceKind::Pgbouncer) {
+        if crate::pgbouncer::resume_if_paused(env, r).unwrap_or(false) {
+            healed.poolers_resumed += 1;
+        }
+    }
     Ok(healed)
 }
 

@@ -13,12 +13,12 @@ use crate::expand::ports;
 use anyhow::{Context, Result};
 use scalectl_core::Readiness;
 use scalectl_core::Resource;
-use scalectl_core::plan::Observed;
+use scalectl_core::plan::{Action, Observed};
 use serde_json::{Value, json};
 
 use crate::daemon::Daemon;
 use crate::spec::{self, HaproxyRole};
-use crate::{Env, health, shop, templates, tools};
+use crate::{Env, health, pgbouncer, process, shop, templates, tools};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "haproxy")
@@ -90,19 +90,124 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
     daemon(env, r).observe()
 }
 
-pub fn apply(env: &Env, r: &Resource) -> Result<()> {
+/// Starts HAProxy, or reloads the edge in place: the edge runs as a master with
+/// workers (`-W`), so a new configuration (the pools of another level, a shop added) is
+/// taken over by a new worker on the same sockets while the old one finishes the
+/// requests it holds and leaves (`option idle-close-on-response`, at most
+/// `hard-stop-after`). Nothing is refused or cut, which is what lets an environment
+/// move between levels while it serves. The database router is restarted instead: a new
+/// worker would route writes before its first leader check.
+pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     let d = daemon(env, r);
     let files = config_files(env, r)?;
     let config = d.paths().dir.join("haproxy.cfg");
-    let mut cmd = Command::new(tools::find("haproxy").context("`haproxy` not found; install it with `apt-get install haproxy`")?);
+    let haproxy = tools::find("haproxy").context("`haproxy` not found; install it with `apt-get install haproxy`")?;
+    let edge = !is_router(r);
+    if edge && *action == Action::Update && d.pid().is_some_and(is_master) {
+        return reload(&d, &haproxy, &files);
+    }
+    let mut cmd = Command::new(&haproxy);
+    if edge {
+        cmd.arg("-W");
+    }
     // -db: stay in the foreground; we detach it ourselves and keep its pid.
     cmd.arg("-db").arg("-f").arg(&config);
     let mut listen = vec![d.endpoint()?, metrics_endpoint(r)?];
     if let (Some(a), Some(p)) = (r.address, spec::haproxy(r)?.read_port) {
         listen.push(SocketAddr::from((a, p)));
     }
-    d.start(cmd, &files, &listen, true)?;
-    Ok(())
+    if edge {
+        d.start(cmd, &files, &listen, true)?;
+        return Ok(());
+    }
+    // The poolers behind a running router hold their clients' queries while it is
+    // replaced and until it knows the leader again, so no query fails and none reaches a
+    // node before its first check said what it is.
+    let poolers: Vec<&Resource> = if d.pid().is_some() { poolers_behind(env, r) } else { Vec::new() };
+    // A pooler that cannot be paused keeps serving while the router is replaced, as
+    // before pausing existed: its clients may see a query fail, not an `up` that stops.
+    let paused: Vec<&Resource> = poolers.into_iter().filter(|p| pgbouncer::pause(env, p).is_ok()).collect();
+    let started = d.start(cmd, &files, &listen, true).map(drop);
+    if started.is_ok() && !paused.is_empty() {
+        let stats = metrics_endpoint(r)?;
+        let deadline = std::time::Instant::now() + ROUTED_WITHIN;
+        while routed(stats).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let resumed: Result<Vec<()>> = paused.iter().map(|p| pgbouncer::resume(env, p)).collect();
+    started.and(resumed.map(drop))
+}
+
+/// How long paused poolers wait for a new router to find the leader.
+const ROUTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// The running poolers whose writes or reads go through router `r`.
+fn poolers_behind<'a>(env: &'a Env, r: &Resource) -> Vec<&'a Resource> {
+    env.graph
+        .resources
+        .iter()
+        .filter(|p| p.kind == scalectl_core::ResourceKind::Pgbouncer)
+        .filter(|p| spec::pgbouncer(p).is_ok_and(|s| s.upstream == r.id || s.read_upstream.as_deref() == Some(r.id.as_str())))
+        .collect()
+}
+
+/// Whether the router at `stats` routes writes: every server of `postgres_primary` has
+/// been checked at least once (a server not yet checked counts as up) and one is up.
+fn routed(stats: SocketAddr) -> Result<(), String> {
+    let csv = health::http_get(stats, "/stats;csv", Duration::from_secs(1))?;
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").trim_start_matches("# ").split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no `{name}` in HAProxy's stats"));
+    let (status, check) = (column("status")?, column("check_status")?);
+    let servers: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"postgres_primary") && !matches!(f.get(1), Some(&"FRONTEND") | Some(&"BACKEND")))
+        .collect();
+    if let Some(s) = servers.iter().find(|f| matches!(f.get(check), None | Some(&"") | Some(&"INI"))) {
+        return Err(format!("{} has not been checked yet", s[1]));
+    }
+    if servers.iter().any(|f| f.get(status).is_some_and(|s| s.starts_with("UP"))) {
+        Ok(())
+    } else {
+        Err("no PostgreSQL node is routed to as the leader yet".into())
+    }
+}
+
+/// Whether `pid` is an HAProxy master (started with `-W`, so it can reload in place).
+fn is_master(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).any(|arg| arg == b"-W")
+}
+
+/// How long a new worker may take to appear after the master is asked to reload.
+const NEW_WORKER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Checks `files`' configuration, writes it, and has the master start a worker on it;
+/// returns once that worker runs. A configuration HAProxy refuses changes nothing.
+fn reload(d: &Daemon, haproxy: &std::path::Path, files: &[(String, String)]) -> Result<()> {
+    let dir = d.paths().dir;
+    let (_, text) = files.iter().find(|(name, _)| name == "haproxy.cfg").context("no haproxy.cfg to reload")?;
+    let candidate = dir.join("haproxy.cfg.new");
+    crate::fsutil::write_atomic(&candidate, text.as_bytes(), 0o600)?;
+    let mut check = Command::new(haproxy);
+    check.arg("-c").arg("-q").arg("-f").arg(&candidate);
+    let checked = process::run(check, "haproxy -c");
+    let _ = std::fs::remove_file(&candidate);
+    checked.context("HAProxy refuses the new configuration; the running one is kept")?;
+    let master = d.pid().context("HAProxy stopped while it was being reloaded")?;
+    let before = process::children(master);
+    if !d.reload(files, nix::sys::signal::Signal::SIGUSR2)? {
+        anyhow::bail!("HAProxy stopped while it was being reloaded; run `scalectl up` again to start it");
+    }
+    let deadline = std::time::Instant::now() + NEW_WORKER_WITHIN;
+    while std::time::Instant::now() < deadline {
+        if process::children(master).iter().any(|w| !before.contains(w)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("HAProxy started no worker on the new configuration within {} s; see its log", NEW_WORKER_WITHIN.as_secs())
 }
 
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
@@ -111,11 +216,15 @@ pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
         // Ready once some node is routed to as the leader: the write port accepts and
         // HAProxy's stats show an UP server in the primary backend.
         let stats = metrics_endpoint(r)?;
-        return Ok(d.check(|| {
-            let csv = health::http_get(stats, "/stats;csv", Duration::from_secs(1))?;
-            let up = csv.lines().any(|l| l.starts_with("postgres_primary,") && !l.contains("BACKEND") && l.contains(",UP,"));
-            if up { Ok(()) } else { Err("no PostgreSQL node is routed to as the leader yet".into()) }
-        }));
+        return Ok(d.check(|| routed(stats)));
+    }
+    // After a reload, the edge is ready once the old workers have finished: until then
+    // they may still send requests to shops that are about to go.
+    if let Some(master) = d.pid().filter(|p| is_master(*p)) {
+        let workers = process::children(master).len();
+        if workers > 1 {
+            return Ok(Readiness::Pending(format!("{} old HAProxy workers still finish their requests", workers - 1)));
+        }
     }
     Ok(d.check_http(d.endpoint()?, "/readyz"))
 }

@@ -40,7 +40,24 @@ pub fn http_as(
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{addr} did not answer HTTP"))?;
-    Ok((code, body.to_string()))
+    // HAProxy's stats answer in chunks even to an HTTP/1.0 request.
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    Ok((code, if chunked { dechunk(body) } else { body.to_string() }))
+}
+
+/// The body of a chunked transfer (`size in hex CRLF data CRLF`…, ending with size 0).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            out.push_str(after.get(..n.min(after.len())).unwrap_or(""));
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }
 
 /// The HTTP status of `GET path` at `addr`, or an error saying why there is none.
@@ -71,5 +88,13 @@ pub fn port_taken(addr: SocketAddr) -> bool {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chunked_body_is_joined() {
+        assert_eq!(super::dechunk("5\r\n# px,\r\n3\r\nsv\n\r\n0\r\n\r\n"), "# px,sv\n");
     }
 }

@@ -273,7 +273,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Database => done(postgres::apply_database(env, r)),
         ResourceKind::Migration => done(shop::migrate(env, r)),
         ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r, action)),
-        ResourceKind::Haproxy => done(haproxy::apply(env, r)),
+        ResourceKind::Haproxy => done(haproxy::apply(env, r, action)),
         ResourceKind::Redis => done(redis::apply(env, r)),
         ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
         ResourceKind::Prometheus => prometheus::apply(env, r),
@@ -356,8 +356,11 @@ impl ChaosOps for LocalProvider {
 
     fn heal(&self) -> Result<Option<String>, ProviderError> {
         let h = faults::heal(&self.env).map_err(boxed)?;
-        Ok((h.rules_removed + h.processes_resumed > 0).then(|| {
-            format!("undid lingering chaos faults: {} network rule(s) removed, {} stopped process(es) resumed", h.rules_removed, h.processes_resumed)
+        Ok((h.rules_removed + h.processes_resumed + h.poolers_resumed > 0).then(|| {
+            format!(
+                "undid lingering faults: {} network rule(s) removed, {} stopped process(es) resumed, {} paused pooler(s) resumed",
+                h.rules_removed, h.processes_resumed, h.poolers_resumed
+            )
         }))
     }
 }

@@ -3,16 +3,17 @@
 //! the upstream with it; with a database router upstream it offers a second logical
 //! database, `shop_ro`, that reaches the replicas.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use scalectl_core::Readiness;
 use scalectl_core::Resource;
 use scalectl_core::plan::{Action, Observed};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, postgres, secrets, spec, templates, tools};
+use crate::{Env, postgres, secrets, spec, templates, tools, user};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "pgbouncer")
@@ -42,7 +43,7 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     let mut files = config_files(env, r)?;
     // The userlist is not part of the config digest: it holds the password.
     files.push(("userlist.txt".into(), format!("\"shop\" \"{password}\"\n")));
-    if *action == Action::Update && d.reload(&files)? {
+    if *action == Action::Update && d.reload(&files, nix::sys::signal::Signal::SIGHUP)? {
         return Ok(());
     }
     let mut cmd = Command::new(tools::find("pgbouncer").context("`pgbouncer` not found; install it with `apt-get install pgbouncer`")?);
@@ -65,6 +66,60 @@ pub fn client(env: &Env, r: &Resource) -> Result<postgres::TcpClient> {
     let addr = r.address.context("pgbouncer without an address")?;
     let password = secrets::get_or_create(&env.secrets_dir(), &postgres::password_file("shop"))?;
     Ok(postgres::TcpClient { host: addr.to_string(), port: r.port.unwrap_or(6432), user: "shop".into(), password })
+}
+
+/// How long PAUSE may wait for the server connections in use to be released.
+const PAUSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Holds every client's next query (none fails) and closes the server connections once
+/// the queries running now are done, so that what is upstream can be replaced under
+/// it; [`resume`] lets the held queries go. If scalectl dies in between, the next `up`
+/// or `chaos heal` resumes it ([`resume_if_paused`]).
+pub fn pause(env: &Env, r: &Resource) -> Result<()> {
+    admin(env, r, "PAUSE", PAUSE_WITHIN).map(drop).with_context(|| format!("pausing {}", r.id))
+}
+
+pub fn resume(env: &Env, r: &Resource) -> Result<()> {
+    admin(env, r, "RESUME", Duration::from_secs(5)).map(drop).with_context(|| format!("resuming {}", r.id))
+}
+
+/// Resumes `r` if a pause was left behind; whether it was.
+pub fn resume_if_paused(env: &Env, r: &Resource) -> Result<bool> {
+    if daemon(env, r).pid().is_none() {
+        return Ok(false);
+    }
+    // SHOW DATABASES: the twelfth column is `paused`.
+    let listing = admin(env, r, "SHOW DATABASES", Duration::from_secs(5))?;
+    let paused = listing.lines().any(|l| l.split('|').nth(11) == Some("1"));
+    if paused {
+        resume(env, r)?;
+    }
+    Ok(paused)
+}
+
+/// One command on PgBouncer's admin console, as the user PgBouncer runs as over its
+/// Unix socket: PgBouncer lets that user in as `pgbouncer` without a password, so the
+/// shop's role stays a mere stats user. Killed after `within`.
+fn admin(env: &Env, r: &Resource, command: &str, within: Duration) -> Result<String> {
+    let socket_dir = daemon(env, r).paths().dir.join("run");
+    let mut cmd = Command::new(postgres::bin("psql")?);
+    cmd.arg("-h").arg(&socket_dir).args(["-p", &r.port.unwrap_or(6432).to_string(), "-U", "pgbouncer", "-d", "pgbouncer"]);
+    cmd.args(["-X", "-q", "-t", "-A", "-c", command]);
+    let mut child = user::as_user(cmd, env.run_as.as_ref()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
+    let deadline = Instant::now() + within;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{command}` did not finish within {} s", within.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("`{command}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {

@@ -30,7 +30,7 @@ pub fn paths(env: &Env, r: &Resource) -> NodePaths {
     NodePaths { data: dir.join("data"), socket_dir: dir.join("run"), log: dir.join("log"), dir }
 }
 
-fn bin(name: &str) -> Result<PathBuf> {
+pub(crate) fn bin(name: &str) -> Result<PathBuf> {
     tools::find(name).with_context(|| format!("`{name}` not found; install PostgreSQL with `apt-get install postgresql` (see `scalectl doctor`)"))
 }
 

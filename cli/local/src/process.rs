@@ -59,21 +59,36 @@ pub fn running_pid(pid_file: &Path, program: &str) -> Option<u32> {
 /// runs: right after a start its command line may still be the launcher's, or empty
 /// while it execs.
 pub fn recorded_alive(pid_file: &Path) -> bool {
-    let Some(pid) = fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<u32>().ok()) else { return false };
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z') | Some('X') | None)
+    fs::read_to_string(pid_file).ok().and_then(|t| t.lines().next()?.trim().parse::<u32>().ok()).is_some_and(alive)
 }
 
 /// Whether `pid` is a live (not zombie) process whose command line mentions `program`;
 /// the second check guards against a recycled pid.
 pub fn is_alive(pid: u32, program: &str) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-    if matches!(state, Some('Z') | Some('X') | None) {
+    if !alive(pid) {
         return false;
     }
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains(program)
+}
+
+/// The live processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let parent = |stat: &str| stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse::<u32>().ok();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if fs::read_to_string(e.path().join("stat")).ok().and_then(|s| parent(&s)) == Some(pid) && alive(child) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a live process (not a zombie).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z') | Some('X') | None)
 }
 
 /// Sends SIGTERM to the process group of `pid`, waits up to `grace`, then SIGKILL.

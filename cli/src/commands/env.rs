@@ -87,6 +87,9 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
     }
     let timeout = Duration::from_secs(u64::from(manifest.spec.targets.local.health_timeout_seconds));
     let provider = provider.as_ref();
+    // A change to an environment that serves is measured by the pause it caused.
+    let moving = existing.as_ref().is_some_and(|s| !s.resources.is_empty()) && plan.has_changes();
+    let began = super::write_pause::epoch_now();
     let outcome = block_on(async {
         let outcome = crate::apply::execute(provider, &ctx.home, &mut state, &graph, &plan, timeout, &ctx.progress)
             .await
@@ -98,6 +101,8 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         anyhow::Ok(outcome)
     })??;
     let failover = wait_for_failover_candidate(ctx, provider, timeout)?;
+    let pause =
+        if moving { provider.database().and_then(|db| super::write_pause::measure(db, began, super::write_pause::epoch_now())) } else { None };
     state.updated_at = now();
     ctx.home.save(&state)?;
     for note in &outcome.notes {
@@ -119,6 +124,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
                 "notes": outcome.notes,
                 "failover_candidates": failover.as_ref().map(|(c, _)| c),
                 "failover_candidate_after_seconds": failover.as_ref().map(|(_, s)| s),
+                "write_pause": pause,
             }),
             &mut out,
         )?,
@@ -126,6 +132,13 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
             writeln!(out, "Environment `{name}` is up (level {}, {target}) in {:.1}s.", state.level, ctx.progress.elapsed())?;
             if let Some((candidates, after)) = &failover {
                 writeln!(out, "  failover candidates (synchronous standbys): {}, since {after:.1} s into `up`", candidates.join(", "))?;
+            }
+            if let Some(p) = &pause {
+                writeln!(
+                    out,
+                    "  longest pause in acknowledged orders while it changed: {:.2} s ({} orders taken meanwhile)",
+                    p.longest_seconds, p.orders
+                )?;
             }
             for (k, v) in &endpoints {
                 writeln!(out, "  {k:<12} {v}")?;

@@ -9,6 +9,7 @@ pub mod env;
 pub mod fleet;
 pub mod info;
 pub mod load;
+pub mod write_pause;
 
 use std::collections::BTreeMap;
 
