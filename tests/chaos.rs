@@ -1,6 +1,6 @@
 //! System tests of `scalectl chaos`: faults by hand and their undoing (also after the
-//! injecting process was killed), an experiment on level 3 that must pass, and a broken
-//! shop the checker must catch.
+//! injecting process was killed), experiments on level 3 that must pass, a gate over
+//! several, and a broken shop the checker must catch.
 
 mod support;
 
@@ -123,6 +123,18 @@ fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
         "the probes ran during the method and saw the killed node missing: {during}"
     );
     eprintln!("primary-loss: {}", run["text"].as_str().unwrap_or(""));
+
+    // A gate, as a pipeline runs it: every experiment runs, one that cannot run fails the
+    // gate like one whose checks failed, and each is named with its result.
+    let passing = short(&home, "shop-instance-loss", "12s", "4s", "4s");
+    let out = home.run(&["chaos", "gate", "--env", &env, &passing, "no-such-experiment", "-q", "-o", "json"]);
+    let gate: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "a gate that cannot run fails the whole: {gate:#}");
+    let results: Vec<(&str, &str)> =
+        gate["gates"].as_array().unwrap().iter().map(|g| (g["gate"].as_str().unwrap(), g["result"].as_str().unwrap())).collect();
+    assert_eq!(results, [(passing.as_str(), "passed"), ("no-such-experiment", "failed")], "{gate:#}");
+    assert_eq!(gate["gates"][0]["report"]["rpo"], 0, "each gate carries its run's report: {gate:#}");
+    assert!(gate["gates"][1]["why"].as_str().unwrap().starts_with("did not run"), "{gate:#}");
 
     // The leader cut off from both replicas, and a flash sale while the leader dies.
     for (name, fault_at, fault_for) in [("partition-primary-from-replicas", "5s", "8s"), ("flash-sale-under-failover", "5s", "10s")] {

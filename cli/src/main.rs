@@ -151,6 +151,19 @@ enum ChaosCommand {
         #[arg(long, value_name = "FILE.svg")]
         report: Option<std::path::PathBuf>,
     },
+    /// Run the experiments the environment's manifest lists as gates (spec.chaos.gates),
+    /// each once, one after another: exit 1 if any fails or cannot run. What a pipeline
+    /// calls before promoting a change.
+    Gate {
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
+        /// Run these (files or shipped names) instead of the manifest's gates.
+        #[arg(value_name = "FILE|NAME")]
+        experiments: Vec<String>,
+        /// Seed for the buyers and products each workload uses.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Undo every lingering fault on an environment: network rules, frozen processes.
     Heal {
         #[arg(long, short = 'e', value_name = "NAME")]
@@ -375,6 +388,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::chaos_run::run(&g, &commands::chaos_run::RunArgs { experiment, env, runs, seed, report })
         }
+        Command::Chaos(ChaosCommand::Gate { env, experiments, seed }) => commands::chaos_gate::gate(&g, &env, &experiments, seed),
         Command::List => commands::fleet::list(&g),
         Command::Gc(a) => commands::fleet::gc(&g, a.dry_run),
         Command::Logs(a) => commands::env::logs(&g, &a.env, &a.component, a.lines),

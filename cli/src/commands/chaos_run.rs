@@ -68,8 +68,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
             (file.display().to_string(), text, seed)
         }
     };
-    let e = scalectl_chaos::load(&label, &text)
-        .map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let e = load_experiment(&label, &text)?;
     let mut reports = Vec::new();
     let mut passed = true;
     for n in 1..=a.runs.max(1) {
@@ -91,6 +90,20 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn load_experiment(label: &str, text: &str) -> Result<Experiment> {
+    scalectl_chaos::load(label, text)
+        .map_err(|d| anyhow!("{label} is not a valid experiment:\n{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
+}
+
+/// One run of experiment `name` (a file or a shipped name) on `env`, with the
+/// workload's `seed`: its report, as `chaos run -o json` gives each run.
+pub fn run_once(ctx: &Ctx, env: &str, name: &str, seed: u64) -> Result<Value> {
+    let (label, text) = super::chaos::read(name)?;
+    let e = load_experiment(&label, &text)?;
+    let args = RunArgs { experiment: What::Experiment(name.to_string()), env: env.to_string(), runs: 1, seed: Some(seed), report: None };
+    one_run(ctx, &args, &e, 1, seed)
 }
 
 fn one_run(ctx: &Ctx, a: &RunArgs, e: &Experiment, n: u32, seed: u64) -> Result<Value> {

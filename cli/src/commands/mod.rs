@@ -3,6 +3,7 @@
 //! the machine without touching any environment.
 
 pub mod chaos;
+pub mod chaos_gate;
 pub mod chaos_run;
 pub mod data;
 pub mod env;
