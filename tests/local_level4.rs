@@ -1,7 +1,7 @@
 //! System test: level 4 on the local target. The shop split into pools by role (auth,
 //! catalog, cart, orders, flash) behind the edge HAProxy, which routes each path to the
 //! pool that serves it; four PostgreSQL nodes (two synchronous standbys and an
-//! asynchronous replica); Redis with a replica kept in sync.
+//! asynchronous replica); Redis with a replica kept in sync; rate limits at the edge.
 
 mod support;
 
@@ -150,6 +150,36 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     let report: Value = serde_json::from_slice(&storm.stdout).unwrap_or_else(|e| panic!("{e}: {}", support::text(&storm.stdout)));
     let logins = report["run"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == "POST /login").unwrap().clone();
     assert!(logins["ok"].as_u64().unwrap() > 100, "the storm ran: {logins}");
+
+    // One client flooding registration (20/s, burst 50) is refused at the edge once it
+    // has twice the burst accepted in the bucket's window: those 429s never reach the
+    // auth pool. (An empty body is refused by the shop at once, without hashing.)
+    let auth_before = backend_requests(&reqwest::blocking::get(format!("http://{edge}:8405/metrics")).unwrap().text().unwrap(), "shops_auth");
+    let answers: Vec<(u16, bool)> = std::thread::scope(|scope| {
+        let flood = || {
+            let http = reqwest::blocking::Client::new();
+            (0..50)
+                .map(|_| {
+                    let r =
+                        http.post(format!("{shop}/register")).header("x-forwarded-for", "198.51.100.7").json(&serde_json::json!({})).send().unwrap();
+                    let status = r.status().as_u16();
+                    let at_edge = status == 429 && r.headers().contains_key("retry-after") && r.text().unwrap().contains("at the edge");
+                    (status, at_edge)
+                })
+                .collect::<Vec<_>>()
+        };
+        let threads: Vec<_> = (0..8).map(|_| scope.spawn(flood)).collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let refused_at_edge = answers.iter().filter(|(_, edge)| *edge).count();
+    let auth_after = backend_requests(&reqwest::blocking::get(format!("http://{edge}:8405/metrics")).unwrap().text().unwrap(), "shops_auth");
+    assert!(refused_at_edge > 0, "the flood is refused at the edge: {answers:?}");
+    let reached = (auth_after - auth_before) as usize;
+    assert!(
+        reached <= answers.len() - refused_at_edge + 2,
+        "{reached} requests reached the auth pool; {refused_at_edge} of {} were refused at the edge",
+        answers.len()
+    );
 
     let pids: Vec<u32> = components.iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect();
     let dir = home.env_dir(&env);

@@ -219,6 +219,11 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 health_check: "/readyz".into(),
                 balance: Some(edge.balance),
                 read_port: None,
+                rate_limits: [("login", &limits.login), ("register", &limits.register), ("search", &limits.search)]
+                    .into_iter()
+                    .filter(|(_, rate)| rate.is_some())
+                    .map(|(group, rate)| (group.to_string(), rate_text(rate)))
+                    .collect(),
             });
             out.push(resource(&format!("haproxy/{}", region.name), &region.name, Some((address, ports::HAPROXY)), shops.clone(), spec));
         }
@@ -450,6 +455,7 @@ fn data_tier(t: &Topology, ci: usize, cluster: &DbCluster, placement: Placement,
             health_check: "patroni".into(),
             balance: None,
             read_port: Some(ports::PG_READ),
+            rate_limits: Default::default(),
         });
         out.push(resource(&id, &home.name, Some((address, ports::PG_WRITE)), nodes.clone(), spec));
         Some(id)

@@ -64,8 +64,42 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "metrics_port": ports::HAPROXY_METRICS,
         "pools": pools(by_role, &backends)?,
         "backends": backends,
+        "limits": limits(&spec.rate_limits)?,
     });
     Ok(vec![templates::render_for(env, r, "haproxy.cfg", templates::HAPROXY_CFG, extra)?])
+}
+
+/// The requests each rate-limited route group is: the same the shop's own token
+/// buckets charge (`POST /login`, `POST /register`, `GET /products?q=`).
+const LIMITED_ROUTES: [(&str, &str); 3] = [
+    ("login", "METH_POST { path /login }"),
+    ("register", "METH_POST { path /register }"),
+    ("search", "METH_GET { path /products } { url_param(q) -m found }"),
+];
+
+/// The edge's rate limits, one per route group the manifest limits: a client (the first
+/// X-Forwarded-For address, else the peer, as the shop tells clients apart) may have
+/// `2 × burst` requests accepted in any `burst / perSecond` seconds. A token bucket of
+/// that rate and burst accepts at most `burst + perSecond × window` = `2 × burst` in such
+/// a window, so the edge never refuses what the shop's bucket (shared in Redis, exact)
+/// would accept, and a flood beyond it is answered 429 at the edge without reaching a
+/// pool.
+fn limits(rates: &BTreeMap<String, String>) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for (group, condition) in LIMITED_ROUTES {
+        let Some(text) = rates.get(group) else { continue };
+        let (per_second, burst) = text
+            .split_once(':')
+            .and_then(|(r, b)| Some((r.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .filter(|(r, b)| *r > 0 && *b > 0)
+            .with_context(|| format!("rate limit `{group}` is `{text}`, not PER_SECOND:BURST"))?;
+        let window_ms = (burst * 1000).div_ceil(per_second).max(1);
+        out.push(json!({ "group": group, "condition": condition, "window_ms": window_ms, "max": 2 * burst }));
+    }
+    if let Some(unknown) = rates.keys().find(|g| !LIMITED_ROUTES.iter().any(|(known, _)| known == g)) {
+        anyhow::bail!("the edge cannot rate-limit `{unknown}`; it knows {}", LIMITED_ROUTES.map(|(g, _)| g).join(", "));
+    }
+    Ok(out)
 }
 
 /// The edge's backends: one per role pool, with the path prefixes its role serves from

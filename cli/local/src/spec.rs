@@ -7,6 +7,8 @@
 //! scalectl reads back without conversion and plans as a no-op, and the golden files
 //! of expansion did not change when the specs became typed.
 
+use std::collections::BTreeMap;
+
 use scalectl_core::manifest::{Balance, PartitionScheme, PoolMode, SynchronousCommit};
 use scalectl_core::spec::SpecError;
 use scalectl_core::{ByteSize, Duration, Resource, ResourceKind, Spec};
@@ -356,6 +358,10 @@ pub struct HaproxySpec {
     /// The router's port for reads.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "text_opt")]
     pub read_port: Option<u16>,
+    /// The edge's rate limits by route group (`login`, `register`, `search`), as the
+    /// shop's own are written (`20:40`: per second, burst).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -227,3 +227,38 @@ tests:
 "#;
     promtool_test(promtool, &rules, tests);
 }
+
+/// Whether HAProxy accepts `config` (`haproxy -c`), where HAProxy is installed.
+fn haproxy_accepts(config: &str) -> Option<Result<(), String>> {
+    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(haproxy).arg("-c").arg("-f").arg(&path).output().unwrap();
+    Some(if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) })
+}
+
+#[test]
+fn the_edge_limits_each_rate_limited_route_per_client_before_a_pool() {
+    let (graph, _dir, provider) = files(3, &[]);
+    let edge = file(&provider, &graph, "haproxy/r1", "haproxy.cfg");
+    // Level 3: login 50/s burst 100, register 20/s burst 50, search 200/s burst 400. The
+    // edge accepts twice a bucket's burst in the bucket's refill window.
+    for (group, window, max) in [("login", "2000ms", 200), ("register", "2500ms", 100), ("search", "2000ms", 800)] {
+        assert!(edge.contains(&format!("backend limit_{group}\n")), "{edge}");
+        assert!(edge.contains(&format!("store gpc0_rate({window})")), "{group} over {window}: {edge}");
+        assert!(edge.contains(&format!("{{ sc_gpc0_rate(0) ge {max} }}")), "{group} at {max}: {edge}");
+    }
+    assert!(edge.contains("hdr Retry-After 1"), "{edge}");
+    let router = file(&provider, &graph, "haproxy/r1-db", "haproxy.cfg");
+    assert!(!router.contains("limit_"), "the database router limits nothing");
+    for config in [&edge, &router] {
+        if let Some(checked) = haproxy_accepts(config) {
+            checked.unwrap_or_else(|e| panic!("haproxy -c: {e}\n{config}"));
+        }
+    }
+
+    let (graph, _dir, provider) = files(2, &[]);
+    let edge = file(&provider, &graph, "haproxy/r1", "haproxy.cfg");
+    assert!(!edge.contains("limit_"), "level 2 sets no rate limits: {edge}");
+}
