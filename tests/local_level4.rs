@@ -245,8 +245,10 @@ fn a_level_3_environment_moves_to_level_4_while_it_takes_orders() {
     // `up` measured the pause it caused in the orders that were being taken.
     let pause = &moved["write_pause"];
     assert!(pause["orders"].as_u64().unwrap() > 0, "{moved}");
+    // A buyer who waited seconds would have noticed the move (bench/move_level.sh
+    // measures it: about 0.2 s on a release build).
     let longest = pause["longest_seconds"].as_f64().unwrap();
-    assert!(longest > 0.0 && longest <= moved["seconds"].as_f64().unwrap() + 1.0, "{moved}");
+    assert!(longest > 0.0 && longest < 5.0, "{moved}");
     assert_eq!(moved["summary"]["destroy"], 2, "the monolith's two shops: {moved}");
 
     let status = home.json(&["status", "--env", &env]);

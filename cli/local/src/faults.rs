@@ -125,7 +125,7 @@ pub struct Healed {
 }
 
 /// Undoes every fault that can linger: removes the environment's iptables rules,
-/// resumes its stopped processes and any pooler an interrupted `up` left paused. Safe to call at any time; cheap when there is nothing.
+/// resumes its stopped processes and any pooler paused by a command that is gone. Safe to call at any time; cheap when there is nothing.
 pub fn heal(env: &Env) -> Result<Healed> {
     let mut healed = Healed::default();
     if nix::unistd::Uid::effective().is_root() && crate::tools::find("iptables").is_some() {
@@ -148,7 +148,7 @@ pub fn heal(env: &Env) -> Result<Healed> {
     let stopped: Vec<u32> = pids.into_iter().filter(|p| state(*p) == Some('T')).collect();
     healed.processes_resumed = signal_all(&stopped, Signal::SIGCONT);
     for r in env.graph.resources.iter().filter(|r| r.kind == ResourceKind::Pgbouncer) {
-        if crate::pgbouncer::resume_if_paused(env, r).unwrap_or(false) {
+        if crate::pgbouncer::resume_if_abandoned(env, r).unwrap_or(false) {
             healed.poolers_resumed += 1;
         }
     }

@@ -128,8 +128,9 @@ pub fn observe(env: &Env, r: &Resource) -> Observed {
 /// workers (`-W`), so a new configuration (the pools of another level, a shop added) is
 /// taken over by a new worker on the same sockets while the old one finishes the
 /// requests it holds and leaves (`option idle-close-on-response`, at most
-/// `hard-stop-after`). Nothing is refused or cut, which is what lets an environment
-/// move between levels while it serves. The database router is restarted instead: a new
+/// `hard-stop-after`, which closes what it still holds then). No connection is refused
+/// and no request cut, which is what lets an environment move between levels while it
+/// serves. The database router is restarted instead: a new
 /// worker would route writes before its first leader check.
 pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     let d = daemon(env, r);
@@ -151,6 +152,7 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
         listen.push(SocketAddr::from((a, p)));
     }
     if edge {
+        let _ = std::fs::remove_file(worker_file(&d));
         d.start(cmd, &files, &listen, true)?;
         return Ok(());
     }
@@ -158,8 +160,9 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
     // replaced and until it knows the leader again, so no query fails and none reaches a
     // node before its first check said what it is.
     let poolers: Vec<&Resource> = if d.pid().is_some() { poolers_behind(env, r) } else { Vec::new() };
-    // A pooler that cannot be paused keeps serving while the router is replaced, as
-    // before pausing existed: its clients may see a query fail, not an `up` that stops.
+    // A pooler that cannot be paused (its PAUSE undone, see `pgbouncer::pause`) keeps
+    // serving while the router is replaced, as before pausing existed: its clients may
+    // see a query fail, not an `up` that stops.
     let paused: Vec<&Resource> = poolers.into_iter().filter(|p| pgbouncer::pause(env, p).is_ok()).collect();
     let started = d.start(cmd, &files, &listen, true).map(drop);
     if started.is_ok() && !paused.is_empty() {
@@ -169,8 +172,13 @@ pub fn apply(env: &Env, r: &Resource, action: &Action) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let resumed: Result<Vec<()>> = paused.iter().map(|p| pgbouncer::resume(env, p)).collect();
-    started.and(resumed.map(drop))
+    // Every pooler is resumed, whatever happened to the others.
+    let mut failed: Vec<String> = paused.iter().filter_map(|p| pgbouncer::resume(env, p).err()).map(|e| format!("{e:#}")).collect();
+    started?;
+    match failed.len() {
+        0 => Ok(()),
+        _ => Err(anyhow::anyhow!("{}; `scalectl chaos heal --env {}` resumes them", failed.remove(0), env.name)),
+    }
 }
 
 /// How long paused poolers wait for a new router to find the leader.
@@ -198,7 +206,10 @@ fn routed(stats: SocketAddr) -> Result<(), String> {
         .map(|l| l.split(',').collect::<Vec<_>>())
         .filter(|f| f.first() == Some(&"postgres_primary") && !matches!(f.get(1), Some(&"FRONTEND") | Some(&"BACKEND")))
         .collect();
-    if let Some(s) = servers.iter().find(|f| matches!(f.get(check), None | Some(&"") | Some(&"INI"))) {
+    // A check in progress is shown with a `* ` before its last result (`* INI` for the
+    // first one).
+    let unchecked = |f: &Vec<&str>| matches!(f.get(check).map(|c| c.trim_start_matches("* ")), None | Some("") | Some("INI"));
+    if let Some(s) = servers.iter().find(|f| unchecked(f)) {
         return Err(format!("{} has not been checked yet", s[1]));
     }
     if servers.iter().any(|f| f.get(status).is_some_and(|s| s.starts_with("UP"))) {
@@ -236,12 +247,20 @@ fn reload(d: &Daemon, haproxy: &std::path::Path, files: &[(String, String)]) -> 
     }
     let deadline = std::time::Instant::now() + NEW_WORKER_WITHIN;
     while std::time::Instant::now() < deadline {
-        if process::children(master).iter().any(|w| !before.contains(w)) {
+        if let Some(worker) = process::children(master).into_iter().find(|w| !before.contains(w)) {
+            // Readiness holds the edge to this worker: the old ones must leave, and a
+            // new one that dies must not leave them serving the old configuration.
+            crate::fsutil::write_atomic(&worker_file(d), worker.to_string().as_bytes(), 0o644)?;
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     anyhow::bail!("HAProxy started no worker on the new configuration within {} s; see its log", NEW_WORKER_WITHIN.as_secs())
+}
+
+/// Where the edge's reload records the worker that runs the new configuration.
+fn worker_file(d: &Daemon) -> std::path::PathBuf {
+    d.paths().dir.join("worker.pid")
 }
 
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
@@ -252,12 +271,17 @@ pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
         let stats = metrics_endpoint(r)?;
         return Ok(d.check(|| routed(stats)));
     }
-    // After a reload, the edge is ready once the old workers have finished: until then
-    // they may still send requests to shops that are about to go.
-    if let Some(master) = d.pid().filter(|p| is_master(*p)) {
-        let workers = process::children(master).len();
-        if workers > 1 {
-            return Ok(Readiness::Pending(format!("{} old HAProxy workers still finish their requests", workers - 1)));
+    // After a reload, the edge is ready once only the new worker is left: until then
+    // the old ones may still send requests to shops that are about to go.
+    if let Some(master) = d.pid().filter(|p| is_master(*p))
+        && let Some(new) = std::fs::read_to_string(worker_file(&d)).ok().and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        if !process::alive(new) {
+            return Ok(Readiness::Failed(format!("HAProxy's worker {new} on the new configuration exited; see `scalectl logs {}`", r.id)));
+        }
+        let old = process::children(master).into_iter().filter(|w| *w != new).count();
+        if old > 0 {
+            return Ok(Readiness::Pending(format!("{old} old HAProxy workers still finish their requests")));
         }
     }
     Ok(d.check_http(d.endpoint()?, "/readyz"))

@@ -37,25 +37,32 @@ pub fn http_as(
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| format!("reading from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(i) => (String::from_utf8_lossy(&buf[..i]).into_owned(), &buf[i + 4..]),
+        None => (String::from_utf8_lossy(&buf).into_owned(), &buf[buf.len()..]),
+    };
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{addr} did not answer HTTP"))?;
     // HAProxy's stats answer in chunks even to an HTTP/1.0 request.
     let chunked = head.lines().any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    Ok((code, if chunked { dechunk(body) } else { body.to_string() }))
+    let body = if chunked { dechunk(body) } else { body.to_vec() };
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The body of a chunked transfer (`size in hex CRLF data CRLF`…, ending with size 0).
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
+/// The body of a chunked transfer (`size in hex CRLF data CRLF`…, ending with size 0),
+/// as bytes: a chunk may end inside a character.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
         let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
-        if n == 0 || after.len() < n {
-            out.push_str(after.get(..n.min(after.len())).unwrap_or(""));
+        let data = &rest[eol + 2..];
+        if n == 0 {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+        let n = n.min(data.len());
+        out.extend_from_slice(&data[..n]);
+        rest = data[n..].strip_prefix(b"\r\n").unwrap_or(&data[n..]);
     }
     out
 }
@@ -95,6 +102,9 @@ pub fn port_taken(addr: SocketAddr) -> bool {
 mod tests {
     #[test]
     fn a_chunked_body_is_joined() {
-        assert_eq!(super::dechunk("5\r\n# px,\r\n3\r\nsv\n\r\n0\r\n\r\n"), "# px,sv\n");
+        assert_eq!(super::dechunk(b"5\r\n# px,\r\n3\r\nsv\n\r\n0\r\n\r\n"), b"# px,sv\n");
+        // A chunk boundary inside a character, and a body cut short.
+        assert_eq!(super::dechunk("1\r\n\u{e9}\r\n".as_bytes()).len(), 1);
+        assert_eq!(super::dechunk(b"9\r\nabc"), b"abc");
     }
 }

@@ -13,7 +13,7 @@ use scalectl_core::plan::{Action, Observed};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, postgres, secrets, spec, templates, tools, user};
+use crate::{Env, fsutil, postgres, process, secrets, spec, templates, tools, user};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "pgbouncer")
@@ -73,28 +73,52 @@ const PAUSE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Holds every client's next query (none fails) and closes the server connections once
 /// the queries running now are done, so that what is upstream can be replaced under
-/// it; [`resume`] lets the held queries go. If scalectl dies in between, the next `up`
-/// or `chaos heal` resumes it ([`resume_if_paused`]).
+/// it; [`resume`] lets the held queries go. The pause is recorded with this process's
+/// pid before it is asked for (`paused-by`), so that if scalectl dies before resuming,
+/// the next command that heals resumes it once this process is gone
+/// ([`resume_if_abandoned`]). A PAUSE that does not finish in time is undone at once:
+/// PgBouncer keeps a pause when the client that asked for it goes away.
 pub fn pause(env: &Env, r: &Resource) -> Result<()> {
-    admin(env, r, "PAUSE", PAUSE_WITHIN).map(drop).with_context(|| format!("pausing {}", r.id))
+    fsutil::write_atomic(&pause_marker(env, r), std::process::id().to_string().as_bytes(), 0o600)?;
+    if let Err(e) = admin(env, r, "PAUSE", PAUSE_WITHIN) {
+        let _ = resume(env, r);
+        return Err(e.context(format!("pausing {}", r.id)));
+    }
+    Ok(())
 }
 
+/// Lets the held queries go. A pooler that is not paused (restarted meanwhile, say)
+/// counts as resumed.
 pub fn resume(env: &Env, r: &Resource) -> Result<()> {
-    admin(env, r, "RESUME", Duration::from_secs(5)).map(drop).with_context(|| format!("resuming {}", r.id))
+    match admin(env, r, "RESUME", Duration::from_secs(5)) {
+        Ok(_) => {}
+        Err(e) if format!("{e:#}").contains("not paused") => {}
+        Err(e) => return Err(e.context(format!("resuming {}", r.id))),
+    }
+    let _ = std::fs::remove_file(pause_marker(env, r));
+    Ok(())
 }
 
-/// Resumes `r` if a pause was left behind; whether it was.
-pub fn resume_if_paused(env: &Env, r: &Resource) -> Result<bool> {
-    if daemon(env, r).pid().is_none() {
+/// Resumes `r` if a pause was left by a process that is gone (a killed `up`); whether
+/// it did. A pause whose owner still runs is that command's to undo.
+pub fn resume_if_abandoned(env: &Env, r: &Resource) -> Result<bool> {
+    let marker = pause_marker(env, r);
+    let Ok(text) = std::fs::read_to_string(&marker) else { return Ok(false) };
+    if text.trim().parse::<u32>().is_ok_and(process::alive) {
         return Ok(false);
     }
-    // SHOW DATABASES: the twelfth column is `paused`.
-    let listing = admin(env, r, "SHOW DATABASES", Duration::from_secs(5))?;
-    let paused = listing.lines().any(|l| l.split('|').nth(11) == Some("1"));
-    if paused {
-        resume(env, r)?;
+    if daemon(env, r).pid().is_none() {
+        // Stopped, so not paused: it starts unpaused.
+        let _ = std::fs::remove_file(&marker);
+        return Ok(false);
     }
-    Ok(paused)
+    resume(env, r)?;
+    Ok(true)
+}
+
+/// Where a pause is recorded with the pid of the process that asked for it.
+fn pause_marker(env: &Env, r: &Resource) -> std::path::PathBuf {
+    daemon(env, r).paths().dir.join("paused-by")
 }
 
 /// One command on PgBouncer's admin console, as the user PgBouncer runs as over its

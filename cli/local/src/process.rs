@@ -86,7 +86,7 @@ pub fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Whether `pid` is a live process (not a zombie).
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z') | Some('X') | None)
 }

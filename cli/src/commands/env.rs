@@ -101,11 +101,18 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
         anyhow::Ok(outcome)
     })??;
     let failover = wait_for_failover_candidate(ctx, provider, timeout)?;
-    let pause =
-        if moving { provider.database().and_then(|db| super::write_pause::measure(db, began, super::write_pause::epoch_now())) } else { None };
+    let mut notes = outcome.notes;
+    let pause = match provider.database().filter(|_| moving).map(|db| super::write_pause::measure(db, began, super::write_pause::epoch_now())) {
+        Some(Ok(pause)) => pause,
+        Some(Err(e)) => {
+            notes.push(format!("the pause in orders while it changed could not be measured: {e:#}"));
+            None
+        }
+        None => None,
+    };
     state.updated_at = now();
     ctx.home.save(&state)?;
-    for note in &outcome.notes {
+    for note in &notes {
         ctx.progress.say(&format!("note: {note}"));
     }
     let endpoints = provider.endpoints();
@@ -121,7 +128,7 @@ pub fn up(ctx: &Ctx, args: &ManifestArgs, env: Option<String>, target: Option<Ta
                 "seconds": ctx.progress.elapsed(),
                 "expires_at": state.expires_at,
                 "endpoints": endpoints,
-                "notes": outcome.notes,
+                "notes": notes,
                 "failover_candidates": failover.as_ref().map(|(c, _)| c),
                 "failover_candidate_after_seconds": failover.as_ref().map(|(_, s)| s),
                 "write_pause": pause,

@@ -31,11 +31,11 @@ pub fn epoch_now() -> f64 {
 }
 
 /// The longest pause between `from` and `to` (seconds since the epoch), or `None` when
-/// the environment took no order in the minute before `from` or cannot be asked.
-pub fn measure(db: &dyn DatabaseOps, from: f64, to: f64) -> Option<WritePause> {
-    let text = db.query(&sql(from, to)).ok()?;
-    let pause: Option<WritePause> = serde_json::from_str(text.trim()).ok()?;
-    pause
+/// the environment took no order in the minute before `from`; an error says why the
+/// database could not tell.
+pub fn measure(db: &dyn DatabaseOps, from: f64, to: f64) -> anyhow::Result<Option<WritePause>> {
+    let text = db.query(&sql(from, to)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(serde_json::from_str(text.trim())?)
 }
 
 /// One statement: the last order in the minute before the window, every order in it,
