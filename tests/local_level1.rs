@@ -280,3 +280,40 @@ fn an_environment_brought_up_with_state_format_1_plans_as_a_no_op_and_keeps_serv
     shop_checkout(&shop);
     home.expect(0, &["down", "--env", &env, "-q"]);
 }
+
+/// Kills `pids` that are still alive when dropped, so a failing test leaks nothing.
+struct Reap(Vec<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|p| alive(**p)) {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+#[test]
+fn gc_stops_what_an_environment_deleted_without_down_left_and_frees_its_block() {
+    let home = Home::new();
+    let env = home.env("orphan");
+    home.expect(0, &["up", "--level", "1", "--env", &env, "-q"]);
+    let pids = component_pids(&home.json(&["status", "--env", &env]));
+    let _reap = Reap(pids.clone());
+    let dir = home.env_dir(&env);
+    // Deleted by hand while everything runs (PostgreSQL may write a file meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::remove_dir_all(&dir).is_err() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.exists());
+
+    let gc = home.json(&["gc", "-q"]);
+    let owner = dir.to_string_lossy();
+    let ours = gc["abandoned"].as_array().unwrap().iter().find(|a| a["owner"] == *owner).unwrap_or_else(|| panic!("{gc}")).clone();
+    assert!(ours["processes"].as_array().unwrap().len() >= pids.len(), "every process it left: {ours} against {pids:?}");
+    for pid in &pids {
+        assert!(!alive(*pid), "process {pid} of the deleted environment outlived gc");
+    }
+    let claim = std::path::Path::new("/tmp/scalectl-slots").join(ours["slot"].to_string());
+    assert!(std::fs::read_to_string(&claim).map_or(true, |holder| holder != *owner), "its block is free again");
+}

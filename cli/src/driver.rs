@@ -64,6 +64,12 @@ pub fn release_slot(slot: u8, env_dir: &Path) {
     scalectl_local::slots::release(slot, env_dir)
 }
 
+/// Loopback blocks of local environments deleted without `down`, under any home, with
+/// the processes they left; `stop` stops those and frees the blocks.
+pub fn abandoned_slots(stop: bool) -> Result<Vec<scalectl_local::slots::Abandoned>> {
+    scalectl_local::slots::abandoned(stop)
+}
+
 /// Runs `sql` on the primary's shop database of a local environment.
 pub fn shop_sql(env_dir: &Path, name: &str, slot: u8, graph: Graph, sql: &str) -> Result<String> {
     let provider = LocalProvider::new(name, env_dir, Placement { slot }, graph)?;

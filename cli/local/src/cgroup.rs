@@ -54,6 +54,27 @@ pub fn env_pids(env: &Env) -> Vec<u32> {
     nodes.flatten().filter(|e| e.path().is_dir()).flat_map(|e| read_pids(&e.path())).collect()
 }
 
+/// Every process in `dir`'s group and the groups beneath it.
+pub fn pids_under(dir: &Path) -> Vec<u32> {
+    let mut out = read_pids(dir);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(pids_under(&e.path()));
+        }
+    }
+    out
+}
+
+/// Removes `dir`'s group and the empty groups beneath it, deepest first.
+pub fn remove_tree(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            remove_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 fn read_pids(dir: &Path) -> Vec<u32> {
     std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
 }

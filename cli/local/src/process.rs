@@ -85,6 +85,33 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The processes with a TCP socket listening on an address of 127.`slot`.0.0/16.
+pub fn listening_in_block(slot: u8) -> Vec<u32> {
+    // /proc/net/tcp: `sl local_address rem_address st …  inode`, addresses as
+    // little-endian hex (127.S.R.N is `NNRRSS7F`), state 0A is LISTEN.
+    let mut inodes = std::collections::BTreeSet::new();
+    for line in fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else { continue };
+        let ip = local.split(':').next().and_then(|h| u32::from_str_radix(h, 16).ok()).map(|n| n.to_le_bytes());
+        if *state == "0A" && ip.is_some_and(|b| b[0] == 127 && b[1] == slot) {
+            inodes.insert(format!("socket:[{inode}]"));
+        }
+    }
+    let mut out = Vec::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let fds = fs::read_dir(e.path().join("fd")).into_iter().flatten().flatten();
+        if fds.filter_map(|fd| fs::read_link(fd.path()).ok()).any(|l| inodes.contains(&*l.to_string_lossy())) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Whether `pid` is a live process (not a zombie).
 pub fn alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };

@@ -60,10 +60,13 @@ pub fn gc(ctx: &Ctx, dry_run: bool) -> Result<ExitCode> {
             }
         }
     }
+    // Environments whose directory was deleted without `down` (under any home) left
+    // their processes on a loopback block that no command of theirs can reach.
+    let abandoned = crate::driver::abandoned_slots(!dry_run)?;
     let mut out = std::io::stdout().lock();
     match ctx.format {
-        Format::Json => print_json(&json!({"destroyed": destroyed, "failed": failed, "dry_run": dry_run}), &mut out)?,
-        Format::Text if destroyed.is_empty() && failed.is_empty() => writeln!(out, "No expired environments.")?,
+        Format::Json => print_json(&json!({"destroyed": destroyed, "failed": failed, "abandoned": abandoned, "dry_run": dry_run}), &mut out)?,
+        Format::Text if destroyed.is_empty() && failed.is_empty() && abandoned.is_empty() => writeln!(out, "No expired environments.")?,
         Format::Text => {
             let verb = if dry_run { "would destroy" } else { "destroyed" };
             for n in &destroyed {
@@ -71,6 +74,10 @@ pub fn gc(ctx: &Ctx, dry_run: bool) -> Result<ExitCode> {
             }
             for n in &failed {
                 writeln!(out, "failed to destroy {n}")?;
+            }
+            let (stop, free) = if dry_run { ("would stop", "free") } else { ("stopped", "freed") };
+            for a in &abandoned {
+                writeln!(out, "{stop} {} processes of {} (deleted without `down`) and {free} 127.{}.0.0/16", a.processes.len(), a.owner, a.slot)?;
             }
         }
     }
