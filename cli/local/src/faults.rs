@@ -20,7 +20,7 @@ use crate::{Env, cgroup, process};
 /// Every process of a node: its cgroup when there is one; else every process whose
 /// command line names the node's directory, and their descendants.
 pub fn node_pids(env: &Env, r: &Resource) -> Vec<u32> {
-    node_pids_among(env, r, &all_processes())
+    node_pids_among(env, r, &process::all())
 }
 
 /// [`node_pids`] over a process list read once for several nodes.
@@ -36,19 +36,6 @@ fn node_pids_among(env: &Env, r: &Resource, all: &[(u32, u32, String)]) -> Vec<u
         pids.extend(children);
     }
     pids.into_iter().collect()
-}
-
-/// (pid, parent pid, command line) of every process.
-fn all_processes() -> Vec<(u32, u32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some(ppid) = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()) else { continue };
-        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
-        out.push((pid, ppid, cmd));
-    }
-    out
 }
 
 fn signal_all(pids: &[u32], sig: Signal) -> usize {
@@ -141,7 +128,7 @@ pub fn heal(env: &Env) -> Result<Healed> {
         }
     }
     let mut pids: BTreeSet<u32> = cgroup::env_pids(env).into_iter().collect();
-    let all = all_processes();
+    let all = process::all();
     for r in &env.graph.resources {
         pids.extend(node_pids_among(env, r, &all));
     }
@@ -198,7 +185,7 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
         // A node killed moments ago is still listed, in its last role, until its member
         // key expires (the leader watch releases only the leader's lock): it is no
         // standby now, and a fault on it would find nothing to act on.
-        let all = all_processes();
+        let all = process::all();
         Ok(of(ResourceKind::PatroniNode)
             .filter(|n| names.contains(&crate::patroni::member_name(n)) && !node_pids_among(env, n, &all).is_empty())
             .collect())

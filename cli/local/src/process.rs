@@ -72,17 +72,22 @@ pub fn is_alive(pid: u32, program: &str) -> bool {
     String::from_utf8_lossy(&cmdline).contains(program)
 }
 
-/// The live processes whose parent is `pid`.
-pub fn children(pid: u32) -> Vec<u32> {
-    let parent = |stat: &str| stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse::<u32>().ok();
+/// (pid, parent pid, command line) of every process.
+pub fn all() -> Vec<(u32, u32, String)> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if fs::read_to_string(e.path().join("stat")).ok().and_then(|s| parent(&s)) == Some(pid) && alive(child) {
-            out.push(child);
-        }
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(ppid) = stat.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok()) else { continue };
+        let cmd = String::from_utf8_lossy(&fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        out.push((pid, ppid, cmd));
     }
     out
+}
+
+/// The live processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    all().into_iter().filter(|(child, parent, _)| *parent == pid && alive(*child)).map(|(child, _, _)| child).collect()
 }
 
 /// The processes with a TCP socket listening on an address of 127.`slot`.0.0/16.
