@@ -317,3 +317,71 @@ fn gc_stops_what_an_environment_deleted_without_down_left_and_frees_its_block() 
     let claim = std::path::Path::new("/tmp/scalectl-slots").join(ours["slot"].to_string());
     assert!(std::fs::read_to_string(&claim).map_or(true, |holder| holder != *owner), "its block is free again");
 }
+
+#[test]
+fn a_poison_event_is_retried_then_dead_lettered_and_a_corrected_replay_is_delivered_once() {
+    let home = Home::new();
+    let env = home.env("dlq");
+    let up = home.json(&["up", "--level", "1", "--env", &env, "-q"]);
+    let s = Shopper::new(up["endpoints"]["shop"].as_str().unwrap(), 5);
+    s.order("order-1");
+    let sql = |q: &str| support::psql(&home, &env, "postgres/r1-pg-1", "shop", q);
+
+    // The order's event reaches the worker: nothing pending, one delivery with its lag.
+    let delivered = support::eventually(Duration::from_secs(30), "the order's notification", || {
+        let q = home.json(&["queue", "status", "--env", &env]);
+        (q["pending"] == 0 && q["lag"]["events"].as_u64() >= Some(1)).then_some(q)
+    });
+    assert!(delivered["lag"]["p99_seconds"].as_f64().is_some_and(|l| (0.0..30.0).contains(&l)), "{delivered}");
+    assert_eq!(delivered["dead"], 0, "{delivered}");
+
+    // An event no gateway can deliver: retried with backoff, then dead after 5 attempts.
+    let poison: i64 = sql(
+        "INSERT INTO outbox (topic, payload) VALUES ('order.placed', '{\"order_id\": 424242, \"email\": \"nobody\", \"total_cents\": 1}') RETURNING id",
+    )
+    .parse()
+    .unwrap();
+    support::eventually(Duration::from_secs(10), "the poison event waiting to retry", || {
+        let q = home.json(&["queue", "status", "--env", &env]);
+        (q["retrying"] == 1 && q["pending"] == 1).then_some(())
+    });
+    let dead = support::eventually(Duration::from_secs(60), "the poison event dead-lettered", || {
+        let d = home.json(&["queue", "dlq", "list", "--env", &env]);
+        (d["total"] == 1).then_some(d)
+    });
+    let letter = &dead["letters"][0];
+    assert_eq!(letter["event"], poison, "{dead}");
+    assert_eq!(letter["attempts"], 5, "{dead}");
+    assert_eq!(letter["replays"], 0, "{dead}");
+    assert!(letter["last_error"].as_str().unwrap().contains("undeliverable address `nobody`"), "{dead}");
+    assert_eq!(home.json(&["queue", "status", "--env", &env])["dead"], 1);
+    let table = text(&home.expect(0, &["queue", "dlq", "list", "--env", &env]).stdout);
+    assert!(table.starts_with("EVENT") && table.contains(&poison.to_string()) && table.contains("undeliverable"), "{table}");
+
+    // Replaying an event that is not dead replays nothing, not even the others named.
+    let refused = home.expect(2, &["queue", "dlq", "replay", "--env", &env, &poison.to_string(), "999999"]);
+    assert!(text(&refused.stderr).contains("no dead letter for event 999999; nothing was replayed"), "{}", text(&refused.stderr));
+    assert_eq!(home.json(&["queue", "dlq", "list", "--env", &env])["total"], 1);
+
+    // Replayed as it is, it dies again, counted as a replay.
+    let replayed = home.json(&["queue", "dlq", "replay", "--env", &env, &poison.to_string()]);
+    assert_eq!(replayed["replayed"], json!([poison]));
+    let again = support::eventually(Duration::from_secs(60), "the replayed poison dead again", || {
+        let d = home.json(&["queue", "dlq", "list", "--env", &env]);
+        (d["letters"][0]["replays"] == 1).then_some(d)
+    });
+    assert_eq!(again["letters"][0]["attempts"], 5, "{again}");
+
+    // With the payload corrected where it is stored, the replay is delivered, once.
+    sql(&format!("UPDATE dead_letters SET payload = jsonb_set(payload, '{{email}}', '\"buyer@example.com\"') WHERE outbox_id = {poison}"));
+    let all = home.json(&["queue", "dlq", "replay", "--env", &env, "--all"]);
+    assert_eq!(all["replayed"], json!([poison]));
+    support::eventually(Duration::from_secs(30), "the corrected event delivered", || {
+        (sql(&format!("SELECT count(*) FROM notifications WHERE outbox_id = {poison} AND recipient = 'buyer@example.com'")) == "1").then_some(())
+    });
+    let q = home.json(&["queue", "status", "--env", &env]);
+    assert_eq!((q["pending"].clone(), q["dead"].clone()), (json!(0), json!(0)), "{q}");
+    assert_eq!(sql(&format!("SELECT count(*) FROM notifications WHERE outbox_id = {poison}")), "1", "delivered exactly once");
+    let nothing = text(&home.expect(0, &["queue", "dlq", "replay", "--env", &env, "--all"]).stdout);
+    assert!(nothing.contains("nothing to replay"), "{nothing}");
+}

@@ -63,6 +63,10 @@ enum Command {
     /// Planned switchover of the PostgreSQL leader (level 3 and up); waits until the shop
     /// can write again and reports how long writes paused.
     Switchover(SwitchoverArgs),
+    /// The shop's event queue: what is pending, how late deliveries are, and the
+    /// dead letters (events that failed every attempt), which can be replayed.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Traffic at an environment's shop on a fixed schedule (open model), latency from
     /// each request's scheduled start, judged against the level's SLOs; or a flash sale,
     /// checked through the shop and the database. Exit 1 names each missed SLO or check.
@@ -168,6 +172,44 @@ enum ChaosCommand {
     Heal {
         #[arg(long, short = 'e', value_name = "NAME")]
         env: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Pending events (due now, waiting to retry), the oldest one's age, deliveries in
+    /// the last minute, the lag from an order's commit to its notification (p50, p99),
+    /// and how many events are dead.
+    Status(EnvArg),
+    /// Dead letters: events that failed every attempt, with the last error.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// The dead letters by event id, with topic, attempts, replays, age and last error
+    /// (`-o json` adds the payloads).
+    List {
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
+        /// How many to show.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+    },
+    /// Send dead letters back to the outbox under their event ids, with the payload as
+    /// stored in `dead_letters` (correct it there first if the payload was at fault):
+    /// workers deliver them at most once. All or nothing: when one named event is not a
+    /// dead letter, none is replayed.
+    Replay {
+        #[arg(long, short = 'e', value_name = "NAME")]
+        env: String,
+        /// The events to replay, as `dlq list` shows them.
+        #[arg(value_name = "EVENT", required_unless_present = "all", conflicts_with = "all")]
+        events: Vec<i64>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -376,6 +418,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::data::explain(&g, &a.env, &a.sql, on, !a.no_analyze, a.timeout)
         }
         Command::Switchover(a) => commands::data::switchover(&g, &a.env, a.to.as_deref()),
+        Command::Queue(QueueCommand::Status(a)) => commands::queue::status(&g, &a.env),
+        Command::Queue(QueueCommand::Dlq(DlqCommand::List { env, limit })) => commands::queue::dlq_list(&g, &env, limit),
+        Command::Queue(QueueCommand::Dlq(DlqCommand::Replay { env, events, all })) => {
+            let which = if all { commands::queue::Which::All } else { commands::queue::Which::Events(&events) };
+            commands::queue::dlq_replay(&g, &env, which)
+        }
         Command::Load(a) => commands::load::load(&g, &a, cli.global.quiet),
         Command::Chaos(ChaosCommand::List) => commands::chaos::list(&g),
         Command::Chaos(ChaosCommand::Validate { files }) => commands::chaos::validate(&g, &files),

@@ -1,6 +1,6 @@
 //! One module per group of commands: `env` acts on one environment, `data` asks and
-//! operates its database tier, `fleet` acts on all of them, `info` reads manifests and
-//! the machine without touching any environment.
+//! operates its database tier, `queue` its event queue, `fleet` acts on all of them,
+//! `info` reads manifests and the machine without touching any environment.
 
 pub mod chaos;
 pub mod chaos_gate;
@@ -10,6 +10,7 @@ pub mod env;
 pub mod fleet;
 pub mod info;
 pub mod load;
+pub mod queue;
 pub mod write_pause;
 
 use std::collections::BTreeMap;
