@@ -385,3 +385,53 @@ fn a_poison_event_is_retried_then_dead_lettered_and_a_corrected_replay_is_delive
     let nothing = text(&home.expect(0, &["queue", "dlq", "replay", "--env", &env, "--all"]).stdout);
     assert!(nothing.contains("nothing to replay"), "{nothing}");
 }
+
+#[test]
+fn an_alert_fires_while_a_shop_is_down_reaches_the_receiver_and_resolves_once_up_restarts_it() {
+    let home = Home::new();
+    let env = home.env("alerts");
+    let up: Vec<&str> = vec![
+        "up",
+        "--level",
+        "1",
+        "--env",
+        &env,
+        "-q",
+        "--set",
+        "spec.observability.burnRateAlerts=true",
+        "--set",
+        "spec.observability.prometheus.scrapeInterval=1s",
+    ];
+    let started = home.json(&up);
+    assert!(started["endpoints"]["alertmanager"].as_str().is_some_and(|a| a.ends_with(":9093")), "{started}");
+    let quiet = text(&home.expect(0, &["alerts", "--env", &env, "--exit-code"]).stdout);
+    assert!(quiet.contains("No alert has been delivered"), "{quiet}");
+
+    let status = home.json(&["status", "--env", &env]);
+    let pid_of = |kind: &str| status["components"].as_array().unwrap().iter().find(|c| c["kind"] == kind).unwrap()["pid"].as_u64().unwrap() as u32;
+    let (shop, manager, receiver) = (pid_of("shop"), pid_of("alertmanager"), pid_of("alert-receiver"));
+    std::process::Command::new("kill").args(["-9", &shop.to_string()]).status().unwrap();
+
+    // Prometheus raises ScrapeTargetDown after its minute, Alertmanager delivers it.
+    let shop_down = |a: &Value| a["name"] == "ScrapeTargetDown" && a["labels"]["job"] == "shop";
+    let fired = support::eventually(Duration::from_secs(150), "ScrapeTargetDown delivered as firing", || {
+        let report = home.json(&["alerts", "--env", &env]);
+        report["alerts"].as_array()?.iter().find(|a| shop_down(a) && a["state"] == "firing").cloned()
+    });
+    assert!(fired["ends_at"].is_null(), "{fired}");
+    let firing = home.expect(1, &["alerts", "--env", &env, "--exit-code"]);
+    let table = text(&firing.stdout);
+    assert!(table.starts_with("STATE") && table.contains("firing") && table.contains("ScrapeTargetDown"), "{table}");
+
+    // `up` restarts the shop; the resolution is delivered too.
+    home.json(&up);
+    let resolved = support::eventually(Duration::from_secs(120), "ScrapeTargetDown delivered as resolved", || {
+        let report = home.json(&["alerts", "--env", &env]);
+        report["alerts"].as_array()?.iter().find(|a| shop_down(a) && a["state"] == "resolved").cloned()
+    });
+    assert!(resolved["ends_at"].as_str().is_some_and(|t| t > fired["starts_at"].as_str().unwrap()), "{resolved}");
+    home.expect(0, &["alerts", "--env", &env, "--exit-code"]);
+
+    home.expect(0, &["down", "--env", &env, "-q"]);
+    assert!(!alive(manager) && !alive(receiver), "Alertmanager and the receiver stop with the environment");
+}

@@ -55,6 +55,11 @@ pub fn leader_watch(config: &Path) -> Result<()> {
     scalectl_local::leader_watch::run(config)
 }
 
+/// Keeps Alertmanager's webhook deliveries until stopped (`__alert-receiver`).
+pub fn alert_receiver(listen: std::net::SocketAddr, journal: &Path) -> Result<()> {
+    scalectl_local::alerting::run_receiver(listen, journal)
+}
+
 /// Claims a machine-wide loopback block for a new local environment.
 pub fn claim_slot(env_dir: &Path) -> Result<u8> {
     scalectl_local::slots::claim(env_dir)

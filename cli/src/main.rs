@@ -67,6 +67,9 @@ enum Command {
     /// dead letters (events that failed every attempt), which can be replayed.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// The alerts Alertmanager delivered for an environment (burn-rate, latency, targets
+    /// down), each in its latest state, firing ones first; when it resolved.
+    Alerts(AlertsArgs),
     /// Traffic at an environment's shop on a fixed schedule (open model), latency from
     /// each request's scheduled start, judged against the level's SLOs; or a flash sale,
     /// checked through the shop and the database. Exit 1 names each missed SLO or check.
@@ -97,6 +100,14 @@ enum Command {
     LeaderWatch {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Internal: the webhook receiver that keeps Alertmanager's deliveries (local target).
+    #[command(name = "__alert-receiver", hide = true)]
+    AlertReceiver {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        journal: PathBuf,
     },
     /// Print shell completions.
     Completions {
@@ -173,6 +184,15 @@ enum ChaosCommand {
         #[arg(long, short = 'e', value_name = "NAME")]
         env: String,
     },
+}
+
+#[derive(Debug, Args)]
+struct AlertsArgs {
+    #[arg(long, short = 'e', value_name = "NAME")]
+    env: String,
+    /// Exit 1 when any alert fires.
+    #[arg(long)]
+    exit_code: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +466,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => commands::info::schema(),
         Command::Render(a) => commands::env::render(&g, &a.manifest, a.env, a.target, &a.out),
         Command::Doctor(a) => commands::info::doctor(&g, a.level, a.target),
+        Command::Alerts(a) => commands::alerts::alerts(&g, &a.env, a.exit_code),
+        Command::AlertReceiver { listen, journal } => crate::driver::alert_receiver(listen, &journal).map(|()| ExitCode::SUCCESS),
         Command::LeaderWatch { config } => crate::driver::leader_watch(&config).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "scalectl", &mut std::io::stdout());

@@ -42,6 +42,12 @@ pub enum ResourceKind {
     /// Releases a Patroni cluster's leader lock as soon as the leader's node is dead
     /// (local target), instead of waiting for the lock to expire.
     LeaderWatch,
+    /// Routes Prometheus's alerts to receivers, grouped and deduplicated, with their
+    /// resolution (the level's burn-rate alerts, level 5 and up).
+    Alertmanager,
+    /// Where Alertmanager's webhook delivers alerts, kept so `scalectl alerts` can read
+    /// back what fired and what resolved (local target).
+    AlertReceiver,
 }
 
 impl ResourceKind {
@@ -63,6 +69,8 @@ impl ResourceKind {
             ResourceKind::Namespace => "namespace",
             ResourceKind::Ingress => "ingress",
             ResourceKind::LeaderWatch => "leader-watch",
+            ResourceKind::Alertmanager => "alertmanager",
+            ResourceKind::AlertReceiver => "alert-receiver",
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`provider`]: the trait each target implements.
 //! - [`ops`]: capabilities beyond up and down (database operations, chaos), typed.
 
+pub mod alerts;
 pub mod diagnostic;
 pub mod fault;
 pub mod graph;

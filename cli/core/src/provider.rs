@@ -163,4 +163,9 @@ pub trait Provider: Sync {
     fn chaos(&self) -> Option<&dyn ChaosOps> {
         None
     }
+
+    /// The alerts this target delivered and kept, if it keeps them.
+    fn alerts(&self) -> Option<&dyn crate::alerts::AlertOps> {
+        None
+    }
 }

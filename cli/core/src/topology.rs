@@ -427,9 +427,6 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
             "Grafana is not packaged for this machine; the dashboards in dashboards/ can be imported into one by hand",
         );
     }
-    if s.observability.burn_rate_alerts {
-        note("spec.observability.burnRateAlerts", "true".into(), "the local target writes the same SLO rules whatever this says");
-    }
     if s.observability.exporters.contains(&Exporter::Pgbouncer) {
         note(
             "spec.observability.exporters",
@@ -609,8 +606,9 @@ mod tests {
         let l = level(6).unwrap();
         let m = Sources::new(l.file, l.manifest).load().unwrap();
         let paths: Vec<String> = unused(&m, Target::Local).into_iter().map(|u| u.path).collect();
-        for p in ["spec.edge.geoRouting", "spec.postgres.citus", "spec.observability.burnRateAlerts"] {
+        for p in ["spec.edge.geoRouting", "spec.postgres.citus"] {
             assert!(paths.contains(&p.to_string()), "{p} missing from {paths:?}");
         }
+        assert!(!paths.iter().any(|p| p == "spec.observability.burnRateAlerts"), "Alertmanager acts on it: {paths:?}");
     }
 }

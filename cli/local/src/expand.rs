@@ -60,6 +60,9 @@ pub mod ports {
     /// HAProxy's built-in Prometheus exporter.
     pub const HAPROXY_METRICS: u16 = 8405;
     pub const PROMETHEUS: u16 = 9090;
+    pub const ALERTMANAGER: u16 = 9093;
+    /// Where Alertmanager's webhook delivers (`scalectl __alert-receiver`).
+    pub const ALERT_RECEIVER: u16 = 9095;
     pub const NODE_EXPORTER: u16 = 9100;
     pub const POSTGRES_EXPORTER: u16 = 9187;
     pub const REDIS_EXPORTER: u16 = 9121;
@@ -258,6 +261,25 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let address = placement.address(site.index, hosts::PROMETHEUS);
         let depends_on: Vec<String> =
             out.iter().filter(|r| matches!(r.kind, ResourceKind::Shop | ResourceKind::Exporter)).map(|r| r.id.clone()).collect();
+        // Burn-rate alerts go to Alertmanager, which delivers them to a receiver that
+        // keeps them for `scalectl alerts`; both beside Prometheus.
+        let alertmanager = prom.burn_rate_alerts.then(|| {
+            let receiver = resource(
+                "alert-receiver/main",
+                &site.name,
+                Some((address, ports::ALERT_RECEIVER)),
+                vec![],
+                LocalSpec::AlertReceiver(AlertReceiverSpec::default()),
+            );
+            let spec = LocalSpec::Alertmanager(AlertmanagerSpec { receiver: receiver.id.clone() });
+            let manager = resource("alertmanager/main", &site.name, Some((address, ports::ALERTMANAGER)), vec![receiver.id.clone()], spec);
+            scrape.push(("alertmanager".into(), format!("{address}:{}", ports::ALERTMANAGER)));
+            let endpoint = format!("{address}:{}", ports::ALERTMANAGER);
+            out.push(receiver);
+            out.push(manager);
+            endpoint
+        });
+        let depends_on: Vec<String> = depends_on.into_iter().chain(alertmanager.is_some().then(|| "alertmanager/main".to_string())).collect();
         scrape.sort();
         let slos = &t.observability.slos;
         let spec = LocalSpec::Prometheus(PrometheusSpec {
@@ -269,6 +291,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             slo_error_ratio: slos.error_ratio,
             slo_latency_p95_ms: slos.latency_p95_ms,
             slo_latency_p99_ms: slos.latency_p99_ms,
+            alertmanager,
         });
         out.push(resource("prometheus/main", &site.name, Some((address, ports::PROMETHEUS)), depends_on, spec));
     }

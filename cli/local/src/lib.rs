@@ -5,7 +5,8 @@
 //! - [`LocalProvider`] implements `scalectl_core::Provider` by dispatching on the kind.
 //! - One module per kind of component: [`postgres`] (standalone), [`patroni`] and
 //!   [`etcd`] (HA), [`pgbouncer`], [`haproxy`] (edge balancer and database router),
-//!   [`redis`], [`shop`], [`prometheus`], [`exporter`].
+//!   [`redis`], [`shop`], [`prometheus`], [`exporter`], [`alerting`] (Alertmanager and
+//!   the receiver that keeps its deliveries for `scalectl alerts`).
 //! - [`ops`]: status insights, slow queries, switchover.
 //! - [`daemon`]: what every server process shares (directory, config files, pid, probe).
 //! - [`process`]: detached processes, pid files, signals. [`health`]: TCP/HTTP probes.
@@ -13,6 +14,7 @@
 //! - [`user`]: running servers unprivileged when we are root. [`tools`]: finding programs.
 //! - [`secrets`]: generated passwords in 0600 files. [`templates`]: config files.
 
+pub mod alerting;
 pub mod cgroup;
 pub mod daemon;
 pub mod etcd;
@@ -43,6 +45,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use scalectl_core::alerts::AlertOps;
 use scalectl_core::fault::{FaultKind, Selector};
 use scalectl_core::ops::{ChaosOps, DatabaseOps, ExplainRequest, Explained, Insights, SlowQueries, SwitchoverReport};
 use scalectl_core::plan::{Action, Observed};
@@ -177,6 +180,7 @@ impl Provider for LocalProvider {
             ResourceKind::Prometheus => prometheus::observe(env, r),
             ResourceKind::Exporter => exporter::observe(env, r),
             ResourceKind::LeaderWatch => leader_watch::observe(env, r),
+            ResourceKind::Alertmanager | ResourceKind::AlertReceiver => alerting::observe(env, r),
             ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
                 Observed::Unknown
             }
@@ -214,6 +218,7 @@ impl Provider for LocalProvider {
             ResourceKind::Redis => redis::config_files(env, r),
             ResourceKind::Prometheus => prometheus::config_files(env, r),
             ResourceKind::LeaderWatch => leader_watch::config_files(env, r),
+            ResourceKind::Alertmanager => alerting::config_files(env, r),
             _ => Ok(Vec::new()),
         }
         .map_err(boxed)
@@ -241,6 +246,9 @@ impl Provider for LocalProvider {
         {
             out.insert("prometheus", format!("http://{e}"));
         }
+        if let Some(e) = first(ResourceKind::Alertmanager).and_then(Resource::endpoint) {
+            out.insert("alertmanager", format!("http://{e}"));
+        }
         out
     }
 
@@ -250,6 +258,16 @@ impl Provider for LocalProvider {
 
     fn chaos(&self) -> Option<&dyn ChaosOps> {
         Some(self)
+    }
+
+    fn alerts(&self) -> Option<&dyn AlertOps> {
+        Some(self)
+    }
+}
+
+impl AlertOps for LocalProvider {
+    fn notifications(&self) -> Result<Vec<scalectl_core::alerts::Received>, ProviderError> {
+        alerting::journal(&self.env).map_err(boxed)
     }
 }
 
@@ -279,6 +297,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Prometheus => prometheus::apply(env, r),
         ResourceKind::Exporter => exporter::apply(env, r),
         ResourceKind::LeaderWatch => done(leader_watch::apply(env, r)),
+        ResourceKind::Alertmanager | ResourceKind::AlertReceiver => done(alerting::apply(env, r)),
         ResourceKind::CitusWorker => Err(anyhow::anyhow!("the local target cannot run Citus workers")),
         ResourceKind::Namespace | ResourceKind::Ingress => Err(anyhow::anyhow!("{} is a Kubernetes object; the local target has none", r.id)),
     }
@@ -299,6 +318,7 @@ fn readiness(env: &Env, r: &Resource) -> Readiness {
         ResourceKind::Prometheus => prometheus::readiness(env, r),
         ResourceKind::Exporter => exporter::readiness(env, r),
         ResourceKind::LeaderWatch => leader_watch::readiness(env, r),
+        ResourceKind::Alertmanager | ResourceKind::AlertReceiver => alerting::readiness(env, r),
         ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => {
             Ok(Readiness::Ready)
         }
@@ -321,6 +341,7 @@ fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError
         ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
         ResourceKind::Exporter => exporter::destroy(env, r, keep_data),
         ResourceKind::LeaderWatch => leader_watch::destroy(env, r, keep_data),
+        ResourceKind::Alertmanager | ResourceKind::AlertReceiver => alerting::destroy(env, r, keep_data),
         // Tasks leave nothing running; their effects live in the database's data.
         ResourceKind::Database | ResourceKind::Migration | ResourceKind::CitusWorker | ResourceKind::Namespace | ResourceKind::Ingress => Ok(()),
     }

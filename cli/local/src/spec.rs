@@ -32,6 +32,8 @@ pub enum LocalSpec {
     Exporter(ExporterSpec),
     CitusWorker(CitusWorkerSpec),
     LeaderWatch(LeaderWatchSpec),
+    Alertmanager(AlertmanagerSpec),
+    AlertReceiver(AlertReceiverSpec),
 }
 
 impl LocalSpec {
@@ -51,6 +53,8 @@ impl LocalSpec {
             LocalSpec::Exporter(_) => ResourceKind::Exporter,
             LocalSpec::CitusWorker(_) => ResourceKind::CitusWorker,
             LocalSpec::LeaderWatch(_) => ResourceKind::LeaderWatch,
+            LocalSpec::Alertmanager(_) => ResourceKind::Alertmanager,
+            LocalSpec::AlertReceiver(_) => ResourceKind::AlertReceiver,
         }
     }
 
@@ -104,6 +108,8 @@ spec_of! {
     prometheus => Prometheus(PrometheusSpec),
     exporter => Exporter(ExporterSpec),
     leader_watch => LeaderWatch(LeaderWatchSpec),
+    alertmanager => Alertmanager(AlertmanagerSpec),
+    alert_receiver => AlertReceiver(AlertReceiverSpec),
 }
 
 /// The PostgreSQL settings of `r`, a database server of any kind.
@@ -383,7 +389,22 @@ pub struct PrometheusSpec {
     pub slo_latency_p95_ms: u32,
     #[serde(with = "text")]
     pub slo_latency_p99_ms: u32,
+    /// The Alertmanager Prometheus sends its alerts to (`address:port`), when the
+    /// manifest asks for burn-rate alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<String>,
 }
+
+/// Alertmanager, delivering every alert to the environment's receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertmanagerSpec {
+    /// The receiver's resource.
+    pub receiver: String,
+}
+
+/// Keeps what Alertmanager's webhook delivers (`scalectl __alert-receiver`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AlertReceiverSpec {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -615,10 +636,14 @@ mod tests {
             slo_error_ratio: 0.001,
             slo_latency_p95_ms: 300,
             slo_latency_p99_ms: 800,
+            alertmanager: None,
         };
         let r = resource(&LocalSpec::Prometheus(prom.clone()));
         assert_eq!(r.spec.leaves().get("scrape_interval").map(String::as_str), Some("1m"), "Prometheus' spelling");
+        assert!(!r.spec.leaves().contains_key("alertmanager"), "no Alertmanager, nothing recorded, as before it existed");
         assert_eq!(prometheus(&r).unwrap(), prom);
+        let receiver = resource(&LocalSpec::AlertReceiver(AlertReceiverSpec::default()));
+        assert_eq!(alert_receiver(&receiver).unwrap(), AlertReceiverSpec::default(), "a spec without fields reads back");
     }
 
     #[test]

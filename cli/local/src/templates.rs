@@ -11,6 +11,7 @@ pub const PROMETHEUS_RULES: &str = include_str!("../../../templates/prometheus-r
 pub const PGBOUNCER_INI: &str = include_str!("../../../templates/pgbouncer.ini.tera");
 pub const HAPROXY_CFG: &str = include_str!("../../../templates/haproxy.cfg.tera");
 pub const PATRONI_YML: &str = include_str!("../../../templates/patroni.yml.tera");
+pub const ALERTMANAGER_YML: &str = include_str!("../../../templates/alertmanager.yml.tera");
 pub const REDIS_CONF: &str = include_str!("../../../templates/redis.conf.tera");
 
 /// Renders config file `name` of resource `r` from `template`: the context has the

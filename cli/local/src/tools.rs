@@ -39,7 +39,8 @@ pub fn requirements(kind: ResourceKind) -> Vec<Program> {
         ResourceKind::CitusWorker => {
             vec![Program { name: "citus", install: "the citus extension (not packaged in Debian bookworm)", optional: false }]
         }
-        ResourceKind::Namespace | ResourceKind::Ingress | ResourceKind::LeaderWatch => Vec::new(),
+        ResourceKind::Alertmanager => vec![prog("prometheus-alertmanager", "prometheus-alertmanager")],
+        ResourceKind::Namespace | ResourceKind::Ingress | ResourceKind::LeaderWatch | ResourceKind::AlertReceiver => Vec::new(),
     }
 }
 

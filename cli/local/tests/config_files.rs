@@ -154,6 +154,67 @@ tests:
     promtool_test(promtool, &rules, &tests);
 }
 
+/// Where the manifest asks for burn-rate alerts (level 5), Prometheus sends its alerts to
+/// Alertmanager, which delivers every one, resolutions too, to the environment's
+/// receiver; below that, Prometheus sends none anywhere.
+#[test]
+fn burn_rate_alerts_route_prometheus_through_alertmanager_to_the_receiver() {
+    let (g, _dir, p) = files(5, &[]);
+    let prom = file(&p, &g, "prometheus/main", "prometheus.yml");
+    assert!(prom.contains("alertmanagers:\n    - static_configs:\n        - targets: [\"127.9.1.24:9093\"]"), "{prom}");
+    assert!(prom.contains("job_name: alertmanager"), "Alertmanager is scraped too: {prom}");
+    let manager = file(&p, &g, "alertmanager/main", "alertmanager.yml");
+    assert!(manager.contains("url: \"http://127.9.1.24:9095/alerts\"") && manager.contains("send_resolved: true"), "{manager}");
+    assert_eq!(g.get("alertmanager/main").unwrap().depends_on, ["alert-receiver/main"]);
+    assert!(g.get("prometheus/main").unwrap().depends_on.iter().any(|d| d == "alertmanager/main"));
+    let (g2, _dir2, p2) = files(2, &[]);
+    assert!(g2.get("alertmanager/main").is_none() && g2.get("alert-receiver/main").is_none());
+    assert!(!file(&p2, &g2, "prometheus/main", "prometheus.yml").contains("alerting:"));
+}
+
+/// The multi-window burn-rate alerts, run by `promtool test rules` against the rules
+/// rendered for level 5 (availability 99.95 %: an error budget of 0.05 %): a ten-minute
+/// outage failing a tenth of the requests pages within minutes (the hour's ratio passes
+/// 14.4 times the budget after about five) and stops paging once the last five minutes
+/// are clean; the slow burn (6 times the budget over 6 h and 30 min, for 15 min) raises a
+/// ticket and clears once the outage leaves its 30-minute window. Steady traffic before
+/// raises nothing.
+#[test]
+fn a_burn_rate_alert_fires_during_an_outage_and_resolves_after_it() {
+    let (g, _dir, p) = files(5, &[]);
+    let rules = file(&p, &g, "prometheus/main", "rules.yml");
+    let Some(promtool) = promtool() else {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
+        return;
+    };
+    // 600 requests a minute for two hours; from minute 31 to 41, 60 of them fail.
+    let tests = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'shop_http_requests_total{status="200"}', values: '0+600x130'}
+      - {series: 'shop_http_requests_total{status="500"}', values: '0x30 0+60x10 600x90'}
+    alert_rule_test:
+      - {eval_time: 30m, alertname: ShopErrorBudgetBurnFast, exp_alerts: []}
+      - {eval_time: 34m, alertname: ShopErrorBudgetBurnFast, exp_alerts: []}
+      - eval_time: 41m
+        alertname: ShopErrorBudgetBurnFast
+        exp_alerts:
+          - exp_labels: {severity: page}
+            exp_annotations: {summary: "Shop is burning its error budget 14.4 times too fast"}
+      - {eval_time: 50m, alertname: ShopErrorBudgetBurnFast, exp_alerts: []}
+      - {eval_time: 30m, alertname: ShopErrorBudgetBurnSlow, exp_alerts: []}
+      - eval_time: 60m
+        alertname: ShopErrorBudgetBurnSlow
+        exp_alerts:
+          - exp_labels: {severity: ticket}
+            exp_annotations: {summary: "Shop is burning its error budget 6 times too fast"}
+      - {eval_time: 100m, alertname: ShopErrorBudgetBurnSlow, exp_alerts: []}
+"#;
+    promtool_test(promtool, &rules, tests);
+}
+
 /// The replica-lag and cache-hit rules, run by `promtool test rules` against the rules
 /// rendered for level 4: a replica 20 MiB behind its leader for two minutes raises a
 /// ticket naming it (one 1 MiB behind does not); Redis finding a fifth of the keys read
