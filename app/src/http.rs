@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 
 use crate::config::Role;
 use crate::error::{AppError, ErrorBody, InternalCause};
-use crate::metrics::{Gauges, PoolStats};
+use crate::metrics::{Gauges, OutboxGauges, PoolStats};
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 use crate::{auth, cart, catalog, checkout, flash, flash_batch, openapi, orders};
@@ -251,14 +251,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(replica) = &state.replica {
         pools.push(PoolStats::of("replica", replica));
     }
-    let backlog = tokio::time::timeout(
-        Duration::from_millis(500),
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE processed_at IS NULL").fetch_one(&state.primary),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
-    let text = state.metrics.render(&Gauges { pools, outbox_backlog: backlog, redis_up: state.redis_status() });
+    let outbox = tokio::time::timeout(Duration::from_millis(500), sqlx::query_as::<_, (i64, f64, i64)>(OutboxGauges::SQL).fetch_one(&state.primary))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|(backlog, oldest_pending_seconds, dead_letters)| OutboxGauges { backlog, oldest_pending_seconds, dead_letters });
+    let text = state.metrics.render(&Gauges { pools, outbox, redis_up: state.redis_status() });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(Body::from(text))

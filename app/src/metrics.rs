@@ -59,9 +59,27 @@ impl PoolStats {
 /// Values sampled at scrape time rather than counted here.
 pub struct Gauges {
     pub pools: Vec<PoolStats>,
-    pub outbox_backlog: Option<i64>,
+    /// None when the database did not answer in time.
+    pub outbox: Option<OutboxGauges>,
     /// With Redis configured: whether it is connected and its breaker closed.
     pub redis_up: Option<bool>,
+}
+
+/// The outbox as a whole, the same from every instance (alert rules take the max).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxGauges {
+    /// Events neither delivered nor dead.
+    pub backlog: i64,
+    /// Age of the oldest of them; 0 when there is none.
+    pub oldest_pending_seconds: f64,
+    /// Events in the dead-letter table, waiting for an operator.
+    pub dead_letters: i64,
+}
+
+impl OutboxGauges {
+    /// One statement: the pending events (their partial index) and the dead letters.
+    pub const SQL: &'static str = "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8, \
+         (SELECT count(*) FROM dead_letters) FROM outbox WHERE processed_at IS NULL";
 }
 
 impl Metrics {
@@ -186,11 +204,14 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
         }
-        if let Some(backlog) = gauges.outbox_backlog {
-            let _ = writeln!(
-                out,
-                "# HELP shop_outbox_backlog Unprocessed outbox events.\n# TYPE shop_outbox_backlog gauge\nshop_outbox_backlog {backlog}"
-            );
+        if let Some(o) = gauges.outbox {
+            for (name, help, value) in [
+                ("shop_outbox_backlog", "Unprocessed outbox events.", o.backlog as f64),
+                ("shop_outbox_oldest_pending_seconds", "Age of the oldest unprocessed outbox event (0 when none).", o.oldest_pending_seconds),
+                ("shop_outbox_dead_letters", "Outbox events that failed every attempt, waiting in dead_letters.", o.dead_letters as f64),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            }
         }
         if let Some(up) = gauges.redis_up {
             let _ = writeln!(
@@ -219,7 +240,7 @@ mod tests {
         m.observe("/products/{id}", "GET", 404, Duration::from_secs(10));
         let text = m.render(&Gauges {
             pools: vec![PoolStats { name: "primary", size: 3, idle: 1, statements: 42 }],
-            outbox_backlog: Some(7),
+            outbox: Some(OutboxGauges { backlog: 7, oldest_pending_seconds: 2.5, dead_letters: 1 }),
             redis_up: Some(false),
         });
         assert!(text.contains("shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"));
@@ -228,7 +249,8 @@ mod tests {
         assert!(text.contains("shop_http_request_duration_seconds_bucket{route=\"/products/{id}\",le=\"+Inf\"} 3"));
         assert!(text.contains("shop_db_pool_connections{pool=\"primary\",state=\"used\"} 2"));
         assert!(text.contains("shop_db_queries_total{pool=\"primary\"} 42"));
-        assert!(text.contains("shop_outbox_backlog 7"));
+        assert!(text.contains("shop_outbox_backlog 7\n"), "{text}");
+        assert!(text.contains("shop_outbox_oldest_pending_seconds 2.5\n") && text.contains("shop_outbox_dead_letters 1\n"), "{text}");
         assert!(text.contains("shop_redis_up 0"));
     }
 }

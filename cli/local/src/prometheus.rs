@@ -43,6 +43,7 @@ pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
         "redis": spec.targets.iter().any(|t| t.starts_with("redis=")),
         "replica_lag_alert_bytes": REPLICA_LAG_ALERT_BYTES,
         "cache_hit_alert_ratio": CACHE_HIT_ALERT_RATIO,
+        "outbox_late_seconds": OUTBOX_LATE_SECONDS,
         "budget": format!("{:.6}", (1.0 - spec.slo_availability / 100.0).max(0.0)),
     });
     Ok(vec![
@@ -58,6 +59,11 @@ const REPLICA_LAG_ALERT_BYTES: u64 = 16 * 1024 * 1024;
 /// Below this share of the shop's Redis reads finding their key (for fifteen minutes,
 /// with reads going on) a ticket is raised.
 const CACHE_HIT_ALERT_RATIO: f64 = 0.5;
+
+/// An outbox event undelivered this long (for five minutes) raises a ticket: a failing
+/// one is dead-lettered within seconds (five attempts, backoff from 1 s), so only workers
+/// that are down or overwhelmed leave one waiting a minute.
+const OUTBOX_LATE_SECONDS: u32 = 60;
 
 /// The rule file beside prometheus.yml: SLO recording and alert rules.
 const RULES: &str = "rules.yml";

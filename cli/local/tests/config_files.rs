@@ -215,6 +215,50 @@ tests:
     promtool_test(promtool, &rules, tests);
 }
 
+/// The outbox alerts, run by `promtool test rules` against the rules rendered for level
+/// 1 (the shops report the outbox): an event left waiting over a minute for five
+/// minutes raises a ticket; an event dead-lettered raises one for the next 15 minutes.
+#[test]
+fn the_outbox_alerts_when_events_wait_too_long_or_die() {
+    let (g, _dir, p) = files(1, &[]);
+    let rules = file(&p, &g, "prometheus/main", "rules.yml");
+    let Some(promtool) = promtool() else {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus), so the alert rules were not evaluated");
+        return;
+    };
+    // Two shops report the same outbox: from minute 11 its oldest event ages (workers
+    // stopped); at minute 21 two events are dead-lettered.
+    let tests = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'shop_outbox_oldest_pending_seconds{instance="a"}', values: '0x10 60+60x30'}
+      - {series: 'shop_outbox_oldest_pending_seconds{instance="b"}', values: '0x10 60+60x30'}
+      - {series: 'shop_outbox_dead_letters{instance="a"}', values: '0x20 2x40'}
+      - {series: 'shop_outbox_dead_letters{instance="b"}', values: '0x20 2x40'}
+    alert_rule_test:
+      - {eval_time: 15m, alertname: OutboxDeliveryLate, exp_alerts: []}
+      - eval_time: 20m
+        alertname: OutboxDeliveryLate
+        exp_alerts:
+          - exp_labels: {severity: ticket}
+            exp_annotations:
+              summary: "the oldest undelivered outbox event has waited 10m 0s; the workers are down or cannot keep up"
+              action: "see `scalectl queue status` and `scalectl status` (workers)"
+      - {eval_time: 20m, alertname: OutboxEventsDeadLettered, exp_alerts: []}
+      - eval_time: 25m
+        alertname: OutboxEventsDeadLettered
+        exp_alerts:
+          - exp_labels: {severity: ticket}
+            exp_annotations:
+              summary: "outbox events failed every attempt in the last 15 minutes and wait in dead_letters"
+              action: "see `scalectl queue dlq list`; correct the cause, then `scalectl queue dlq replay`"
+      - {eval_time: 50m, alertname: OutboxEventsDeadLettered, exp_alerts: []}
+"#;
+    promtool_test(promtool, &rules, tests);
+}
+
 /// The replica-lag and cache-hit rules, run by `promtool test rules` against the rules
 /// rendered for level 4: a replica 20 MiB behind its leader for two minutes raises a
 /// ticket naming it (one 1 MiB behind does not); Redis finding a fifth of the keys read
