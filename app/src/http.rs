@@ -251,11 +251,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(replica) = &state.replica {
         pools.push(PoolStats::of("replica", replica));
     }
-    let outbox = tokio::time::timeout(Duration::from_millis(500), sqlx::query_as::<_, (i64, f64, i64)>(OutboxGauges::SQL).fetch_one(&state.primary))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|(backlog, oldest_pending_seconds, dead_letters)| OutboxGauges { backlog, oldest_pending_seconds, dead_letters });
+    let outbox =
+        tokio::time::timeout(Duration::from_millis(500), sqlx::query_as::<_, (i64, f64, i64, i64)>(OutboxGauges::SQL).fetch_one(&state.primary))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(backlog, oldest_pending_seconds, dead_letters, dead_letters_recent)| OutboxGauges {
+                backlog,
+                oldest_pending_seconds,
+                dead_letters,
+                dead_letters_recent,
+            });
     let text = state.metrics.render(&Gauges { pools, outbox, redis_up: state.redis_status() });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -74,12 +74,20 @@ pub struct OutboxGauges {
     pub oldest_pending_seconds: f64,
     /// Events in the dead-letter table, waiting for an operator.
     pub dead_letters: i64,
+    /// Those of them that died in the last 15 minutes (a replayed event that dies again
+    /// counts anew, though the table's size is what it was).
+    pub dead_letters_recent: i64,
 }
 
 impl OutboxGauges {
-    /// One statement: the pending events (their partial index) and the dead letters.
-    pub const SQL: &'static str = "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8, \
-         (SELECT count(*) FROM dead_letters) FROM outbox WHERE processed_at IS NULL";
+    /// One statement: the pending events (their partial indexes; the oldest is the
+    /// smallest pending id) and the dead letters.
+    pub const SQL: &'static str = "SELECT count(*), \
+         coalesce(extract(epoch FROM now() - (SELECT created_at FROM outbox \
+           WHERE id = (SELECT min(id) FROM outbox WHERE processed_at IS NULL))), 0)::float8, \
+         (SELECT count(*) FROM dead_letters), \
+         (SELECT count(*) FROM dead_letters WHERE created_at > now() - interval '15 minutes') \
+         FROM outbox WHERE processed_at IS NULL";
 }
 
 impl Metrics {
@@ -209,6 +217,7 @@ impl Metrics {
                 ("shop_outbox_backlog", "Unprocessed outbox events.", o.backlog as f64),
                 ("shop_outbox_oldest_pending_seconds", "Age of the oldest unprocessed outbox event (0 when none).", o.oldest_pending_seconds),
                 ("shop_outbox_dead_letters", "Outbox events that failed every attempt, waiting in dead_letters.", o.dead_letters as f64),
+                ("shop_outbox_dead_letters_recent", "Outbox events that failed every attempt in the last 15 minutes.", o.dead_letters_recent as f64),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
             }
@@ -240,7 +249,7 @@ mod tests {
         m.observe("/products/{id}", "GET", 404, Duration::from_secs(10));
         let text = m.render(&Gauges {
             pools: vec![PoolStats { name: "primary", size: 3, idle: 1, statements: 42 }],
-            outbox: Some(OutboxGauges { backlog: 7, oldest_pending_seconds: 2.5, dead_letters: 1 }),
+            outbox: Some(OutboxGauges { backlog: 7, oldest_pending_seconds: 2.5, dead_letters: 1, dead_letters_recent: 1 }),
             redis_up: Some(false),
         });
         assert!(text.contains("shop_http_requests_total{route=\"/products/{id}\",method=\"GET\",status=\"200\"} 2"));
@@ -251,6 +260,7 @@ mod tests {
         assert!(text.contains("shop_db_queries_total{pool=\"primary\"} 42"));
         assert!(text.contains("shop_outbox_backlog 7\n"), "{text}");
         assert!(text.contains("shop_outbox_oldest_pending_seconds 2.5\n") && text.contains("shop_outbox_dead_letters 1\n"), "{text}");
+        assert!(text.contains("shop_outbox_dead_letters_recent 1\n"), "{text}");
         assert!(text.contains("shop_redis_up 0"));
     }
 }

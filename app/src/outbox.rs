@@ -133,10 +133,11 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
         }
     }
     if !delivered.ids.is_empty() {
-        // ON CONFLICT: the unique outbox_id makes a second delivery a no-op even if two
-        // transactions ever claimed the same row.
+        // The UPDATE runs to completion though nothing reads it (a data-modifying WITH
+        // always does). ON CONFLICT: the unique outbox_id makes a second delivery a
+        // no-op even if two transactions ever claimed the same row.
         sqlx::query(
-            "WITH done AS (UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = ANY($1) RETURNING id)
+            "WITH done AS (UPDATE outbox SET processed_at = now(), attempts = attempts + 1 WHERE id = ANY($1))
              INSERT INTO notifications (outbox_id, channel, recipient, body)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
              ON CONFLICT (outbox_id) DO NOTHING",

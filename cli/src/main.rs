@@ -198,8 +198,8 @@ struct AlertsArgs {
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
     /// Pending events (due now, waiting to retry), the oldest one's age, deliveries in
-    /// the last minute, the lag from an order's commit to its notification (p50, p99),
-    /// and how many events are dead.
+    /// the last minute, the lag from an order's transaction to its notification's (p50,
+    /// p99, replays left out), and how many events are dead.
     Status(EnvArg),
     /// Dead letters: events that failed every attempt, with the last error.
     #[command(subcommand)]

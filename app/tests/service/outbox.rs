@@ -66,6 +66,7 @@ async fn a_poison_message_ends_in_dead_letters() {
     assert_eq!(drain_once(&app.worker_db(), &config).await.unwrap(), Default::default());
     let metrics = app.get("/metrics", None).await.body.as_str().unwrap().to_owned();
     assert!(metrics.contains("shop_outbox_dead_letters 1\n") && metrics.contains("shop_outbox_oldest_pending_seconds 0\n"), "{metrics}");
+    assert!(metrics.contains("shop_outbox_dead_letters_recent 1\n"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,7 @@ pub struct Received {
 pub struct Alert {
     pub name: String,
     pub severity: Option<String>,
-    /// `firing` or `resolved`.
+    /// `firing`, `resolved`, or `ended` (see [`fold`]).
     pub state: String,
     pub starts_at: String,
     /// When it resolved; none while it fires.
@@ -67,8 +67,12 @@ pub struct Alert {
 }
 
 /// The alerts of a journal, one per fingerprint in its latest state: firing ones first,
-/// then resolved, newest start first within each.
-pub fn fold(journal: &[Received]) -> Vec<Alert> {
+/// then the others, newest start first within each. With `active` (the fingerprints
+/// Alertmanager holds now), an alert whose last word was "firing" but that Alertmanager
+/// no longer holds is `ended`: no resolution was delivered because Prometheus or
+/// Alertmanager restarted while it fired (`down --keep-data` and `up`, say), so it must
+/// not count as firing forever.
+pub fn fold(journal: &[Received], active: Option<&[String]>) -> Vec<Alert> {
     let mut by_print: BTreeMap<&str, Alert> = BTreeMap::new();
     for r in journal {
         for a in &r.notification.alerts {
@@ -95,6 +99,11 @@ pub fn fold(journal: &[Received]) -> Vec<Alert> {
         }
     }
     let mut alerts: Vec<Alert> = by_print.into_values().collect();
+    if let Some(active) = active {
+        for a in alerts.iter_mut().filter(|a| a.state == "firing" && !active.contains(&a.fingerprint)) {
+            a.state = "ended".into();
+        }
+    }
     alerts.sort_by(|a, b| (a.state != "firing").cmp(&(b.state != "firing")).then_with(|| b.starts_at.cmp(&a.starts_at)));
     alerts
 }
@@ -104,6 +113,10 @@ pub trait AlertOps {
     /// Every notification the environment's receiver got, oldest first; an error when
     /// the environment routes no alerts (`spec.observability.burnRateAlerts` off).
     fn notifications(&self) -> Result<Vec<Received>, ProviderError>;
+
+    /// The fingerprints of the alerts Alertmanager holds now, or none when it cannot be
+    /// asked (then the journal alone is believed).
+    fn active(&self) -> Option<Vec<String>>;
 }
 
 #[cfg(test)]
@@ -133,13 +146,17 @@ mod tests {
             received("t2", vec![alert("Burn", "resolved", "a", "2026-12-07T10:05:00Z")]),
             received("t3", vec![alert("Down", "firing", "bb", zero)]),
         ];
-        let alerts = fold(&journal);
+        let alerts = fold(&journal, Some(&["bb".to_string()]));
         assert_eq!(alerts.iter().map(|a| (a.name.as_str(), a.state.as_str())).collect::<Vec<_>>(), [("Down", "firing"), ("Burn", "resolved")]);
         assert_eq!(alerts[0].ends_at, None, "Alertmanager's zero time means it still fires");
         assert_eq!((alerts[0].notifications, alerts[0].last_notified_at.as_str()), (2, "t3"));
         assert_eq!(alerts[1].ends_at.as_deref(), Some("2026-12-07T10:05:00Z"));
         assert_eq!(alerts[1].summary.as_deref(), Some("Burn resolved"));
         assert_eq!(alerts[1].severity.as_deref(), Some("page"));
+        let forgotten = fold(&journal, Some(&[]));
+        let down = forgotten.iter().find(|a| a.name == "Down").unwrap();
+        assert_eq!(down.state, "ended", "Alertmanager no longer holds it: it fires no more, though nothing said so");
+        assert_eq!(fold(&journal, None)[0].state, "firing", "without Alertmanager's word the journal stands");
     }
 
     #[test]

@@ -107,8 +107,9 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
 pub fn journal(env: &Env) -> Result<Vec<Received>> {
     let Some(r) = env.graph.resources.iter().find(|r| r.kind == ResourceKind::AlertReceiver) else {
         bail!(
-            "this environment routes no alerts: set spec.observability.burnRateAlerts (levels 5 and 6 do) and run `scalectl up`; \
-             Prometheus's own rules and alerts are at its /alerts page meanwhile"
+            "this environment routes no alerts to Alertmanager: `scalectl up --env {} --set spec.observability.burnRateAlerts=true` \
+             adds it (levels 5 and 6 ask for it); Prometheus's own rules and alerts are at its /alerts page meanwhile",
+            env.name
         );
     };
     let path = env.node_dir(r).join(JOURNAL);
@@ -118,6 +119,16 @@ pub fn journal(env: &Env) -> Result<Vec<Received>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+/// The fingerprints of the alerts the environment's Alertmanager holds now (its API v2),
+/// or none when there is none or it does not answer.
+pub fn active(env: &Env) -> Option<Vec<String>> {
+    let r = env.graph.resources.iter().find(|r| r.kind == ResourceKind::Alertmanager)?;
+    let addr = SocketAddr::from((r.address?, r.port?));
+    let body = crate::health::http_get(addr, "/api/v2/alerts", Duration::from_secs(2)).ok()?;
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    Some(alerts.iter().filter_map(|a| Some(a["fingerprint"].as_str()?.to_string())).collect())
 }
 
 /// `scalectl __alert-receiver`: takes Alertmanager's webhook deliveries on `listen`

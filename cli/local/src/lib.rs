@@ -269,6 +269,10 @@ impl AlertOps for LocalProvider {
     fn notifications(&self) -> Result<Vec<scalectl_core::alerts::Received>, ProviderError> {
         alerting::journal(&self.env).map_err(boxed)
     }
+
+    fn active(&self) -> Option<Vec<String>> {
+        alerting::active(&self.env)
+    }
 }
 
 /// Runs a component's blocking work on tokio's blocking pool, so that the engine's

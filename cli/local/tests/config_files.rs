@@ -227,7 +227,8 @@ fn the_outbox_alerts_when_events_wait_too_long_or_die() {
         return;
     };
     // Two shops report the same outbox: from minute 11 its oldest event ages (workers
-    // stopped); at minute 21 two events are dead-lettered.
+    // stopped); at minute 21 two events are dead-lettered, and 15 minutes later they no
+    // longer count as recent.
     let tests = r#"rule_files: [rules.yml]
 evaluation_interval: 1m
 tests:
@@ -235,8 +236,8 @@ tests:
     input_series:
       - {series: 'shop_outbox_oldest_pending_seconds{instance="a"}', values: '0x10 60+60x30'}
       - {series: 'shop_outbox_oldest_pending_seconds{instance="b"}', values: '0x10 60+60x30'}
-      - {series: 'shop_outbox_dead_letters{instance="a"}', values: '0x20 2x40'}
-      - {series: 'shop_outbox_dead_letters{instance="b"}', values: '0x20 2x40'}
+      - {series: 'shop_outbox_dead_letters_recent{instance="a"}', values: '0x20 2x15 0x25'}
+      - {series: 'shop_outbox_dead_letters_recent{instance="b"}', values: '0x20 2x15 0x25'}
     alert_rule_test:
       - {eval_time: 15m, alertname: OutboxDeliveryLate, exp_alerts: []}
       - eval_time: 20m

@@ -1,6 +1,6 @@
 //! `scalectl alerts`: what Alertmanager delivered for an environment, each alert in its
 //! latest state (firing first), read back from the target's receiver and folded by
-//! `scalectl_core::alerts::fold`.
+//! `scalectl_core::alerts::fold` against the alerts Alertmanager still holds.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ pub fn alerts(ctx: &Ctx, name: &str, exit_code: bool) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
     let ops = provider.alerts().with_context(|| format!("the {} target keeps no alerts", provider.target()))?;
     let journal = ops.notifications().map_err(|e| anyhow!("{e}"))?;
-    let list = alerts::fold(&journal);
+    let list = alerts::fold(&journal, ops.active().as_deref());
     let report = Report { firing: list.iter().filter(|a| a.state == "firing").count(), alerts: list };
     let mut out = std::io::stdout().lock();
     if ctx.format == Format::Json {
@@ -54,6 +54,13 @@ pub fn alerts(ctx: &Ctx, name: &str, exit_code: bool) -> Result<ExitCode> {
             })
             .collect();
         print_table(&["STATE", "ALERT", "SEVERITY", "SINCE", "RESOLVED", "SUMMARY"], &rows, &mut out)?;
+        if report.alerts.iter().any(|a| a.state == "ended") {
+            writeln!(
+                out,
+                "\nended: Alertmanager no longer holds the alert, but no resolution was delivered (Prometheus or \
+                 Alertmanager restarted while it fired)."
+            )?;
+        }
     }
     Ok(if exit_code && report.firing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

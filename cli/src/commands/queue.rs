@@ -37,7 +37,9 @@ pub struct QueueStatus {
     /// Events in the dead-letter table.
     pub dead: u64,
     pub delivered_last_minute: u64,
-    /// From an event's commit to its notification, over the last minutes.
+    /// From the transaction that wrote an event (the order's) to the one that delivered
+    /// it, over the last minutes; replayed events are left out (their wait was the
+    /// operator's).
     pub lag: Lag,
 }
 
@@ -100,7 +102,7 @@ fn status_sql() -> String {
                      'p50_seconds', round(percentile_cont(0.5) WITHIN GROUP (ORDER BY l)::numeric, 3), \
                      'p99_seconds', round(percentile_cont(0.99) WITHIN GROUP (ORDER BY l)::numeric, 3)) \
                    FROM (SELECT extract(epoch FROM n.created_at - o.created_at) AS l FROM notifications n JOIN outbox o ON o.id = n.outbox_id \
-                         WHERE n.created_at > now() - make_interval(secs => {LAG_WINDOW_S})) x))"
+                         WHERE n.created_at > now() - make_interval(secs => {LAG_WINDOW_S}) AND o.replays = 0) x))"
     )
 }
 
@@ -159,7 +161,7 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         let window = format!("{} min", lag.window_seconds / 60);
         writeln!(
             out,
-            "  lag        p50 {}, p99 {} (commit to notification, {} events in the last {window})",
+            "  lag        p50 {}, p99 {} (order to notification, {} events in the last {window})",
             seconds(lag.p50_seconds),
             seconds(lag.p99_seconds),
             lag.events
@@ -180,7 +182,7 @@ pub fn dlq_list(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
         print_json(&dead, &mut out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if dead.letters.is_empty() {
+    if dead.total == 0 {
         writeln!(out, "No dead letters in {name}.")?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -212,8 +214,17 @@ pub fn dlq_replay(ctx: &Ctx, name: &str, which: Which) -> Result<ExitCode> {
         print_json(&done, &mut out)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Which::Events(ids) = &which {
+        // Named, found, and yet not replayed here: another replay took them meanwhile.
+        let taken: Vec<String> = ids.iter().filter(|id| !done.replayed.contains(id)).map(i64::to_string).collect();
+        if !taken.is_empty() {
+            writeln!(out, "Event {} was replayed by another command meanwhile.", taken.join(", "))?;
+        }
+    }
     if done.replayed.is_empty() {
-        writeln!(out, "No dead letters in {name}; nothing to replay.")?;
+        if matches!(which, Which::All) {
+            writeln!(out, "No dead letters in {name}; nothing to replay.")?;
+        }
     } else {
         let ids: Vec<String> = done.replayed.iter().map(i64::to_string).collect();
         writeln!(out, "Sent {} back to the outbox: event {}.", plural(done.replayed.len()), ids.join(", "))?;
