@@ -117,6 +117,11 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>], out: &mut impl Write)
     Ok(())
 }
 
+/// `text` cut to at most `width` characters for a table cell, ending in `…` when cut.
+pub fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() > width { text.chars().take(width.saturating_sub(1)).chain(['…']).collect() } else { text.to_string() }
+}
+
 /// `3m12s`, `2h05m`, `4d03h`: short and readable.
 pub fn ago(secs: u64) -> String {
     match secs {
@@ -163,4 +168,13 @@ pub fn print_validation(
         }
     }
     Ok(if problems == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shorten_counts_characters_not_bytes() {
+        assert_eq!(super::shorten("äöü", 3), "äöü");
+        assert_eq!(super::shorten("äöüß", 3), "äö…");
+    }
 }

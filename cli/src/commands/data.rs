@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow};
 use scalectl_core::ops::{ExplainOn, ExplainRequest, Insights};
 
 use super::Ctx;
-use crate::output::{Format, json as print_json, print_table};
+use crate::output::{Format, json as print_json, print_table, shorten};
 
 /// The leader and replicas, pool use and cache hit ratio below the status table.
 pub fn print_insights(insights: &Insights, out: &mut impl Write) -> std::io::Result<()> {
@@ -91,8 +91,7 @@ pub fn slow_queries(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
         let rows: Vec<Vec<String>> = statements
             .iter()
             .map(|q| {
-                let text = &q.query;
-                let short: String = if text.chars().count() > 90 { text.chars().take(89).chain(['…']).collect() } else { text.to_string() };
+                let short = shorten(&q.query, 90);
                 let percent = q.percent.map_or("-".to_string(), |p| format!("{p}%"));
                 vec![q.calls.to_string(), q.total_ms.to_string(), q.mean_ms.to_string(), percent, q.rows.to_string(), short]
             })

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Ctx;
-use crate::output::{Format, ago, json as print_json, print_table};
+use crate::output::{Format, ago, json as print_json, print_table, shorten};
 
 /// The window over which delivery lag is measured.
 const LAG_WINDOW_S: u32 = 300;
@@ -190,9 +190,14 @@ pub fn dlq_list(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
         .letters
         .iter()
         .map(|d| {
-            let error: String =
-                if d.last_error.chars().count() > 60 { d.last_error.chars().take(59).chain(['…']).collect() } else { d.last_error.clone() };
-            vec![d.event.to_string(), d.topic.clone(), d.attempts.to_string(), d.replays.to_string(), ago(d.dead_for_seconds), error]
+            vec![
+                d.event.to_string(),
+                d.topic.clone(),
+                d.attempts.to_string(),
+                d.replays.to_string(),
+                ago(d.dead_for_seconds),
+                shorten(&d.last_error, 60),
+            ]
         })
         .collect();
     print_table(&["EVENT", "TOPIC", "ATTEMPTS", "REPLAYS", "DEAD FOR", "LAST ERROR"], &rows, &mut out)?;
