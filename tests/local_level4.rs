@@ -181,6 +181,34 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
         answers.len()
     );
 
+    // Three Redis Sentinels watch the primary. It is killed: they promote the replica,
+    // and the shop follows it, so what the shop writes to Redis from then on lands on
+    // the new primary (the old one is dead, nothing else could have written it).
+    assert_eq!(components.iter().filter(|c| c["kind"] == "redis-sentinel").count(), 3, "{status}");
+    let pid_of = |id: &str| components.iter().find(|c| c["id"] == id).unwrap()["pid"].as_u64().unwrap();
+    std::process::Command::new("kill").args(["-KILL", &pid_of("redis/r1").to_string()]).status().unwrap();
+    let keys = |a: &str| redis(&home, &env, a, "DBSIZE")?.lines().find_map(|l| l.strip_prefix(':')?.parse::<u64>().ok());
+    eventually(Duration::from_secs(30), "a Sentinel promoting the replica", || {
+        redis(&home, &env, &copy, "INFO replication")?.contains("role:master").then_some(())
+    });
+    let before = keys(&copy).unwrap();
+    let mut n = 0;
+    eventually(Duration::from_secs(30), "the shop writing to the promoted replica", || {
+        n += 1;
+        s.order(&format!("after-redis-failover-{n}"));
+        (keys(&copy)? > before).then_some(())
+    });
+    // `up` brings the old primary back as a replica of the new one (never a second
+    // primary), and a failover is no change to plan.
+    home.expect(0, &["up", "--env", &env, "-q"]);
+    let status = home.json(&["status", "--env", &env]);
+    let old = &status["insights"]["cache_replicas"]["redis/r1"];
+    assert_eq!(old["of"], "redis/r1-replica-1", "the old primary follows the new one: {status}");
+    assert_eq!(old["in_sync"], true, "{status}");
+    assert!(status["insights"]["caches"].get("redis/r1-replica-1").is_some(), "the new primary is listed as one: {status}");
+    home.expect(0, &["plan", "--env", &env, "--exit-code"]);
+
+    let components = status["components"].as_array().unwrap();
     let pids: Vec<u32> = components.iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect();
     let dir = home.env_dir(&env);
     home.expect(0, &["down", "--env", &env, "-q"]);

@@ -142,6 +142,11 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key, so several environments (or tests) can share a Redis.
     pub redis_prefix: String,
+    /// Redis Sentinels (`host:port`) that say where the primary is after a failover;
+    /// empty when none watches Redis.
+    pub redis_sentinels: Vec<String>,
+    /// The name the Sentinels know the primary by.
+    pub redis_sentinel_master: String,
     pub db_pool_size: u32,
     /// What sits between the shop and PostgreSQL (see [`crate::db`]).
     pub db_pooler: Pooler,
@@ -174,6 +179,8 @@ impl Settings {
             read_database_url: None,
             redis_url: None,
             redis_prefix: "shop:".to_owned(),
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: "shop".to_owned(),
             db_pool_size: 10,
             db_pooler: Pooler::None,
             roles: Roles::all(),

@@ -58,6 +58,8 @@ enum LogFormat {
     Text,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP API
@@ -75,6 +77,13 @@ enum Command {
         redis_url: Option<String>,
         #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop:")]
         redis_prefix: String,
+        /// Redis Sentinels (host:port, comma-separated) to ask where the primary is, at
+        /// start and after Redis fails; the password is REDIS_URL's
+        #[arg(long, env = "SHOP_REDIS_SENTINELS", value_delimiter = ',')]
+        redis_sentinels: Vec<String>,
+        /// The name the Sentinels know the primary by
+        #[arg(long, env = "SHOP_REDIS_SENTINEL_MASTER", default_value = "shop")]
+        redis_sentinel_master: String,
         /// Address to listen on; port 0 picks a free port (logged as `listening on`)
         #[arg(long, env = "SHOP_BIND", default_value = "127.0.0.1:8080")]
         bind: String,
@@ -238,6 +247,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             read_database_url,
             redis_url,
             redis_prefix,
+            redis_sentinels,
+            redis_sentinel_master,
             bind,
             roles,
             token_ttl,
@@ -257,6 +268,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 read_database_url,
                 redis_url,
                 redis_prefix,
+                redis_sentinels,
+                redis_sentinel_master,
                 db_pool_size: common.db_pool_size,
                 db_pooler: pooling.db_pooler,
                 roles,

@@ -12,14 +12,21 @@
 //! - after the cool-down one caller at a time is let through to try again (one per
 //!   cool-down, so a caller that is cancelled mid-try cannot keep the breaker stuck);
 //!   its success closes the breaker.
+//!
+//! Where Redis Sentinels watch Redis (level 4 and up), a failover moves the primary to
+//! another address, and a connection manager would keep redialling the old one. So a
+//! call that finds Redis gone, or read-only (the old primary back as a replica), also
+//! asks the Sentinels where the primary is now ([`Follow`]) and, if it moved, swaps
+//! the connection for one to the new primary. Requests meanwhile take their fallbacks
+//! behind the open breaker, as for any Redis outage.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use redis::{ErrorKind, RedisError, RedisResult};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult};
 
 /// The longest any one Redis call may take before it counts as failed.
 pub const CALL_DEADLINE: Duration = Duration::from_millis(300);
@@ -29,14 +36,31 @@ pub const COOL_DOWN: Duration = Duration::from_secs(1);
 /// A Redis connection with the key prefix of this deployment and a breaker.
 #[derive(Clone)]
 pub struct RedisLink {
-    conn: ConnectionManager,
+    /// Replaced when the Sentinels report that the primary moved.
+    conn: Arc<RwLock<ConnectionManager>>,
     prefix: Arc<str>,
     breaker: Arc<Breaker>,
+    follow: Option<Arc<Follow>>,
+}
+
+/// How the shop connects to Redis: short timeouts, since every call has a deadline and a
+/// fallback anyway.
+pub fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_millis(500))
+        .set_response_timeout(Duration::from_millis(500))
+        .set_number_of_retries(1)
+        .set_max_delay(500)
 }
 
 impl RedisLink {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
-        RedisLink { conn, prefix: prefix.into(), breaker: Arc::new(Breaker::new(COOL_DOWN)) }
+    pub fn new(conn: ConnectionManager, prefix: &str, follow: Option<Follow>) -> Self {
+        RedisLink {
+            conn: Arc::new(RwLock::new(conn)),
+            prefix: prefix.into(),
+            breaker: Arc::new(Breaker::new(COOL_DOWN)),
+            follow: follow.map(Arc::new),
+        }
     }
 
     pub fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
@@ -60,15 +84,141 @@ impl RedisLink {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        let result = match tokio::time::timeout(CALL_DEADLINE, op(self.conn.clone())).await {
+        let conn = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let result = match tokio::time::timeout(CALL_DEADLINE, op(conn)).await {
             Ok(r) => r,
             Err(_) => Err(RedisError::from((ErrorKind::IoError, "redis call timed out"))),
         };
         match &result {
-            Err(e) if is_unavailable(e) => self.breaker.failed(),
+            Err(e) if is_unavailable(e) || e.kind() == ErrorKind::ReadOnly => {
+                self.breaker.failed();
+                self.relocate();
+            }
             _ => self.breaker.succeeded(),
         }
         result
+    }
+
+    /// Asks the Sentinels, in the background, where the primary is, and moves the
+    /// connection there if it is not where this link points. One search at a time, at
+    /// most one per [`Follow::PACE`].
+    fn relocate(&self) {
+        let Some(follow) = &self.follow else { return };
+        if !follow.begin() {
+            return;
+        }
+        let link = self.clone();
+        tokio::spawn(async move {
+            let follow = link.follow.as_ref().expect("a link that relocates follows Sentinels");
+            if let Some(primary) = follow.primary().await
+                && follow.current() != primary
+            {
+                match follow.connect(&primary).await {
+                    Ok(conn) => {
+                        *link.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+                        tracing::warn!(primary = %primary, "the redis primary moved (sentinel failover); following it");
+                        follow.moved_to(primary);
+                    }
+                    Err(error) => tracing::warn!(%error, primary = %primary, "the sentinels name a new redis primary that cannot be reached yet"),
+                }
+            }
+            follow.end();
+        });
+    }
+}
+
+/// The Redis Sentinels that know where the primary is, and where this link points.
+pub struct Follow {
+    sentinels: Vec<String>,
+    master: String,
+    /// The primary's connection info: its password and database, and where it was.
+    primary: Mutex<ConnectionInfo>,
+    busy: AtomicBool,
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Follow {
+    /// Not more often than this does a link ask the Sentinels.
+    const PACE: Duration = Duration::from_millis(500);
+
+    /// `sentinels` (`host:port`) watch the primary they know as `master`; `primary` is the
+    /// connection info of the primary (its password serves the Sentinels too).
+    pub fn new(sentinels: Vec<String>, master: String, primary: ConnectionInfo) -> Self {
+        Follow { sentinels, master, primary: Mutex::new(primary), busy: AtomicBool::new(false), epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    /// Whether this caller may search now (none is searching and the last search is
+    /// [`Follow::PACE`] old); [`Follow::end`] ends it.
+    fn begin(&self) -> bool {
+        // +1 so that a search in the first millisecond is not mistaken for "never".
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Acquire);
+        if (last != 0 && now.saturating_sub(last) < Self::PACE.as_millis() as u64) || self.busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.last_ms.store(now, Ordering::Release);
+        true
+    }
+
+    fn end(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// The `host:port` this link's connection goes to.
+    pub fn current(&self) -> String {
+        address(&self.primary.lock().unwrap_or_else(|e| e.into_inner()).addr)
+    }
+
+    /// Records that the connection now goes to `primary` (`host:port`).
+    pub fn moved_to(&self, primary: String) {
+        let mut info = self.primary.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((host, port)) = primary.rsplit_once(':').and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?))) {
+            info.addr = ConnectionAddr::Tcp(host, port);
+        }
+    }
+
+    /// The connection info of `primary` (`host:port`), with the password.
+    fn info_at(&self, at: &str) -> Option<ConnectionInfo> {
+        let (host, port) = at.rsplit_once(':')?;
+        let mut info = self.primary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        info.addr = ConnectionAddr::Tcp(host.to_string(), port.parse().ok()?);
+        Some(info)
+    }
+
+    /// A connection to `primary` (`host:port`).
+    pub async fn connect(&self, primary: &str) -> RedisResult<ConnectionManager> {
+        let info = self.info_at(primary).ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "not host:port")))?;
+        ConnectionManager::new_with_config(redis::Client::open(info)?, manager_config()).await
+    }
+
+    /// Where the first Sentinel that answers says the primary is (`host:port`).
+    pub async fn primary(&self) -> Option<String> {
+        for sentinel in &self.sentinels {
+            let Some(mut info) = self.info_at(sentinel) else { continue };
+            info.redis.db = 0;
+            let ask = async {
+                let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query_async::<Option<(String, u16)>>(&mut conn).await
+            };
+            match tokio::time::timeout(SENTINEL_DEADLINE, ask).await {
+                Ok(Ok(Some((host, port)))) => return Some(format!("{host}:{port}")),
+                Ok(Ok(None)) => tracing::warn!(%sentinel, master = %self.master, "the sentinel knows no such redis primary"),
+                Ok(Err(error)) => tracing::debug!(%sentinel, %error, "sentinel unavailable"),
+                Err(_) => tracing::debug!(%sentinel, "sentinel did not answer in time"),
+            }
+        }
+        None
+    }
+}
+
+/// The longest one Sentinel may take to say where the primary is.
+const SENTINEL_DEADLINE: Duration = Duration::from_millis(500);
+
+fn address(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        other => other.to_string(),
     }
 }
 
@@ -146,6 +296,24 @@ mod tests {
         assert!(b.admit());
         b.succeeded();
         assert!(b.admit() && b.admit(), "a success closes it for everyone");
+    }
+
+    #[test]
+    fn one_search_for_the_primary_at_a_time_and_not_more_often_than_the_pace() {
+        let info: ConnectionInfo = "redis://:secret@127.0.0.1:6379/".parse().unwrap();
+        let f = Follow::new(vec!["127.0.0.2:26379".into()], "shop".into(), info);
+        assert!(f.begin(), "the first failure searches");
+        assert!(!f.begin(), "not while one searches");
+        f.end();
+        assert!(!f.begin(), "nor again within the pace");
+        std::thread::sleep(Follow::PACE + Duration::from_millis(20));
+        assert!(f.begin(), "after it, again");
+        f.end();
+        assert_eq!(f.current(), "127.0.0.1:6379");
+        f.moved_to("127.0.0.3:6379".into());
+        assert_eq!(f.current(), "127.0.0.3:6379");
+        let at = f.info_at("127.0.0.2:26379").unwrap();
+        assert_eq!(at.redis.password.as_deref(), Some("secret"), "the Sentinels take the primary's password");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 
 use axum::body::Bytes;
@@ -19,7 +19,7 @@ use crate::failures::LocalFailures;
 use crate::flash_memory::FlashLocal;
 use crate::identity::CachedSession;
 use crate::metrics::Metrics;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Follow, RedisLink, manager_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -114,15 +114,29 @@ impl AppState {
         Ok(state)
     }
 
+    /// Connects to Redis: where the Sentinels say the primary is, when they watch it,
+    /// else (or when none answers) the URL's address.
     async fn try_connect_redis(&self, client: &redis::Client) -> bool {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_millis(500))
-            .set_response_timeout(Duration::from_millis(500))
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        match ConnectionManager::new_with_config(client.clone(), config).await {
+        let settings = &self.settings;
+        let follow = (!settings.redis_sentinels.is_empty())
+            .then(|| Follow::new(settings.redis_sentinels.clone(), settings.redis_sentinel_master.clone(), client.get_connection_info().clone()));
+        let primary = match &follow {
+            Some(follow) => follow.primary().await,
+            None => None,
+        };
+        let connected = match (&follow, primary) {
+            (Some(follow), Some(primary)) => {
+                let conn = follow.connect(&primary).await;
+                if conn.is_ok() {
+                    follow.moved_to(primary);
+                }
+                conn
+            }
+            _ => ConnectionManager::new_with_config(client.clone(), manager_config()).await,
+        };
+        match connected {
             Ok(conn) => {
-                let _ = self.redis.set(RedisLink::new(conn, &self.settings.redis_prefix));
+                let _ = self.redis.set(RedisLink::new(conn, &settings.redis_prefix, follow));
                 tracing::info!("redis connected");
                 true
             }

@@ -25,6 +25,10 @@ pub enum ResourceKind {
     Migration,
     Pgbouncer,
     Redis,
+    /// One Redis Sentinel: with its peers it watches a Redis primary and its replicas,
+    /// promotes a replica when the primary is lost, and tells clients where the primary
+    /// is now (level 4 and up, where the manifest asks for Redis replicas).
+    RedisSentinel,
     /// One `shop serve` process.
     Shop,
     /// One `shop worker` process draining the outbox.
@@ -60,6 +64,7 @@ impl ResourceKind {
             ResourceKind::Migration => "migration",
             ResourceKind::Pgbouncer => "pgbouncer",
             ResourceKind::Redis => "redis",
+            ResourceKind::RedisSentinel => "redis-sentinel",
             ResourceKind::Shop => "shop",
             ResourceKind::Worker => "worker",
             ResourceKind::Haproxy => "haproxy",

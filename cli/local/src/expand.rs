@@ -34,6 +34,12 @@ impl Placement {
 
 /// Third-octet distance between database clusters' blocks; regions are at most 4.
 const CLUSTER_STRIDE: usize = 16;
+/// Redis Sentinels per region where Redis has replicas: three, so that one lost
+/// Sentinel leaves a majority to agree on a failover.
+const SENTINELS: u8 = 3;
+/// How long a Redis primary must fail to answer before a Sentinel counts it down: long
+/// enough that a busy moment is no failover, short enough for the level's RTO.
+const SENTINEL_DOWN_AFTER_MS: u32 = 3000;
 
 /// At most this many database clusters fit the third octet (15 × 16 + 4 < 256).
 pub const MAX_CLUSTERS: usize = 15;
@@ -52,6 +58,7 @@ pub mod ports {
     pub const ETCD_CLIENT: u16 = 2379;
     pub const PGBOUNCER: u16 = 6432;
     pub const REDIS: u16 = 6379;
+    pub const REDIS_SENTINEL: u16 = 26379;
     pub const SHOP: u16 = 8080;
     pub const HAPROXY: u16 = 8000;
     /// The database router's ports: writes reach the leader, reads the replicas.
@@ -80,6 +87,7 @@ mod hosts {
     pub const HAPROXY: u8 = 23;
     pub const PROMETHEUS: u8 = 24;
     pub const DB_ROUTER: u8 = 25;
+    pub const REDIS_SENTINEL_FIRST: u8 = 26; // 26..=28: Redis Sentinels
     pub const REDIS_REPLICA_FIRST: u8 = 30; // 30..=39: Redis replicas
     pub const REDIS_REPLICA_LAST: u8 = 39;
     pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
@@ -140,22 +148,44 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
         let ri = region.index;
         let redis = t.cache_in(&region.name).map(|cache| {
             let id = format!("redis/{}", region.name);
-            let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: cache.replicas, auth: true, replica_of: None });
-            out.push(resource(&id, &region.name, Some((placement.address(ri, hosts::REDIS), ports::REDIS)), vec![], spec));
             (id, cache)
         });
+        let mut sentinels = Vec::new();
         if let Some((primary, cache)) = &redis {
             let max = usize::from(hosts::REDIS_REPLICA_LAST - hosts::REDIS_REPLICA_FIRST + 1);
             if usize::from(cache.replicas) > max {
                 return Err(ExpandError::TooMany { what: "Redis replicas", count: cache.replicas.into(), max });
             }
+            // With replicas, three Sentinels (two must agree) promote one when the
+            // primary is lost and tell the shop where the primary is now.
+            if cache.replicas > 0 {
+                sentinels = (1..=SENTINELS).map(|n| format!("redis-sentinel/{}-{n}", region.name)).collect();
+            }
+            let redis_spec = |replicas: u8, replica_of: Option<String>| {
+                LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas, auth: true, replica_of, sentinels: sentinels.clone() })
+            };
+            let address = placement.address(ri, hosts::REDIS);
+            out.push(resource(primary, &region.name, Some((address, ports::REDIS)), vec![], redis_spec(cache.replicas, None)));
+            let mut group = vec![primary.clone()];
             for n in 1..=cache.replicas {
-                let spec = LocalSpec::Redis(RedisSpec { maxmemory: cache.maxmemory, replicas: 0, auth: true, replica_of: Some(primary.clone()) });
                 let address = placement.address(ri, hosts::REDIS_REPLICA_FIRST + n - 1);
-                out.push(resource(&format!("{primary}-replica-{n}"), &region.name, Some((address, ports::REDIS)), vec![primary.clone()], spec));
+                let id = format!("{primary}-replica-{n}");
+                out.push(resource(&id, &region.name, Some((address, ports::REDIS)), vec![primary.clone()], redis_spec(0, Some(primary.clone()))));
+                group.push(id);
+            }
+            for (n, id) in sentinels.iter().enumerate() {
+                let spec = LocalSpec::RedisSentinel(SentinelSpec {
+                    monitors: primary.clone(),
+                    quorum: SENTINELS / 2 + 1,
+                    down_after_ms: SENTINEL_DOWN_AFTER_MS,
+                });
+                let address = placement.address(ri, hosts::REDIS_SENTINEL_FIRST + n as u8);
+                out.push(resource(id, &region.name, Some((address, ports::REDIS_SENTINEL)), group.clone(), spec));
             }
         }
         let redis = redis.map(|(id, _)| id);
+        // What the shop's processes wait for before they start: Redis and its Sentinels.
+        let redis_deps: Vec<String> = redis.iter().chain(&sentinels).cloned().collect();
         let limits = &t.shop.rate_limits;
         let mut shops = Vec::new();
         for pool in t.shop.pools.iter().filter(|p| p.region == region.name) {
@@ -164,7 +194,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 let id = format!("shop/{}-{role}-{i}", region.name);
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
-                deps.extend(redis.clone());
+                deps.extend(redis_deps.iter().cloned());
                 // Instances of a role start one after another, so an update restarts them
                 // one at a time and the balancer always has one to send requests to.
                 if i > 1 {
@@ -186,6 +216,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     read_database: if replicas { db.read_database.clone() } else { t.database.name.clone() },
                     redis: redis.clone(),
                     redis_auth: redis.is_some(),
+                    redis_sentinels: sentinels.clone(),
                     rate_login: rate_text(&limits.login),
                     rate_register: rate_text(&limits.register),
                     rate_search: rate_text(&limits.search),
@@ -203,11 +234,12 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
             for i in 1..=pool.replicas {
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
-                deps.extend(redis.clone());
+                deps.extend(redis_deps.iter().cloned());
                 let spec = LocalSpec::Worker(WorkerSpec {
                     writes_via: db.write_endpoint.clone(),
                     redis: redis.clone(),
                     redis_auth: redis.is_some(),
+                    redis_sentinels: sentinels.clone(),
                     order_partitions_premake: partition_premake,
                 });
                 out.push(resource(&format!("worker/{}-{i}", region.name), &region.name, None, deps, spec));

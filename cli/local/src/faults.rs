@@ -213,8 +213,9 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
             r.extend(env.graph.resources.iter().filter(|r| crate::haproxy::is_router(r)));
             r
         }
-        // The cache the shop uses; its replicas serve no client (no Sentinel promotes them yet).
-        Selector::Redis => of(ResourceKind::Redis).filter(|r| !crate::redis::is_replica(r)).collect(),
+        // The Redis the shop writes to now: after a Sentinel failover, a node that
+        // started as a replica.
+        Selector::Redis => of(ResourceKind::Redis).filter(|r| crate::redis::serves_writes(env, r)).collect(),
         Selector::ShopAny => of(ResourceKind::Shop).take(1).collect(),
         Selector::Shops => of(ResourceKind::Shop).collect(),
     };

@@ -5,7 +5,7 @@
 //! - [`LocalProvider`] implements `scalectl_core::Provider` by dispatching on the kind.
 //! - One module per kind of component: [`postgres`] (standalone), [`patroni`] and
 //!   [`etcd`] (HA), [`pgbouncer`], [`haproxy`] (edge balancer and database router),
-//!   [`redis`], [`shop`], [`prometheus`], [`exporter`], [`alerting`] (Alertmanager and
+//!   [`redis`] (and its [`sentinel`]s), [`shop`], [`prometheus`], [`exporter`], [`alerting`] (Alertmanager and
 //!   the receiver that keeps its deliveries for `scalectl alerts`).
 //! - [`ops`]: status insights, slow queries, switchover.
 //! - [`daemon`]: what every server process shares (directory, config files, pid, probe).
@@ -34,6 +34,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redis;
 pub mod secrets;
+pub mod sentinel;
 pub mod shop;
 pub mod slots;
 pub mod spec;
@@ -176,6 +177,7 @@ impl Provider for LocalProvider {
             ResourceKind::Pgbouncer => pgbouncer::observe(env, r),
             ResourceKind::Haproxy => haproxy::observe(env, r),
             ResourceKind::Redis => redis::observe(env, r),
+            ResourceKind::RedisSentinel => sentinel::observe(env, r),
             ResourceKind::Shop | ResourceKind::Worker => shop::observe(env, r),
             ResourceKind::Prometheus => prometheus::observe(env, r),
             ResourceKind::Exporter => exporter::observe(env, r),
@@ -216,6 +218,7 @@ impl Provider for LocalProvider {
             ResourceKind::Pgbouncer => pgbouncer::config_files(env, r),
             ResourceKind::Haproxy => haproxy::config_files(env, r),
             ResourceKind::Redis => redis::config_files(env, r),
+            ResourceKind::RedisSentinel => sentinel::config_files(env, r),
             ResourceKind::Prometheus => prometheus::config_files(env, r),
             ResourceKind::LeaderWatch => leader_watch::config_files(env, r),
             ResourceKind::Alertmanager => alerting::config_files(env, r),
@@ -297,6 +300,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Pgbouncer => done(pgbouncer::apply(env, r, action)),
         ResourceKind::Haproxy => done(haproxy::apply(env, r, action)),
         ResourceKind::Redis => done(redis::apply(env, r)),
+        ResourceKind::RedisSentinel => done(sentinel::apply(env, r)),
         ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
         ResourceKind::Prometheus => prometheus::apply(env, r),
         ResourceKind::Exporter => exporter::apply(env, r),
@@ -318,6 +322,7 @@ fn readiness(env: &Env, r: &Resource) -> Readiness {
         ResourceKind::Pgbouncer => pgbouncer::readiness(env, r),
         ResourceKind::Haproxy => haproxy::readiness(env, r),
         ResourceKind::Redis => redis::readiness(env, r),
+        ResourceKind::RedisSentinel => sentinel::readiness(env, r),
         ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
         ResourceKind::Prometheus => prometheus::readiness(env, r),
         ResourceKind::Exporter => exporter::readiness(env, r),
@@ -341,6 +346,7 @@ fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError
         ResourceKind::Pgbouncer => pgbouncer::destroy(env, r, keep_data),
         ResourceKind::Haproxy => haproxy::destroy(env, r, keep_data),
         ResourceKind::Redis => redis::destroy(env, r, keep_data),
+        ResourceKind::RedisSentinel => sentinel::destroy(env, r, keep_data),
         ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
         ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
         ResourceKind::Exporter => exporter::destroy(env, r, keep_data),

@@ -36,17 +36,24 @@ pub fn insights(env: &Env) -> Insights {
     }
 }
 
-/// The environment's Redis primaries, or its replicas.
+/// The environment's Redis primaries, or its replicas, as they are now (Sentinels
+/// move the roles).
 fn caches(env: &Env, replicas: bool) -> Vec<&Resource> {
-    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| redis::is_replica(r) == replicas).collect()
+    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| redis::serves_writes(env, r) != replicas).collect()
 }
 
 /// A replica's link state, and how far it is behind its primary in replication bytes.
 fn cache_replica(env: &Env, r: &Resource) -> Option<CacheReplica> {
-    let of = spec::redis(r).ok()?.replica_of?;
     let replication = |r: &Resource| redis::command(env, r, "INFO replication").ok();
     let offset = |info: &str, field: &str| -> Option<u64> { redis::info_field(info, field)?.parse().ok() };
-    let Some(info) = replication(r) else {
+    let info = replication(r);
+    // The primary it follows now, by the address it replicates from; the one the
+    // manifest gave it when it does not answer.
+    let following = info.as_deref().and_then(|i| redis::info_field(i, "master_host")).and_then(|host| {
+        of_kind(env, ResourceKind::Redis).into_iter().find(|p| p.address.is_some_and(|a| a.to_string() == host)).map(|p| p.id.clone())
+    });
+    let of = following.or_else(|| spec::redis(r).ok()?.replica_of)?;
+    let Some(info) = info else {
         return Some(CacheReplica { of, in_sync: false, waiting_for: Some("it does not answer".into()), lag_bytes: None });
     };
     let state = redis::replica_state(&info);

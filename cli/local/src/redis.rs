@@ -1,6 +1,7 @@
 //! Redis for the shop's cache, rate limits and flash-sale gate. Nothing in it must
 //! survive a restart: PostgreSQL holds the truth and the shop rebuilds what it needs.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use scalectl_core::plan::Observed;
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, secrets, spec, templates, tools};
+use crate::{Env, secrets, sentinel, spec, templates, tools};
 
 fn daemon<'a>(env: &'a Env, r: &'a Resource) -> Daemon<'a> {
     Daemon::new(env, r, "redis-server")
@@ -27,77 +28,165 @@ pub fn password(env: &Env) -> Result<String> {
 
 /// `redis.conf`, which includes `auth.conf` when clients must authenticate: that file
 /// holds the password, so it is written beside it but never rendered nor digested.
+/// This is the topology the manifest starts from; see [`apply`] for a group that
+/// Sentinels watch.
 pub fn config_files(env: &Env, r: &Resource) -> Result<Vec<(String, String)>> {
     let spec = spec::redis(r)?;
-    let auth = spec.auth.then(|| env.node_dir(r).join("auth.conf"));
     let primary = spec.replica_of.as_deref().map(|id| env.connect_to(id, false)).transpose()?;
-    let extra = json!({"auth": auth, "primary": primary.map(|a| json!({"address": a.ip().to_string(), "port": a.port()}))});
-    Ok(vec![templates::render_for(env, r, "redis.conf", templates::REDIS_CONF, extra)?])
+    Ok(vec![render(env, r, &spec, primary)?])
+}
+
+/// `redis.conf` following `primary` (a primary itself when `None`).
+fn render(env: &Env, r: &Resource, spec: &spec::RedisSpec, primary: Option<SocketAddr>) -> Result<(String, String)> {
+    let auth = spec.auth.then(|| env.node_dir(r).join("auth.conf"));
+    let extra = json!({
+        "auth": auth,
+        "sentinels": !spec.sentinels.is_empty(),
+        "primary": primary.map(|a| json!({"address": a.ip().to_string(), "port": a.port()})),
+    });
+    templates::render_for(env, r, "redis.conf", templates::REDIS_CONF, extra)
 }
 
 pub fn observe(env: &Env, r: &Resource) -> Observed {
     daemon(env, r).observe()
 }
 
+/// Starts the node. In a group that Sentinels watch it starts as what they say it is
+/// now, not as the manifest began it: after a failover the old primary comes back as a
+/// replica of the new one, so there are never two primaries.
 pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
-    let mut files = config_files(env, r)?;
     let spec = spec::redis(r)?;
+    let own = d.endpoint()?;
+    let primary = match sentinel::current_primary(env, &spec.sentinels) {
+        Some(now) => (now != own).then_some(now),
+        None => spec.replica_of.as_deref().map(|id| env.connect_to(id, false)).transpose()?,
+    };
+    let mut files = vec![render(env, r, &spec, primary)?];
     if spec.auth {
         // A replica gives its primary the same password (`masterauth`), and asks its own
-        // clients for it too, so that it can take over without reconfiguring them.
+        // clients for it too, so that it can take over without reconfiguring them. A
+        // primary that Sentinels may turn into a replica needs it as well.
         let password = password(env)?;
-        let masterauth = if spec.replica_of.is_some() { format!("masterauth {password}\n") } else { String::new() };
+        let replica = spec.replica_of.is_some() || !spec.sentinels.is_empty();
+        let masterauth = if replica { format!("masterauth {password}\n") } else { String::new() };
         files.push(("auth.conf".into(), format!("requirepass {password}\n{masterauth}")));
     }
     let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
     cmd.arg(d.paths().dir.join("redis.conf"));
-    d.start(cmd, &files, &[d.endpoint()?], true)?;
+    d.start(cmd, &files, &[own], true)?;
     Ok(())
 }
 
 /// Sends one inline command (after the password, when Redis wants it) and returns the
 /// reply.
 pub fn command(env: &Env, r: &Resource, line: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from((r.address.ok_or("redis without an address")?, r.port.unwrap_or(6379)));
+    let addr = SocketAddr::from((r.address.ok_or("redis without an address")?, r.port.unwrap_or(6379)));
     let auth = match spec::redis(r).map_err(|e| e.to_string())?.auth {
         true => Some(password(env).map_err(|e| format!("{e:#}"))?),
         false => None,
     };
+    command_at(addr, auth.as_deref(), line)
+}
+
+/// One inline command to the Redis or Sentinel at `addr`, after `AUTH password` when
+/// given; the reply. Reads exactly the replies asked for (Sentinel knows no `QUIT`).
+pub fn command_at(addr: SocketAddr, password: Option<&str>, line: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok();
-    if let Some(password) = &auth {
+    if let Some(password) = password {
         write!(s, "AUTH {password}\r\n").map_err(|e| e.to_string())?;
     }
-    write!(s, "{line}\r\nQUIT\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    if auth.is_some() {
-        // The first reply is AUTH's: `+OK`, or why not.
-        let (first, rest) = out.split_once("\r\n").unwrap_or((&out, ""));
-        if first != "+OK" {
-            return Err(format!("redis refused the password: {first}"));
+    write!(s, "{line}\r\n").map_err(|e| e.to_string())?;
+    let wanted = if password.is_some() { 2 } else { 1 };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let ends = loop {
+        let ends = replies(&buf);
+        if ends.len() >= wanted {
+            break ends;
         }
-        return Ok(rest.to_string());
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(format!("{addr} closed the connection")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("reading from {addr}: {e}")),
+        }
+    };
+    let out = String::from_utf8_lossy(&buf).into_owned();
+    if password.is_some() {
+        // The first reply is AUTH's: `+OK`, or why not.
+        let first = out[..ends[0]].trim_end();
+        if first != "+OK" {
+            return Err(format!("{addr} refused the password: {first}"));
+        }
+        return Ok(out[ends[0]..].to_string());
     }
     Ok(out)
 }
 
+/// Where each complete RESP reply in `buf` ends, in order.
+fn replies(buf: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut at = 0;
+    while let Some(end) = reply_end(buf, at) {
+        ends.push(end);
+        at = end;
+    }
+    ends
+}
+
+/// The end of the RESP reply starting at `at`, when all of it is in `buf`.
+fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(buf.get(at + 1..line_end)?).ok()?;
+    let after = line_end + 2;
+    match buf.get(at)? {
+        b'+' | b'-' | b':' => Some(after),
+        b'$' => {
+            let len: i64 = head.parse().ok()?;
+            if len < 0 {
+                return Some(after);
+            }
+            let end = after + len as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let n: i64 = head.parse().ok()?;
+            (0..n.max(0)).try_fold(after, |pos, _| reply_end(buf, pos))
+        }
+        _ => None,
+    }
+}
+
 /// A primary is ready when it answers PING; a replica when its link to the primary is
 /// up and the first full copy has arrived, so that `up` returns with a warm replica.
+/// In a group that Sentinels watch, a node is whichever of the two it is now.
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
+    let watched = spec::redis(r).is_ok_and(|s| !s.sentinels.is_empty());
     Ok(daemon(env, r).check(|| {
-        if !is_replica(r) {
-            return match command(env, r, "PING") {
-                Ok(reply) if reply.starts_with("+PONG") => Ok(()),
-                Ok(reply) => Err(format!("PING answered {}", reply.lines().next().unwrap_or(""))),
-                Err(e) => Err(e),
-            };
-        }
         let info = command(env, r, "INFO replication")?;
+        if info_field(&info, "role") == Some("master") && (watched || !is_replica(r)) {
+            return Ok(());
+        }
+        if !is_replica(r) && !watched {
+            return Err(format!("not a primary (role {})", info_field(&info, "role").unwrap_or("unknown")));
+        }
         replica_state(&info)
     }))
+}
+
+/// Whether `r` serves the shop's writes now: in a group that Sentinels watch, whether
+/// it says it is a primary (the manifest's primary when it does not answer); else
+/// whether the manifest made it one.
+pub fn serves_writes(env: &Env, r: &Resource) -> bool {
+    let Ok(spec) = spec::redis(r) else { return false };
+    if !spec.sentinels.is_empty()
+        && let Ok(info) = command(env, r, "INFO replication")
+    {
+        return info_field(&info, "role") == Some("master");
+    }
+    spec.replica_of.is_none()
 }
 
 /// Field `name` of an `INFO` reply (`name:value` lines).
@@ -130,7 +219,19 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::replica_state;
+    use super::{replica_state, replies};
+
+    #[test]
+    fn replies_are_counted_only_when_complete() {
+        assert_eq!(replies(b"+OK\r\n-NOQUORUM 1 usable\r\n"), vec![5, 25]);
+        let bulk = b"+OK\r\n$11\r\nrole:master\r\n";
+        assert_eq!(replies(bulk), vec![5, bulk.len()]);
+        assert_eq!(replies(&bulk[..bulk.len() - 3]), vec![5], "a bulk string cut short is not a reply yet");
+        let array = b"*2\r\n$10\r\n127.5.1.30\r\n$4\r\n6379\r\n";
+        assert_eq!(replies(array), vec![array.len()]);
+        assert_eq!(replies(b"*-1\r\n"), vec![5], "a null array");
+        assert_eq!(replies(b"*2\r\n$1\r\na\r\n"), Vec::<usize>::new(), "an array missing an element");
+    }
 
     #[test]
     fn a_replica_is_ready_only_with_its_link_up_and_no_copy_under_way() {

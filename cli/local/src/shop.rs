@@ -72,7 +72,7 @@ fn command(env: &Env, args: &[&str]) -> Result<Command> {
 }
 
 /// A long-running process's connections: writes through `writes_via`, and Redis.
-fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, redis_auth: bool) -> Result<()> {
+fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, redis_auth: bool, sentinels: &[String]) -> Result<()> {
     cmd.env("DATABASE_URL", url_via(env, writes_via, "shop", false)?);
     let pooler = env.resource(writes_via)?;
     if pooler.kind == ResourceKind::Pgbouncer && spec::pgbouncer(pooler)?.pool_mode != PoolMode::Session {
@@ -81,7 +81,17 @@ fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, red
     }
     if let Some(redis) = redis {
         let password = if redis_auth { format!(":{}@", crate::redis::password(env)?) } else { String::new() };
-        cmd.env("REDIS_URL", format!("redis://{password}{}/", env.connect_to(redis, false)?));
+        // Where Sentinels watch Redis, the shop asks them where the primary is (at start
+        // and whenever Redis fails it); the URL gives the password and a first guess.
+        let primary = match crate::sentinel::current_primary(env, sentinels) {
+            Some(now) => now,
+            None => env.connect_to(redis, false)?,
+        };
+        cmd.env("REDIS_URL", format!("redis://{password}{primary}/"));
+        if !sentinels.is_empty() {
+            let addresses: Vec<String> = sentinels.iter().map(|id| env.connect_to(id, false).map(|a| a.to_string())).collect::<Result<_>>()?;
+            cmd.env("SHOP_REDIS_SENTINELS", addresses.join(",")).env("SHOP_REDIS_SENTINEL_MASTER", crate::sentinel::MASTER_NAME);
+        }
     }
     Ok(())
 }
@@ -89,7 +99,7 @@ fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, red
 /// `shop serve` with its roles, connections, pool size and rate limits.
 fn serve(env: &Env, s: &ShopSpec) -> Result<Command> {
     let mut cmd = command(env, &["serve", "--roles", &s.roles])?;
-    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth)?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth, &s.redis_sentinels)?;
     if s.reads_via != s.writes_via || s.read_database != "shop" {
         cmd.env("READ_DATABASE_URL", url_via(env, &s.reads_via, &s.read_database, true)?);
     }
@@ -118,7 +128,7 @@ pub fn threads(replicas: u32) -> Option<usize> {
 /// `shop worker`, which also keeps order partitions made ahead.
 fn worker(env: &Env, s: &WorkerSpec) -> Result<Command> {
     let mut cmd = command(env, &["worker"])?;
-    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth)?;
+    wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth, &s.redis_sentinels)?;
     if s.order_partitions_premake > 0 {
         cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", s.order_partitions_premake.to_string());
     }

@@ -25,6 +25,7 @@ pub enum LocalSpec {
     Migration(MigrationSpec),
     Pgbouncer(PgbouncerSpec),
     Redis(RedisSpec),
+    RedisSentinel(SentinelSpec),
     Shop(ShopSpec),
     Worker(WorkerSpec),
     Haproxy(HaproxySpec),
@@ -46,6 +47,7 @@ impl LocalSpec {
             LocalSpec::Migration(_) => ResourceKind::Migration,
             LocalSpec::Pgbouncer(_) => ResourceKind::Pgbouncer,
             LocalSpec::Redis(_) => ResourceKind::Redis,
+            LocalSpec::RedisSentinel(_) => ResourceKind::RedisSentinel,
             LocalSpec::Shop(_) => ResourceKind::Shop,
             LocalSpec::Worker(_) => ResourceKind::Worker,
             LocalSpec::Haproxy(_) => ResourceKind::Haproxy,
@@ -102,6 +104,7 @@ spec_of! {
     migration => Migration(MigrationSpec),
     pgbouncer => Pgbouncer(PgbouncerSpec),
     redis => Redis(RedisSpec),
+    sentinel => RedisSentinel(SentinelSpec),
     shop => Shop(ShopSpec),
     worker => Worker(WorkerSpec),
     haproxy => Haproxy(HaproxySpec),
@@ -271,16 +274,34 @@ pub struct RedisSpec {
     /// (`redis/<region>-replica-N`); 0 on a replica.
     #[serde(with = "text")]
     pub replicas: u8,
-    /// On a replica, the primary it follows (`replicaof`, with the same password as
-    /// `masterauth`). Replicas serve no client yet: they keep a warm copy for the
-    /// failover that Sentinel brings at level 5.
+    /// On a replica, the primary it starts following (`replicaof`, with the same
+    /// password as `masterauth`). Where Sentinels watch the group, this is only where
+    /// it starts: after a failover the Sentinels say which node is the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_of: Option<String>,
+    /// The Sentinels watching this node's group, asked at start which node is the
+    /// primary now; none recorded (as before they existed) when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "comma")]
+    pub sentinels: Vec<String>,
     /// Clients must give the generated password (`requirepass`). Recorded only when on,
     /// as for the shop's processes and the exporter, so that an environment from before
     /// shows the change in `plan` and `up` restarts every client with the password.
     #[serde(default, skip_serializing_if = "is_false", with = "text")]
     pub auth: bool,
+}
+
+/// One Redis Sentinel of a group of them watching one Redis primary and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelSpec {
+    /// The Redis the group starts with as its primary.
+    pub monitors: String,
+    /// How many Sentinels must agree that the primary is down before one of them
+    /// promotes a replica.
+    #[serde(with = "text")]
+    pub quorum: u8,
+    /// How long the primary must fail to answer before a Sentinel counts it down.
+    #[serde(with = "text")]
+    pub down_after_ms: u32,
 }
 
 fn one() -> u32 {
@@ -311,6 +332,10 @@ pub struct ShopSpec {
     /// Redis wants the generated password (see `RedisSpec::auth`).
     #[serde(default, skip_serializing_if = "is_false", with = "text")]
     pub redis_auth: bool,
+    /// The Sentinels that say where the Redis primary is after a failover; none
+    /// recorded when there are none, as before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "comma")]
+    pub redis_sentinels: Vec<String>,
     /// Token buckets as `per_second:burst`, or `off`.
     pub rate_login: String,
     pub rate_register: String,
@@ -337,6 +362,8 @@ pub struct WorkerSpec {
     pub redis: Option<String>,
     #[serde(default, skip_serializing_if = "is_false", with = "text")]
     pub redis_auth: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "comma")]
+    pub redis_sentinels: Vec<String>,
     #[serde(with = "text")]
     pub order_partitions_premake: u8,
 }
@@ -613,6 +640,7 @@ mod tests {
             read_database: "shop".into(),
             redis: None,
             redis_auth: false,
+            redis_sentinels: Vec::new(),
             rate_login: "off".into(),
             rate_register: "off".into(),
             rate_search: "off".into(),

@@ -78,14 +78,22 @@ fn patroni_redis_and_prometheus_get_their_own_units() {
 }
 
 #[test]
-fn a_redis_replica_follows_its_primary_and_no_primary_follows_anything() {
+fn a_redis_replica_follows_its_primary_and_sentinels_watch_them_both() {
     let (g, _dir, p) = files(4, &[]);
     let replica = file(&p, &g, "redis/r1-replica-1", "redis.conf");
     assert!(replica.contains("bind 127.9.1.30\n") && replica.contains("replicaof 127.9.1.22 6379\n"), "{replica}");
     let primary = file(&p, &g, "redis/r1", "redis.conf");
     assert!(!primary.contains("replicaof"), "{primary}");
-    let (g, _dir, _p) = files(3, &[]);
+    // Every node names its own address to the Sentinels: all listen on one port.
+    assert!(primary.contains("replica-announce-ip 127.9.1.22\n") && replica.contains("replica-announce-ip 127.9.1.30\n"), "{replica}");
+    let sentinel = file(&p, &g, "redis-sentinel/r1-2", "sentinel.conf");
+    assert!(sentinel.contains("bind 127.9.1.27\nport 26379\n"), "{sentinel}");
+    assert!(sentinel.contains("sentinel monitor shop 127.9.1.22 6379 2\n"), "the primary the manifest starts from, two to agree: {sentinel}");
+    assert!(!sentinel.contains("requirepass") && !sentinel.contains("auth-pass"), "no password is rendered: {sentinel}");
+    let (g, _dir, p) = files(3, &[]);
     assert!(g.get("redis/r1-replica-1").is_none(), "level 3 asks for no replica");
+    assert!(!g.resources.iter().any(|r| r.id.starts_with("redis-sentinel/")), "nor Sentinels to promote one");
+    assert!(!file(&p, &g, "redis/r1", "redis.conf").contains("replica-announce-ip"), "a lone Redis renders as before");
 }
 
 #[test]

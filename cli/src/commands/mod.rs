@@ -129,7 +129,7 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
         bail!(
             "level {level} does not run on the local target yet: it needs {}; \
              levels 1 to 4 run locally, and `scalectl plan --level {level}` shows the whole topology",
-            if level == 5 { "a message broker and Redis Sentinel" } else { "a message broker, Redis Sentinel, several regions and Citus shards" }
+            if level == 5 { "a message broker" } else { "a message broker, several regions and Citus shards" }
         );
     }
     if !unsupported.is_empty() {
