@@ -147,6 +147,18 @@ fn experiments_on_level_3_pass_and_a_non_idempotent_shop_is_caught() {
         eprintln!("{name}: {}", report["runs"][0]["text"].as_str().unwrap_or(""));
     }
 
+    // Every outbox worker killed while it delivers: checkout goes on, and each order's
+    // event is delivered exactly once when the workers are back.
+    let experiment = short(&home, "worker-loss", "20s", "4s", "8s");
+    let out = home.run(&["chaos", "run", &experiment, "--env", &env, "-q", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "worker-loss passes: {report:#}");
+    let run = &report["runs"][0];
+    assert!(run["faults"][0]["target"].to_string().contains("worker"), "the workers were what was killed: {run:#}");
+    let outbox = run["checks"].as_array().unwrap().iter().find(|c| c["check"] == "outbox").cloned().unwrap_or_default();
+    assert!(outbox["summary"].as_str().is_some_and(|s| s.contains("orders notified") && !s.starts_with("0 of")), "{run:#}");
+    eprintln!("worker-loss: {}", run["text"].as_str().unwrap_or(""));
+
     // Issue 19: a switchover, then the new leader lost the moment it returns (faults on
     // one timeline, the second `after` the first): another node takes over, nothing lost.
     let compound = std::fs::read_to_string(format!("{}/chaos/switchover-then-leader-loss.yaml", env!("CARGO_MANIFEST_DIR")))

@@ -384,6 +384,15 @@ fn a_poison_event_is_retried_then_dead_lettered_and_a_corrected_replay_is_delive
     assert_eq!(sql(&format!("SELECT count(*) FROM notifications WHERE outbox_id = {poison}")), "1", "delivered exactly once");
     let nothing = text(&home.expect(0, &["queue", "dlq", "replay", "--env", &env, "--all"]).stdout);
     assert!(nothing.contains("nothing to replay"), "{nothing}");
+
+    // A primary that does not answer (frozen) makes the queue's commands fail with a
+    // reason instead of hanging; thawed, it answers again.
+    home.expect(0, &["chaos", "inject", "--env", &env, "--fault", "freeze", "--target", "leader", "-q"]);
+    let frozen = home.run(&["queue", "status", "--env", &env]);
+    let why = text(&frozen.stderr);
+    assert!(!frozen.status.success() && why.contains("postgres/r1-pg-1 did not answer within"), "{why}");
+    home.expect(0, &["chaos", "heal", "--env", &env, "-q"]);
+    assert_eq!(home.json(&["queue", "status", "--env", &env])["dead"], 0);
 }
 
 #[test]

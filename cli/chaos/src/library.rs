@@ -22,6 +22,7 @@ pub const SHIPPED: &[Shipped] = shipped![
     "primary-freeze",
     "redis-loss",
     "shop-instance-loss",
+    "worker-loss",
     "partition-primary-from-replicas",
     "partition-shop-from-db",
     "switchover",

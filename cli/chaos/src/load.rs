@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn every_shipped_experiment_validates_and_is_named_after_its_file() {
-        assert_eq!(SHIPPED.len(), 13);
+        assert_eq!(SHIPPED.len(), 14);
         for s in SHIPPED {
             let e = load(s.file, s.text)
                 .unwrap_or_else(|errs| panic!("{}:\n{}", s.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));

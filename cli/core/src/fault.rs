@@ -73,6 +73,9 @@ pub enum Selector {
     /// Every shop process.
     #[serde(rename = "shops")]
     Shops,
+    /// Every outbox worker process.
+    #[serde(rename = "workers")]
+    Workers,
 }
 
 impl Selector {
@@ -86,6 +89,7 @@ impl Selector {
             Selector::Redis => "redis",
             Selector::ShopAny => "shop:any",
             Selector::Shops => "shops",
+            Selector::Workers => "workers",
         }
     }
 
@@ -99,7 +103,7 @@ impl Selector {
     pub fn min_level(self) -> u8 {
         match self {
             Selector::SyncStandby | Selector::Replica | Selector::Replicas | Selector::Redis => 3,
-            Selector::Leader | Selector::Db | Selector::ShopAny | Selector::Shops => 1,
+            Selector::Leader | Selector::Db | Selector::ShopAny | Selector::Shops | Selector::Workers => 1,
         }
     }
 }
@@ -122,7 +126,7 @@ pub const FAULT_KINDS: [FaultKind; 7] = [
 ];
 
 /// Every selector, for help and error messages.
-pub const SELECTORS: [Selector; 8] = [
+pub const SELECTORS: [Selector; 9] = [
     Selector::Leader,
     Selector::SyncStandby,
     Selector::Replica,
@@ -131,6 +135,7 @@ pub const SELECTORS: [Selector; 8] = [
     Selector::Redis,
     Selector::ShopAny,
     Selector::Shops,
+    Selector::Workers,
 ];
 
 fn one_of<T: Copy + fmt::Display>(what: &str, text: &str, all: &[T]) -> Result<T, String> {

@@ -218,6 +218,7 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
         Selector::Redis => of(ResourceKind::Redis).filter(|r| crate::redis::serves_writes(env, r)).collect(),
         Selector::ShopAny => of(ResourceKind::Shop).take(1).collect(),
         Selector::Shops => of(ResourceKind::Shop).collect(),
+        Selector::Workers => of(ResourceKind::Worker).collect(),
     };
     if found.is_empty() {
         bail!("this environment has nothing that is `{target}` now");

@@ -143,12 +143,13 @@ fn primary(env: &Env) -> Result<&Resource> {
 
 /// SQL on the primary's shop database, as the superuser.
 pub fn query(env: &Env, sql: &str) -> Result<String> {
-    postgres::psql(env, primary(env)?, "shop", sql)
+    postgres::psql_within(env, primary(env)?, "shop", sql, postgres::ASK_DEADLINE)
 }
 
 pub fn slow_queries(env: &Env, limit: usize) -> Result<SlowQueries> {
     let node = primary(env)?;
-    let installed = postgres::psql(env, node, "shop", "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")?;
+    let ask = |sql: &str| postgres::psql_within(env, node, "shop", sql, postgres::ASK_DEADLINE);
+    let installed = ask("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'")?;
     if installed.trim() != "1" {
         bail!("pg_stat_statements is not installed in this environment's database; levels 2 and up install it (spec.postgres.extensions)");
     }
@@ -163,8 +164,8 @@ pub fn slow_queries(env: &Env, limit: usize) -> Result<SlowQueries> {
         )
     };
     let parse = |text: String| serde_json::from_str::<Vec<Statement>>(text.trim()).context("reading pg_stat_statements");
-    let by_total = parse(postgres::psql(env, node, "shop", &query("s.total_exec_time"))?)?;
-    let by_mean = parse(postgres::psql(env, node, "shop", &query("s.mean_exec_time"))?)?;
+    let by_total = parse(ask(&query("s.total_exec_time"))?)?;
+    let by_mean = parse(ask(&query("s.mean_exec_time"))?)?;
     Ok(SlowQueries { server: node.id.clone(), by_total, by_mean })
 }
 
@@ -199,7 +200,10 @@ pub fn explain(env: &Env, sql: &str, request: ExplainRequest) -> Result<Explaine
     let timeout = format!("SET LOCAL statement_timeout = '{}s'", request.timeout_secs);
     // As the shop's role, not the superuser psql connects as: the statement can do no
     // more than the shop could (no promoting a standby behind Patroni's back, say).
-    let out = postgres::psql_each(env, node, "shop", &["BEGIN READ ONLY", "SET LOCAL ROLE shop", &timeout, &explain, "ROLLBACK"])?;
+    // The statement's own timeout stops a slow plan; the deadline a server that does not
+    // answer at all.
+    let deadline = postgres::ASK_DEADLINE + Duration::from_secs(request.timeout_secs.into());
+    let out = postgres::psql_each(env, node, "shop", &["BEGIN READ ONLY", "SET LOCAL ROLE shop", &timeout, &explain, "ROLLBACK"], Some(deadline))?;
     let plan = if request.json {
         serde_json::from_str(out.trim()).with_context(|| format!("reading the JSON plan from {}", node.id))?
     } else {

@@ -166,18 +166,27 @@ pub fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<()> {
 /// Runs SQL as the superuser over the node's private socket; the SQL goes through
 /// stdin so that passwords never appear in a process list.
 pub fn psql(env: &Env, node: &Resource, database: &str, sql: &str) -> Result<String> {
-    run_psql(env, node, database, &["-f", "-"], Some(sql))
+    run_psql(env, node, database, &["-f", "-"], Some(sql), None)
+}
+
+/// How long a read asked for by a user (`db`, `queue`) waits for the server: a frozen
+/// or overloaded primary makes the command fail with a reason, never hang.
+pub const ASK_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Like [`psql`], but gives up when the server has not answered within `deadline`.
+pub fn psql_within(env: &Env, node: &Resource, database: &str, sql: &str, deadline: Duration) -> Result<String> {
+    run_psql(env, node, database, &["-f", "-"], Some(sql), Some(deadline))
 }
 
 /// Like [`psql`], each statement passed as its own `-c`: psql sends such a string to
 /// the server as it is, so a statement from a user cannot run psql's own backslash
 /// commands (`\!` runs a shell). Prints what each statement returns.
-pub fn psql_each(env: &Env, node: &Resource, database: &str, statements: &[&str]) -> Result<String> {
+pub fn psql_each(env: &Env, node: &Resource, database: &str, statements: &[&str], deadline: Option<Duration>) -> Result<String> {
     let args: Vec<&str> = statements.iter().flat_map(|s| ["-c", s]).collect();
-    run_psql(env, node, database, &args, None)
+    run_psql(env, node, database, &args, None, deadline)
 }
 
-fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Option<&str>, deadline: Option<Duration>) -> Result<String> {
     let p = paths(env, node);
     let mut cmd = Command::new(bin("psql")?);
     cmd.arg("-h")
@@ -190,11 +199,31 @@ fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Op
     if let Some(sql) = stdin {
         child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
     }
-    let out = child.wait_with_output()?;
+    let out = match deadline {
+        None => child.wait_with_output()?,
+        Some(d) => wait_within(child, d)?.with_context(|| {
+            format!("{} did not answer within {} s: it may be frozen or overloaded (`scalectl status` shows its state)", node.id, d.as_secs())
+        })?,
+    };
     if !out.status.success() {
         bail!("psql on {} failed:\n{}", node.id, last_lines(&String::from_utf8_lossy(&out.stderr), 10));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// `child`'s output, or `None` when it has not finished within `deadline`: then it is
+/// killed. (Its output is read meanwhile, so a large one cannot stall it.)
+fn wait_within(child: std::process::Child, deadline: Duration) -> Result<Option<std::process::Output>> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(deadline) {
+        Ok(out) => Ok(Some(out?)),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            Ok(None)
+        }
+    }
 }
 
 /// The name of the file holding the password of database role `owner`.

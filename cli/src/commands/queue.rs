@@ -4,7 +4,7 @@
 //! with backoff, and after the last attempt move the event to the dead-letter table.
 //!
 //! Everything here is read from and written to those tables through the target's
-//! [`DatabaseOps::query`], in one statement per command, so it works on any target with
+//! [`DatabaseOps::query`](scalectl_core::ops::DatabaseOps::query), in one statement per command, so it works on any target with
 //! a database and a replay is all or nothing. A replay sends the dead letter's payload,
 //! as stored, back to the outbox under the same event id: the notification's unique
 //! event id keeps delivery at most once, and an operator who must correct a payload
@@ -13,8 +13,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
-use scalectl_core::ops::DatabaseOps;
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -84,11 +83,6 @@ pub enum Which<'a> {
     Events(&'a [i64]),
 }
 
-fn db_query<T: serde::de::DeserializeOwned>(db: &dyn DatabaseOps, sql: &str, what: &str) -> Result<T> {
-    let text = db.query(sql).map_err(|e| anyhow!("{e}")).with_context(|| format!("reading {what}"))?;
-    serde_json::from_str(text.trim()).with_context(|| format!("reading {what} from the database's answer `{}`", text.trim()))
-}
-
 fn status_sql() -> String {
     format!(
         "SELECT json_build_object(\
@@ -144,7 +138,7 @@ fn seconds(s: Option<f64>) -> String {
 
 pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let status: QueueStatus = db_query(super::database(provider.as_ref())?, &status_sql(), "the outbox")?;
+    let status: QueueStatus = super::db_json(super::database(provider.as_ref())?, &status_sql(), "the outbox")?;
     let mut out = std::io::stdout().lock();
     if ctx.format == Format::Json {
         print_json(&status, &mut out)?;
@@ -176,7 +170,7 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
 
 pub fn dlq_list(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let dead: DeadLetters = db_query(super::database(provider.as_ref())?, &list_sql(limit), "the dead letters")?;
+    let dead: DeadLetters = super::db_json(super::database(provider.as_ref())?, &list_sql(limit), "the dead letters")?;
     let mut out = std::io::stdout().lock();
     if ctx.format == Format::Json {
         print_json(&dead, &mut out)?;
@@ -209,7 +203,7 @@ pub fn dlq_list(ctx: &Ctx, name: &str, limit: usize) -> Result<ExitCode> {
 
 pub fn dlq_replay(ctx: &Ctx, name: &str, which: Which) -> Result<ExitCode> {
     let (_, provider) = super::open(ctx, name)?;
-    let done: Replayed = db_query(super::database(provider.as_ref())?, &replay_sql(&which), "the replay")?;
+    let done: Replayed = super::db_json(super::database(provider.as_ref())?, &replay_sql(&which), "the replay")?;
     if !done.missing.is_empty() {
         let ids: Vec<String> = done.missing.iter().map(i64::to_string).collect();
         bail!("no dead letter for event {}; nothing was replayed (`scalectl queue dlq list --env {name}` shows the dead letters)", ids.join(", "));

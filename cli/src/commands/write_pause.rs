@@ -34,8 +34,7 @@ pub fn epoch_now() -> f64 {
 /// the environment took no order in the minute before `from`; an error says why the
 /// database could not tell.
 pub fn measure(db: &dyn DatabaseOps, from: f64, to: f64) -> anyhow::Result<Option<WritePause>> {
-    let text = db.query(&sql(from, to)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(serde_json::from_str(text.trim())?)
+    super::db_json(db, &sql(from, to), "the orders' timestamps")
 }
 
 /// One statement: the last order in the minute before the window, every order in it,
