@@ -207,6 +207,13 @@ fn level_4_serves_a_checkout_through_every_role_pool_and_keeps_a_redis_replica()
     assert_eq!(old["in_sync"], true, "{status}");
     assert!(status["insights"]["caches"].get("redis/r1-replica-1").is_some(), "the new primary is listed as one: {status}");
     home.expect(0, &["plan", "--env", &env, "--exit-code"]);
+    // Redis and Sentinel rewrite their config files, password included, with a mode of
+    // their choosing: only their user can enter the directories those files are in.
+    for node in ["redis-r1", "redis-r1-replica-1", "redis-sentinel-r1-1", "redis-sentinel-r1-3"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.env_dir(&env).join("nodes").join(node)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{node}'s directory");
+    }
 
     let components = status["components"].as_array().unwrap();
     let pids: Vec<u32> = components.iter().filter_map(|c| c["pid"].as_u64()).map(|p| p as u32).collect();

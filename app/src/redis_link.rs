@@ -192,24 +192,50 @@ impl Follow {
         ConnectionManager::new_with_config(redis::Client::open(info)?, manager_config()).await
     }
 
-    /// Where the first Sentinel that answers says the primary is (`host:port`).
+    /// Where the Sentinels say the primary is (`host:port`), all asked at once. Right
+    /// after a failover only the Sentinel that led it may know: one that names another
+    /// primary than this link's has seen a newer failover than the rest, so its answer
+    /// wins (the most named such answer, if they differ); else the common one.
     pub async fn primary(&self) -> Option<String> {
-        for sentinel in &self.sentinels {
-            let Some(mut info) = self.info_at(sentinel) else { continue };
-            info.redis.db = 0;
-            let ask = async {
-                let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
-                redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query_async::<Option<(String, u16)>>(&mut conn).await
-            };
-            match tokio::time::timeout(SENTINEL_DEADLINE, ask).await {
-                Ok(Ok(Some((host, port)))) => return Some(format!("{host}:{port}")),
-                Ok(Ok(None)) => tracing::warn!(%sentinel, master = %self.master, "the sentinel knows no such redis primary"),
-                Ok(Err(error)) => tracing::debug!(%sentinel, %error, "sentinel unavailable"),
-                Err(_) => tracing::debug!(%sentinel, "sentinel did not answer in time"),
+        let asks = self.sentinels.iter().map(|sentinel| self.ask(sentinel));
+        let answers: Vec<String> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        pick(&answers, &self.current())
+    }
+
+    async fn ask(&self, sentinel: &str) -> Option<String> {
+        let mut info = self.info_at(sentinel)?;
+        info.redis.db = 0;
+        let ask = async {
+            let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query_async::<Option<(String, u16)>>(&mut conn).await
+        };
+        match tokio::time::timeout(SENTINEL_DEADLINE, ask).await {
+            Ok(Ok(Some((host, port)))) => Some(format!("{host}:{port}")),
+            Ok(Ok(None)) => {
+                tracing::warn!(%sentinel, master = %self.master, "the sentinel knows no such redis primary");
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%sentinel, %error, "sentinel unavailable");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%sentinel, "sentinel did not answer in time");
+                None
             }
         }
-        None
     }
+}
+
+/// The primary to follow among the Sentinels' `answers`, given the `current` one: the
+/// most named answer other than `current` if there is one, else `current` if named.
+fn pick(answers: &[String], current: &str) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for a in answers {
+        *counts.entry(a.as_str()).or_default() += 1;
+    }
+    let moved = counts.iter().filter(|(a, _)| **a != current).max_by_key(|(_, n)| **n).map(|(a, _)| a.to_string());
+    moved.or_else(|| counts.contains_key(current).then(|| current.to_string()))
 }
 
 /// The longest one Sentinel may take to say where the primary is.
@@ -314,6 +340,16 @@ mod tests {
         assert_eq!(f.current(), "127.0.0.3:6379");
         let at = f.info_at("127.0.0.2:26379").unwrap();
         assert_eq!(at.redis.password.as_deref(), Some("secret"), "the Sentinels take the primary's password");
+    }
+
+    #[test]
+    fn a_sentinel_that_saw_a_failover_is_believed_over_those_that_did_not_yet() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (old, new) = ("127.0.0.1:6379", "127.0.0.2:6379");
+        assert_eq!(pick(&v(&[old, old, new]), old).as_deref(), Some(new), "the leader of the failover knows first");
+        assert_eq!(pick(&v(&[old, old]), old).as_deref(), Some(old));
+        assert_eq!(pick(&v(&[new]), old).as_deref(), Some(new));
+        assert_eq!(pick(&[], old), None, "no Sentinel answered");
     }
 
     #[test]

@@ -76,6 +76,16 @@ impl<'a> Daemon<'a> {
         process::spawn_detached(launch(cmd, who, crate::cgroup::procs_file(self.env, self.r)), &p.log(), &p.pid())
     }
 
+    /// Makes the directory readable by its owner only, for servers that rewrite their
+    /// own config files with the mode they choose (Redis and Sentinel on `CONFIG
+    /// REWRITE`), files that hold the password.
+    pub fn keep_private(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.paths().dir;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", dir.display()))
+    }
+
     /// Rewrites `files` and asks the running process to reload them with `signal`, for
     /// servers that can (PgBouncer with SIGHUP, HAProxy's master with SIGUSR2): clients
     /// stay connected. False when it is not running.

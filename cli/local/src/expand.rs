@@ -180,6 +180,9 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                     down_after_ms: SENTINEL_DOWN_AFTER_MS,
                 });
                 let address = placement.address(ri, hosts::REDIS_SENTINEL_FIRST + n as u8);
+                // Started together: each is ready only once a majority of them runs. One
+                // restarted while its peers are down too finds the primary by asking the
+                // nodes (`sentinel::current_primary`).
                 out.push(resource(id, &region.name, Some((address, ports::REDIS_SENTINEL)), group.clone(), spec));
             }
         }

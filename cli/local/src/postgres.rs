@@ -194,6 +194,11 @@ fn run_psql(env: &Env, node: &Resource, database: &str, args: &[&str], stdin: Op
         .args(["-p", &port(node).to_string(), "-U", "postgres", "-d", database])
         .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A"])
         .args(args);
+    if let Some(d) = deadline {
+        // The server gives up too, where it still can: a statement the deadline cut off
+        // does not go on (and commit) unseen.
+        cmd.env("PGOPTIONS", format!("-c statement_timeout={}", d.as_millis()));
+    }
     let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
     let mut child = as_user(cmd, env.run_as.as_ref()).stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting psql")?;
     if let Some(sql) = stdin {

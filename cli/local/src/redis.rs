@@ -58,7 +58,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
     let spec = spec::redis(r)?;
     let own = d.endpoint()?;
-    let primary = match sentinel::current_primary(env, &spec.sentinels) {
+    let primary = match sentinel::current_primary(env, &spec.sentinels, &spec.sentinels) {
         Some(now) => (now != own).then_some(now),
         None => spec.replica_of.as_deref().map(|id| env.connect_to(id, false)).transpose()?,
     };
@@ -74,6 +74,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     }
     let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
     cmd.arg(d.paths().dir.join("redis.conf"));
+    d.keep_private()?;
     d.start(cmd, &files, &[own], true)?;
     Ok(())
 }
@@ -113,16 +114,16 @@ pub fn command_at(addr: SocketAddr, password: Option<&str>, line: &str) -> Resul
             Err(e) => return Err(format!("reading from {addr}: {e}")),
         }
     };
-    let out = String::from_utf8_lossy(&buf).into_owned();
     if password.is_some() {
         // The first reply is AUTH's: `+OK`, or why not.
-        let first = out[..ends[0]].trim_end();
-        if first != "+OK" {
-            return Err(format!("{addr} refused the password: {first}"));
+        let (first, rest) = buf.split_at(ends[0]);
+        let first = String::from_utf8_lossy(first);
+        if first.trim_end() != "+OK" {
+            return Err(format!("{addr} refused the password: {}", first.trim_end()));
         }
-        return Ok(out[ends[0]..].to_string());
+        return Ok(String::from_utf8_lossy(rest).into_owned());
     }
-    Ok(out)
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Where each complete RESP reply in `buf` ends, in order.
@@ -159,9 +160,10 @@ fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// A primary is ready when it answers PING; a replica when its link to the primary is
-/// up and the first full copy has arrived, so that `up` returns with a warm replica.
-/// In a group that Sentinels watch, a node is whichever of the two it is now.
+/// A primary is ready when `INFO replication` says it is one; a replica when its link to
+/// the primary is up and the first full copy has arrived, so that `up` returns with a
+/// warm replica. In a group that Sentinels watch, a node is whichever of the two it is
+/// now.
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let watched = spec::redis(r).is_ok_and(|s| !s.sentinels.is_empty());
     Ok(daemon(env, r).check(|| {
@@ -177,16 +179,20 @@ pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
 }
 
 /// Whether `r` serves the shop's writes now: in a group that Sentinels watch, whether
-/// it says it is a primary (the manifest's primary when it does not answer); else
-/// whether the manifest made it one.
+/// it answers as a primary (a node that does not answer serves nothing); else whether
+/// the manifest made it one.
 pub fn serves_writes(env: &Env, r: &Resource) -> bool {
     let Ok(spec) = spec::redis(r) else { return false };
-    if !spec.sentinels.is_empty()
-        && let Ok(info) = command(env, r, "INFO replication")
-    {
-        return info_field(&info, "role") == Some("master");
+    if spec.sentinels.is_empty() {
+        return spec.replica_of.is_none();
     }
-    spec.replica_of.is_none()
+    says_primary(env, r) == Some(true)
+}
+
+/// Whether `r` answers `INFO replication` as a primary; `None` when it does not answer.
+pub fn says_primary(env: &Env, r: &Resource) -> Option<bool> {
+    let info = command(env, r, "INFO replication").ok()?;
+    Some(info_field(&info, "role") == Some("master"))
 }
 
 /// Field `name` of an `INFO` reply (`name:value` lines).

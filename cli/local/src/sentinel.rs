@@ -52,8 +52,11 @@ fn my_id(env: &Env, r: &Resource) -> String {
 pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
     let spec = spec::sentinel(r)?;
-    let peers: Vec<String> = group(env, &spec.monitors).into_iter().filter(|id| *id != r.id).collect();
-    let primary = match current_primary(env, &peers) {
+    // Stopped first: a running Sentinel rewrites its file, and would overwrite this one.
+    d.paths().stop(d.program)?;
+    let group = group(env, &spec.monitors);
+    let peers: Vec<String> = group.iter().filter(|id| **id != r.id).cloned().collect();
+    let primary = match current_primary(env, &peers, &group) {
         Some(addr) => addr,
         None => env.connect_to(&spec.monitors, false)?,
     };
@@ -64,10 +67,23 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
         "requirepass {password}\nsentinel auth-pass {MASTER_NAME} {password}\nsentinel sentinel-pass {password}\nsentinel myid {}\n",
         my_id(env, r)
     ));
+    // The epochs it voted and failed over in: a restarted Sentinel that forgot them could
+    // vote twice in one election.
+    let file = d.paths().dir.join(&name);
+    text.push_str(&epochs(&std::fs::read_to_string(&file).unwrap_or_default()));
     let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
-    cmd.arg(d.paths().dir.join(&name)).arg("--sentinel");
+    cmd.arg(file).arg("--sentinel");
+    d.keep_private()?;
     d.start(cmd, &[(name, text)], &[d.endpoint()?], true)?;
     Ok(())
+}
+
+/// The epoch lines of a config file Sentinel rewrote.
+fn epochs(conf: &str) -> String {
+    conf.lines()
+        .filter(|l| ["sentinel current-epoch ", "sentinel config-epoch ", "sentinel leader-epoch "].iter().any(|p| l.starts_with(p)))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Ready when it answers and a majority of the group's Sentinels can authorize a
@@ -99,16 +115,30 @@ pub fn group(env: &Env, primary: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where the first of `sentinels` that answers says the primary is now, or `None`
-/// when none answers (none runs yet, or all are down): then the manifest's topology
-/// holds.
-pub fn current_primary(env: &Env, sentinels: &[String]) -> Option<SocketAddr> {
+/// Where the primary of the group the Sentinels `group` watch is now: what the first of
+/// `ask` that answers says; when none answers, the node of the group that says it is a
+/// primary; `None` when neither knows (nothing runs yet): then the manifest's topology
+/// holds. Never the manifest's guess while a node knows better, so that a node or
+/// Sentinel restarted while the Sentinels are down does not make a second primary.
+pub fn current_primary(env: &Env, ask: &[String], group: &[String]) -> Option<SocketAddr> {
+    if group.is_empty() {
+        return None;
+    }
     let password = redis::password(env).ok()?;
-    sentinels.iter().find_map(|id| {
+    let said = ask.iter().find_map(|id| {
         let addr = env.connect_to(id, false).ok()?;
         let reply = redis::command_at(addr, Some(&password), &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER_NAME}")).ok()?;
         parse_address(&reply)
+    });
+    said.or_else(|| {
+        let node = watched(env, group).into_iter().find(|n| redis::says_primary(env, n) == Some(true))?;
+        env.connect_to(&node.id, false).ok()
     })
+}
+
+/// The Redis nodes the Sentinels `group` watch.
+fn watched<'a>(env: &'a Env, group: &[String]) -> Vec<&'a Resource> {
+    env.graph.resources.iter().filter(|n| n.kind == ResourceKind::Redis && spec::redis(n).is_ok_and(|s| s.sentinels == group)).collect()
 }
 
 /// The address in a reply to `SENTINEL GET-MASTER-ADDR-BY-NAME`: an array of the host

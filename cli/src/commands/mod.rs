@@ -72,7 +72,6 @@ pub fn database(provider: &dyn Provider) -> Result<&dyn DatabaseOps> {
     provider.database().with_context(|| format!("database operations are not available on the {} target", provider.target()))
 }
 
-/// The target's chaos faults, or an error that says the target has none.
 /// One SQL statement whose answer is a single JSON value, read as `T`; errors name
 /// `what` was read and, when it is not what was expected, the answer itself.
 pub fn db_json<T: serde::de::DeserializeOwned>(db: &dyn DatabaseOps, sql: &str, what: &str) -> Result<T> {
@@ -80,6 +79,7 @@ pub fn db_json<T: serde::de::DeserializeOwned>(db: &dyn DatabaseOps, sql: &str, 
     serde_json::from_str(text.trim()).with_context(|| format!("reading {what} from the database's answer `{}`", text.trim()))
 }
 
+/// The target's chaos faults, or an error that says the target has none.
 pub fn chaos_ops(provider: &dyn Provider) -> Result<&dyn ChaosOps> {
     provider.chaos().with_context(|| format!("chaos faults are not available on the {} target", provider.target()))
 }
