@@ -117,7 +117,6 @@ impl RedisLink {
                     Ok(conn) => {
                         *link.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
                         tracing::warn!(primary = %primary, "the redis primary moved (sentinel failover); following it");
-                        follow.moved_to(primary);
                     }
                     Err(error) => tracing::warn!(%error, primary = %primary, "the sentinels name a new redis primary that cannot be reached yet"),
                 }
@@ -170,14 +169,6 @@ impl Follow {
         address(&self.primary.lock().unwrap_or_else(|e| e.into_inner()).addr)
     }
 
-    /// Records that the connection now goes to `primary` (`host:port`).
-    pub fn moved_to(&self, primary: String) {
-        let mut info = self.primary.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((host, port)) = primary.rsplit_once(':').and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?))) {
-            info.addr = ConnectionAddr::Tcp(host, port);
-        }
-    }
-
     /// The connection info of `primary` (`host:port`), with the password.
     fn info_at(&self, at: &str) -> Option<ConnectionInfo> {
         let (host, port) = at.rsplit_once(':')?;
@@ -186,10 +177,18 @@ impl Follow {
         Some(info)
     }
 
-    /// A connection to `primary` (`host:port`).
+    /// A connection to `primary` (`host:port`), which [`Follow::current`] names once it
+    /// is made.
     pub async fn connect(&self, primary: &str) -> RedisResult<ConnectionManager> {
         let info = self.info_at(primary).ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "not host:port")))?;
-        ConnectionManager::new_with_config(redis::Client::open(info)?, manager_config()).await
+        let conn = ConnectionManager::new_with_config(redis::Client::open(info.clone())?, manager_config()).await?;
+        self.moved_to(info);
+        Ok(conn)
+    }
+
+    /// Records that the connection now goes where `info` says.
+    fn moved_to(&self, info: ConnectionInfo) {
+        *self.primary.lock().unwrap_or_else(|e| e.into_inner()) = info;
     }
 
     /// Where the Sentinels say the primary is (`host:port`), all asked at once. Right
@@ -336,7 +335,7 @@ mod tests {
         assert!(f.begin(), "after it, again");
         f.end();
         assert_eq!(f.current(), "127.0.0.1:6379");
-        f.moved_to("127.0.0.3:6379".into());
+        f.moved_to(f.info_at("127.0.0.3:6379").unwrap());
         assert_eq!(f.current(), "127.0.0.3:6379");
         let at = f.info_at("127.0.0.2:26379").unwrap();
         assert_eq!(at.redis.password.as_deref(), Some("secret"), "the Sentinels take the primary's password");

@@ -125,13 +125,7 @@ impl AppState {
             None => None,
         };
         let connected = match (&follow, primary) {
-            (Some(follow), Some(primary)) => {
-                let conn = follow.connect(&primary).await;
-                if conn.is_ok() {
-                    follow.moved_to(primary);
-                }
-                conn
-            }
+            (Some(follow), Some(primary)) => follow.connect(&primary).await,
             _ => ConnectionManager::new_with_config(client.clone(), manager_config()).await,
         };
         match connected {

@@ -27,19 +27,17 @@ fn ids_of(env: &Env, kind: ResourceKind) -> Vec<String> {
 
 /// Everything `status` adds below its table.
 pub fn insights(env: &Env) -> Insights {
+    // Redis's primaries and replicas as they are now (Sentinels move the roles), each
+    // node asked once.
+    let (primaries, replicas): (Vec<&Resource>, Vec<&Resource>) =
+        of_kind(env, ResourceKind::Redis).into_iter().partition(|r| redis::serves_writes(env, r));
     Insights {
         database: database(env),
         pools: of_kind(env, ResourceKind::Pgbouncer).into_iter().filter_map(|p| Some((p.id.clone(), pool(env, p).ok()?))).collect(),
-        caches: caches(env, false).into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
-        cache_replicas: caches(env, true).into_iter().filter_map(|r| Some((r.id.clone(), cache_replica(env, r)?))).collect(),
+        caches: primaries.into_iter().filter_map(|r| Some((r.id.clone(), cache(env, r).ok()?))).collect(),
+        cache_replicas: replicas.into_iter().filter_map(|r| Some((r.id.clone(), cache_replica(env, r)?))).collect(),
         limits: of_kind(env, ResourceKind::Shop).into_iter().filter_map(|r| Some((r.id.clone(), crate::limits::applied(env, r)?))).collect(),
     }
-}
-
-/// The environment's Redis primaries, or its replicas, as they are now (Sentinels
-/// move the roles).
-fn caches(env: &Env, replicas: bool) -> Vec<&Resource> {
-    of_kind(env, ResourceKind::Redis).into_iter().filter(|r| redis::serves_writes(env, r) != replicas).collect()
 }
 
 /// A replica's link state, and how far it is behind its primary in replication bytes.

@@ -58,7 +58,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
     let spec = spec::redis(r)?;
     let own = d.endpoint()?;
-    let primary = match sentinel::current_primary(env, &spec.sentinels, &spec.sentinels) {
+    let primary = match sentinel::current_primary(env, &spec.sentinels, None) {
         Some(now) => (now != own).then_some(now),
         None => spec.replica_of.as_deref().map(|id| env.connect_to(id, false)).transpose()?,
     };
@@ -166,15 +166,15 @@ fn reply_end(buf: &[u8], at: usize) -> Option<usize> {
 /// now.
 pub fn readiness(env: &Env, r: &Resource) -> Result<Readiness> {
     let watched = spec::redis(r).is_ok_and(|s| !s.sentinels.is_empty());
+    // Where no Sentinel moves roles, the node must be what the manifest made it.
+    let must_be_replica = !watched && is_replica(r);
     Ok(daemon(env, r).check(|| {
         let info = command(env, r, "INFO replication")?;
-        if info_field(&info, "role") == Some("master") && (watched || !is_replica(r)) {
-            return Ok(());
+        match (is_primary(&info), must_be_replica) {
+            (true, false) => Ok(()),
+            (false, false) if !watched => Err(format!("not a primary (role {})", info_field(&info, "role").unwrap_or("unknown"))),
+            _ => replica_state(&info),
         }
-        if !is_replica(r) && !watched {
-            return Err(format!("not a primary (role {})", info_field(&info, "role").unwrap_or("unknown")));
-        }
-        replica_state(&info)
     }))
 }
 
@@ -191,8 +191,12 @@ pub fn serves_writes(env: &Env, r: &Resource) -> bool {
 
 /// Whether `r` answers `INFO replication` as a primary; `None` when it does not answer.
 pub fn says_primary(env: &Env, r: &Resource) -> Option<bool> {
-    let info = command(env, r, "INFO replication").ok()?;
-    Some(info_field(&info, "role") == Some("master"))
+    command(env, r, "INFO replication").ok().map(|info| is_primary(&info))
+}
+
+/// Whether an `INFO replication` reply is a primary's.
+fn is_primary(info: &str) -> bool {
+    info_field(info, "role") == Some("master")
 }
 
 /// Field `name` of an `INFO` reply (`name:value` lines).

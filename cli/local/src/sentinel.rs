@@ -54,9 +54,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let spec = spec::sentinel(r)?;
     // Stopped first: a running Sentinel rewrites its file, and would overwrite this one.
     d.paths().stop(d.program)?;
-    let group = group(env, &spec.monitors);
-    let peers: Vec<String> = group.iter().filter(|id| **id != r.id).cloned().collect();
-    let primary = match current_primary(env, &peers, &group) {
+    let primary = match current_primary(env, &group(env, &spec.monitors), Some(&r.id)) {
         Some(addr) => addr,
         None => env.connect_to(&spec.monitors, false)?,
     };
@@ -116,16 +114,17 @@ pub fn group(env: &Env, primary: &str) -> Vec<String> {
 }
 
 /// Where the primary of the group the Sentinels `group` watch is now: what the first of
-/// `ask` that answers says; when none answers, the node of the group that says it is a
-/// primary; `None` when neither knows (nothing runs yet): then the manifest's topology
-/// holds. Never the manifest's guess while a node knows better, so that a node or
-/// Sentinel restarted while the Sentinels are down does not make a second primary.
-pub fn current_primary(env: &Env, ask: &[String], group: &[String]) -> Option<SocketAddr> {
+/// them (but `except`, the one being restarted) that answers says; when none answers,
+/// the node of the group that says it is a primary; `None` when neither knows (nothing
+/// runs yet): then the manifest's topology holds. Never the manifest's guess while a
+/// node knows better, so that a node or Sentinel restarted while the Sentinels are down
+/// does not make a second primary.
+pub fn current_primary(env: &Env, group: &[String], except: Option<&str>) -> Option<SocketAddr> {
     if group.is_empty() {
         return None;
     }
     let password = redis::password(env).ok()?;
-    let said = ask.iter().find_map(|id| {
+    let said = group.iter().filter(|id| Some(id.as_str()) != except).find_map(|id| {
         let addr = env.connect_to(id, false).ok()?;
         let reply = redis::command_at(addr, Some(&password), &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER_NAME}")).ok()?;
         parse_address(&reply)

@@ -83,7 +83,7 @@ fn wire(cmd: &mut Command, env: &Env, writes_via: &str, redis: Option<&str>, red
         let password = if redis_auth { format!(":{}@", crate::redis::password(env)?) } else { String::new() };
         // Where Sentinels watch Redis, the shop asks them where the primary is (at start
         // and whenever Redis fails it); the URL gives the password and a first guess.
-        let primary = match crate::sentinel::current_primary(env, sentinels, sentinels) {
+        let primary = match crate::sentinel::current_primary(env, sentinels, None) {
             Some(now) => now,
             None => env.connect_to(redis, false)?,
         };
