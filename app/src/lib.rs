@@ -29,6 +29,7 @@
 //! - [`openapi`]: the generated OpenAPI document
 
 pub mod auth;
+pub mod broker;
 pub mod buckets;
 pub mod cache;
 pub mod cart;

@@ -144,6 +144,8 @@ enum Command {
         /// hourly); needs orders converted by `shop partition-orders`
         #[arg(long, env = "SHOP_ORDER_PARTITIONS_PREMAKE")]
         order_partitions_premake: Option<u32>,
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
     /// Partition orders by month (converting the plain table once) and create the
     /// partitions up to --premake months ahead; idempotent. Connects to PostgreSQL
@@ -166,6 +168,26 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// With a broker the worker relays the outbox to it and consumes its streams by
+/// priority; without one it drains the outbox directly.
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// The broker (Redis Streams), such as redis://:PASSWORD@10.5.1.29:6379/
+    #[arg(long, env = "SHOP_BROKER_URL")]
+    broker_url: Option<String>,
+    /// Consumers per priority in this process: high (payment and stock follow-ups),
+    /// normal (notifications), low (reports and exports)
+    #[arg(long, env = "SHOP_BROKER_POOLS", default_value = "high=2,normal=2,low=1")]
+    broker_pools: String,
+    /// This worker's consumer name; keep it across restarts so that a restarted worker
+    /// settles what it held
+    #[arg(long, env = "SHOP_BROKER_CONSUMER", default_value = "worker")]
+    broker_consumer: String,
+    /// Prepended to the stream names
+    #[arg(long, env = "SHOP_BROKER_PREFIX", default_value = "shop:")]
+    broker_prefix: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -291,7 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shop::serve(listener, state, shutdown_signal()).await.context("server failed")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { common, pooling, batch_size, max_attempts, poll_interval_ms, base_backoff_ms, order_partitions_premake } => {
+        Command::Worker { common, pooling, batch_size, max_attempts, poll_interval_ms, base_backoff_ms, order_partitions_premake, broker } => {
             init_logging(common.log_format);
             let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler).context("invalid database url")?;
             let config = WorkerConfig {
@@ -303,8 +325,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let keeper =
                 order_partitions_premake.map(|premake| tokio::spawn(partitions::keep_ahead_forever(db.clone(), premake, Duration::from_secs(3600))));
-            tracing::info!("outbox worker started");
-            shop::outbox::run(db, config, shutdown_signal()).await;
+            match broker.broker_url {
+                Some(url) => {
+                    let pools = shop::broker::parse_pools(&broker.broker_pools).map_err(|e| anyhow::anyhow!("--broker-pools: {e}"))?;
+                    let to = shop::broker::BrokerConfig { url, prefix: broker.broker_prefix, consumer: broker.broker_consumer, pools };
+                    tracing::info!(pools = broker.broker_pools, "outbox worker started: relaying to the broker and consuming it");
+                    shop::broker::run(db, config, to, shutdown_signal()).await.context("invalid broker url")?;
+                }
+                None => {
+                    tracing::info!("outbox worker started");
+                    shop::outbox::run(db, config, shutdown_signal()).await;
+                }
+            }
             if let Some(keeper) = keeper {
                 keeper.abort();
             }

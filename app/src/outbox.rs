@@ -69,7 +69,7 @@ fn render(topic: &str, payload: &serde_json::Value) -> Result<(String, String, S
 /// empty report means nothing was due.
 pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, WorkerError> {
     let mut tx = db.begin().await?;
-    let rows: Vec<(i64, String, serde_json::Value, i32)> = sqlx::query_as(
+    let rows: Vec<Claimed> = sqlx::query_as(
         "SELECT id, topic, payload, attempts FROM outbox
          WHERE processed_at IS NULL AND next_attempt_at <= now()
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -77,6 +77,19 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
     .bind(config.batch_size)
     .fetch_all(&mut tx)
     .await?;
+    let report = settle(&mut tx, rows, config).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// An event a transaction holds locked: id, topic, payload, attempts so far.
+pub type Claimed = (i64, String, serde_json::Value, i32);
+
+/// Delivers, retries or dead-letters each of `rows` (locked by `tx`), whichever way
+/// they were claimed: by scanning the outbox ([`drain_once`]) or as named by a broker
+/// (`crate::broker`). A retry also clears `relayed_at`, so that a broker's relay sends
+/// the event again once it is due; without a broker the column is never set.
+pub async fn settle(tx: &mut crate::db::Tx, rows: Vec<Claimed>, config: &WorkerConfig) -> Result<DrainReport, sqlx::Error> {
     let mut report = DrainReport::default();
     // Deliveries go in one statement after the loop: a batch costs the same few round
     // trips whatever its size. With an INSERT and an UPDATE per event, level 3's one
@@ -104,20 +117,22 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
                     .bind(&payload)
                     .bind(attempts)
                     .bind(&reason)
-                    .execute(&mut tx)
+                    .execute(&mut *tx)
                     .await?;
-                    sqlx::query("UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3 WHERE id = $1")
+                    // relayed_at cleared: a replay (`scalectl queue dlq replay`) needs
+                    // only to clear processed_at for a broker's relay to send it again.
+                    sqlx::query("UPDATE outbox SET processed_at = now(), attempts = $2, last_error = $3, relayed_at = NULL WHERE id = $1")
                         .bind(id)
                         .bind(attempts)
                         .bind(&reason)
-                        .execute(&mut tx)
+                        .execute(&mut *tx)
                         .await?;
                     tracing::warn!(outbox_id = id, attempts, reason, "outbox event dead-lettered");
                     report.dead += 1;
                 } else {
                     let delay = backoff(config, attempts);
                     sqlx::query(
-                        "UPDATE outbox SET attempts = $2, last_error = $3,
+                        "UPDATE outbox SET attempts = $2, last_error = $3, relayed_at = NULL,
                              next_attempt_at = now() + make_interval(secs => $4)
                          WHERE id = $1",
                     )
@@ -125,7 +140,7 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
                     .bind(attempts)
                     .bind(&reason)
                     .bind(delay.as_secs_f64())
-                    .execute(&mut tx)
+                    .execute(&mut *tx)
                     .await?;
                     report.retried += 1;
                 }
@@ -146,11 +161,10 @@ pub async fn drain_once(db: &Db, config: &WorkerConfig) -> Result<DrainReport, W
         .bind(&delivered.channels)
         .bind(&delivered.recipients)
         .bind(&delivered.bodies)
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?;
         report.delivered = delivered.ids.len();
     }
-    tx.commit().await?;
     Ok(report)
 }
 

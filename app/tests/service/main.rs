@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod binary;
+mod broker;
 mod catalog;
 mod checkout;
 mod flash;
