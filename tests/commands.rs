@@ -56,10 +56,10 @@ fn a_postgres_version_that_is_not_installed_is_refused_before_anything_starts() 
 #[test]
 fn up_of_a_level_the_local_target_cannot_run_yet_fails_early_and_clearly() {
     let home = Home::new();
-    let env = home.env("l5");
-    let out = home.expect(2, &["up", "--level", "5", "--env", &env]);
+    let env = home.env("l6");
+    let out = home.expect(2, &["up", "--level", "6", "--env", &env]);
     let err = text(&out.stderr);
-    assert!(err.contains("level 5 does not run on the local target") && err.contains("a message broker"), "{err}");
+    assert!(err.contains("level 6 does not run on the local target") && err.contains("Citus"), "{err}");
     assert!(!home.env_dir(&env).exists(), "nothing was created");
 }
 

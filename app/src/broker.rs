@@ -42,6 +42,11 @@ pub const GROUP: &str = "workers";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// How long one read waits for new entries.
 const BLOCK: Duration = Duration::from_secs(2);
+/// How long an event may have been relayed, unprocessed, while the broker holds
+/// nothing, before it counts as lost and is sent again ([`redrive_lost`]).
+pub const LOST_AFTER: Duration = Duration::from_secs(30);
+/// How often the relay looks for lost events.
+const REDRIVE_EVERY: Duration = Duration::from_secs(15);
 /// How long to wait before trying again after the broker or the database failed.
 const PAUSE: Duration = Duration::from_millis(500);
 
@@ -165,6 +170,33 @@ pub async fn relay_once(db: &Db, conn: &mut MultiplexedConnection, config: &Brok
     Ok(rows.len())
 }
 
+/// Sends again what the broker should hold but does not: when every stream is empty
+/// (nothing waits there and nothing is being handled, since entries are deleted only
+/// once settled), an unprocessed event relayed more than [`LOST_AFTER`] ago was lost on
+/// the way, by a broker that lost its data, say. Its `relayed_at` is cleared so that the
+/// relay sends it again. Returns how many.
+pub async fn redrive_lost(db: &Db, conn: &mut MultiplexedConnection, config: &BrokerConfig) -> Result<u64, BrokerError> {
+    let mut pipe = redis::pipe();
+    for p in Priority::ALL {
+        pipe.cmd("XLEN").arg(config.stream(p));
+    }
+    let lengths: Vec<u64> = pipe.query_async(conn).await?;
+    if lengths.iter().any(|n| *n > 0) {
+        return Ok(0);
+    }
+    let mut tx = db.begin().await?;
+    let lost = sqlx::query(
+        "UPDATE outbox SET relayed_at = NULL
+         WHERE processed_at IS NULL AND relayed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(LOST_AFTER.as_secs_f64())
+    .execute(&mut tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(lost)
+}
+
 /// Settles the events `entries` name, then acknowledges and deletes the entries. An
 /// entry naming no event that waits for the broker (processed already, or waiting for
 /// its retry) is acknowledged without work.
@@ -180,15 +212,21 @@ async fn settle_entries(
     }
     let ids: Vec<i64> = entries.iter().filter_map(|e| e.get::<i64>("id")).collect();
     let mut tx = db.begin().await?;
-    let rows: Vec<Claimed> = sqlx::query_as(
-        "SELECT id, topic, payload, attempts FROM outbox
-         WHERE id = ANY($1) AND processed_at IS NULL AND relayed_at IS NOT NULL
+    // The relay adds an entry before it commits `relayed_at`, with the row locked. So
+    // the lock is taken on every unprocessed event named, which waits for the relay's
+    // commit and then reads the row as committed; only then is `relayed_at` looked at.
+    // (In the WHERE clause it would be judged on the row as it was before the relay's
+    // commit, and an event read that early would be acknowledged and never handled.)
+    let rows: Vec<(i64, String, serde_json::Value, i32, bool)> = sqlx::query_as(
+        "SELECT id, topic, payload, attempts, relayed_at IS NOT NULL FROM outbox
+         WHERE id = ANY($1) AND processed_at IS NULL
          ORDER BY id FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut tx)
     .await?;
-    let report = settle(&mut tx, rows, worker).await?;
+    let due: Vec<Claimed> = rows.into_iter().filter(|r| r.4).map(|(id, topic, payload, attempts, _)| (id, topic, payload, attempts)).collect();
+    let report = settle(&mut tx, due, worker).await?;
     tx.commit().await?;
     let entry_ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     redis::pipe()
@@ -308,9 +346,11 @@ pub async fn consume(db: Db, client: Client, stream: String, consumer: String, w
     }
 }
 
-/// Relays due events to the broker until the task is dropped.
+/// Relays due events to the broker until the task is dropped, and every
+/// [`REDRIVE_EVERY`] sends again what was lost on the way.
 pub async fn relay(db: Db, client: Client, config: BrokerConfig, worker: WorkerConfig) {
     let mut conn = None;
+    let mut last_redrive = Instant::now();
     loop {
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -323,6 +363,14 @@ pub async fn relay(db: Db, client: Client, config: BrokerConfig, worker: WorkerC
                 }
             },
         };
+        if last_redrive.elapsed() >= REDRIVE_EVERY {
+            last_redrive = Instant::now();
+            match redrive_lost(&db, c, &config).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(events = n, "events relayed but no longer in the broker are sent again"),
+                Err(e) => tracing::warn!(error = %e, "looking for events lost on the way to the broker failed"),
+            }
+        }
         match relay_once(&db, c, &config, worker.batch_size.max(1)).await {
             Ok(n) if n as i64 >= worker.batch_size => {}
             Ok(_) => tokio::time::sleep(worker.poll_interval).await,

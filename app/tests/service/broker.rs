@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use shop::broker::{BrokerConfig, Priority, Read, consume_once, ensure_group, relay_once};
+use shop::broker::{BrokerConfig, Priority, Read, consume_once, ensure_group, redrive_lost, relay_once};
 use shop::outbox::WorkerConfig;
 
 use crate::support::*;
@@ -143,4 +143,51 @@ async fn a_consumer_killed_mid_batch_settles_what_it_held_when_it_restarts() {
     assert_eq!((read, report.delivered), (4, 4));
     assert_eq!(app.count("SELECT count(*) FROM notifications").await, 4);
     assert_eq!(stream_len(&mut conn, &stream).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_read_before_the_relay_commits_is_handled_once_it_does() {
+    let app = spawn_app().await;
+    insert_event(&app, "order.placed", json!({"order_id": 1, "email": "a@b.c", "total_cents": 5})).await;
+    let config = broker(&app);
+    let stream = config.stream(Priority::Normal);
+    let mut conn = app.redis().await;
+    ensure_group(&mut conn, &stream).await.unwrap();
+    // What the relay does, stopped between its XADD and its commit.
+    let mut relay = app.db.begin().await.unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM outbox FOR UPDATE").fetch_one(&mut *relay).await.unwrap();
+    let _: String = redis::cmd("XADD").arg(&stream).arg("*").arg("id").arg(id).arg("topic").arg("order.placed").query_async(&mut conn).await.unwrap();
+    sqlx::query("UPDATE outbox SET relayed_at = now() WHERE id = $1").bind(id).execute(&mut *relay).await.unwrap();
+    let db = app.worker_db();
+    let consumer = tokio::spawn(async move {
+        let mut conn = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        consume_once(&db, &mut conn, &stream, "w1-normal-1", Read::New, &fast()).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.commit().await.unwrap();
+    let (read, report) = consumer.await.unwrap();
+    assert_eq!((read, report.delivered), (1, 1), "the consumer waited for the relay's commit");
+    assert_eq!(app.count("SELECT count(*) FROM notifications").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_broker_lost_are_sent_again_once_it_holds_nothing() {
+    let app = spawn_app().await;
+    insert_event(&app, "order.placed", json!({"order_id": 1, "email": "a@b.c", "total_cents": 5})).await;
+    let config = broker(&app);
+    let stream = config.stream(Priority::Normal);
+    let mut conn = app.redis().await;
+    ensure_group(&mut conn, &stream).await.unwrap();
+    let db = app.worker_db();
+    relay_once(&db, &mut conn, &config, 100).await.unwrap();
+    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 0, "the broker holds it");
+    // The broker loses its data, and the event was relayed long enough ago.
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 0, "relayed just now: maybe still on its way");
+    sqlx::query("UPDATE outbox SET relayed_at = now() - interval '1 minute'").execute(&app.db).await.unwrap();
+    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 1);
+    ensure_group(&mut conn, &stream).await.unwrap();
+    assert_eq!(relay_once(&db, &mut conn, &config, 100).await.unwrap(), 1, "sent again");
+    let (_, report) = consume_once(&db, &mut conn, &stream, "w1-normal-1", Read::New, &fast()).await.unwrap();
+    assert_eq!(report.delivered, 1);
 }

@@ -23,6 +23,7 @@ pub const SHIPPED: &[Shipped] = shipped![
     "redis-loss",
     "shop-instance-loss",
     "worker-loss",
+    "broker-loss",
     "partition-primary-from-replicas",
     "partition-shop-from-db",
     "switchover",

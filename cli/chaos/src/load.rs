@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn every_shipped_experiment_validates_and_is_named_after_its_file() {
-        assert_eq!(SHIPPED.len(), 14);
+        assert_eq!(SHIPPED.len(), 15);
         for s in SHIPPED {
             let e = load(s.file, s.text)
                 .unwrap_or_else(|errs| panic!("{}:\n{}", s.file, errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn levels_targets_and_rollbacks_must_fit() {
-        let text = primary_loss().replace("levels: [3, 4]", "levels: [2, 7]");
+        let text = primary_loss().replace("levels: [3, 4, 5]", "levels: [2, 7]");
         let errs = errors(&text);
         let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert!(got.contains(&"levels.1"), "{got:?}");
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!((seven.loc.line, seven.loc.col), pos(&text, "7]"));
         assert!(seven.message.contains("level must be 1 to 6, found 7"));
 
-        let text = shipped("replica-loss").unwrap().text.replace("levels: [3, 4]", "levels: [2, 3]");
+        let text = shipped("replica-loss").unwrap().text.replace("levels: [3, 4, 5]", "levels: [2, 3]");
         let errs = errors(&text);
         assert_eq!(errs[0].path, "method.0.target");
         assert!(errs[0].message.contains("`replica` exists from level 3 on, but `levels` includes 2"), "{}", errs[0]);

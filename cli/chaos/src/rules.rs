@@ -200,7 +200,7 @@ pub fn earliest_start(e: &Experiment, i: usize) -> std::time::Duration {
 fn allowed(kind: FaultKind) -> &'static [Target] {
     use Target::*;
     match kind {
-        FaultKind::NodeLoss | FaultKind::Freeze | FaultKind::Restart => &[Leader, SyncStandby, Replica, Redis, ShopAny, Workers],
+        FaultKind::NodeLoss | FaultKind::Freeze | FaultKind::Restart => &[Leader, SyncStandby, Replica, Redis, ShopAny, Workers, Broker],
         FaultKind::Switchover => &[SyncStandby, Replica],
         FaultKind::RedisLoss => &[Redis],
         FaultKind::ShopInstanceLoss => &[ShopAny],
@@ -228,6 +228,7 @@ fn overlaps(a: Target, b: Target) -> bool {
             Target::Redis => &["redis"],
             Target::ShopAny | Target::Shops => &["shop"],
             Target::Workers => &["worker"],
+            Target::Broker => &["broker"],
         }
     }
     nodes(a).iter().any(|n| nodes(b).contains(n))

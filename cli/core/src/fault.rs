@@ -76,6 +76,9 @@ pub enum Selector {
     /// Every outbox worker process.
     #[serde(rename = "workers")]
     Workers,
+    /// The message broker (level 5 and up).
+    #[serde(rename = "broker")]
+    Broker,
 }
 
 impl Selector {
@@ -90,6 +93,7 @@ impl Selector {
             Selector::ShopAny => "shop:any",
             Selector::Shops => "shops",
             Selector::Workers => "workers",
+            Selector::Broker => "broker",
         }
     }
 
@@ -99,10 +103,11 @@ impl Selector {
     }
 
     /// The lowest level whose environment has this target (replicas and Redis come
-    /// with level 3).
+    /// with level 3, the broker with level 5).
     pub fn min_level(self) -> u8 {
         match self {
             Selector::SyncStandby | Selector::Replica | Selector::Replicas | Selector::Redis => 3,
+            Selector::Broker => 5,
             Selector::Leader | Selector::Db | Selector::ShopAny | Selector::Shops | Selector::Workers => 1,
         }
     }
@@ -126,7 +131,7 @@ pub const FAULT_KINDS: [FaultKind; 7] = [
 ];
 
 /// Every selector, for help and error messages.
-pub const SELECTORS: [Selector; 9] = [
+pub const SELECTORS: [Selector; 10] = [
     Selector::Leader,
     Selector::SyncStandby,
     Selector::Replica,
@@ -136,6 +141,7 @@ pub const SELECTORS: [Selector; 9] = [
     Selector::ShopAny,
     Selector::Shops,
     Selector::Workers,
+    Selector::Broker,
 ];
 
 fn one_of<T: Copy + fmt::Display>(what: &str, text: &str, all: &[T]) -> Result<T, String> {

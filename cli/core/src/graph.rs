@@ -29,6 +29,9 @@ pub enum ResourceKind {
     /// promotes a replica when the primary is lost, and tells clients where the primary
     /// is now (level 4 and up, where the manifest asks for Redis replicas).
     RedisSentinel,
+    /// The message broker order events travel through on their way to the workers
+    /// (level 5 and up).
+    Broker,
     /// One `shop serve` process.
     Shop,
     /// One `shop worker` process draining the outbox.
@@ -65,6 +68,7 @@ impl ResourceKind {
             ResourceKind::Pgbouncer => "pgbouncer",
             ResourceKind::Redis => "redis",
             ResourceKind::RedisSentinel => "redis-sentinel",
+            ResourceKind::Broker => "broker",
             ResourceKind::Shop => "shop",
             ResourceKind::Worker => "worker",
             ResourceKind::Haproxy => "haproxy",

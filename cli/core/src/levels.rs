@@ -101,8 +101,8 @@ pub const LEVELS: [Level; 6] = [
             ("read and write paths split end to end", "writes go through the pooler to the leader; reads through their own balancer to replicas"),
             ("token-bucket rate limits in Redis", "limits hold across every instance, not per process"),
             (
-                "outbox, queue and several workers with a dead-letter table",
-                "slow side effects leave the request path, and a poison message cannot block the rest",
+                "a broker (Redis Streams) with worker pools by priority and a dead-letter queue",
+                "slow side effects leave the request path, a flood of notifications cannot delay payment follow-ups, and a poison message cannot block the rest",
             ),
             (
                 "SLO burn-rate alerts and chaos gates",

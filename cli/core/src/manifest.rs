@@ -54,6 +54,10 @@ pub struct Spec {
     pub postgres: Postgres,
     #[serde(default)]
     pub redis: Redis,
+    /// The message broker the outbox relays order events to, consumed by worker pools
+    /// by priority (level 5 and up). Absent: the workers drain the outbox directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<Broker>,
     pub shop: Shop,
     #[serde(default)]
     pub edge: Edge,
@@ -378,6 +382,69 @@ impl Default for Redis {
     fn default() -> Self {
         Redis { enabled: false, maxmemory: redis_maxmemory(), uses: Vec::new(), replicas: 0 }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Broker {
+    #[serde(default)]
+    pub kind: BrokerKind,
+    /// Deliveries of an event before it moves to the dead-letter queue.
+    #[serde(default = "broker_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: u8,
+    /// Consumers per priority in every worker process.
+    #[serde(default)]
+    pub concurrency: BrokerConcurrency,
+}
+
+fn broker_attempts() -> u8 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BrokerKind {
+    /// Redis Streams with consumer groups, on a Redis server of its own whose
+    /// append-only file is synced on every write (a cache may evict; a broker must not).
+    #[default]
+    RedisStreams,
+}
+
+impl BrokerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerKind::RedisStreams => "redisStreams",
+        }
+    }
+}
+
+/// How many events of each priority one worker process handles at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BrokerConcurrency {
+    /// Payment and stock follow-ups.
+    #[serde(default = "two")]
+    #[schemars(range(max = 64))]
+    pub high: u8,
+    /// Email, SMS and push notifications.
+    #[serde(default = "two")]
+    #[schemars(range(max = 64))]
+    pub normal: u8,
+    /// Reports and bulk exports.
+    #[serde(default = "one")]
+    #[schemars(range(max = 64))]
+    pub low: u8,
+}
+
+impl Default for BrokerConcurrency {
+    fn default() -> Self {
+        BrokerConcurrency { high: two(), normal: two(), low: one() }
+    }
+}
+
+fn two() -> u8 {
+    2
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -942,6 +1009,29 @@ mod tests {
         assert!(errs[0].message.contains("`lots` is not a CPU amount"), "{}", errs[0]);
         let m = Sources::new("l4.yaml", &level(4).unwrap().manifest.replacen("cpu: 250m", "cpu: 0.2", 1)).load().unwrap();
         assert_eq!(m.spec.shop.roles[0].cpu.map(|c| c.millis()), Some(200), "a YAML number is cores");
+    }
+
+    #[test]
+    fn a_broker_reads_with_defaults_and_needs_workers_and_consumers() {
+        let m = Sources::new("level-5.yaml", level(5).unwrap().manifest).load().unwrap();
+        let b = m.spec.broker.as_ref().expect("level 5 has a broker");
+        assert_eq!((b.kind, b.max_attempts), (BrokerKind::RedisStreams, 5));
+        assert_eq!((b.concurrency.high, b.concurrency.normal, b.concurrency.low), (4, 8, 1));
+        let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
+        s.overlay("broker.yaml", "spec:\n  broker: {}\n");
+        let b = s.load().unwrap().spec.broker.unwrap();
+        assert_eq!((b.max_attempts, b.concurrency), (5, BrokerConcurrency::default()), "every field has a default");
+
+        let mut s = Sources::new("level-5.yaml", level(5).unwrap().manifest);
+        s.set("spec.shop.workers=0").set("spec.broker.concurrency={high: 0, normal: 0, low: 0}").set("spec.broker.kind=rabbitmq");
+        let errs = errors(s);
+        let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(got, ["spec.broker.kind"], "the schema first: {errs:?}");
+        let mut s = Sources::new("level-5.yaml", level(5).unwrap().manifest);
+        s.set("spec.shop.workers=0").set("spec.broker.concurrency={high: 0, normal: 0, low: 0}");
+        let errs = errors(s);
+        let got: Vec<(&str, bool)> = errs.iter().map(|e| (e.path.as_str(), e.message.contains("spec.shop.workers"))).collect();
+        assert_eq!(got, [("spec.broker", true), ("spec.broker.concurrency", false)], "{errs:?}");
     }
 
     #[test]

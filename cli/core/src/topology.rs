@@ -28,9 +28,21 @@ pub struct Topology {
     pub database: AppDatabase,
     pub poolers: Vec<DbPooler>,
     pub caches: Vec<Cache>,
+    /// The message broker order events travel through, in the primary region, where the
+    /// workers run against the writable database; `None` below level 5.
+    pub broker: Option<BrokerPlan>,
     pub shop: ShopTier,
     pub edges: Vec<EdgeBalancer>,
     pub observability: Observability,
+}
+
+/// A message broker and how every worker process consumes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokerPlan {
+    pub region: String,
+    pub kind: crate::manifest::BrokerKind,
+    pub max_attempts: u8,
+    pub concurrency: crate::manifest::BrokerConcurrency,
 }
 
 /// A region and where it sits in the manifest's list (its index places it on `local`).
@@ -333,6 +345,12 @@ impl Topology {
             },
             poolers,
             caches,
+            broker: s.broker.as_ref().map(|b| BrokerPlan {
+                region: home.clone(),
+                kind: b.kind,
+                max_attempts: b.max_attempts,
+                concurrency: b.concurrency,
+            }),
             shop: ShopTier {
                 pools,
                 workers,
@@ -443,7 +461,7 @@ pub fn unused(m: &Manifest, target: Target) -> Vec<Unused> {
         );
     }
     if s.redis.uses.contains(&RedisUse::Queue) {
-        note("spec.redis.uses", "queue".into(), "the shop's outbox worker reads the database, not a Redis queue");
+        note("spec.redis.uses", "queue".into(), "the queue is spec.broker, a Redis server of its own: the cache may evict, a broker must not");
     }
     if s.postgres.citus.enabled {
         note("spec.postgres.citus", "enabled".into(), "Citus is not packaged for this machine");
@@ -470,6 +488,9 @@ fn unused_on_kubernetes(m: &Manifest, note: &mut impl FnMut(&str, String, &str))
             s.redis.replicas.to_string(),
             "the kubernetes target runs one Redis per region, without replicas or Sentinel, for now",
         );
+    }
+    if let Some(b) = &s.broker {
+        note("spec.broker", b.kind.as_str().into(), "the kubernetes target renders no broker yet; its workers drain the outbox directly");
     }
     if s.edge.geo_routing {
         note("spec.edge.geoRouting", "true".into(), "geo-routing lives in front of the clusters (DNS), outside what scalectl applies");

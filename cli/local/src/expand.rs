@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use scalectl_core::graph::{Graph, GraphError, Resource, ResourceKind};
 use scalectl_core::manifest::{Exporter, Failover};
-use scalectl_core::topology::{DbCluster, MAIN_CLUSTER, MemberRole, Site, Topology, rate_text};
+use scalectl_core::topology::{BrokerPlan, DbCluster, MAIN_CLUSTER, MemberRole, Site, Topology, rate_text};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::*;
@@ -59,6 +59,8 @@ pub mod ports {
     pub const PGBOUNCER: u16 = 6432;
     pub const REDIS: u16 = 6379;
     pub const REDIS_SENTINEL: u16 = 26379;
+    /// The broker is a Redis server on an address of its own.
+    pub const BROKER: u16 = 6379;
     pub const SHOP: u16 = 8080;
     pub const HAPROXY: u16 = 8000;
     /// The database router's ports: writes reach the leader, reads the replicas.
@@ -88,6 +90,7 @@ mod hosts {
     pub const PROMETHEUS: u8 = 24;
     pub const DB_ROUTER: u8 = 25;
     pub const REDIS_SENTINEL_FIRST: u8 = 26; // 26..=28: Redis Sentinels
+    pub const BROKER: u8 = 29;
     pub const REDIS_REPLICA_FIRST: u8 = 30; // 30..=39: Redis replicas
     pub const REDIS_REPLICA_LAST: u8 = 39;
     pub const CITUS_FIRST: u8 = 40; // 40..=99: Citus workers
@@ -142,6 +145,15 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
     // the sharded level.
     let (db, migration) = &tiers[0];
     let migration = migration.clone();
+
+    // One broker, in the home region, for the workers of every region.
+    let broker = t.broker.as_ref().map(|b| {
+        let site = t.regions.iter().find(|r| r.name == b.region).map_or(0, |r| r.index);
+        let id = format!("broker/{}", b.region);
+        let spec = LocalSpec::Broker(BrokerSpec { engine: b.kind.as_str().into(), appendfsync: "always".into() });
+        out.push(resource(&id, &b.region, Some((placement.address(site, hosts::BROKER), ports::BROKER)), vec![], spec));
+        (id, b)
+    });
 
     let mut scrape: Vec<(String, String)> = Vec::new();
     for region in &t.regions {
@@ -238,12 +250,16 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
                 let mut deps = vec![migration.clone()];
                 deps.extend(db.pooler.clone());
                 deps.extend(redis_deps.iter().cloned());
+                deps.extend(broker.iter().map(|(id, _)| id.clone()));
                 let spec = LocalSpec::Worker(WorkerSpec {
                     writes_via: db.write_endpoint.clone(),
                     redis: redis.clone(),
                     redis_auth: redis.is_some(),
                     redis_sentinels: sentinels.clone(),
                     order_partitions_premake: partition_premake,
+                    broker: broker.as_ref().map(|(id, _)| id.clone()),
+                    broker_pools: broker.as_ref().map(|(_, b)| pools_text(b)).unwrap_or_default(),
+                    max_attempts: broker.as_ref().map_or(0, |(_, b)| b.max_attempts),
                 });
                 out.push(resource(&format!("worker/{}-{i}", region.name), &region.name, None, deps, spec));
             }
@@ -562,6 +578,12 @@ fn exporter(region: &str, address: Ipv4Addr, port: u16, exports: Exports, of: &s
 }
 
 /// A resource of the kind `spec` is, listening on `at` when it listens.
+/// Consumers per priority as the shop's worker reads them: `high=4,normal=8,low=1`.
+fn pools_text(b: &BrokerPlan) -> String {
+    let c = b.concurrency;
+    format!("high={},normal={},low={}", c.high, c.normal, c.low)
+}
+
 fn resource(id: &str, region: &str, at: Option<(Ipv4Addr, u16)>, depends_on: Vec<String>, spec: LocalSpec) -> Resource {
     Resource {
         id: id.to_string(),

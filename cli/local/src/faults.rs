@@ -219,6 +219,7 @@ pub fn resolve(env: &Env, target: Selector) -> Result<Vec<&Resource>> {
         Selector::ShopAny => of(ResourceKind::Shop).take(1).collect(),
         Selector::Shops => of(ResourceKind::Shop).collect(),
         Selector::Workers => of(ResourceKind::Worker).collect(),
+        Selector::Broker => of(ResourceKind::Broker).collect(),
     };
     if found.is_empty() {
         bail!("this environment has nothing that is `{target}` now");

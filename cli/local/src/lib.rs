@@ -15,6 +15,7 @@
 //! - [`secrets`]: generated passwords in 0600 files. [`templates`]: config files.
 
 pub mod alerting;
+pub mod broker;
 pub mod cgroup;
 pub mod daemon;
 pub mod etcd;
@@ -178,6 +179,7 @@ impl Provider for LocalProvider {
             ResourceKind::Haproxy => haproxy::observe(env, r),
             ResourceKind::Redis => redis::observe(env, r),
             ResourceKind::RedisSentinel => sentinel::observe(env, r),
+            ResourceKind::Broker => broker::observe(env, r),
             ResourceKind::Shop | ResourceKind::Worker => shop::observe(env, r),
             ResourceKind::Prometheus => prometheus::observe(env, r),
             ResourceKind::Exporter => exporter::observe(env, r),
@@ -219,6 +221,7 @@ impl Provider for LocalProvider {
             ResourceKind::Haproxy => haproxy::config_files(env, r),
             ResourceKind::Redis => redis::config_files(env, r),
             ResourceKind::RedisSentinel => sentinel::config_files(env, r),
+            ResourceKind::Broker => broker::config_files(env, r),
             ResourceKind::Prometheus => prometheus::config_files(env, r),
             ResourceKind::LeaderWatch => leader_watch::config_files(env, r),
             ResourceKind::Alertmanager => alerting::config_files(env, r),
@@ -301,6 +304,7 @@ fn apply(env: &Env, r: &Resource, action: &Action) -> Result<Applied, ProviderEr
         ResourceKind::Haproxy => done(haproxy::apply(env, r, action)),
         ResourceKind::Redis => done(redis::apply(env, r)),
         ResourceKind::RedisSentinel => done(sentinel::apply(env, r)),
+        ResourceKind::Broker => done(broker::apply(env, r)),
         ResourceKind::Shop | ResourceKind::Worker => done(shop::apply(env, r)),
         ResourceKind::Prometheus => prometheus::apply(env, r),
         ResourceKind::Exporter => exporter::apply(env, r),
@@ -323,6 +327,7 @@ fn readiness(env: &Env, r: &Resource) -> Readiness {
         ResourceKind::Haproxy => haproxy::readiness(env, r),
         ResourceKind::Redis => redis::readiness(env, r),
         ResourceKind::RedisSentinel => sentinel::readiness(env, r),
+        ResourceKind::Broker => broker::readiness(env, r),
         ResourceKind::Shop | ResourceKind::Worker => shop::readiness(env, r),
         ResourceKind::Prometheus => prometheus::readiness(env, r),
         ResourceKind::Exporter => exporter::readiness(env, r),
@@ -347,6 +352,7 @@ fn destroy(env: &Env, r: &Resource, keep_data: bool) -> Result<(), ProviderError
         ResourceKind::Haproxy => haproxy::destroy(env, r, keep_data),
         ResourceKind::Redis => redis::destroy(env, r, keep_data),
         ResourceKind::RedisSentinel => sentinel::destroy(env, r, keep_data),
+        ResourceKind::Broker => broker::destroy(env, r, keep_data),
         ResourceKind::Shop | ResourceKind::Worker => shop::destroy(env, r, keep_data),
         ResourceKind::Prometheus => prometheus::destroy(env, r, keep_data),
         ResourceKind::Exporter => exporter::destroy(env, r, keep_data),

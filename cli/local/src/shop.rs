@@ -126,11 +126,24 @@ pub fn threads(replicas: u32) -> Option<usize> {
 }
 
 /// `shop worker`, which also keeps order partitions made ahead.
-fn worker(env: &Env, s: &WorkerSpec) -> Result<Command> {
+fn worker(env: &Env, r: &Resource, s: &WorkerSpec) -> Result<Command> {
     let mut cmd = command(env, &["worker"])?;
     wire(&mut cmd, env, &s.writes_via, s.redis.as_deref(), s.redis_auth, &s.redis_sentinels)?;
     if s.order_partitions_premake > 0 {
         cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", s.order_partitions_premake.to_string());
+    }
+    if let Some(broker) = &s.broker {
+        // The consumer name is the resource's, so a restarted worker settles what it
+        // held; a connection for each consumer and the relay, and one to spare.
+        let consumers: usize = s.broker_pools.split(',').filter_map(|p| p.split_once('=')?.1.parse::<usize>().ok()).sum();
+        cmd.env("SHOP_BROKER_URL", crate::broker::url(env, broker)?)
+            .env("SHOP_BROKER_POOLS", &s.broker_pools)
+            .env("SHOP_BROKER_CONSUMER", &r.id)
+            .env("SHOP_BROKER_PREFIX", format!("{}:", env.name))
+            .env("SHOP_DB_POOL_SIZE", (consumers + 2).to_string());
+    }
+    if s.max_attempts > 0 {
+        cmd.env("SHOP_WORKER_MAX_ATTEMPTS", s.max_attempts.to_string());
     }
     Ok(cmd)
 }
@@ -180,7 +193,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
             cmd.env("SHOP_BIND", addr.to_string());
             cmd
         }
-        _ => worker(env, &spec::worker(r)?)?,
+        _ => worker(env, r, &spec::worker(r)?)?,
     };
     let cmd = crate::user::launch(cmd, None, groups);
     process::spawn_detached(cmd, &p.log(), &p.pid())?;

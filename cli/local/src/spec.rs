@@ -26,6 +26,7 @@ pub enum LocalSpec {
     Pgbouncer(PgbouncerSpec),
     Redis(RedisSpec),
     RedisSentinel(SentinelSpec),
+    Broker(BrokerSpec),
     Shop(ShopSpec),
     Worker(WorkerSpec),
     Haproxy(HaproxySpec),
@@ -48,6 +49,7 @@ impl LocalSpec {
             LocalSpec::Pgbouncer(_) => ResourceKind::Pgbouncer,
             LocalSpec::Redis(_) => ResourceKind::Redis,
             LocalSpec::RedisSentinel(_) => ResourceKind::RedisSentinel,
+            LocalSpec::Broker(_) => ResourceKind::Broker,
             LocalSpec::Shop(_) => ResourceKind::Shop,
             LocalSpec::Worker(_) => ResourceKind::Worker,
             LocalSpec::Haproxy(_) => ResourceKind::Haproxy,
@@ -105,6 +107,7 @@ spec_of! {
     pgbouncer => Pgbouncer(PgbouncerSpec),
     redis => Redis(RedisSpec),
     sentinel => RedisSentinel(SentinelSpec),
+    broker => Broker(BrokerSpec),
     shop => Shop(ShopSpec),
     worker => Worker(WorkerSpec),
     haproxy => Haproxy(HaproxySpec),
@@ -252,6 +255,10 @@ pub struct MigrationSpec {
     pub order_partitions_premake: u8,
 }
 
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgbouncerSpec {
     pub pool_mode: PoolMode,
@@ -302,6 +309,17 @@ pub struct SentinelSpec {
     /// How long the primary must fail to answer before a Sentinel counts it down.
     #[serde(with = "text")]
     pub down_after_ms: u32,
+}
+
+/// The message broker: Redis Streams on a Redis server of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerSpec {
+    /// What carries the events (`redisStreams`), as the manifest names it (`kind`
+    /// there; the name is the resource's kind here).
+    pub engine: String,
+    /// When its append-only file is synced (`always`: before every reply, so an
+    /// acknowledged event survives a crash of the broker or the machine).
+    pub appendfsync: String,
 }
 
 fn one() -> u32 {
@@ -366,6 +384,17 @@ pub struct WorkerSpec {
     pub redis_sentinels: Vec<String>,
     #[serde(with = "text")]
     pub order_partitions_premake: u8,
+    /// The broker the worker relays the outbox to and consumes; none (not recorded):
+    /// it drains the outbox directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Consumers per priority in this process, `high=4,normal=8,low=1`, with a broker.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub broker_pools: String,
+    /// Deliveries of an event before it is dead-lettered; 0 (not recorded): the
+    /// worker's default.
+    #[serde(default, skip_serializing_if = "is_zero", with = "text")]
+    pub max_attempts: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

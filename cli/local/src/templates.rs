@@ -13,6 +13,7 @@ pub const HAPROXY_CFG: &str = include_str!("../../../templates/haproxy.cfg.tera"
 pub const PATRONI_YML: &str = include_str!("../../../templates/patroni.yml.tera");
 pub const ALERTMANAGER_YML: &str = include_str!("../../../templates/alertmanager.yml.tera");
 pub const REDIS_CONF: &str = include_str!("../../../templates/redis.conf.tera");
+pub const BROKER_CONF: &str = include_str!("../../../templates/broker.conf.tera");
 pub const SENTINEL_CONF: &str = include_str!("../../../templates/redis-sentinel.conf.tera");
 
 /// Renders config file `name` of resource `r` from `template`: the context has the

@@ -28,7 +28,7 @@ pub fn requirements(kind: ResourceKind) -> Vec<Program> {
         ResourceKind::Migration | ResourceKind::Shop | ResourceKind::Worker => vec![prog("shop", "cargo build --release --workspace")],
         ResourceKind::Prometheus => vec![Program { name: "prometheus", install: "prometheus", optional: true }],
         // Sentinel is redis-server in sentinel mode.
-        ResourceKind::Redis | ResourceKind::RedisSentinel => vec![prog("redis-server", "redis-server")],
+        ResourceKind::Redis | ResourceKind::RedisSentinel | ResourceKind::Broker => vec![prog("redis-server", "redis-server")],
         ResourceKind::Pgbouncer => vec![prog("pgbouncer", "pgbouncer")],
         ResourceKind::Haproxy => vec![prog("haproxy", "haproxy")],
         ResourceKind::Etcd => vec![prog("etcd", "etcd-server")],

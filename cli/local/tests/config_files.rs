@@ -97,6 +97,19 @@ fn a_redis_replica_follows_its_primary_and_sentinels_watch_them_both() {
 }
 
 #[test]
+fn the_broker_keeps_what_it_acknowledged_and_never_evicts() {
+    let (g, _dir, p) = files(5, &[]);
+    let conf = file(&p, &g, "broker/r1", "broker.conf");
+    assert!(conf.contains("bind 127.9.1.29\nport 6379\n"), "an address of its own: {conf}");
+    for line in ["appendonly yes\n", "appendfsync always\n", "maxmemory-policy noeviction\n", "save \"\"\n"] {
+        assert!(conf.contains(line), "{line}: {conf}");
+    }
+    assert!(conf.contains("/auth.conf\n") && !conf.contains("requirepass"), "the password is included, never rendered: {conf}");
+    let (g, _dir, _) = files(4, &[]);
+    assert!(g.get("broker/r1").is_none(), "level 4 has no broker");
+}
+
+#[test]
 fn patroni_reaches_every_member_of_a_consensus_store_that_spans_regions() {
     let (graph, _dir, provider) = files(6, &[]);
     let yml = file(&provider, &graph, "postgres/r2-pg-1", "patroni.yml");

@@ -132,17 +132,16 @@ pub fn check_runnable(provider: &dyn Provider, graph: &Graph, level: u8) -> Resu
     unsupported.dedup();
     unsupported.sort();
     unsupported.dedup();
-    if provider.target() == Target::Local && level > 4 {
+    if provider.target() == Target::Local && level > 5 {
         bail!(
-            "level {level} does not run on the local target yet: it needs {}; \
-             levels 1 to 4 run locally, and `scalectl plan --level {level}` shows the whole topology",
-            if level == 5 { "a message broker" } else { "a message broker, several regions and Citus shards" }
+            "level {level} does not run on the local target yet: it needs several regions and Citus shards; \
+             levels 1 to 5 run locally, and `scalectl plan --level {level}` shows the whole topology"
         );
     }
     if !unsupported.is_empty() {
         let names: Vec<_> = unsupported.iter().map(|k| k.as_str()).collect();
         bail!(
-            "level {level} needs {} on the {} target, which scalectl cannot run there; levels 1 to 4 run locally, \
+            "level {level} needs {} on the {} target, which scalectl cannot run there; levels 1 to 5 run locally, \
              and `scalectl plan` shows the whole topology",
             names.join(", "),
             provider.target()

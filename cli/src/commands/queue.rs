@@ -2,6 +2,9 @@
 //! sees it. Orders write events to the outbox in the transaction that places them;
 //! workers deliver them (a notification each, at most once per event), retry failures
 //! with backoff, and after the last attempt move the event to the dead-letter table.
+//! With a broker (level 5 and up) the workers relay events to it first; the tables stay
+//! the truth, so nothing here asks the broker (`relayed_at` tells what it holds, read
+//! through `to_jsonb` so that a database from before the column still answers).
 //!
 //! Everything here is read from and written to those tables through the target's
 //! [`DatabaseOps::query`](scalectl_core::ops::DatabaseOps::query), in one statement per command, so it works on any target with
@@ -31,6 +34,10 @@ pub struct QueueStatus {
     pub due: u64,
     /// Pending events that failed at least once and wait for a retry.
     pub retrying: u64,
+    /// Pending events handed to the broker and not yet settled by its consumers (level 5
+    /// and up; always 0 without a broker).
+    #[serde(default)]
+    pub in_broker: u64,
     /// Age of the oldest pending event, in seconds; none when nothing is pending.
     pub oldest_pending_seconds: Option<f64>,
     /// Events in the dead-letter table.
@@ -89,6 +96,7 @@ fn status_sql() -> String {
            'pending', (SELECT count(*) FROM outbox WHERE processed_at IS NULL), \
            'due', (SELECT count(*) FROM outbox WHERE processed_at IS NULL AND next_attempt_at <= now()), \
            'retrying', (SELECT count(*) FROM outbox WHERE processed_at IS NULL AND attempts > 0), \
+           'in_broker', (SELECT count(*) FROM outbox o WHERE processed_at IS NULL AND to_jsonb(o) ->> 'relayed_at' IS NOT NULL), \
            'oldest_pending_seconds', (SELECT round(extract(epoch FROM now() - min(created_at))::numeric, 3) FROM outbox WHERE processed_at IS NULL), \
            'dead', (SELECT count(*) FROM dead_letters), \
            'delivered_last_minute', (SELECT count(*) FROM notifications WHERE created_at > now() - interval '1 minute'), \
@@ -146,6 +154,9 @@ pub fn status(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     }
     writeln!(out, "Outbox of {name}:")?;
     writeln!(out, "  pending    {} ({} due now, {} waiting to retry)", status.pending, status.due, status.retrying)?;
+    if status.in_broker > 0 {
+        writeln!(out, "  in broker  {} (relayed, not yet handled)", status.in_broker)?;
+    }
     writeln!(out, "  oldest     {}", seconds(status.oldest_pending_seconds))?;
     writeln!(out, "  delivered  {} in the last minute", status.delivered_last_minute)?;
     let lag = &status.lag;
