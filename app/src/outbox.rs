@@ -87,8 +87,9 @@ pub type Claimed = (i64, String, serde_json::Value, i32);
 
 /// Delivers, retries or dead-letters each of `rows` (locked by `tx`), whichever way
 /// they were claimed: by scanning the outbox ([`drain_once`]) or as named by a broker
-/// (`src/broker.rs`, which uses this module). A retry also clears `relayed_at`, so that a broker's relay sends
-/// the event again once it is due; without a broker the column is never set.
+/// (`src/broker.rs`, which uses this module). A retry also clears `relayed_at`, so
+/// that a broker's relay sends the event again once it is due; without a broker the
+/// column is never set.
 pub async fn settle(tx: &mut crate::db::Tx, rows: Vec<Claimed>, config: &WorkerConfig) -> Result<DrainReport, sqlx::Error> {
     let mut report = DrainReport::default();
     // Deliveries go in one statement after the loop: a batch costs the same few round
