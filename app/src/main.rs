@@ -174,17 +174,19 @@ enum Command {
 /// priority; without one it drains the outbox directly.
 #[derive(clap::Args)]
 struct BrokerArgs {
-    /// The broker (Redis Streams), such as redis://:PASSWORD@10.5.1.29:6379/
-    #[arg(long, env = "SHOP_BROKER_URL")]
+    /// The broker (Redis Streams), such as redis://:PASSWORD@10.5.1.29:6379/; give it
+    /// in the environment, where `ps` does not show the password
+    #[arg(long, env = "SHOP_BROKER_URL", hide_env_values = true)]
     broker_url: Option<String>,
     /// Consumers per priority in this process: high (payment and stock follow-ups),
     /// normal (notifications), low (reports and exports)
     #[arg(long, env = "SHOP_BROKER_POOLS", default_value = "high=2,normal=2,low=1")]
     broker_pools: String,
-    /// This worker's consumer name; keep it across restarts so that a restarted worker
-    /// settles what it held
-    #[arg(long, env = "SHOP_BROKER_CONSUMER", default_value = "worker")]
-    broker_consumer: String,
+    /// This worker's consumer name, unique among the workers; the same name after a
+    /// restart settles at once what the worker held (default: worker-PID, whose held
+    /// entries another worker claims after 30 s)
+    #[arg(long, env = "SHOP_BROKER_CONSUMER")]
+    broker_consumer: Option<String>,
     /// Prepended to the stream names
     #[arg(long, env = "SHOP_BROKER_PREFIX", default_value = "shop:")]
     broker_prefix: String,
@@ -315,7 +317,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Worker { common, pooling, batch_size, max_attempts, poll_interval_ms, base_backoff_ms, order_partitions_premake, broker } => {
             init_logging(common.log_format);
-            let db = Db::connect_lazy(&common.database_url, common.db_pool_size, pooling.db_pooler).context("invalid database url")?;
+            let pools = match &broker.broker_url {
+                Some(_) => shop::broker::parse_pools(&broker.broker_pools).map_err(|e| anyhow::anyhow!("--broker-pools: {e}"))?,
+                None => Vec::new(),
+            };
+            // A connection for each consumer, the relay and the partition keeper.
+            let consumers: usize = pools.iter().map(|(_, n)| n).sum();
+            let pool_size = common.db_pool_size.max(consumers as u32 + 2);
+            let db = Db::connect_lazy(&common.database_url, pool_size, pooling.db_pooler).context("invalid database url")?;
             let config = WorkerConfig {
                 batch_size: batch_size.max(1),
                 max_attempts: max_attempts.max(1),
@@ -327,8 +336,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 order_partitions_premake.map(|premake| tokio::spawn(partitions::keep_ahead_forever(db.clone(), premake, Duration::from_secs(3600))));
             match broker.broker_url {
                 Some(url) => {
-                    let pools = shop::broker::parse_pools(&broker.broker_pools).map_err(|e| anyhow::anyhow!("--broker-pools: {e}"))?;
-                    let to = shop::broker::BrokerConfig { url, prefix: broker.broker_prefix, consumer: broker.broker_consumer, pools };
+                    let consumer = broker.broker_consumer.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+                    let to = shop::broker::BrokerConfig { url, prefix: broker.broker_prefix, consumer, pools };
                     tracing::info!(pools = broker.broker_pools, "outbox worker started: relaying to the broker and consuming it");
                     shop::broker::run(db, config, to, shutdown_signal()).await.context("invalid broker url")?;
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use shop::broker::{BrokerConfig, Priority, Read, consume_once, ensure_group, redrive_lost, relay_once};
+use shop::broker::{BrokerConfig, Priority, Read, claim_stale, consume_once, ensure_group, redrive_if_lost, relay_once};
 use shop::outbox::WorkerConfig;
 
 use crate::support::*;
@@ -171,7 +171,7 @@ async fn an_entry_read_before_the_relay_commits_is_handled_once_it_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_the_broker_lost_are_sent_again_once_it_holds_nothing() {
+async fn events_relayed_to_a_broker_that_lost_its_data_are_sent_again() {
     let app = spawn_app().await;
     insert_event(&app, "order.placed", json!({"order_id": 1, "email": "a@b.c", "total_cents": 5})).await;
     let config = broker(&app);
@@ -179,15 +179,45 @@ async fn events_the_broker_lost_are_sent_again_once_it_holds_nothing() {
     let mut conn = app.redis().await;
     ensure_group(&mut conn, &stream).await.unwrap();
     let db = app.worker_db();
+    assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 0, "a new broker: its epoch is set, nothing was sent to it");
     relay_once(&db, &mut conn, &config, 100).await.unwrap();
-    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 0, "the broker holds it");
-    // The broker loses its data, and the event was relayed long enough ago.
-    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
-    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 0, "relayed just now: maybe still on its way");
-    sqlx::query("UPDATE outbox SET relayed_at = now() - interval '1 minute'").execute(&app.db).await.unwrap();
-    assert_eq!(redrive_lost(&db, &mut conn, &config).await.unwrap(), 1);
+    assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 0, "the broker holds what it was sent");
+    // The broker loses its data: the stream and the epoch with it.
+    let _: () = redis::cmd("DEL").arg(&stream).arg(config.epoch_key()).query_async(&mut conn).await.unwrap();
+    assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 1);
+    assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 0, "only the relay that set the new epoch sends again");
     ensure_group(&mut conn, &stream).await.unwrap();
     assert_eq!(relay_once(&db, &mut conn, &config, 100).await.unwrap(), 1, "sent again");
     let (_, report) = consume_once(&db, &mut conn, &stream, "w1-normal-1", Read::New, &fast()).await.unwrap();
     assert_eq!(report.delivered, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_consumer_that_never_came_back_held_is_claimed_by_another() {
+    let app = spawn_app().await;
+    for n in 0..3 {
+        insert_event(&app, "order.placed", json!({"order_id": n, "email": "a@b.c", "total_cents": 5})).await;
+    }
+    let config = broker(&app);
+    let stream = config.stream(Priority::Normal);
+    let mut conn = app.redis().await;
+    ensure_group(&mut conn, &stream).await.unwrap();
+    let db = app.worker_db();
+    relay_once(&db, &mut conn, &config, 100).await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("gone-normal-1")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (n, _, _) = claim_stale(&db, &mut conn, &stream, "w2-normal-1", "0-0", Duration::from_secs(60), &fast()).await.unwrap();
+    assert_eq!(n, 0, "entries held for less than the idle time stay with their consumer");
+    let (n, report, next) = claim_stale(&db, &mut conn, &stream, "w2-normal-1", "0-0", Duration::ZERO, &fast()).await.unwrap();
+    assert_eq!((n, report.delivered, next.as_str()), (3, 3, "0-0"), "claimed, settled, and the whole pending list scanned");
+    assert_eq!(app.count("SELECT count(*) FROM notifications").await, 3);
+    assert_eq!(stream_len(&mut conn, &stream).await, 0);
 }

@@ -102,7 +102,7 @@ pub const LEVELS: [Level; 6] = [
             ("token-bucket rate limits in Redis", "limits hold across every instance, not per process"),
             (
                 "a broker (Redis Streams) with worker pools by priority and a dead-letter queue",
-                "slow side effects leave the request path, a flood of notifications cannot delay payment follow-ups, and a poison message cannot block the rest",
+                "slow side effects leave the request path, each priority has consumers of its own so a backlog of notifications does not hold up payment follow-ups, and a poison message cannot block the rest",
             ),
             (
                 "SLO burn-rate alerts and chaos gates",

@@ -396,10 +396,18 @@ pub struct Broker {
     /// Consumers per priority in every worker process.
     #[serde(default)]
     pub concurrency: BrokerConcurrency,
+    /// Memory the broker may use; when it is full it refuses new entries (events wait
+    /// in the outbox) and never evicts queued ones.
+    #[serde(default = "broker_maxmemory")]
+    pub maxmemory: ByteSize,
 }
 
 fn broker_attempts() -> u8 {
     5
+}
+
+fn broker_maxmemory() -> ByteSize {
+    "256mb".parse().expect("a valid size")
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -419,21 +427,22 @@ impl BrokerKind {
     }
 }
 
-/// How many events of each priority one worker process handles at once.
+/// How many events of each priority one worker process handles at once; at least one
+/// each, since an event whose priority has no consumer would wait for ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BrokerConcurrency {
     /// Payment and stock follow-ups.
     #[serde(default = "two")]
-    #[schemars(range(max = 64))]
+    #[schemars(range(min = 1, max = 64))]
     pub high: u8,
     /// Email, SMS and push notifications.
     #[serde(default = "two")]
-    #[schemars(range(max = 64))]
+    #[schemars(range(min = 1, max = 64))]
     pub normal: u8,
     /// Reports and bulk exports.
     #[serde(default = "one")]
-    #[schemars(range(max = 64))]
+    #[schemars(range(min = 1, max = 64))]
     pub low: u8,
 }
 
@@ -1015,23 +1024,28 @@ mod tests {
     fn a_broker_reads_with_defaults_and_needs_workers_and_consumers() {
         let m = Sources::new("level-5.yaml", level(5).unwrap().manifest).load().unwrap();
         let b = m.spec.broker.as_ref().expect("level 5 has a broker");
-        assert_eq!((b.kind, b.max_attempts), (BrokerKind::RedisStreams, 5));
+        assert_eq!((b.kind, b.max_attempts, b.maxmemory.redis()), (BrokerKind::RedisStreams, 5, "512mb".to_string()));
         assert_eq!((b.concurrency.high, b.concurrency.normal, b.concurrency.low), (4, 8, 1));
         let mut s = Sources::new("level-3.yaml", level(3).unwrap().manifest);
         s.overlay("broker.yaml", "spec:\n  broker: {}\n");
         let b = s.load().unwrap().spec.broker.unwrap();
-        assert_eq!((b.max_attempts, b.concurrency), (5, BrokerConcurrency::default()), "every field has a default");
+        assert_eq!(
+            (b.max_attempts, b.concurrency, b.maxmemory.redis()),
+            (5, BrokerConcurrency::default(), "256mb".to_string()),
+            "every field has a default"
+        );
 
         let mut s = Sources::new("level-5.yaml", level(5).unwrap().manifest);
-        s.set("spec.shop.workers=0").set("spec.broker.concurrency={high: 0, normal: 0, low: 0}").set("spec.broker.kind=rabbitmq");
+        s.set("spec.broker.concurrency.normal=0").set("spec.broker.kind=rabbitmq");
         let errs = errors(s);
         let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(got, ["spec.broker.kind"], "the schema first: {errs:?}");
+        assert_eq!(got, ["spec.broker.kind", "spec.broker.concurrency.normal"], "every priority needs a consumer: {errs:?}");
         let mut s = Sources::new("level-5.yaml", level(5).unwrap().manifest);
-        s.set("spec.shop.workers=0").set("spec.broker.concurrency={high: 0, normal: 0, low: 0}");
+        s.set("spec.shop.workers=0");
         let errs = errors(s);
-        let got: Vec<(&str, bool)> = errs.iter().map(|e| (e.path.as_str(), e.message.contains("spec.shop.workers"))).collect();
-        assert_eq!(got, [("spec.broker", true), ("spec.broker.concurrency", false)], "{errs:?}");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.broker");
+        assert!(errs[0].message.contains("set spec.shop.workers to at least 1"), "{}", errs[0]);
     }
 
     #[test]

@@ -137,14 +137,8 @@ pub fn check(m: &Manifest) -> Vec<(String, String)> {
             ),
         );
     }
-    if let Some(b) = &s.broker {
-        if shop.workers == 0 {
-            bad("spec.broker", "a broker needs workers to consume it: set spec.shop.workers to at least 1".into());
-        }
-        let c = b.concurrency;
-        if c.high == 0 && c.normal == 0 && c.low == 0 {
-            bad("spec.broker.concurrency", "at least one priority needs consumers, such as `normal: 2`".into());
-        }
+    if s.broker.is_some() && shop.workers == 0 {
+        bad("spec.broker", "a broker needs workers to consume it: set spec.shop.workers to at least 1".into());
     }
 
     let prom = &s.observability.prometheus;

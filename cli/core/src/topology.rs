@@ -43,6 +43,7 @@ pub struct BrokerPlan {
     pub kind: crate::manifest::BrokerKind,
     pub max_attempts: u8,
     pub concurrency: crate::manifest::BrokerConcurrency,
+    pub maxmemory: ByteSize,
 }
 
 /// A region and where it sits in the manifest's list (its index places it on `local`).
@@ -350,6 +351,7 @@ impl Topology {
                 kind: b.kind,
                 max_attempts: b.max_attempts,
                 concurrency: b.concurrency,
+                maxmemory: b.maxmemory,
             }),
             shop: ShopTier {
                 pools,

@@ -3,11 +3,12 @@
 //! `src/broker.rs` says why Redis Streams and how events flow).
 //!
 //! Unlike the cache, it must lose nothing it acknowledged: its append-only file is synced
-//! before every reply and replayed at start, it never evicts, and `down --keep-data`
-//! keeps its directory like a database's.
+//! before every reply and replayed at start, it never evicts (once full it refuses new
+//! entries, whose events wait in the outbox), and `down --keep-data` keeps its directory
+//! like a database's. It has no exporter: what it holds is also in the outbox, which the
+//! shops' metrics and `scalectl queue status` report.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use scalectl_core::plan::Observed;
@@ -15,7 +16,7 @@ use scalectl_core::{Readiness, Resource};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, redis, secrets, templates, tools};
+use crate::{Env, redis, secrets, templates};
 
 /// The file of the generated password every client must give: the broker's own, not the
 /// cache's, since what may reach one need not reach the other.
@@ -42,8 +43,7 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     let d = daemon(env, r);
     let mut files = config_files(env, r)?;
     files.push(("auth.conf".into(), format!("requirepass {}\n", password(env)?)));
-    let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
-    cmd.arg(d.paths().dir.join("broker.conf"));
+    let cmd = redis::server(&d.paths().dir.join("broker.conf"))?;
     // Redis writes its append-only files here with its own modes.
     d.keep_private()?;
     d.start(cmd, &files, &[address(r)?], true)?;

@@ -150,7 +150,7 @@ pub fn expand(t: &Topology, placement: Placement) -> Result<Graph, ExpandError> 
     let broker = t.broker.as_ref().map(|b| {
         let site = t.regions.iter().find(|r| r.name == b.region).map_or(0, |r| r.index);
         let id = format!("broker/{}", b.region);
-        let spec = LocalSpec::Broker(BrokerSpec { engine: b.kind.as_str().into(), appendfsync: "always".into() });
+        let spec = LocalSpec::Broker(BrokerSpec { engine: b.kind.as_str().into(), appendfsync: "always".into(), maxmemory: b.maxmemory });
         out.push(resource(&id, &b.region, Some((placement.address(site, hosts::BROKER), ports::BROKER)), vec![], spec));
         (id, b)
     });
@@ -577,13 +577,13 @@ fn exporter(region: &str, address: Ipv4Addr, port: u16, exports: Exports, of: &s
     resource(&format!("exporter/{}", of.replace('/', "-")), region, Some((address, port)), vec![of.to_string()], spec)
 }
 
-/// A resource of the kind `spec` is, listening on `at` when it listens.
 /// Consumers per priority as the shop's worker reads them: `high=4,normal=8,low=1`.
 fn pools_text(b: &BrokerPlan) -> String {
     let c = b.concurrency;
     format!("high={},normal={},low={}", c.high, c.normal, c.low)
 }
 
+/// A resource of the kind `spec` is, listening on `at` when it listens.
 fn resource(id: &str, region: &str, at: Option<(Ipv4Addr, u16)>, depends_on: Vec<String>, spec: LocalSpec) -> Resource {
     Resource {
         id: id.to_string(),

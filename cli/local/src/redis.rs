@@ -72,11 +72,17 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
         let masterauth = if replica { format!("masterauth {password}\n") } else { String::new() };
         files.push(("auth.conf".into(), format!("requirepass {password}\n{masterauth}")));
     }
-    let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
-    cmd.arg(d.paths().dir.join("redis.conf"));
+    let cmd = server(&d.paths().dir.join("redis.conf"))?;
     d.keep_private()?;
     d.start(cmd, &files, &[own], true)?;
     Ok(())
+}
+
+/// `redis-server CONFIG`: a cache node, a Sentinel (with `--sentinel`) or the broker.
+pub fn server(config: &std::path::Path) -> Result<Command> {
+    let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
+    cmd.arg(config);
+    Ok(cmd)
 }
 
 /// Sends one inline command (after the password, when Redis wants it) and returns the

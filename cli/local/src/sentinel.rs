@@ -9,15 +9,14 @@
 //! Sentinels know ([`current_primary`]); a failover is never a planned change.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use scalectl_core::plan::Observed;
 use scalectl_core::{Readiness, Resource, ResourceKind};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::{Env, redis, spec, templates, tools};
+use crate::{Env, redis, spec, templates};
 
 /// The name the Sentinels know the group's primary by; clients ask for it.
 pub const MASTER_NAME: &str = "shop";
@@ -69,8 +68,8 @@ pub fn apply(env: &Env, r: &Resource) -> Result<()> {
     // vote twice in one election.
     let file = d.paths().dir.join(&name);
     text.push_str(&epochs(&std::fs::read_to_string(&file).unwrap_or_default()));
-    let mut cmd = Command::new(tools::find("redis-server").context("`redis-server` not found; install it with `apt-get install redis-server`")?);
-    cmd.arg(file).arg("--sentinel");
+    let mut cmd = redis::server(&file)?;
+    cmd.arg("--sentinel");
     d.keep_private()?;
     d.start(cmd, &[(name, text)], &[d.endpoint()?], true)?;
     Ok(())

@@ -133,14 +133,12 @@ fn worker(env: &Env, r: &Resource, s: &WorkerSpec) -> Result<Command> {
         cmd.env("SHOP_ORDER_PARTITIONS_PREMAKE", s.order_partitions_premake.to_string());
     }
     if let Some(broker) = &s.broker {
-        // The consumer name is the resource's, so a restarted worker settles what it
-        // held; a connection for each consumer and the relay, and one to spare.
-        let consumers: usize = s.broker_pools.split(',').filter_map(|p| p.split_once('=')?.1.parse::<usize>().ok()).sum();
+        // The consumer name is the resource's, so a restarted worker settles at once
+        // what it held. The worker sizes its database pool to its consumers.
         cmd.env("SHOP_BROKER_URL", crate::broker::url(env, broker)?)
             .env("SHOP_BROKER_POOLS", &s.broker_pools)
             .env("SHOP_BROKER_CONSUMER", &r.id)
-            .env("SHOP_BROKER_PREFIX", format!("{}:", env.name))
-            .env("SHOP_DB_POOL_SIZE", (consumers + 2).to_string());
+            .env("SHOP_BROKER_PREFIX", format!("{}:", env.name));
     }
     if s.max_attempts > 0 {
         cmd.env("SHOP_WORKER_MAX_ATTEMPTS", s.max_attempts.to_string());

@@ -320,6 +320,9 @@ pub struct BrokerSpec {
     /// When its append-only file is synced (`always`: before every reply, so an
     /// acknowledged event survives a crash of the broker or the machine).
     pub appendfsync: String,
+    /// Memory it may use before it refuses new entries (it never evicts).
+    #[serde(with = "redis_size")]
+    pub maxmemory: ByteSize,
 }
 
 fn one() -> u32 {

@@ -101,7 +101,7 @@ fn the_broker_keeps_what_it_acknowledged_and_never_evicts() {
     let (g, _dir, p) = files(5, &[]);
     let conf = file(&p, &g, "broker/r1", "broker.conf");
     assert!(conf.contains("bind 127.9.1.29\nport 6379\n"), "an address of its own: {conf}");
-    for line in ["appendonly yes\n", "appendfsync always\n", "maxmemory-policy noeviction\n", "save \"\"\n"] {
+    for line in ["appendonly yes\n", "appendfsync always\n", "maxmemory 512mb\n", "maxmemory-policy noeviction\n", "save \"\"\n"] {
         assert!(conf.contains(line), "{line}: {conf}");
     }
     assert!(conf.contains("/auth.conf\n") && !conf.contains("requirepass"), "the password is included, never rendered: {conf}");
