@@ -57,6 +57,9 @@ const LOCK_TIMEOUT: &str = "5s";
 /// Failed batches a consumer retries at once, reading what it holds, before it reads new
 /// entries and leaves the held ones to [`CLAIM_IDLE`].
 const RETRIES_AT_ONCE: u32 = 3;
+/// How long the relay waits before its next batch after one that found events but was
+/// not full, instead of the poll interval.
+const BUSY_RELAY_PAUSE: Duration = Duration::from_millis(50);
 /// How long the relay, which holds its events' row locks meanwhile, waits for the broker.
 const RELAY_WAIT: Duration = Duration::from_secs(2);
 /// How long to wait before trying again after the broker or the database failed.
@@ -436,8 +439,12 @@ pub async fn relay(db: Db, client: Client, config: BrokerConfig, worker: WorkerC
             }
         }
         match relay_once(&db, c, &config, worker.batch_size.max(1)).await {
+            // A full batch: more are due now. Some: orders are coming in, look again
+            // soon (a poll interval here was most of an event's wait at level 5,
+            // BENCHMARKS.md). None: the poll interval.
             Ok(n) if n as i64 >= worker.batch_size => {}
-            Ok(_) => tokio::time::sleep(worker.poll_interval).await,
+            Ok(0) => tokio::time::sleep(worker.poll_interval).await,
+            Ok(_) => tokio::time::sleep(BUSY_RELAY_PAUSE.min(worker.poll_interval)).await,
             Err(e) => {
                 tracing::warn!(error = %e, "relay failed; events wait in the outbox");
                 if matches!(e, BrokerError::Broker(_)) {
