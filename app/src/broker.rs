@@ -140,11 +140,6 @@ impl BrokerConfig {
     pub fn epoch_key(&self) -> String {
         format!("{}broker-epoch", self.prefix)
     }
-
-    /// Consumers this process runs, over every priority.
-    pub fn consumers(&self) -> usize {
-        self.pools.iter().map(|(_, n)| n).sum()
-    }
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -248,13 +243,22 @@ pub async fn redrive_if_lost(db: &Db, conn: &mut MultiplexedConnection, config: 
     if set.is_none() {
         return Ok(0);
     }
-    let mut tx = db.begin().await?;
-    let lost = sqlx::query("UPDATE outbox SET relayed_at = NULL WHERE processed_at IS NULL AND relayed_at IS NOT NULL")
-        .execute(&mut tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    Ok(lost)
+    let cleared = async {
+        let mut tx = db.begin().await?;
+        let lost = sqlx::query("UPDATE outbox SET relayed_at = NULL WHERE processed_at IS NULL AND relayed_at IS NOT NULL")
+            .execute(&mut tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok::<u64, sqlx::Error>(lost)
+    }
+    .await;
+    if cleared.is_err() {
+        // Not sent again yet: the epoch goes, so that the next check (this relay's or
+        // another's) tries again rather than finding the broker's life unbroken.
+        let _: Result<(), RedisError> = redis::cmd("DEL").arg(config.epoch_key()).query_async(conn).await;
+    }
+    Ok(cleared?)
 }
 
 /// Settles the events `entries` name, then acknowledges and deletes the entries. An

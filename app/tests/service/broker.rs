@@ -20,6 +20,22 @@ fn broker(app: &TestApp) -> BrokerConfig {
     BrokerConfig { url: redis_url(), prefix: app.redis_prefix.clone(), consumer: "w1".into(), pools: vec![(Priority::Normal, 1)] }
 }
 
+/// This test's broker, its normal-priority stream with the workers' group, a connection,
+/// and the worker's database.
+async fn normal_stream(app: &TestApp) -> (BrokerConfig, String, MultiplexedConnection, shop::db::Db) {
+    let config = broker(app);
+    let stream = config.stream(Priority::Normal);
+    let mut conn = app.redis().await;
+    ensure_group(&mut conn, &stream).await.unwrap();
+    (config, stream, conn, app.worker_db())
+}
+
+/// `consumer` reads every new entry and settles none of them (then dies, say).
+async fn hold(conn: &mut MultiplexedConnection, stream: &str, consumer: &str) {
+    let _: redis::Value =
+        redis::cmd("XREADGROUP").arg("GROUP").arg("workers").arg(consumer).arg("STREAMS").arg(stream).arg(">").query_async(conn).await.unwrap();
+}
+
 async fn stream_len(conn: &mut MultiplexedConnection, stream: &str) -> i64 {
     redis::cmd("XLEN").arg(stream).query_async(conn).await.unwrap()
 }
@@ -37,11 +53,7 @@ async fn each_order_is_relayed_and_notified_exactly_once_even_when_sent_twice() 
         app.post("/cart/items", Some(&buyer), json!({"product_id": product, "quantity": 1})).await.expect(201);
         app.checkout(&buyer, &key()).await.expect(201);
     }
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     assert_eq!(relay_once(&db, &mut conn, &config, 100).await.unwrap(), 3);
     assert_eq!(relay_once(&db, &mut conn, &config, 100).await.unwrap(), 0, "an event is relayed once");
     assert_eq!(stream_len(&mut conn, &stream).await, 3);
@@ -64,11 +76,7 @@ async fn each_order_is_relayed_and_notified_exactly_once_even_when_sent_twice() 
 async fn a_poison_event_is_retried_through_the_outbox_then_dead_lettered_and_replays() {
     let app = spawn_app().await;
     insert_event(&app, "order.placed", json!({"garbage": true})).await;
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     let worker = fast();
     for attempt in 1..=3 {
         assert_eq!(relay_once(&db, &mut conn, &config, 100).await.unwrap(), 1, "attempt {attempt} is relayed");
@@ -99,11 +107,7 @@ async fn a_poison_event_is_retried_through_the_outbox_then_dead_lettered_and_rep
 async fn a_retry_is_not_handled_before_its_backoff_even_if_its_old_entry_is_read_again() {
     let app = spawn_app().await;
     insert_event(&app, "nope", json!({})).await;
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     let worker = WorkerConfig { base_backoff: Duration::from_secs(60), ..fast() };
     relay_once(&db, &mut conn, &config, 100).await.unwrap();
     let id: i64 = sqlx::query_scalar("SELECT id FROM outbox").fetch_one(&app.db).await.unwrap();
@@ -120,23 +124,10 @@ async fn a_consumer_killed_mid_batch_settles_what_it_held_when_it_restarts() {
     for n in 0..4 {
         insert_event(&app, "order.placed", json!({"order_id": n, "email": "a@b.c", "total_cents": 5})).await;
     }
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     relay_once(&db, &mut conn, &config, 100).await.unwrap();
     // The consumer read the entries, then died before settling them.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg("w1-normal-1")
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    hold(&mut conn, &stream, "w1-normal-1").await;
     let (read, _) = consume_once(&db, &mut conn, &stream, "w2-normal-1", Read::New, &fast()).await.unwrap();
     assert_eq!(read, 0, "another consumer does not get entries someone holds");
     let (read, report) = consume_once(&db, &mut conn, &stream, "w1-normal-1", Read::Held, &fast()).await.unwrap();
@@ -174,11 +165,7 @@ async fn an_entry_read_before_the_relay_commits_is_handled_once_it_does() {
 async fn events_relayed_to_a_broker_that_lost_its_data_are_sent_again() {
     let app = spawn_app().await;
     insert_event(&app, "order.placed", json!({"order_id": 1, "email": "a@b.c", "total_cents": 5})).await;
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 0, "a new broker: its epoch is set, nothing was sent to it");
     relay_once(&db, &mut conn, &config, 100).await.unwrap();
     assert_eq!(redrive_if_lost(&db, &mut conn, &config).await.unwrap(), 0, "the broker holds what it was sent");
@@ -198,22 +185,9 @@ async fn what_a_consumer_that_never_came_back_held_is_claimed_by_another() {
     for n in 0..3 {
         insert_event(&app, "order.placed", json!({"order_id": n, "email": "a@b.c", "total_cents": 5})).await;
     }
-    let config = broker(&app);
-    let stream = config.stream(Priority::Normal);
-    let mut conn = app.redis().await;
-    ensure_group(&mut conn, &stream).await.unwrap();
-    let db = app.worker_db();
+    let (config, stream, mut conn, db) = normal_stream(&app).await;
     relay_once(&db, &mut conn, &config, 100).await.unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg("gone-normal-1")
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    hold(&mut conn, &stream, "gone-normal-1").await;
     let (n, _, _) = claim_stale(&db, &mut conn, &stream, "w2-normal-1", "0-0", Duration::from_secs(60), &fast()).await.unwrap();
     assert_eq!(n, 0, "entries held for less than the idle time stay with their consumer");
     let (n, report, next) = claim_stale(&db, &mut conn, &stream, "w2-normal-1", "0-0", Duration::ZERO, &fast()).await.unwrap();
